@@ -1,0 +1,273 @@
+"""The public functions that start, advance and inspect runs.
+
+They resolve *where* (storage: the argument, else the configured one; non-durable runs use a
+process-local in-memory store) and *who* (the runtime: the argument, else the configured one),
+then talk only to the ``Runtime`` port and the ``StorageBackend`` port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pyworkflow.config import get_config, get_storage, runtime_name
+from pyworkflow.core.exceptions import (
+    CancellationError,
+    ConfigurationError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.activation import Outcome
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.runtime.base import Runtime
+from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.serialization import deserialize_exception, loads
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+
+_runtimes: dict[str, Runtime] = {}
+_transient: InMemoryStorageBackend | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeResult:
+    run_id: str
+    hook_id: str
+    status: str
+
+
+def _transient_storage() -> InMemoryStorageBackend:
+    global _transient
+    if _transient is None:
+        _transient = InMemoryStorageBackend()
+    return _transient
+
+
+def get_runtime(runtime: str | Runtime | None = None) -> Runtime:
+    """The runtime named (``"local"``, ``"celery"``), given, or configured."""
+    if isinstance(runtime, Runtime):
+        return runtime
+    name = runtime or runtime_name()
+    existing = _runtimes.get(name)
+    if existing is not None:
+        return existing
+    config = get_config()
+    if name == "local":
+        made: Runtime = LocalRuntime(
+            dispatch_steps=config.dispatch_steps,
+            poll_interval=config.timer_poll_interval,
+            lease_ttl=config.lease_ttl,
+            event_limit=config.event_limit,
+        )
+    elif name == "celery":
+        try:
+            module = importlib.import_module("pyworkflow.celery.runtime")
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the celery runtime is not available ({exc}); install pyworkflow-engine[celery]"
+            ) from None
+        made = module.CeleryRuntime()
+    else:
+        raise ConfigurationError(f"unknown runtime {name!r} (expected 'local' or 'celery')")
+    _runtimes[name] = made
+    return made
+
+
+def set_runtime(name: str, runtime: Runtime | None) -> None:
+    """Install (or with None, forget) the runtime used for ``name`` (tests, embedding)."""
+    if runtime is None:
+        _runtimes.pop(name, None)
+    else:
+        _runtimes[name] = runtime
+
+
+def _storage_for(storage: StorageBackend | None) -> StorageBackend:
+    return storage if storage is not None else get_storage()
+
+
+async def _find_run(run_id: str, storage: StorageBackend | None) -> tuple[WorkflowRun, Any]:
+    store = _storage_for(storage)
+    run = await store.get_run(run_id)
+    if run is None and storage is None and _transient is not None:
+        run = await _transient.get_run(run_id)
+        store = _transient
+    if run is None:
+        raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}")
+    return run, store
+
+
+def _raise_or_return(outcome: Outcome) -> Any:
+    if outcome.status is RunStatus.COMPLETED:
+        return None if outcome.result is None else loads(outcome.result)
+    if outcome.status is RunStatus.FAILED:
+        if outcome.exception:
+            raise deserialize_exception(outcome.exception)
+        raise WorkflowError(f"run {outcome.run_id} failed")
+    if outcome.status is RunStatus.CANCELLED:
+        raise CancellationError(f"run {outcome.run_id} was cancelled")
+    return None
+
+
+async def start(
+    workflow_func: Any,
+    *args: Any,
+    runtime: str | Runtime | None = None,
+    durable: bool | None = None,
+    storage: StorageBackend | None = None,
+    idempotency_key: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Start a run of ``workflow_func``; returns its run id.
+
+    On the local runtime the workflow runs in this process until it finishes or blocks; if it
+    raises, ``start`` re-raises after the run is recorded as failed. The same
+    ``idempotency_key`` always gives the same run id.
+    """
+    definition = workflow_definition_of(workflow_func)
+    if durable is None:
+        durable = definition.durable if definition.durable is not None else None
+    if durable is None:
+        durable = get_config().default_durable
+    store = storage if storage is not None else (get_storage() if durable else None)
+    if store is None:
+        store = _transient_storage()
+    run_id, outcome = await get_runtime(runtime).start(
+        definition, args, kwargs, storage=store, idempotency_key=idempotency_key
+    )
+    if outcome is not None and outcome.status is RunStatus.FAILED:
+        _raise_or_return(outcome)
+    return run_id
+
+
+async def resume(
+    run_id: str, runtime: str | Runtime | None = None, storage: StorageBackend | None = None
+) -> Any:
+    """Advance ``run_id`` now. Returns its result if it finished; re-raises if it failed.
+
+    Idempotent: completed steps are never run again, and a finished run is only reported.
+    """
+    _, store = await _find_run(run_id, storage)
+    return _raise_or_return(await get_runtime(runtime).resume(run_id, storage=store))
+
+
+async def get_workflow_run(
+    run_id: str, storage: StorageBackend | None = None
+) -> WorkflowRun | None:
+    store = _storage_for(storage)
+    run = await store.get_run(run_id)
+    if run is None and storage is None and _transient is not None:
+        run = await _transient.get_run(run_id)
+    return run
+
+
+async def get_workflow_run_by_idempotency_key(
+    key: str, storage: StorageBackend | None = None
+) -> WorkflowRun | None:
+    return await _storage_for(storage).get_run_by_idempotency_key(key)
+
+
+async def get_workflow_events(run_id: str, storage: StorageBackend | None = None) -> list[Event]:
+    _, store = await _find_run(run_id, storage)
+    events: list[Event] = await store.get_events(run_id)
+    return events
+
+
+async def get_workflow_chain(
+    run_id: str, storage: StorageBackend | None = None
+) -> list[WorkflowRun]:
+    """The run and the runs it continued from / into (``continue_as_new``), oldest first."""
+    run, store = await _find_run(run_id, storage)
+    chain = [run]
+    while chain[0].continued_from_run_id:
+        previous = await store.get_run(chain[0].continued_from_run_id)
+        if previous is None:
+            break
+        chain.insert(0, previous)
+    while chain[-1].continued_to_run_id:
+        following = await store.get_run(chain[-1].continued_to_run_id)
+        if following is None:
+            break
+        chain.append(following)
+    return chain
+
+
+async def get_workflow_result(
+    run_id: str, timeout: float | None = None, storage: StorageBackend | None = None
+) -> Any:
+    """Wait for ``run_id`` to finish; return its result or raise the workflow's error.
+
+    Raises ``WorkflowTimeoutError`` when ``timeout`` seconds pass first. While waiting, this
+    process serves the run's timers (on the local runtime), so sleeping runs progress.
+    """
+    run, store = await _find_run(run_id, storage)
+    runtime = get_runtime()
+    await runtime.ensure_running(store)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    poll = 0.02
+    while not run.status.is_terminal:
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            raise WorkflowTimeoutError(
+                f"run {run_id} did not finish within {timeout}s (status: {run.status.value})"
+            )
+        waiter = runtime.engine_for(store).finished_waiter(run_id)
+        wait = poll if remaining is None else min(poll, remaining)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout=wait)
+        poll = min(poll * 2, 0.5)
+        fresh = await store.get_run(run_id)
+        assert fresh is not None
+        run = fresh
+    return await _result_of(run, store)
+
+
+async def _result_of(run: WorkflowRun, store: StorageBackend) -> Any:
+    if run.status is RunStatus.COMPLETED:
+        return None if run.result is None else loads(run.result)
+    if run.status is RunStatus.FAILED:
+        tail = await store.get_events(run.run_id, after_sequence=max(run.last_sequence - 2, 0))
+        for event in reversed(tail):
+            if event.type is EventType.WORKFLOW_FAILED and event.data.get("exception"):
+                raise deserialize_exception(event.data["exception"])
+        raise WorkflowError(run.error or f"run {run.run_id} failed")
+    if run.status is RunStatus.CANCELLED:
+        raise CancellationError(f"run {run.run_id} was cancelled")
+    return None
+
+
+async def resume_hook(
+    token: str, payload: Any, *, storage: StorageBackend | None = None
+) -> ResumeResult:
+    """Deliver ``payload`` to the hook named by ``token`` and wake its run.
+
+    The payload is validated against the hook's schema before anything is recorded. Raises
+    ``InvalidTokenError``, ``HookNotFoundError``, ``HookExpiredError``,
+    ``HookAlreadyReceivedError`` (also when two arrive at once) or ``HookPayloadError``.
+    """
+    store = _storage_for(storage)
+    runtime = get_runtime()
+    await runtime.ensure_running(store)
+    run_id, hook_id = await runtime.engine_for(store).receive_hook(token, payload)
+    return ResumeResult(run_id=run_id, hook_id=hook_id, status="received")
+
+
+__all__ = [
+    "ResumeResult",
+    "get_runtime",
+    "get_workflow_chain",
+    "get_workflow_events",
+    "get_workflow_result",
+    "get_workflow_run",
+    "get_workflow_run_by_idempotency_key",
+    "resume",
+    "resume_hook",
+    "set_runtime",
+    "start",
+]

@@ -1,0 +1,153 @@
+"""Process-wide configuration: ``configure``, ``configure_from_yaml``, ``get_config``, ...
+
+Keys keep the names of pyworkflow-engine 0.3/0.4 (``storage``, ``default_durable``,
+``default_runtime``). Environment variables (``PYWORKFLOW_STORAGE_TYPE``,
+``PYWORKFLOW_STORAGE_PATH``, ``PYWORKFLOW_STORAGE_URL``, ``PYWORKFLOW_RUNTIME``) fill what was
+not configured explicitly. An unknown key or a bad value is a ``ConfigurationError`` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.serialization import set_allow_pickle
+from pyworkflow.storage.base import StorageBackend
+
+DEFAULT_SQLITE_PATH = "./pyworkflow_data/pyworkflow.db"
+
+
+@dataclass(slots=True)
+class Config:
+    storage: StorageBackend | None = None
+    default_durable: bool = True
+    default_runtime: str = "local"
+    allow_pickle: bool = True
+    event_limit: int = 50_000
+    lease_ttl: float = 30.0
+    timer_poll_interval: float = 1.0
+    dispatch_steps: bool = False
+    max_nesting_depth: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_config = Config()
+_ALIASES = {"runtime": "default_runtime", "event_hard_limit": "event_limit"}
+_PASSTHROUGH = {"celery_broker", "celery_result_backend", "log_level", "event_soft_limit"}
+
+
+def _coerce_storage(value: Any) -> StorageBackend | None:
+    if value is None or isinstance(value, StorageBackend):
+        return value
+    from pyworkflow.storage.config import config_to_storage
+
+    if isinstance(value, str):
+        return config_to_storage({"url": value})
+    if isinstance(value, dict):
+        return config_to_storage(value)
+    raise ConfigurationError(
+        f"storage must be a StorageBackend, a URL or a dict, got {type(value).__name__}"
+    )
+
+
+def configure(**kwargs: Any) -> None:
+    """Set configuration keys; unknown keys raise ``ConfigurationError`` listing valid ones."""
+    global _config
+    known = {f.name for f in fields(Config)} - {"extra"}
+    changes: dict[str, Any] = {}
+    extra = dict(_config.extra)
+    for key, value in kwargs.items():
+        name = _ALIASES.get(key, key)
+        if name in _PASSTHROUGH:
+            extra[name] = value
+            continue
+        if name not in known:
+            valid = ", ".join(sorted(known | set(_ALIASES) | _PASSTHROUGH))
+            raise ConfigurationError(f"unknown configuration key {key!r} (valid keys: {valid})")
+        if name == "storage":
+            value = _coerce_storage(value)
+        elif name == "default_runtime" and value not in ("local", "celery"):
+            raise ConfigurationError(f"unknown runtime {value!r} (expected 'local' or 'celery')")
+        changes[name] = value
+    _config = replace(_config, extra=extra, **changes)
+    if "allow_pickle" in changes:
+        set_allow_pickle(bool(changes["allow_pickle"]))
+
+
+def configure_from_yaml(path: str | os.PathLike[str]) -> None:
+    """Load ``pyworkflow.config.yaml``-style settings (``runtime``, ``storage: {type, ...}``)."""
+    import yaml
+
+    file = Path(path)
+    if not file.exists():
+        raise ConfigurationError(f"configuration file {str(file)!r} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{file}: expected a mapping of settings at the top level")
+    celery = data.pop("celery", None)
+    if isinstance(celery, dict):
+        if "broker" in celery:
+            data["celery_broker"] = celery["broker"]
+        if "result_backend" in celery:
+            data["celery_result_backend"] = celery["result_backend"]
+    data.pop("module", None)
+    configure(**data)
+
+
+def get_config() -> Config:
+    return _config
+
+
+def reset_config() -> None:
+    """Back to defaults (tests). Does not close the previously configured storage."""
+    global _config
+    _config = Config()
+    set_allow_pickle(True)
+
+
+def _storage_from_env() -> StorageBackend | None:
+    from pyworkflow.storage.config import config_to_storage
+
+    url = os.environ.get("PYWORKFLOW_STORAGE_URL")
+    kind = os.environ.get("PYWORKFLOW_STORAGE_TYPE")
+    path = os.environ.get("PYWORKFLOW_STORAGE_PATH")
+    if url:
+        return config_to_storage({"url": url, **({"type": kind} if kind else {})})
+    if kind:
+        settings: dict[str, Any] = {"type": kind}
+        if path:
+            settings["path"] = path
+        return config_to_storage(settings)
+    return None
+
+
+def get_storage() -> StorageBackend:
+    """The configured storage; by default the embedded SQLite file ``./pyworkflow_data/``."""
+    global _config
+    if _config.storage is None:
+        from pyworkflow.storage.sqlite import SQLiteStorageBackend
+
+        storage = _storage_from_env() or SQLiteStorageBackend(DEFAULT_SQLITE_PATH)
+        _config = replace(_config, storage=storage)
+    assert _config.storage is not None
+    return _config.storage
+
+
+def runtime_name() -> str:
+    return os.environ.get("PYWORKFLOW_RUNTIME") or _config.default_runtime
+
+
+__all__ = [
+    "Config",
+    "configure",
+    "configure_from_yaml",
+    "get_config",
+    "get_storage",
+    "reset_config",
+]

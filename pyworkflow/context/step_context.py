@@ -1,0 +1,162 @@
+"""Step context: read-only data a workflow hands to its steps, and the running attempt's identity.
+
+``StepContext`` is a pydantic model users subclass for data every step of a run needs (a tenant,
+a trace id). The workflow sets it with ``set_step_context``; steps read it with
+``get_step_context``. Inside a step, ``get_step_info()`` names the attempt and gives a stable
+``idempotency_key`` for side effects that may run more than once. Checkpoints let a long step
+resume part-way after a crash. Must never import anything above the data model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from pyworkflow.serialization import dumps, loads
+
+
+class StepContext(BaseModel):
+    """Base class for user step contexts. Immutable once set: steps only read it."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class CheckpointStore(Protocol):
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None: ...
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None: ...
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """The step attempt running now. ``idempotency_key`` is the same for every attempt."""
+
+    run_id: str
+    step_id: str
+    step_name: str
+    attempt: int
+    context: StepContext | None
+    checkpoints: CheckpointStore | None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.step_id}"
+
+
+_current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)
+
+
+@contextmanager
+def step_scope(info: StepInfo) -> Iterator[StepInfo]:
+    """Make ``info`` the current step for the code run inside the ``with`` block."""
+    token = _current_step.set(info)
+    try:
+        yield info
+    finally:
+        _current_step.reset(token)
+
+
+def current_step_info() -> StepInfo | None:
+    return _current_step.get()
+
+
+def get_step_info() -> StepInfo:
+    """The running step attempt; raises ``RuntimeError`` outside a step."""
+    info = _current_step.get()
+    if info is None:
+        raise RuntimeError("get_step_info() can only be called inside a step")
+    return info
+
+
+def _workflow_step_context() -> tuple[bool, StepContext | None]:
+    # Imported here: the workflow context module imports this one.
+    from pyworkflow.context import current_workflow
+
+    ctx = current_workflow()
+    if ctx is None:
+        return False, None
+    return True, ctx.get_step_context()
+
+
+def get_step_context() -> StepContext:
+    """The step context set by the workflow. Raises ``RuntimeError`` when none was set."""
+    info = _current_step.get()
+    if info is not None:
+        if info.context is None:
+            raise RuntimeError("no step context was set by the workflow (set_step_context)")
+        return info.context
+    in_wf, value = _workflow_step_context()
+    if not in_wf:
+        raise RuntimeError("get_step_context() can only be called inside a workflow or a step")
+    if value is None:
+        raise RuntimeError("no step context was set (call set_step_context first)")
+    return value
+
+
+def has_step_context() -> bool:
+    info = _current_step.get()
+    if info is not None:
+        return info.context is not None
+    return _workflow_step_context()[1] is not None
+
+
+def set_step_context(ctx: StepContext | None) -> None:
+    """Set the step context for the steps the workflow calls from now on (workflow code only)."""
+    if _current_step.get() is not None:
+        raise RuntimeError("the step context is read-only inside a step")
+    if ctx is not None and not isinstance(ctx, StepContext):
+        raise TypeError(f"set_step_context expects a StepContext, got {type(ctx).__name__}")
+    from pyworkflow.context import current_workflow
+
+    wf = current_workflow()
+    if wf is None:
+        raise RuntimeError("set_step_context() can only be called inside a workflow")
+    wf.set_step_context(ctx)
+
+
+def _checkpoint_target() -> tuple[StepInfo, CheckpointStore]:
+    info = get_step_info()
+    if info.checkpoints is None:
+        raise RuntimeError("this step runs without durable storage: checkpoints are unavailable")
+    return info, info.checkpoints
+
+
+async def save_step_checkpoint(data: Any) -> None:
+    """Durably save progress of the running step; a retry or a recovery can load it."""
+    info, store = _checkpoint_target()
+    await store.put_checkpoint(info.run_id, info.step_id, dumps(data, what="step checkpoint"))
+
+
+async def load_step_checkpoint() -> Any:
+    """The last checkpoint the running step saved (in any attempt), or None."""
+    info, store = _checkpoint_target()
+    raw = await store.get_checkpoint(info.run_id, info.step_id)
+    return None if raw is None else loads(raw)
+
+
+async def delete_step_checkpoint() -> None:
+    info, store = _checkpoint_target()
+    await store.delete_checkpoint(info.run_id, info.step_id)
+
+
+__all__ = [
+    "CheckpointStore",
+    "StepContext",
+    "StepInfo",
+    "current_step_info",
+    "delete_step_checkpoint",
+    "get_step_context",
+    "get_step_info",
+    "has_step_context",
+    "load_step_checkpoint",
+    "save_step_checkpoint",
+    "set_step_context",
+    "step_scope",
+]

@@ -1,0 +1,804 @@
+"""The engine: activations (``advance``), step attempts, timer firing and lease recovery.
+
+An activation loads a run (or takes its cached instance plus only the events it has not seen),
+replays, then continues past the end of the log until the workflow is blocked or finished:
+
+1. step the workflow event loop until nothing is ready;
+2. take one live action — a due sleep, an expired hook, a retry that is due, an inline step —
+   turn it into events, apply them to the instance (the same ``apply`` replay uses), and commit
+   before the next side effect; inline steps cost exactly one commit each;
+3. when blocked, commit what is left with the run's status and its next wake-up, conditional on
+   the sequence the activation has seen; only then publish commands (dispatched steps,
+   ``on_created`` callbacks, the timer hint).
+
+A conflicting commit discards the instance and runs the activation again from storage. This module
+never imports a runtime or Celery: the runtime gives it a ``Clock`` and a ``TaskQueue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.context import StepInfo, step_scope
+from pyworkflow.core.exceptions import (
+    DuplicateCompletionError,
+    EventLimitExceededError,
+    FatalError,
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    InvalidTokenError,
+    SequenceConflictError,
+    SerializationError,
+    StepTimeoutError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from pyworkflow.core.registry import StepDefinition, WorkflowDefinition, get_step, get_workflow
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.hooks import build_hook, parse_token, validate_payload
+from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
+from pyworkflow.serialization import (
+    deserialize_args,
+    dumps,
+    error_type_name,
+    loads,
+    serialize_args,
+    serialize_exception,
+)
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import UNSET, Commit, Hook, RunStatus, WorkflowRun, _Unset
+
+MAX_CONFLICT_RETRIES = 20
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    """Knobs of an engine. ``owner`` names this process in leases."""
+
+    owner: str = "local"
+    dispatch_steps: bool = False
+    lease_ttl: timedelta = timedelta(seconds=30)
+    event_limit: int = 50_000
+    cache_size: int = 1_000
+    default_max_recovery_attempts: int = 3
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Where a run stands after an activation."""
+
+    run_id: str
+    status: RunStatus
+    result: str | None = None  # JSON text of the return value when completed
+    exception: str | None = None  # serialized exception when failed
+
+
+@dataclass(slots=True)
+class _Activation:
+    inst: WorkflowInstance
+    running: dict[int, asyncio.Task[list[Event]]] = field(default_factory=dict)
+    republish: list[tuple[str, int]] = field(default_factory=list)
+
+
+class Engine:
+    """Runs activations of the runs in one storage backend. Shared by every runtime."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        clock: Clock,
+        queue: TaskQueue,
+        *,
+        ids: IdSource | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
+        self.queue = queue
+        self.ids = ids or RandomIds()
+        self.options = options or EngineOptions()
+        self.timer_listener: Callable[[str, datetime], None] | None = None
+        self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
+        self.active: set[str] = set()
+
+    # -- starting runs -------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        definition: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        run_id: str | None = None,
+    ) -> tuple[WorkflowRun, bool]:
+        """Record a new run and its ``workflow.started`` atomically; nothing runs yet.
+
+        Returns the run and whether it was created (False: ``idempotency_key`` named one).
+        """
+        try:
+            inspect.signature(definition.func).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"workflow {definition.name!r}: {exc}") from None
+        args_json, kwargs_json = serialize_args(args, kwargs)
+        now = self.clock.now()
+        run_id = run_id or self.ids.new_run_id()
+        run = WorkflowRun(
+            run_id=run_id,
+            workflow_name=definition.name,
+            status=RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            started_at=now,
+            input_args=args_json,
+            input_kwargs=kwargs_json,
+            idempotency_key=idempotency_key,
+            max_duration=(
+                None
+                if definition.max_duration is None
+                else f"{definition.max_duration.total_seconds()}s"
+            ),
+            recover_on_worker_loss=definition.recover_on_worker_loss is not False,
+            max_recovery_attempts=(
+                self.options.default_max_recovery_attempts
+                if definition.max_recovery_attempts is None
+                else definition.max_recovery_attempts
+            ),
+            lease_owner=self.options.owner,
+            lease_expires_at=now + self.options.lease_ttl,
+        )
+        started = Event(
+            run_id=run_id,
+            type=EventType.WORKFLOW_STARTED,
+            data={"workflow_name": definition.name, "args": args_json, "kwargs": kwargs_json},
+            timestamp=now,
+        )
+        return await self.storage.create_run(run, [started])
+
+    # -- activations ---------------------------------------------------------------------------
+
+    async def advance(self, run_id: str) -> Outcome:
+        """Run one activation of ``run_id``: replay, continue until blocked or finished, commit."""
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        async with lock:
+            self.active.add(run_id)
+            try:
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    try:
+                        return await self._activate(run_id)
+                    except SequenceConflictError:
+                        logger.debug("activation of {} lost a commit race; retrying", run_id)
+                raise SequenceConflictError(
+                    f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
+                )
+            finally:
+                self.active.discard(run_id)
+                if not lock.locked() and not getattr(lock, "_waiters", None):
+                    self._locks.pop(run_id, None)
+
+    async def _load(self, run_id: str) -> WorkflowInstance | Outcome:
+        inst = self._cache.pop(run_id, None)
+        if inst is not None:
+            inst.feed(await self.storage.get_events(run_id, after_sequence=inst.sequence))
+            return inst
+        run = await self.storage.get_run(run_id)
+        if run is None:
+            raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}")
+        if run.status.is_terminal:
+            return await self._outcome_of(run)
+        definition = get_workflow(run.workflow_name)
+        inst = WorkflowInstance(run, definition, dispatch_steps=self.options.dispatch_steps)
+        inst.status = run.status
+        timer = await self.storage.get_timer(run_id)
+        inst.timer = timer.fire_at if timer else None
+        try:
+            inst.feed(await self.storage.get_events(run_id))
+        except BaseException:
+            inst.teardown()
+            raise
+        return inst
+
+    async def _activate(self, run_id: str) -> Outcome:
+        loaded = await self._load(run_id)
+        if isinstance(loaded, Outcome):
+            return loaded
+        inst = loaded
+        act = _Activation(inst)
+        try:
+            outcome = await self._drive(act)
+        except BaseException:
+            for task in act.running.values():
+                task.cancel()
+            inst.teardown()
+            raise
+        if outcome.status.is_terminal:
+            inst.teardown()
+            self._notify_finished(outcome)
+        else:
+            self._cache_put(inst)
+        return outcome
+
+    def _cache_put(self, inst: WorkflowInstance) -> None:
+        self._cache[inst.run_id] = inst
+        while len(self._cache) > self.options.cache_size:
+            _, old = self._cache.popitem(last=False)
+            old.teardown()
+
+    def evict(self, run_id: str | None = None) -> None:
+        """Drop cached instances (one run, or all): the next activation replays from storage."""
+        victims = [run_id] if run_id is not None else list(self._cache)
+        for rid in victims:
+            inst = self._cache.pop(rid, None)
+            if inst is not None:
+                inst.teardown()
+
+    async def _drive(self, act: _Activation) -> Outcome:
+        inst = act.inst
+        deadline = _deadline(inst.run)
+        while True:
+            inst.loop.run_ready()
+            if inst.failure is not None:
+                raise inst.failure
+            if inst.terminal is not None:
+                return await self._outcome_of_event(inst, inst.terminal)
+            if inst.main.done():
+                return await self._finish(act)
+            now = self.clock.now()
+            if deadline is not None and now >= deadline:
+                return await self._finish(
+                    act,
+                    WorkflowTimeoutError(
+                        f"workflow {inst.workflow_name!r} ran past its max_duration"
+                        f" ({inst.run.max_duration})"
+                    ),
+                )
+            if inst.sequence + len(inst.buffer) > self.options.event_limit:
+                return await self._finish(
+                    act,
+                    EventLimitExceededError(
+                        f"run {inst.run_id} recorded more than {self.options.event_limit} events"
+                    ),
+                )
+            if not await self._take_action(act, now):
+                break
+        return await self._block(act, deadline)
+
+    async def _take_action(self, act: _Activation, now: datetime) -> bool:
+        """Do the first due piece of live work; False when the workflow is blocked."""
+        inst = act.inst
+        ready_steps: list[tuple[Command, int]] = []
+        for cmd in list(inst.open.values()):
+            if not cmd.waiting:
+                if cmd.position not in act.running:
+                    inst.open.pop(cmd.position, None)
+                continue
+            kind = cmd.kind
+            if kind == "sleep" or kind == "timer":
+                if cmd.wake_at is not None and cmd.wake_at <= now:
+                    self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": cmd.command_id})
+                    return True
+            elif kind == "hook":
+                if cmd.wake_at is not None and cmd.wake_at <= now:
+                    await self._expire_hook(inst, cmd)
+                    return True
+            elif cmd.position not in act.running:
+                attempt = _next_attempt(cmd, now)
+                if attempt is None:
+                    continue
+                if cmd.dispatched:
+                    self._dispatch(act, cmd, attempt)
+                    return True
+                ready_steps.append((cmd, attempt))
+        if ready_steps and not act.running and len(ready_steps) == 1:
+            cmd, attempt = ready_steps[0]
+            events = await self._run_inline(inst, cmd, attempt)
+            await self._commit_step(inst, events)
+            return True
+        for cmd, attempt in ready_steps:
+            act.running[cmd.position] = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
+        if not act.running:
+            return False
+        await asyncio.wait(list(act.running.values()), return_when=asyncio.FIRST_COMPLETED)
+        position = min(p for p, task in act.running.items() if task.done())
+        events = act.running.pop(position).result()
+        await self._commit_step(inst, events)
+        return True
+
+    def _emit(self, inst: WorkflowInstance, event_type: EventType, data: dict[str, Any]) -> None:
+        event = Event(run_id=inst.run_id, type=event_type, data=data, timestamp=self.clock.now())
+        inst.buffer.append(event)
+        inst.apply(event)
+
+    def _dispatch(self, act: _Activation, cmd: Command, attempt: int) -> None:
+        inst = act.inst
+        if cmd.lost_attempt:
+            # The attempt in flight was lost with its worker: publish it again, same number.
+            cmd.lost_attempt = False
+            act.republish.append((cmd.command_id, attempt))
+            return
+        assert cmd.step is not None
+        args_json, kwargs_json = serialize_args(cmd.args, cmd.kwargs)
+        data: dict[str, Any] = {
+            "command_id": cmd.command_id,
+            "step_name": cmd.step.name,
+            "attempt": attempt,
+            "dispatched": True,
+            "args": args_json,
+            "kwargs": kwargs_json,
+        }
+        if inst.step_context is not None:
+            data["step_context"] = dumps(inst.step_context, what="the step context")
+        self._emit(inst, EventType.STEP_STARTED, data)
+
+    async def _run_inline(self, inst: WorkflowInstance, cmd: Command, attempt: int) -> list[Event]:
+        assert cmd.step is not None
+        cmd.lost_attempt = False
+        started = Event(
+            run_id=inst.run_id,
+            type=EventType.STEP_STARTED,
+            data={"command_id": cmd.command_id, "step_name": cmd.step.name, "attempt": attempt},
+            timestamp=self.clock.now(),
+        )
+        outcome = await self.run_attempt(
+            inst.run_id, cmd.command_id, cmd.step, cmd.args, cmd.kwargs, attempt, inst.step_context
+        )
+        return [started, outcome]
+
+    async def _commit_step(self, inst: WorkflowInstance, events: list[Event]) -> None:
+        for event in events:
+            inst.buffer.append(event)
+            inst.apply(event)
+        await self._commit(inst)
+
+    async def _expire_hook(self, inst: WorkflowInstance, cmd: Command) -> None:
+        self._emit(
+            inst, EventType.HOOK_EXPIRED, {"command_id": cmd.command_id, "hook_id": cmd.hook_id}
+        )
+        try:
+            await self._commit(inst, hook_expired=cmd.hook_id)
+        except HookAlreadyReceivedError:
+            # The payload won the race: replay from storage, where hook.received now is.
+            raise SequenceConflictError(
+                f"hook {cmd.hook_id} of {inst.run_id} was received"
+            ) from None
+
+    # -- step attempts -------------------------------------------------------------------------
+
+    async def run_attempt(
+        self,
+        run_id: str,
+        command_id: str,
+        definition: StepDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int,
+        step_context: Any,
+    ) -> Event:
+        """Run one attempt of a step body; return its outcome event (completed/retrying/failed)."""
+        info = StepInfo(run_id, command_id, definition.name, attempt, step_context, self.storage)
+        base = {"command_id": command_id, "step_name": definition.name, "attempt": attempt}
+        with step_scope(info):
+            try:
+                if definition.timeout is None:
+                    result = await definition.invoke(args, kwargs)
+                else:
+                    result = await _with_timeout(definition, args, kwargs)
+                result_json = dumps(result, what=f"the result of step {definition.name!r}")
+            except Exception as exc:  # noqa: BLE001 - every step failure is recorded
+                return self._failure_event(run_id, definition, base, exc, attempt)
+        return Event(
+            run_id=run_id,
+            type=EventType.STEP_COMPLETED,
+            data={**base, "result": result_json},
+            timestamp=self.clock.now(),
+        )
+
+    def _failure_event(
+        self,
+        run_id: str,
+        definition: StepDefinition,
+        base: dict[str, Any],
+        exc: Exception,
+        attempt: int,
+    ) -> Event:
+        now = self.clock.now()
+        delay = (
+            None if isinstance(exc, SerializationError) else definition.retry.decide(exc, attempt)
+        )
+        message = str(exc) or type(exc).__name__
+        if delay is not None:
+            logger.bind(run_id=run_id, step_id=base["command_id"]).info(
+                "step {} attempt {} failed ({}); retrying in {}s",
+                definition.name,
+                attempt,
+                message,
+                delay.total_seconds(),
+            )
+            return Event(
+                run_id=run_id,
+                type=EventType.STEP_RETRYING,
+                data={
+                    **base,
+                    "error": message,
+                    "error_type": error_type_name(exc),
+                    "resume_at": (now + delay).isoformat(),
+                },
+                timestamp=now,
+            )
+        return Event(
+            run_id=run_id,
+            type=EventType.STEP_FAILED,
+            data={
+                **base,
+                "error": message,
+                "error_type": error_type_name(exc),
+                "exception": serialize_exception(exc),
+                "fatal": isinstance(exc, FatalError),
+            },
+            timestamp=now,
+        )
+
+    async def execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
+        """Run a dispatched step attempt (a worker's task) and record its outcome once."""
+        events = await self.storage.get_events(run_id, command_id=step_id)
+        started = None
+        for event in events:
+            if event.type is EventType.STEP_STARTED and event.data.get("attempt") == attempt:
+                started = event
+            elif event.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) or (
+                event.type is EventType.STEP_RETRYING and event.data.get("attempt") == attempt
+            ):
+                return  # already recorded: a duplicate delivery
+        if started is None:
+            logger.warning(
+                "step {} attempt {} of run {} was never started", step_id, attempt, run_id
+            )
+            return
+        data = started.data
+        definition = get_step(data["step_name"])
+        args, kwargs = deserialize_args(data["args"], data["kwargs"])
+        context = loads(data["step_context"]) if "step_context" in data else None
+        outcome = await self.run_attempt(
+            run_id, step_id, definition, args, kwargs, attempt, context
+        )
+        try:
+            await self.storage.commit(Commit(run_id=run_id, events=[outcome], now=self.clock.now()))
+        except DuplicateCompletionError:
+            return
+        await self.queue.enqueue_activation(run_id)
+
+    # -- commits -------------------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        inst: WorkflowInstance,
+        *,
+        status: RunStatus | None = None,
+        result: str | None = None,
+        error: str | None = None,
+        completed: bool = False,
+        timer: datetime | None | _Unset = UNSET,
+        lease: tuple[str, datetime] | None | _Unset = UNSET,
+        hook_expired: str | None = None,
+    ) -> None:
+        now = self.clock.now()
+        if status is None and inst.status is not RunStatus.RUNNING:
+            status = RunStatus.RUNNING
+            lease = (self.options.owner, now + self.options.lease_ttl)
+        events = inst.buffer
+        hooks = self._hooks_created(inst, events)
+        commit = Commit(
+            run_id=inst.run_id,
+            events=events,
+            expected_sequence=inst.sequence,
+            now=now,
+            status=status,
+            result=result,
+            error=error,
+            completed_at=now if completed else None,
+            timer=timer,
+            lease=lease,
+            hooks_created=[hook for hook, _ in hooks],
+            hook_expired=hook_expired,
+        )
+        inst.sequence = await self.storage.commit(commit)
+        inst.buffer = []
+        if status is not None:
+            inst.status = status
+        if not isinstance(timer, _Unset):
+            inst.timer = timer
+            if timer is not None and self.timer_listener is not None:
+                self.timer_listener(inst.run_id, timer)
+        await self._publish(inst, events, hooks)
+
+    def _hooks_created(
+        self, inst: WorkflowInstance, events: list[Event]
+    ) -> list[tuple[Hook, Command]]:
+        hooks = []
+        for event in events:
+            if event.type is EventType.HOOK_CREATED:
+                cmd = inst.command(event.data["command_id"])
+                hooks.append((build_hook(inst.run_id, cmd, event, self.ids.new_secret()), cmd))
+        return hooks
+
+    async def _publish(
+        self,
+        inst: WorkflowInstance,
+        events: list[Event],
+        hooks: list[tuple[Hook, Command]],
+    ) -> None:
+        """After a commit: send what the committed events ask the outside world to do."""
+        for event in events:
+            if event.type is EventType.STEP_STARTED and event.data.get("dispatched"):
+                await self.queue.enqueue_step(
+                    inst.run_id, event.data["command_id"], event.data["attempt"]
+                )
+        for hook, cmd in hooks:
+            if cmd.on_created is None:
+                continue
+            try:
+                maybe = cmd.on_created(hook.token)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            except Exception:  # noqa: BLE001 - a callback must not break the run
+                logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", hook.name)
+
+    async def _block(self, act: _Activation, deadline: datetime | None) -> Outcome:
+        inst = act.inst
+        now = self.clock.now()
+        on_workers = any(
+            cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending and cmd.waiting
+            for cmd in inst.open.values()
+        )
+        wake = inst.next_wake()
+        if deadline is not None and (wake is None or deadline < wake):
+            wake = deadline
+        status = RunStatus.RUNNING if on_workers else RunStatus.SUSPENDED
+        lease: tuple[str, datetime] | None = (
+            (self.options.owner, now + self.options.lease_ttl) if on_workers else None
+        )
+        stale_timer = inst.timer is not None and inst.timer <= now
+        if inst.buffer or status is not inst.status or wake != inst.timer or stale_timer:
+            await self._commit(inst, status=status, timer=wake, lease=lease)
+        for step_id, attempt in act.republish:
+            await self.queue.enqueue_step(inst.run_id, step_id, attempt)
+        return Outcome(inst.run_id, status)
+
+    async def _finish(self, act: _Activation, error: BaseException | None = None) -> Outcome:
+        """The workflow returned or raised (or hit a limit): record the terminal event."""
+        inst = act.inst
+        for task in act.running.values():
+            task.cancel()
+        act.running.clear()
+        main = inst.main
+        if error is None and main.done():
+            if main.cancelled():
+                error = WorkflowError("the workflow's main task was cancelled")
+            else:
+                error = main.exception()
+        result_json = None
+        if error is None:
+            try:
+                result_json = dumps(main.result(), what="the workflow's return value")
+            except SerializationError as exc:
+                error = exc
+        if error is None:
+            self._emit(inst, EventType.WORKFLOW_COMPLETED, {"result": result_json})
+            await self._commit(
+                inst,
+                status=RunStatus.COMPLETED,
+                result=result_json,
+                completed=True,
+                timer=None,
+                lease=None,
+            )
+            return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
+        exception_json = serialize_exception(error)
+        message = str(error) or type(error).__name__
+        self._emit(
+            inst,
+            EventType.WORKFLOW_FAILED,
+            {"error": message, "error_type": error_type_name(error), "exception": exception_json},
+        )
+        await self._commit(
+            inst, status=RunStatus.FAILED, error=message, completed=True, timer=None, lease=None
+        )
+        return Outcome(inst.run_id, RunStatus.FAILED, exception=exception_json)
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def _outcome_of(self, run: WorkflowRun) -> Outcome:
+        if run.status is RunStatus.FAILED:
+            tail = await self.storage.get_events(run.run_id, after_sequence=run.last_sequence - 1)
+            for event in tail:
+                if event.type is EventType.WORKFLOW_FAILED:
+                    return Outcome(run.run_id, run.status, exception=event.data.get("exception"))
+        return Outcome(run.run_id, run.status, result=run.result)
+
+    async def _outcome_of_event(self, inst: WorkflowInstance, event: Event) -> Outcome:
+        run = await self.storage.get_run(inst.run_id)
+        assert run is not None
+        inst.teardown()
+        return await self._outcome_of(run) if event else Outcome(inst.run_id, run.status)
+
+    def _notify_finished(self, outcome: Outcome) -> None:
+        for waiter in self._finished.pop(outcome.run_id, []):
+            if not waiter.done():
+                waiter.set_result(outcome)
+
+    def finished_waiter(self, run_id: str) -> asyncio.Future[Outcome]:
+        """A future resolved when an activation in this engine finishes ``run_id``."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._finished.setdefault(run_id, []).append(future)
+        return future
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def receive_hook(self, token: str, payload: Any) -> tuple[str, str]:
+        """Record a hook's payload (validated first) and ask for an activation.
+
+        Returns ``(run_id, hook_id)``. Raises ``InvalidTokenError``, ``HookNotFoundError``,
+        ``HookAlreadyReceivedError``, ``HookExpiredError`` or ``HookPayloadError``; on any error
+        nothing was recorded.
+        """
+        run_id, hook_id = parse_token(token)
+        hook = await self.storage.get_hook(run_id, hook_id)
+        if hook is None:
+            raise HookNotFoundError(f"no hook {hook_id!r} in run {run_id!r}")
+        if not hmac.compare_digest(hook.token.encode(), token.encode()):
+            raise InvalidTokenError("the hook token does not match (wrong or tampered secret)")
+        now = self.clock.now()
+        _check_hook_open(hook, now)
+        payload_json = validate_payload(hook, payload)
+        event = Event(
+            run_id=run_id,
+            type=EventType.HOOK_RECEIVED,
+            data={"command_id": hook.command_id, "hook_id": hook_id, "payload": payload_json},
+            timestamp=now,
+        )
+        try:
+            await self.storage.commit(
+                Commit(
+                    run_id=run_id, events=[event], now=now, hook_received=(hook_id, payload_json)
+                )
+            )
+        except DuplicateCompletionError:
+            fresh = await self.storage.get_hook(run_id, hook_id)
+            _check_hook_open(fresh or hook, now)
+            raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload") from None
+        await self.queue.enqueue_activation(run_id)
+        return run_id, hook_id
+
+    # -- timers and recovery -------------------------------------------------------------------
+
+    async def fire_due_timers(self, limit: int = 100) -> list[str]:
+        """Claim due timers and enqueue their activations; returns the run ids."""
+        timers = await self.storage.claim_due_timers(
+            self.clock.now(), limit, claim_for=self.options.lease_ttl
+        )
+        for timer in timers:
+            await self.queue.enqueue_activation(timer.run_id)
+        return [timer.run_id for timer in timers]
+
+    async def recover_expired(self, limit: int = 100) -> list[str]:
+        """The sweeper: take over runs whose activation lease expired, and resume them."""
+        now = self.clock.now()
+        claimed = await self.storage.claim_expired_leases(
+            now, self.options.owner, now + self.options.lease_ttl, limit
+        )
+        recovered = []
+        for run_id in claimed:
+            if run_id in self.active:
+                continue
+            if await self._record_interruption(run_id):
+                self.evict(run_id)
+                await self.queue.enqueue_activation(run_id)
+                recovered.append(run_id)
+        return recovered
+
+    async def _record_interruption(self, run_id: str) -> bool:
+        """Note a lost worker on the log; False when the run must not be resumed."""
+        run = await self.storage.get_run(run_id)
+        if run is None or run.status.is_terminal:
+            return False
+        now = self.clock.now()
+        attempts = run.recovery_attempts + 1
+        event = Event(
+            run_id=run_id,
+            type=EventType.WORKFLOW_INTERRUPTED,
+            data={"recovery_attempt": attempts},
+            timestamp=now,
+        )
+        commit = Commit(run_id=run_id, events=[event], now=now, recovery_attempts=attempts)
+        resume = True
+        if not run.recover_on_worker_loss:
+            commit.status, commit.lease, resume = RunStatus.INTERRUPTED, None, False
+        elif attempts > run.max_recovery_attempts:
+            error = WorkflowError(
+                f"run {run_id} lost its worker {attempts} times"
+                f" (max_recovery_attempts={run.max_recovery_attempts})"
+            )
+            failed = Event(
+                run_id=run_id,
+                type=EventType.WORKFLOW_FAILED,
+                data={
+                    "error": str(error),
+                    "error_type": error_type_name(error),
+                    "exception": serialize_exception(error),
+                },
+                timestamp=now,
+            )
+            commit.events.append(failed)
+            commit.status, commit.error, commit.completed_at = RunStatus.FAILED, str(error), now
+            commit.lease, commit.timer, resume = None, None, False
+        try:
+            await self.storage.commit(commit)
+        except (SequenceConflictError, DuplicateCompletionError):
+            return False
+        return resume
+
+
+def _next_attempt(cmd: Command, now: datetime) -> int | None:
+    """Which attempt of a step command should start now, if any."""
+    if cmd.attempt == 0:
+        return 1
+    if cmd.retry_pending:
+        if cmd.wake_at is not None and cmd.wake_at <= now:
+            return cmd.attempt + 1
+        return None
+    if cmd.lost_attempt:
+        return cmd.attempt
+    return None
+
+
+def _deadline(run: WorkflowRun) -> datetime | None:
+    if not run.max_duration or run.started_at is None:
+        return None
+    return run.started_at + timedelta(seconds=float(run.max_duration.rstrip("s")))
+
+
+async def _with_timeout(
+    definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    assert definition.timeout is not None
+    seconds = definition.timeout.total_seconds()
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await definition.invoke(args, kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeoutError(f"step {definition.name!r} timed out after {seconds}s") from None
+        raise
+
+
+def _check_hook_open(hook: Hook, now: datetime) -> None:
+    from pyworkflow.storage.schemas import HookStatus
+
+    if hook.status is HookStatus.RECEIVED:
+        raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload")
+    if hook.status is HookStatus.EXPIRED or (
+        hook.expires_at is not None and now >= hook.expires_at
+    ):
+        raise HookExpiredError(f"hook {hook.name!r} expired at {hook.expires_at}")
+    if hook.status is not HookStatus.PENDING:
+        raise HookNotFoundError(f"hook {hook.name!r} is {hook.status.value}")
+
+
+__all__ = ["Engine", "EngineOptions", "Outcome"]

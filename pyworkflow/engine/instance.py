@@ -1,0 +1,478 @@
+"""A workflow instance: one run's workflow coroutine, its event loop, and its command table.
+
+The instance is a pure state machine over the run's log. Events go in through ``apply`` (the
+same way whether they come from storage during replay or were just committed by a live
+activation), and workflow code issues commands through the ``WorkflowContext`` methods. The
+instance never does I/O: the activation (``engine/activation.py``) decides what to run, commits,
+and feeds the committed events back in. That one path for replay and live execution is what makes
+a replayed run issue exactly the commands the original did.
+
+Invariants:
+- ``commands[p]`` is the command workflow code issued at position ``p`` (1-based, call order).
+- ``recorded[p]`` is the id the log recorded at position ``p``; an issued command must match it.
+- ``sequence`` is the last log sequence the instance has seen (committed by anyone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import random
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pyworkflow.context import StepContext, set_current_workflow
+from pyworkflow.core.exceptions import HookExpiredError, NonDeterminismError
+from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.loop import WorkflowEventLoop
+from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
+from pyworkflow.storage.schemas import WorkflowRun
+from pyworkflow.utils.duration import parse_duration, resolve_wake_time
+
+_COMMAND_RECORDS = frozenset(
+    {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED}
+)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
+
+
+@dataclass(slots=True)
+class Command:
+    """A durable call issued by workflow code, and what the run knows of its outcome."""
+
+    position: int
+    command_id: str
+    kind: str  # "step" | "sleep" | "timer" | "hook"
+    name: str
+    future: asyncio.Future[Any] | None = None
+    handle: asyncio.TimerHandle | None = None
+    done: bool = False
+    recorded: bool = False  # the log holds its command record
+    wake_at: datetime | None = None  # sleep/timer due time, hook expiry, or step retry time
+    location: str | None = None
+    # steps
+    step: StepDefinition | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0  # the last attempt the log recorded as started (0: none yet)
+    retry_pending: bool = False  # the last attempt failed and a retry waits for wake_at
+    lost_attempt: bool = False  # the attempt in flight was lost with its worker (interrupted)
+    dispatched: bool = False
+    # hooks
+    hook_id: str | None = None
+    payload_schema: Any = None
+    on_created: Any = None
+
+    @property
+    def waiting(self) -> bool:
+        """Still expecting an outcome that someone will deliver (not done, not abandoned)."""
+        if self.done:
+            return False
+        if self.kind == "timer":
+            return self.handle is not None and not self.handle.cancelled()
+        return self.future is not None and not self.future.cancelled()
+
+
+def describe(command_id: str) -> str:
+    kind, _, rest = command_id.partition(":")
+    name = rest.rpartition(":")[0]
+    return f"{kind} {name!r} ({command_id})" if name else f"{kind} ({command_id})"
+
+
+def _user_location() -> str | None:
+    """The innermost frame of user code on the stack: ``file:line in function``."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith((_PACKAGE_DIR, _ASYNCIO_DIR)):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _ts(event: Event) -> float:
+    assert event.timestamp is not None
+    return event.timestamp.timestamp()
+
+
+class WorkflowInstance:
+    """The live state of one run's workflow code; see the module docstring."""
+
+    def __init__(
+        self,
+        run: WorkflowRun,
+        definition: WorkflowDefinition,
+        *,
+        dispatch_steps: bool = False,
+    ) -> None:
+        self.run_id = run.run_id
+        self.workflow_name = run.workflow_name
+        self.run = run
+        self.definition = definition
+        self.dispatch_steps = dispatch_steps
+        started = run.started_at or run.created_at or datetime.now(UTC)
+        self.started_at = started
+        self.loop = WorkflowEventLoop(self, started.timestamp())  # type: ignore[abstract]
+        self.commands: list[Command] = []
+        self.open: dict[int, Command] = {}  # issued, not resolved; in position (issue) order
+        self.status = run.status  # the run row's status as of our last commit
+        self.timer: datetime | None = None  # the run's timer row as of our last commit
+        self.recorded: dict[int, Event] = {}
+        self._max_recorded = 0
+        self.sequence = 0
+        self.buffer: list[Event] = []  # command records issued but not yet committed
+        self.failure: NonDeterminismError | None = None
+        self.terminal: Event | None = None
+        self.step_context: StepContext | None = None
+        self._rng = random.Random(f"pyworkflow:{run.run_id}")
+        self._closed = False
+        args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
+        context = contextvars.copy_context()
+        context.run(set_current_workflow, self)
+        self.main: asyncio.Task[Any] = self.loop.create_task(
+            self._main(definition.func, args, kwargs), context=context
+        )
+
+    @staticmethod
+    async def _main(func: Callable[..., Coroutine[Any, Any, Any]], args: Any, kwargs: Any) -> Any:
+        return await func(*args, **kwargs)
+
+    # -- the clock and the event buffer --------------------------------------------------------
+
+    def logical_now(self) -> datetime:
+        return datetime.fromtimestamp(self.loop.time(), UTC)
+
+    def _record(self, event_type: EventType, data: dict[str, Any]) -> None:
+        self.buffer.append(
+            Event(run_id=self.run_id, type=event_type, data=data, timestamp=self.logical_now())
+        )
+
+    # -- feeding the log in --------------------------------------------------------------------
+
+    def feed(self, events: list[Event]) -> None:
+        """Apply events from storage in order (replay, or catching up a cached instance)."""
+        for event in events:
+            if event.type in _COMMAND_RECORDS:
+                self._note_record(_position(event.data["command_id"]), event)
+        for event in events:
+            if event.sequence <= self.sequence:
+                continue
+            self.apply(event)
+            self.sequence = event.sequence
+            self.loop.run_ready()
+            if self.failure is not None:
+                raise self.failure
+        self.check_recorded_issued()
+
+    def _note_record(self, position: int, event: Event) -> None:
+        if position not in self.recorded:
+            self.recorded[position] = event
+            if position > self._max_recorded:
+                self._max_recorded = position
+
+    def apply(self, event: Event) -> None:
+        """Apply one event's effect on commands. Resolutions wake workflow code (run_ready)."""
+        etype = event.type
+        data = event.data
+        if etype in _COMMAND_RECORDS:
+            position = _position(data["command_id"])
+            self._note_record(position, event)
+            if position <= len(self.commands):
+                cmd = self.commands[position - 1]
+                self._verify(cmd, data["command_id"])
+                cmd.recorded = True
+                if etype is EventType.STEP_STARTED:
+                    cmd.attempt = max(cmd.attempt, int(data.get("attempt", 1)))
+                    cmd.retry_pending = False
+            return
+        if etype is EventType.STEP_RETRYING:
+            cmd = self._issued(event)
+            cmd.attempt = max(cmd.attempt, int(data["attempt"]))
+            cmd.retry_pending = True
+            cmd.wake_at = datetime.fromisoformat(data["resume_at"])
+            return
+        if etype in _RESOLVERS:
+            cmd = self._issued(event)
+            if cmd.done:
+                return
+            self.loop.advance_time(_ts(event))
+            cmd.done = True
+            self.open.pop(cmd.position, None)
+            _RESOLVERS[etype](self, cmd, event)
+            return
+        if etype is EventType.WORKFLOW_INTERRUPTED:
+            for cmd in self.open.values():
+                if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
+                    cmd.lost_attempt = True
+            return
+        if etype.value.startswith("workflow.") and etype is not EventType.WORKFLOW_STARTED:
+            if etype in (
+                EventType.WORKFLOW_COMPLETED,
+                EventType.WORKFLOW_FAILED,
+                EventType.WORKFLOW_CANCELLED,
+                EventType.WORKFLOW_CONTINUED_AS_NEW,
+            ):
+                self.terminal = event
+            return
+
+    def _issued(self, event: Event) -> Command:
+        command_id = event.data["command_id"]
+        position = _position(command_id)
+        if position > len(self.commands):
+            self._fail(
+                position,
+                expected=describe(command_id),
+                actual="nothing (the code has not issued this command)",
+                location=None,
+                detail=f"the history has {event.type.value} for it",
+            )
+            raise self.failure  # type: ignore[misc]
+        cmd = self.commands[position - 1]
+        self._verify(cmd, command_id)
+        if self.failure is not None:
+            raise self.failure
+        return cmd
+
+    # -- resolutions ---------------------------------------------------------------------------
+
+    def _resolve_step_completed(self, cmd: Command, event: Event) -> None:
+        if cmd.future is not None and not cmd.future.done():
+            cmd.future.set_result(loads(event.data["result"]))
+
+    def _resolve_step_failed(self, cmd: Command, event: Event) -> None:
+        if cmd.future is not None and not cmd.future.done():
+            cmd.future.set_exception(deserialize_exception(event.data["exception"]))
+
+    def _resolve_sleep(self, cmd: Command, event: Event) -> None:  # noqa: ARG002
+        if cmd.kind == "timer":
+            handle = cmd.handle
+            if handle is not None and not handle.cancelled():
+                callback, args = handle._callback, handle._args  # type: ignore[attr-defined]
+                self.loop.call_soon(callback, *args, context=handle._context)  # type: ignore[attr-defined]
+        elif cmd.future is not None and not cmd.future.done():
+            cmd.future.set_result(None)
+
+    def _resolve_hook_received(self, cmd: Command, event: Event) -> None:
+        if cmd.future is None or cmd.future.done():
+            return
+        payload = loads(event.data["payload"])
+        schema = cmd.payload_schema
+        if schema is not None and not isinstance(payload, schema):
+            payload = schema.model_validate(payload)
+        cmd.future.set_result(payload)
+
+    def _resolve_hook_expired(self, cmd: Command, event: Event) -> None:  # noqa: ARG002
+        if cmd.future is not None and not cmd.future.done():
+            cmd.future.set_exception(
+                HookExpiredError(f"hook {cmd.name!r} expired before a payload arrived")
+            )
+
+    # -- non-determinism -----------------------------------------------------------------------
+
+    def _verify(self, cmd: Command, recorded_id: str) -> None:
+        if cmd.command_id != recorded_id and self.failure is None:
+            self._fail(
+                cmd.position,
+                expected=describe(recorded_id),
+                actual=describe(cmd.command_id),
+                location=cmd.location,
+            )
+
+    def _fail(
+        self,
+        position: int,
+        *,
+        expected: str,
+        actual: str,
+        location: str | None,
+        detail: str = "",
+    ) -> None:
+        where = f"\n  at:       {location}" if location else ""
+        extra = f"\n  ({detail})" if detail else ""
+        message = (
+            f"workflow {self.workflow_name!r} run {self.run_id} is not deterministic:"
+            f" command {position} differs from the history\n"
+            f"  expected: {expected} (recorded)\n"
+            f"  actual:   {actual} (issued by the code){where}{extra}"
+        )
+        self.failure = NonDeterminismError(message, position, expected, actual, location)
+
+    def check_recorded_issued(self) -> None:
+        """Once the code is blocked: every recorded command must have been issued."""
+        issued = len(self.commands)
+        if self.failure is None and self._max_recorded > issued:
+            missing = min(p for p in self.recorded if p > issued)
+            if not self.loop.has_ready:
+                self._fail(
+                    missing,
+                    expected=describe(self.recorded[missing].data["command_id"]),
+                    actual="nothing (the code no longer issues it)",
+                    location=None,
+                )
+        if self.failure is not None:
+            raise self.failure
+
+    # -- issuing commands (called by workflow code, on the workflow loop) ----------------------
+
+    def _issue(self, kind: str, name: str) -> Command:
+        if self._closed:
+            # Commands issued while an instance is torn down are ignored: they never resolve.
+            return Command(0, "", kind, name, future=self.loop.create_future())
+        position = len(self.commands) + 1
+        command_id = f"{kind}:{name}:{position}" if name else f"{kind}:{position}"
+        cmd = Command(position, command_id, kind, name)
+        self.commands.append(cmd)
+        self.open[position] = cmd
+        recorded = self.recorded.get(position)
+        if recorded is not None:
+            cmd.recorded = True
+            if recorded.data["command_id"] != command_id and self.failure is None:
+                cmd.location = _user_location()
+                self._verify(cmd, recorded.data["command_id"])
+            if recorded.type is EventType.STEP_STARTED:
+                cmd.attempt = int(recorded.data.get("attempt", 1))
+        return cmd
+
+    def call_step(
+        self, definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        cmd = self._issue("step", definition.name)
+        cmd.future = self.loop.create_future()
+        cmd.step = definition
+        cmd.args = args
+        cmd.kwargs = kwargs
+        cmd.dispatched = self.dispatch_steps and not definition.force_local
+        return cmd.future
+
+    def sleep(self, duration: Any) -> asyncio.Future[None]:
+        resume_at = resolve_wake_time(duration, self.logical_now())
+        cmd = self._issue("sleep", "")
+        cmd.future = self.loop.create_future()
+        self._start_timer(cmd, resume_at)
+        return cmd.future
+
+    def loop_timer(
+        self,
+        when: float,
+        callback: Callable[..., Any],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, args, self.loop, context)
+        cmd = self._issue("timer", "")
+        cmd.handle = handle
+        self._start_timer(cmd, datetime.fromtimestamp(max(when, self.loop.time()), UTC))
+        return handle
+
+    def _start_timer(self, cmd: Command, resume_at: datetime) -> None:
+        recorded = self.recorded.get(cmd.position)
+        if recorded is not None and recorded.data["command_id"] == cmd.command_id:
+            cmd.wake_at = datetime.fromisoformat(recorded.data["resume_at"])
+            return
+        cmd.wake_at = resume_at
+        if not cmd.recorded and cmd.position:
+            self._record(
+                EventType.SLEEP_STARTED,
+                {"command_id": cmd.command_id, "resume_at": resume_at.isoformat()},
+            )
+
+    def hook(
+        self,
+        name: str,
+        *,
+        timeout: Any = None,
+        on_created: Any = None,
+        payload_schema: Any = None,
+        on_received: Any = None,  # noqa: ARG002 - applied by the primitive, in workflow code
+    ) -> asyncio.Future[Any]:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a hook needs a non-empty name, got {name!r}")
+        expires_at = None if timeout is None else self.logical_now() + parse_duration(timeout)
+        cmd = self._issue("hook", name)
+        cmd.future = self.loop.create_future()
+        cmd.hook_id = f"hook-{cmd.position}"
+        cmd.payload_schema = payload_schema
+        cmd.on_created = on_created
+        recorded = self.recorded.get(cmd.position)
+        if recorded is not None and recorded.data["command_id"] == cmd.command_id:
+            raw = recorded.data.get("expires_at")
+            cmd.wake_at = datetime.fromisoformat(raw) if raw else None
+        else:
+            cmd.wake_at = expires_at
+            if cmd.position:
+                self._record(
+                    EventType.HOOK_CREATED,
+                    {
+                        "command_id": cmd.command_id,
+                        "hook_id": cmd.hook_id,
+                        "name": name,
+                        "expires_at": expires_at.isoformat() if expires_at else None,
+                    },
+                )
+        return cmd.future
+
+    def command(self, command_id: str) -> Command:
+        return self.commands[_position(command_id) - 1]
+
+    def now(self) -> datetime:
+        return self.logical_now()
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def uuid4(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def set_step_context(self, ctx: StepContext | None) -> None:
+        self.step_context = ctx
+
+    def get_step_context(self) -> StepContext | None:
+        return self.step_context
+
+    # -- what the activation asks --------------------------------------------------------------
+
+    def next_wake(self) -> datetime | None:
+        """The earliest time something this run waits on becomes due (sleeps, expiries, retries)."""
+        earliest: datetime | None = None
+        for cmd in self.open.values():
+            if cmd.wake_at is None or not cmd.waiting:
+                continue
+            if cmd.kind == "step" and not cmd.retry_pending:
+                continue
+            if earliest is None or cmd.wake_at < earliest:
+                earliest = cmd.wake_at
+        return earliest
+
+    def teardown(self) -> None:
+        """Cancel the workflow's tasks; commands issued while they unwind are ignored."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        for _ in range(10):
+            if not self.loop.has_ready:
+                break
+            self.loop.run_ready()
+        self.loop.close()
+
+
+def _position(command_id: str) -> int:
+    return int(command_id.rpartition(":")[2])
+
+
+_RESOLVERS: dict[EventType, Callable[[WorkflowInstance, Command, Event], None]] = {
+    EventType.STEP_COMPLETED: WorkflowInstance._resolve_step_completed,
+    EventType.STEP_FAILED: WorkflowInstance._resolve_step_failed,
+    EventType.SLEEP_COMPLETED: WorkflowInstance._resolve_sleep,
+    EventType.HOOK_RECEIVED: WorkflowInstance._resolve_hook_received,
+    EventType.HOOK_EXPIRED: WorkflowInstance._resolve_hook_expired,
+}
+
+__all__ = ["Command", "WorkflowInstance", "describe"]

@@ -1,0 +1,1 @@
+"""Workflow primitives: thin calls on the current workflow context."""

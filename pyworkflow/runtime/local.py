@@ -1,0 +1,210 @@
+"""``LocalRuntime``: runs workflows in this process on the wall clock.
+
+Steps run inline in the activation by default (``dispatch_steps=True`` sends them through an
+in-process queue instead, the same path Celery takes). A background service per storage backend
+fires due timers (woken early by the engine's timer hint, polling for timers other processes set),
+sweeps runs whose lease expired (a crashed process's runs), and renews the leases of the runs this
+process is activating. It lives as long as the event loop that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from pyworkflow.core.registry import WorkflowDefinition
+from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
+from pyworkflow.engine.ports import Clock, SystemClock
+from pyworkflow.runtime.base import Runtime
+from pyworkflow.storage.base import StorageBackend
+
+
+class InProcessQueue:
+    """A ``TaskQueue`` that runs activations and step attempts as tasks on this event loop."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._queued: set[str] = set()
+
+    async def enqueue_activation(self, run_id: str) -> None:
+        if run_id in self._queued:
+            return  # one queued activation will see everything that arrived before it starts
+        self._queued.add(run_id)
+        self._spawn(self._activate(run_id))
+
+    async def enqueue_step(self, run_id: str, step_id: str, attempt: int) -> None:
+        assert self.engine is not None
+        self._spawn(self.engine.execute_step(run_id, step_id, attempt))
+
+    async def _activate(self, run_id: str) -> None:
+        self._queued.discard(run_id)
+        assert self.engine is not None
+        await self.engine.advance(run_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("background workflow task failed")
+
+    async def drain(self) -> None:
+        """Wait until no queued work is left (tests and orderly shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class _Service:
+    """Timers, sweeping and lease renewal for one engine, on one event loop."""
+
+    def __init__(self, engine: Engine, poll_interval: float) -> None:
+        self.engine = engine
+        self.poll_interval = poll_interval
+        self.wake = asyncio.Event()
+        self.next_hint: datetime | None = None
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+        engine.timer_listener = self.hint
+
+    def hint(self, run_id: str, fire_at: datetime) -> None:  # noqa: ARG002
+        if self.next_hint is None or fire_at < self.next_hint:
+            self.next_hint = fire_at
+            self.wake.set()
+
+    async def _serve(self) -> None:
+        engine = self.engine
+        ttl = engine.options.lease_ttl.total_seconds()
+        loop = asyncio.get_running_loop()
+        next_sweep = next_renew = loop.time()
+        while True:
+            try:
+                now = loop.time()
+                if now >= next_sweep:
+                    await engine.recover_expired()
+                    next_sweep = now + ttl / 2
+                if now >= next_renew and engine.active:
+                    expires = engine.clock.now() + engine.options.lease_ttl
+                    await engine.storage.renew_leases(
+                        list(engine.active), engine.options.owner, expires
+                    )
+                    next_renew = now + ttl / 3
+                if self.next_hint is not None and self.next_hint <= engine.clock.now():
+                    self.next_hint = None
+                while await engine.fire_due_timers():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the service must outlive a bad tick
+                logger.exception("timer service tick failed")
+            self.wake.clear()
+            delay = self.poll_interval
+            if self.next_hint is not None:
+                until = (self.next_hint - engine.clock.now()).total_seconds()
+                delay = max(0.0, min(delay, until))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+
+class LocalRuntime(Runtime):
+    """In-process runtime on the wall clock; see the module docstring."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        dispatch_steps: bool = False,
+        clock: Clock | None = None,
+        poll_interval: float = 1.0,
+        lease_ttl: float = 30.0,
+        event_limit: int = 50_000,
+        owner: str | None = None,
+    ) -> None:
+        self.dispatch_steps = dispatch_steps
+        self.clock = clock or SystemClock()
+        self.poll_interval = poll_interval
+        self.lease_ttl = lease_ttl
+        self.event_limit = event_limit
+        self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._engines: dict[int, tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]] = {}
+        self._services: dict[int, _Service] = {}
+
+    def engine_for(self, storage: StorageBackend) -> Engine:
+        return self._entry(storage)[1]
+
+    def queue_for(self, storage: StorageBackend) -> InProcessQueue:
+        return self._entry(storage)[2]
+
+    def _entry(
+        self, storage: StorageBackend
+    ) -> tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]:
+        loop = asyncio.get_running_loop()
+        entry = self._engines.get(id(storage))
+        if entry is not None and entry[0] is loop and entry[1].storage is storage:
+            return entry
+        # First use, or a new event loop (asyncio.run called again): start afresh on this loop.
+        queue = InProcessQueue()
+        options = EngineOptions(
+            owner=self.owner,
+            dispatch_steps=self.dispatch_steps,
+            lease_ttl=timedelta(seconds=self.lease_ttl),
+            event_limit=self.event_limit,
+        )
+        engine = Engine(storage, self.clock, queue, options=options)
+        queue.engine = engine
+        entry = (loop, engine, queue)
+        self._engines[id(storage)] = entry
+        self._services.pop(id(storage), None)
+        return entry
+
+    async def ensure_running(self, storage: StorageBackend) -> None:
+        engine = self.engine_for(storage)
+        service = self._services.get(id(storage))
+        if service is None or service.engine is not engine or service.task.done():
+            self._services[id(storage)] = _Service(engine, self.poll_interval)
+
+    async def start(
+        self,
+        definition: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        storage: StorageBackend,
+        idempotency_key: str | None = None,
+    ) -> tuple[str, Outcome | None]:
+        engine = self.engine_for(storage)
+        await self.ensure_running(storage)
+        run, created = await engine.start_run(
+            definition, args, kwargs, idempotency_key=idempotency_key
+        )
+        if not created:
+            return run.run_id, None
+        return run.run_id, await engine.advance(run.run_id)
+
+    async def resume(self, run_id: str, *, storage: StorageBackend) -> Outcome:
+        await self.ensure_running(storage)
+        return await self.engine_for(storage).advance(run_id)
+
+    async def drain(self, storage: StorageBackend) -> None:
+        await self.queue_for(storage).drain()
+
+    async def shutdown(self) -> None:
+        """Stop background services (their runs stay durable and resume elsewhere)."""
+        for service in self._services.values():
+            service.task.cancel()
+        for service in self._services.values():
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await service.task
+        self._services.clear()
+
+
+__all__ = ["InProcessQueue", "LocalRuntime"]

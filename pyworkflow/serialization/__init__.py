@@ -1,0 +1,27 @@
+"""Serialization of recorded values: the tagged JSON codec (see ``codec``)."""
+
+from pyworkflow.serialization.codec import (
+    RemoteError,
+    deserialize_args,
+    deserialize_exception,
+    dumps,
+    error_type_name,
+    loads,
+    pickle_allowed,
+    serialize_args,
+    serialize_exception,
+    set_allow_pickle,
+)
+
+__all__ = [
+    "RemoteError",
+    "deserialize_args",
+    "deserialize_exception",
+    "dumps",
+    "error_type_name",
+    "loads",
+    "pickle_allowed",
+    "serialize_args",
+    "serialize_exception",
+    "set_allow_pickle",
+]

@@ -1,0 +1,308 @@
+"""The ``StorageBackend`` port: everything durable about runs lives behind these methods.
+
+Every backend (memory, file, SQLite, PostgreSQL, Redis) implements exactly this, and nothing above
+it branches on which backend it has. Constructing a backend does no I/O; the first call connects.
+The engine's correctness rests on three guarantees each backend gives:
+
+1. ``commit`` is atomic and conditional: all of a ``Commit`` or nothing, the log stays
+   contiguous, and two commits at the same expected sequence cannot both succeed.
+2. At most one event per ``completion_key`` per run (exactly-once recording).
+3. ``claim_due_timers`` and ``claim_expired_leases`` hand each due item to one claimant until its
+   claim lease runs out.
+
+This module must never import the engine (only its pure event model) or any runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from pyworkflow.core.exceptions import (
+    DuplicateCompletionError,
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    SequenceConflictError,
+    WorkflowAlreadyRunningError,
+    WorkflowError,
+    WorkflowNotFoundError,
+)
+from pyworkflow.engine.events import Event
+from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
+
+SCHEMA_VERSION = 1
+
+
+class StorageBackend(ABC):
+    """Async storage port. See the module docstring for the guarantees every backend gives."""
+
+    async def connect(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Open connections and migrate the schema. Idempotent; every method calls it lazily."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release connections. The backend may be used again afterwards (it reconnects)."""
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        """Insert ``run`` and its first ``events`` (numbered from 1) atomically.
+
+        When ``run.idempotency_key`` already names a run, nothing is written and that run is
+        returned with ``False``; otherwise the new run with ``True``. ``run.last_sequence`` of
+        the returned record is the head after the insert.
+        """
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> WorkflowRun | None: ...
+
+    @abstractmethod
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None: ...
+
+    @abstractmethod
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[WorkflowRun], str | None]:
+        """Runs ordered by ``(created_at, run_id)``; returns the page and the next cursor."""
+
+    # -- the log ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def commit(self, commit: Commit) -> int:
+        """Apply ``commit`` atomically (see ``Commit``) and return the new head sequence.
+
+        Raises ``SequenceConflictError``, ``DuplicateCompletionError``,
+        ``HookAlreadyReceivedError``/``HookExpiredError`` (hook moves), or
+        ``WorkflowNotFoundError`` for an unknown run; on any error nothing was written.
+        """
+
+    @abstractmethod
+    async def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        """Events of a run with ``sequence > after_sequence`` in order, optionally one command's."""
+
+    # -- timers -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        """Set the run's next wake-up (replacing any earlier one and its claim)."""
+
+    @abstractmethod
+    async def claim_due_timers(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
+    ) -> list[Timer]:
+        """Claim up to ``limit`` due timers (``fire_at <= now``), unclaimed or whose claim ran out.
+
+        A claimed timer is not handed out again until ``now + claim_for``; the activation it
+        triggers replaces or clears it in its commit. Two concurrent claimants never get the
+        same timer.
+        """
+
+    @abstractmethod
+    async def get_timer(self, run_id: str) -> Timer | None: ...
+
+    # -- leases -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_lease(
+        self, run_id: str, owner: str, expires_at: datetime, now: datetime
+    ) -> bool:
+        """Take the run's activation lease if free, expired, or already ``owner``'s."""
+
+    @abstractmethod
+    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        """Extend the leases ``owner`` holds on ``run_ids`` (others are left alone)."""
+
+    @abstractmethod
+    async def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        """Take over runs that are pending/running with no lease or an expired one.
+
+        Returns their ids; each is now leased to ``owner`` until ``expires_at``.
+        """
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None: ...
+
+    @abstractmethod
+    async def list_hooks(
+        self, run_id: str | None = None, status: HookStatus | None = None
+    ) -> list[Hook]: ...
+
+    # -- step checkpoints ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None: ...
+
+    @abstractmethod
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None: ...
+
+    @abstractmethod
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None: ...
+
+
+def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:
+    """Check ``commit.expected_sequence`` against ``head`` and give each event its sequence.
+
+    Shared by every backend so that numbering, timestamps and event ids are decided once.
+    Raises ``SequenceConflictError`` when the log has moved.
+    """
+    if commit.expected_sequence is not None and commit.expected_sequence != head:
+        raise SequenceConflictError(
+            f"run {commit.run_id}: expected log head {commit.expected_sequence}, found {head}"
+        )
+    numbered: list[Event] = []
+    for offset, event in enumerate(commit.events, start=1):
+        seq = head + offset
+        if event.sequence != seq or event.timestamp is None or event.run_id != commit.run_id:
+            event = Event(
+                run_id=commit.run_id,
+                type=event.type,
+                data=event.data,
+                timestamp=event.timestamp or now,
+                sequence=seq,
+            )
+        numbered.append(event)
+    return numbered
+
+
+def run_status_after(commit: Commit, current: RunStatus) -> RunStatus:
+    return commit.status if commit.status is not None else current
+
+
+# -- shared by several backends ---------------------------------------------------------------
+
+
+def new_run_record(
+    run: WorkflowRun, events: list[Event], now: datetime
+) -> tuple[WorkflowRun, list[Event]]:
+    """What ``create_run`` stores: a copy of ``run`` and its first ``events``, numbered from 1.
+
+    ``created_at`` defaults to ``now``, ``updated_at`` to ``created_at``, events without a
+    timestamp get ``created_at``; ``last_sequence`` is the number of events.
+    """
+    created_at = run.created_at or now
+    numbered = number_events(Commit(run.run_id, events, expected_sequence=0), 0, created_at)
+    record = run.copy(
+        created_at=created_at,
+        updated_at=run.updated_at or created_at,
+        last_sequence=len(numbered),
+    )
+    return record, numbered
+
+
+def already_exists(run_id: str) -> WorkflowAlreadyRunningError:
+    return WorkflowAlreadyRunningError(f"workflow run {run_id!r} already exists")
+
+
+def run_not_found(run_id: str) -> WorkflowNotFoundError:
+    return WorkflowNotFoundError(f"no workflow run {run_id!r}")
+
+
+def duplicate_completion(run_id: str, keys: list[str]) -> DuplicateCompletionError:
+    return DuplicateCompletionError(
+        f"run {run_id}: a completion is already recorded for one of {', '.join(keys)}"
+    )
+
+
+def check_hook_pending(run_id: str, hook_id: str, status: HookStatus | None) -> None:
+    """Raise what moving a hook out of ``status`` fails with (``None``: the hook does not exist).
+
+    Only a pending hook can be received or expired: a received one raises
+    ``HookAlreadyReceivedError``, an expired or disposed one ``HookExpiredError``.
+    """
+    if status is HookStatus.PENDING:
+        return
+    if status is None:
+        raise HookNotFoundError(f"run {run_id} has no hook {hook_id!r}")
+    if status is HookStatus.RECEIVED:
+        raise HookAlreadyReceivedError(
+            f"hook {hook_id!r} of run {run_id} already received its payload"
+        )
+    raise HookExpiredError(f"hook {hook_id!r} of run {run_id} is {status.value}, not pending")
+
+
+def encode_run_cursor(created_at: datetime, run_id: str) -> str:
+    """The opaque ``list_runs`` cursor: the ``(created_at, run_id)`` of the last run returned."""
+    raw = json.dumps([created_at.isoformat(), run_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_run_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of ``encode_run_cursor``; ``ValueError`` for anything it did not produce."""
+    try:
+        created_at, run_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), str(run_id)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"malformed list_runs cursor: {cursor!r}") from exc
+
+
+class StorageBusyError(WorkflowError):
+    """Another process held the storage lock for longer than the backend is willing to wait."""
+
+
+_T = TypeVar("_T")
+
+
+async def retry_while_busy(
+    attempt: Callable[[], _T],
+    is_busy: Callable[[Exception], bool],
+    *,
+    what: str,
+    timeout: float,
+) -> _T:
+    """Call ``attempt`` until it does not fail with a "busy" error, sleeping between tries.
+
+    ``attempt`` must be synchronous and must leave nothing half done when it raises. The sleep
+    doubles from 1 ms up to 50 ms, so the event loop keeps running while another process holds
+    a lock; after ``timeout`` seconds of being busy it gives up with ``StorageBusyError``.
+    """
+    delay = 0.001
+    deadline: float | None = None
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:
+            if not is_busy(exc):
+                raise
+            now = asyncio.get_running_loop().time()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                raise StorageBusyError(
+                    f"{what} stayed locked by another process for more than {timeout:g}s"
+                ) from exc
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "StorageBackend",
+    "StorageBusyError",
+    "already_exists",
+    "check_hook_pending",
+    "decode_run_cursor",
+    "duplicate_completion",
+    "encode_run_cursor",
+    "new_run_record",
+    "number_events",
+    "retry_while_busy",
+    "run_not_found",
+    "run_status_after",
+]

@@ -1,0 +1,215 @@
+"""Storage configuration: a backend from a config dict or URL, and the dict back from a backend.
+
+This is the one place that picks a storage implementation by name. A config is a dict with a
+``type`` (``memory``, ``file``, ``sqlite``, ``postgres`` or ``redis``) and that backend's settings
+(``base_path``/``path``, ``db_path``/``path``, ``dsn`` or ``host``/``port``/``user``/``password``/
+``database``, ``url``), or just a ``url``:
+
+    memory://                          in-process memory
+    file://pyworkflow_data             JSON files under a directory (``file:///abs/dir``)
+    sqlite:///relative/path.db         SQLite; four slashes for an absolute path
+    postgresql://user:pw@host/db       PostgreSQL (needs the ``postgres`` extra)
+    redis://host:6379/0                Redis (needs the ``redis`` extra)
+
+The PostgreSQL and Redis backends are imported only when asked for, so their client libraries
+stay optional. Errors are ``ConfigurationError`` and never show a password.
+This module must never import the engine or a runtime, or connect to anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.file import FileStorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.sqlite import SQLiteStorageBackend
+
+DEFAULT_FILE_PATH = "./pyworkflow_data"
+DEFAULT_SQLITE_PATH = "./pyworkflow_data/pyworkflow.db"
+
+_TYPE_ALIASES = {
+    "memory": "memory",
+    "file": "file",
+    "sqlite": "sqlite",
+    "sqlite3": "sqlite",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "redis": "redis",
+}
+_URL_SCHEMES = {
+    "memory": "memory",
+    "file": "file",
+    "sqlite": "sqlite",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "redis": "redis",
+    "rediss": "redis",
+}
+_POSTGRES_SETTINGS = ("host", "port", "user", "password", "database")
+
+
+def config_to_storage(config: dict[str, Any]) -> StorageBackend:
+    """Build the backend a config dict describes (see the module docstring)."""
+    settings = dict(config)
+    url = settings.pop("url", None)
+    kind = settings.pop("type", None)
+    if kind is not None:
+        kind = _TYPE_ALIASES.get(str(kind).lower())
+        if kind is None:
+            raise ConfigurationError(
+                f"unknown storage type {config['type']!r}; expected one of"
+                " memory, file, sqlite, postgres, redis"
+            )
+    if url is not None:
+        url_kind, from_url = _parse_url(str(url))
+        if kind is not None and kind != url_kind:
+            raise ConfigurationError(
+                f"storage type {config['type']!r} does not match the URL {_redact(str(url))}"
+            )
+        kind, settings = url_kind, {**from_url, **settings}
+    if kind is None:
+        raise ConfigurationError("a storage config needs a 'type' or a 'url'")
+    return _BUILDERS[kind](settings)
+
+
+def storage_to_config(backend: StorageBackend) -> dict[str, Any]:
+    """The config dict that ``config_to_storage`` turns back into an equivalent backend.
+
+    Backends this module does not know describe themselves with a ``to_config()`` method.
+    """
+    if isinstance(backend, InMemoryStorageBackend):
+        return {"type": "memory"}
+    if isinstance(backend, FileStorageBackend):
+        return {"type": "file", "base_path": str(backend.base_path)}
+    if isinstance(backend, SQLiteStorageBackend):
+        return {"type": "sqlite", "db_path": backend.db_path}
+    to_config = getattr(backend, "to_config", None)
+    if callable(to_config):
+        return dict(to_config())
+    raise ConfigurationError(f"{type(backend).__name__} cannot be described as a storage config")
+
+
+# -- builders -----------------------------------------------------------------------------------
+
+
+def _memory(_settings: dict[str, Any]) -> StorageBackend:
+    return InMemoryStorageBackend()
+
+
+def _file(settings: dict[str, Any]) -> StorageBackend:
+    return FileStorageBackend(
+        settings.get("base_path") or settings.get("path") or DEFAULT_FILE_PATH
+    )
+
+
+def _sqlite(settings: dict[str, Any]) -> StorageBackend:
+    return SQLiteStorageBackend(
+        settings.get("db_path") or settings.get("path") or DEFAULT_SQLITE_PATH
+    )
+
+
+def _postgres(settings: dict[str, Any]) -> StorageBackend:
+    backend = _optional_backend(
+        "pyworkflow.storage.postgres",
+        "PostgresStorageBackend",
+        "PostgreSQL storage needs the 'postgres' extra: pip install 'pyworkflow-engine[postgres]'",
+    )
+    options = {name: settings[name] for name in _POSTGRES_SETTINGS if name in settings}
+    if "port" in options:
+        options["port"] = _port(options["port"])
+    if settings.get("dsn"):
+        options["dsn"] = settings["dsn"]
+    return backend(**options)
+
+
+def _redis(settings: dict[str, Any]) -> StorageBackend:
+    backend = _optional_backend(
+        "pyworkflow.storage.redis",
+        "RedisStorageBackend",
+        "Redis storage needs the 'redis' extra: pip install 'pyworkflow-engine[redis]'",
+    )
+    if "redis_url" in settings:
+        return backend(url=settings["redis_url"])
+    if "host" not in settings:
+        return backend()
+    password = f":{settings['password']}@" if settings.get("password") else ""
+    port = _port(settings.get("port", 6379))
+    database = settings.get("db", settings.get("database", 0))
+    return backend(url=f"redis://{password}{settings['host']}:{port}/{database}")
+
+
+_BUILDERS = {
+    "memory": _memory,
+    "file": _file,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+    "redis": _redis,
+}
+
+
+def _optional_backend(module: str, name: str, missing: str) -> Any:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"{missing} ({exc})") from None
+
+
+def _port(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"storage port must be a number, got {value!r}") from None
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
+    """The backend type and settings a storage URL names."""
+    scheme, separator, rest = url.partition("://")
+    kind = _URL_SCHEMES.get(scheme.lower()) if separator else None
+    if kind is None:
+        raise ConfigurationError(
+            f"malformed storage URL {_redact(url)}: expected memory://, file://, sqlite:///,"
+            " postgresql:// or redis://"
+        )
+    if kind == "memory":
+        return kind, {}
+    if kind == "file":
+        return kind, {"base_path": rest or DEFAULT_FILE_PATH}
+    if kind == "sqlite":
+        if rest and not rest.startswith("/"):
+            raise ConfigurationError(
+                f"malformed SQLite URL {_redact(url)}: use sqlite:///relative/path.db"
+                " or sqlite:////absolute/path.db"
+            )
+        return kind, {"db_path": rest[1:] or ":memory:"}
+    parts = _split(url)
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise ConfigurationError(f"malformed storage URL {_redact(url)}: bad port") from None
+    if kind == "postgres":
+        return kind, {"dsn": url}
+    return kind, {"redis_url": url}
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise ConfigurationError(f"malformed storage URL {_redact(url)}") from None
+
+
+def _redact(url: str) -> str:
+    """``url`` for an error message, with any password replaced by ``***``."""
+    redacted = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return repr(re.sub(r"(?i)(password=)[^\s&]*", r"\1***", redacted))
+
+
+__all__ = ["DEFAULT_FILE_PATH", "DEFAULT_SQLITE_PATH", "config_to_storage", "storage_to_config"]

@@ -1,0 +1,573 @@
+"""Durable storage in plain JSON files: a journal of mutations replayed into a ``MemoryStore``.
+
+Layout under ``base_path``::
+
+    CURRENT              the current generation g (absent: 0)
+    snapshot-<g>.json    the whole state when generation g began (absent for g = 0)
+    journal-<g>.jsonl    one JSON line per mutation since then, in order
+    lock                 fcntl lock: exclusive around a mutation, shared around a read
+
+Every operation takes the lock, first catches up with what other processes wrote (it applies the
+journal lines appended since it last looked, or reloads when the generation changed), then works
+on the in-process ``MemoryStore`` exactly as the memory backend does, so both backends share one
+implementation of the semantics. A mutation is written as one line with one ``write``: the
+complete line is the commit point, so a ``Commit`` with all its side-table changes is on disk
+entirely or not at all. A torn last line (its writer died mid-write) is ignored by readers and
+cut off by the next writer. Past ``compact_after_bytes`` of journal the state is written to the
+next generation's snapshot (temp file, fsync, ``os.replace``) and ``CURRENT`` is switched last,
+so a crash at any point leaves one complete generation.
+
+Blocking: the file I/O runs synchronously on the event loop. An operation reads only what others
+appended and writes one small line, which costs less than a hop to a thread; compaction is rare.
+The lock is taken with ``LOCK_NB`` and retried with ``asyncio.sleep``, so a lock held by another
+process never blocks the loop. Lines go to the OS without fsync by default: they survive a
+process crash but not a power loss, the promise SQLite gives with ``synchronous=NORMAL``;
+``fsync=True`` makes every write durable.
+
+This is the low-volume backend (each process holds the whole state in memory): correctness over
+speed. It must never import the engine (only its event model) or a runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.engine.events import Event
+from pyworkflow.storage.base import StorageBackend, retry_while_busy
+from pyworkflow.storage.memory import MemoryStore, StoreTables
+from pyworkflow.storage.schemas import (
+    UNSET,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
+
+if sys.platform != "win32":
+    import fcntl
+
+_T = TypeVar("_T")
+_JSON_SEPARATORS = (",", ":")
+
+
+class FileStorageBackend(StorageBackend):
+    """Storage in JSON files under ``base_path``, safe to share between processes on one host."""
+
+    def __init__(
+        self,
+        base_path: str | os.PathLike[str] = "./pyworkflow_data",
+        *,
+        fsync: bool = False,
+        compact_after_bytes: int = 8 * 1024 * 1024,
+        lock_timeout: float = 10.0,
+    ) -> None:
+        self.base_path = Path(base_path)
+        self.fsync = fsync
+        self.compact_after_bytes = compact_after_bytes
+        self.lock_timeout = lock_timeout
+        self._lock_fd: int | None = None
+        self._journal_fd: int | None = None
+        # Invariant (while ``_loaded``): ``_store`` is snapshot-<_generation> plus the first
+        # ``_journal_offset`` bytes of journal-<_generation>, which end at a line boundary.
+        self._store = MemoryStore()
+        self._loaded = False
+        self._generation = 0
+        self._journal_offset = 0
+
+    async def connect(self) -> None:
+        if self._lock_fd is not None:
+            return
+        if sys.platform == "win32":
+            raise ConfigurationError("file storage needs POSIX file locks, which Windows lacks")
+        self.base_path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.base_path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+    async def close(self) -> None:
+        self._close_journal()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self._store, self._loaded = MemoryStore(), False
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        now = datetime.now(UTC)
+
+        def create() -> tuple[WorkflowRun, bool]:
+            stored, created = self._store.create_run(run, events, now)
+            if created:
+                logged = self._store.get_events(stored.run_id)
+                self._append(
+                    _line(
+                        {
+                            "op": "create_run",
+                            "run": _encode_record(stored),
+                            "events": [event.to_dict() for event in logged],
+                        }
+                    )
+                )
+            return stored, created
+
+        return await self._locked(True, create)
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        return await self._locked(False, lambda: self._store.get_run(run_id))
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        return await self._locked(False, lambda: self._store.get_run_by_idempotency_key(key))
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[WorkflowRun], str | None]:
+        return await self._locked(
+            False, lambda: self._store.list_runs(status, workflow_name, limit, cursor)
+        )
+
+    # -- the log ------------------------------------------------------------------------------
+
+    async def commit(self, commit: Commit) -> int:
+        now = commit.now or datetime.now(UTC)
+        # Encoded before the store changes, so unserializable data fails with nothing changed.
+        line = _line({"op": "commit", "commit": _encode_commit(commit, now)})
+
+        def apply() -> int:
+            head = self._store.commit(commit, now)
+            self._append(line)
+            return head
+
+        return await self._locked(True, apply)
+
+    async def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        return await self._locked(
+            False, lambda: self._store.get_events(run_id, after_sequence, command_id)
+        )
+
+    # -- timers -------------------------------------------------------------------------------
+
+    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        def schedule() -> None:
+            self._store.schedule_timer(run_id, fire_at)
+            self._append(
+                _line({"op": "schedule_timer", "run_id": run_id, "fire_at": fire_at.isoformat()})
+            )
+
+        await self._locked(True, schedule)
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
+    ) -> list[Timer]:
+        def claim() -> list[Timer]:
+            timers = self._store.claim_due_timers(now, limit, claim_for)
+            if timers:
+                self._append(
+                    _line(
+                        {
+                            "op": "claim_timers",
+                            "run_ids": [timer.run_id for timer in timers],
+                            "claimed_until": (now + claim_for).isoformat(),
+                        }
+                    )
+                )
+            return timers
+
+        return await self._locked(True, claim)
+
+    async def get_timer(self, run_id: str) -> Timer | None:
+        return await self._locked(False, lambda: self._store.get_timer(run_id))
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, expires_at: datetime, now: datetime
+    ) -> bool:
+        def acquire() -> bool:
+            acquired = self._store.acquire_lease(run_id, owner, expires_at, now)
+            if acquired:
+                self._append_leases([run_id], owner, expires_at)
+            return acquired
+
+        return await self._locked(True, acquire)
+
+    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        def renew() -> None:
+            self._append_leases(
+                self._store.renew_leases(run_ids, owner, expires_at), owner, expires_at
+            )
+
+        await self._locked(True, renew)
+
+    async def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        def claim() -> list[str]:
+            run_ids = self._store.claim_expired_leases(now, owner, expires_at, limit)
+            self._append_leases(run_ids, owner, expires_at)
+            return run_ids
+
+        return await self._locked(True, claim)
+
+    def _append_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        if run_ids:
+            self._append(
+                _line(
+                    {
+                        "op": "lease",
+                        "run_ids": run_ids,
+                        "owner": owner,
+                        "expires_at": expires_at.isoformat(),
+                    }
+                )
+            )
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        return await self._locked(False, lambda: self._store.get_hook(run_id, hook_id))
+
+    async def list_hooks(
+        self, run_id: str | None = None, status: HookStatus | None = None
+    ) -> list[Hook]:
+        return await self._locked(False, lambda: self._store.list_hooks(run_id, status))
+
+    # -- step checkpoints ---------------------------------------------------------------------
+
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        def put() -> None:
+            self._store.put_checkpoint(run_id, step_id, data)
+            self._append(
+                _line({"op": "put_checkpoint", "run_id": run_id, "step_id": step_id, "data": data})
+            )
+
+        await self._locked(True, put)
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return await self._locked(False, lambda: self._store.get_checkpoint(run_id, step_id))
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        def delete() -> None:
+            self._store.delete_checkpoint(run_id, step_id)
+            self._append(_line({"op": "delete_checkpoint", "run_id": run_id, "step_id": step_id}))
+
+        await self._locked(True, delete)
+
+    # -- locking and catching up --------------------------------------------------------------
+
+    async def _locked(self, exclusive: bool, action: Callable[[], _T]) -> _T:
+        """Run ``action`` under the lock, on a store that has caught up with the files.
+
+        Between taking and releasing the lock nothing awaits, so operations of this process
+        never interleave either.
+        """
+        if self._lock_fd is None:
+            await self.connect()
+        fd = self._lock_fd
+        assert fd is not None
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        await retry_while_busy(
+            lambda: fcntl.flock(fd, mode),
+            lambda exc: isinstance(exc, BlockingIOError),
+            what=f"file storage {self.base_path}",
+            timeout=self.lock_timeout,
+        )
+        try:
+            self._catch_up(repair=exclusive)
+            return action()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _catch_up(self, repair: bool) -> None:
+        generation = self._read_generation()
+        if not self._loaded or generation != self._generation:
+            self._load(generation)
+        path = self._journal_path(self._generation)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < self._journal_offset:  # cut below what we applied: only after a failed write
+            self._load(self._generation)
+        if size > self._journal_offset:
+            self._replay(path, size, repair)
+
+    def _read_generation(self) -> int:
+        try:
+            return int((self.base_path / "CURRENT").read_text())
+        except FileNotFoundError:
+            return 0
+
+    def _load(self, generation: int) -> None:
+        self._close_journal()
+        self._loaded = False
+        snapshot = self.base_path / f"snapshot-{generation}.json"
+        if generation == 0:
+            self._store = MemoryStore()
+        else:
+            self._store = MemoryStore.from_tables(_decode_tables(json.loads(snapshot.read_bytes())))
+        self._generation, self._journal_offset, self._loaded = generation, 0, True
+
+    def _replay(self, path: Path, size: int, repair: bool) -> None:
+        """Apply the complete journal lines from ``_journal_offset`` to ``size``."""
+        with path.open("rb") as journal:
+            journal.seek(self._journal_offset)
+            data = journal.read(size - self._journal_offset)
+        complete = data.rfind(b"\n") + 1
+        for line in data[:complete].splitlines(keepends=True):
+            try:
+                self._apply(json.loads(line))
+            except Exception as exc:
+                self._loaded = False
+                raise RuntimeError(
+                    f"corrupt journal {path} at byte {self._journal_offset}: {exc!r}"
+                ) from exc
+            self._journal_offset += len(line)
+        if repair and complete < len(data):  # a torn line: its writer died mid-write
+            os.truncate(path, self._journal_offset)
+
+    def _apply(self, line: dict[str, Any]) -> None:
+        """Redo one journal line on the store (it succeeded on this same state before)."""
+        store, op = self._store, line["op"]
+        if op == "commit":
+            raw = line["commit"]
+            store.commit(_decode_commit(raw), _parse_time(raw["now"]))
+        elif op == "create_run":
+            run = WorkflowRun(**_decode_fields(line["run"], _RUN_TIMES))
+            assert run.created_at is not None
+            store.create_run(run, [Event.from_dict(e) for e in line["events"]], run.created_at)
+        elif op == "schedule_timer":
+            store.schedule_timer(line["run_id"], _parse_time(line["fire_at"]))
+        elif op == "claim_timers":
+            store.set_timer_claims(line["run_ids"], _parse_time(line["claimed_until"]))
+        elif op == "lease":
+            store.set_leases(line["run_ids"], line["owner"], _parse_time(line["expires_at"]))
+        elif op == "put_checkpoint":
+            store.put_checkpoint(line["run_id"], line["step_id"], line["data"])
+        elif op == "delete_checkpoint":
+            store.delete_checkpoint(line["run_id"], line["step_id"])
+        else:
+            raise ValueError(f"unknown journal operation {op!r}")
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _append(self, data: bytes) -> None:
+        """Write one journal line; the store already holds the mutation it records."""
+        try:
+            fd = self._open_journal()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            # The store is ahead of the disk now: cut the partial line and reload next time.
+            self._loaded = False
+            with contextlib.suppress(OSError):
+                os.truncate(self._journal_path(self._generation), self._journal_offset)
+            raise
+        self._journal_offset += len(data)
+        if self._journal_offset >= self.compact_after_bytes:
+            self._compact()
+
+    def _open_journal(self) -> int:
+        if self._journal_fd is None:
+            path = self._journal_path(self._generation)
+            self._journal_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._journal_fd
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+    def _journal_path(self, generation: int) -> Path:
+        return self.base_path / f"journal-{generation}.jsonl"
+
+    def _compact(self) -> None:
+        """Start generation g+1 from a snapshot of the state. Failing here loses nothing."""
+        old, new = self._generation, self._generation + 1
+        try:
+            tables = _encode_tables(self._store.tables())
+            _write_atomically(
+                self.base_path / f"snapshot-{new}.json",
+                json.dumps(tables, separators=_JSON_SEPARATORS).encode(),
+            )
+            # A journal left by an earlier compaction that crashed before its switch is void.
+            os.close(os.open(self._journal_path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
+            _write_atomically(self.base_path / "CURRENT", str(new).encode())  # the switch
+        except OSError as exc:
+            logger.warning("file storage {}: compaction failed: {!r}", self.base_path, exc)
+            return
+        self._close_journal()
+        self._generation, self._journal_offset = new, 0
+        for stale in (self.base_path / f"snapshot-{old}.json", self._journal_path(old)):
+            stale.unlink(missing_ok=True)
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, separators=_JSON_SEPARATORS) + "\n").encode()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- JSON codec ---------------------------------------------------------------------------------
+
+
+def _time_fields(cls: type[WorkflowRun] | type[Hook]) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls) if "datetime" in str(f.type))
+
+
+_RUN_TIMES = _time_fields(WorkflowRun)
+_HOOK_TIMES = _time_fields(Hook)
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _format_time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _encode_record(record: WorkflowRun | Hook) -> dict[str, Any]:
+    encoded: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Enum):
+            value = value.value
+        encoded[f.name] = value
+    return encoded
+
+
+def _decode_fields(raw: dict[str, Any], times: frozenset[str]) -> dict[str, Any]:
+    return {
+        name: _parse_time(value) if name in times and value is not None else value
+        for name, value in raw.items()
+    }
+
+
+def _decode_hook(raw: dict[str, Any]) -> Hook:
+    return Hook(**_decode_fields(raw, _HOOK_TIMES))
+
+
+def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "run_id": commit.run_id,
+        "events": [event.to_dict() for event in commit.events],
+        "expected_sequence": commit.expected_sequence,
+        "now": now.isoformat(),
+        "status": commit.status.value if commit.status is not None else None,
+        "result": commit.result,
+        "error": commit.error,
+        "started_at": _format_time(commit.started_at),
+        "completed_at": _format_time(commit.completed_at),
+        "recovery_attempts": commit.recovery_attempts,
+        "hooks_created": [_encode_record(hook) for hook in commit.hooks_created],
+        "hook_received": commit.hook_received,
+        "hook_expired": commit.hook_expired,
+    }
+    # An absent key means UNSET (leave as is); null means clear.
+    if isinstance(commit.timer, datetime) or commit.timer is None:
+        raw["timer"] = _format_time(commit.timer)
+    if isinstance(commit.lease, tuple):
+        raw["lease"] = [commit.lease[0], commit.lease[1].isoformat()]
+    elif commit.lease is None:
+        raw["lease"] = None
+    return raw
+
+
+def _decode_commit(raw: dict[str, Any]) -> Commit:
+    received = raw["hook_received"]
+    commit = Commit(
+        run_id=raw["run_id"],
+        events=[Event.from_dict(event) for event in raw["events"]],
+        expected_sequence=raw["expected_sequence"],
+        status=RunStatus(raw["status"]) if raw["status"] is not None else None,
+        result=raw["result"],
+        error=raw["error"],
+        started_at=_parse_time(raw["started_at"]) if raw["started_at"] else None,
+        completed_at=_parse_time(raw["completed_at"]) if raw["completed_at"] else None,
+        recovery_attempts=raw["recovery_attempts"],
+        hooks_created=[_decode_hook(hook) for hook in raw["hooks_created"]],
+        hook_received=(received[0], received[1]) if received else None,
+        hook_expired=raw["hook_expired"],
+    )
+    timer = raw.get("timer", UNSET)
+    commit.timer = _parse_time(timer) if isinstance(timer, str) else timer
+    lease = raw.get("lease", UNSET)
+    commit.lease = (lease[0], _parse_time(lease[1])) if isinstance(lease, list) else lease
+    return commit
+
+
+def _encode_tables(tables: StoreTables) -> dict[str, Any]:
+    return {
+        "runs": [
+            {"run": _encode_record(run), "events": [event.to_dict() for event in events]}
+            for run, events in tables.runs
+        ],
+        "timers": [
+            [run_id, fire_at.isoformat(), _format_time(claimed_until)]
+            for run_id, (fire_at, claimed_until) in tables.timers.items()
+        ],
+        "hooks": [_encode_record(hook) for hook in tables.hooks],
+        "checkpoints": [
+            [run_id, step_id, data] for (run_id, step_id), data in tables.checkpoints.items()
+        ],
+    }
+
+
+def _decode_tables(raw: dict[str, Any]) -> StoreTables:
+    return StoreTables(
+        runs=[
+            (
+                WorkflowRun(**_decode_fields(entry["run"], _RUN_TIMES)),
+                [Event.from_dict(event) for event in entry["events"]],
+            )
+            for entry in raw["runs"]
+        ],
+        timers={
+            run_id: (_parse_time(fire_at), _parse_time(claimed) if claimed else None)
+            for run_id, fire_at, claimed in raw["timers"]
+        },
+        hooks=[_decode_hook(hook) for hook in raw["hooks"]],
+        checkpoints={(run_id, step_id): data for run_id, step_id, data in raw["checkpoints"]},
+    )
+
+
+__all__ = ["FileStorageBackend"]

@@ -1,0 +1,423 @@
+"""In-memory storage: the tables of every run in plain dicts.
+
+``MemoryStore`` holds the state and applies each operation synchronously, checking everything
+before it changes anything, so an operation is all-or-nothing and atomic with respect to the
+asyncio loop (nothing awaits in the middle of a mutation). ``InMemoryStorageBackend`` is that
+store behind the async port; the file backend keeps the same store and journals its mutations.
+
+This is the engine's per-step hot path for in-memory runs: ``commit`` does dict, set and list
+operations only, never serialization. Records handed out are copies, so callers cannot change
+storage through them; events are immutable by convention and are shared.
+
+This module must never import the engine (only its event model), a runtime, or do any I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from pyworkflow.engine.events import Event
+from pyworkflow.storage.base import (
+    StorageBackend,
+    already_exists,
+    check_hook_pending,
+    decode_run_cursor,
+    duplicate_completion,
+    encode_run_cursor,
+    new_run_record,
+    number_events,
+    run_not_found,
+)
+from pyworkflow.storage.schemas import (
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
+
+_LEASABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+
+# run_id -> (fire_at, claimed_until); claimed_until is None while nobody holds the timer.
+TimerTable = dict[str, tuple[datetime, datetime | None]]
+
+
+@dataclass(slots=True)
+class _RunLog:
+    """A run with its log. Invariant: ``events[i].sequence == i + 1 == run.last_sequence``
+    for the last ``i``, and ``completion_keys`` holds the completion key of every event."""
+
+    run: WorkflowRun
+    events: list[Event]
+    completion_keys: set[str]
+
+
+@dataclass(slots=True)
+class StoreTables:
+    """Everything a ``MemoryStore`` holds, as plain records (what the file backend snapshots)."""
+
+    runs: list[tuple[WorkflowRun, list[Event]]]
+    timers: TimerTable
+    hooks: list[Hook]
+    checkpoints: dict[tuple[str, str], str]
+
+
+class MemoryStore:
+    """The tables of every run. Every method is synchronous and all-or-nothing."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _RunLog] = {}
+        self._idempotency: dict[str, str] = {}  # idempotency key -> run_id
+        self._timers: TimerTable = {}
+        self._hooks: dict[tuple[str, str], Hook] = {}  # (run_id, hook_id) -> hook
+        self._checkpoints: dict[tuple[str, str], str] = {}  # (run_id, step_id) -> data
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def tables(self) -> StoreTables:
+        """The current state (shared, not copied: serialize it before the next mutation)."""
+        return StoreTables(
+            runs=[(log.run, log.events) for log in self._runs.values()],
+            timers=self._timers,
+            hooks=list(self._hooks.values()),
+            checkpoints=self._checkpoints,
+        )
+
+    @classmethod
+    def from_tables(cls, tables: StoreTables) -> MemoryStore:
+        store = cls()
+        for run, events in tables.runs:
+            keys = {key for key in (event.completion_key for event in events) if key is not None}
+            store._runs[run.run_id] = _RunLog(run, events, keys)
+            if run.idempotency_key is not None:
+                store._idempotency[run.idempotency_key] = run.run_id
+        store._timers = dict(tables.timers)
+        store._hooks = {(hook.run_id, hook.hook_id): hook for hook in tables.hooks}
+        store._checkpoints = dict(tables.checkpoints)
+        return store
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(
+        self, run: WorkflowRun, events: list[Event], now: datetime
+    ) -> tuple[WorkflowRun, bool]:
+        key = run.idempotency_key
+        if key is not None and key in self._idempotency:
+            return _copy_run(self._runs[self._idempotency[key]].run), False
+        if run.run_id in self._runs:
+            raise already_exists(run.run_id)
+        record, numbered = new_run_record(run, events, now)
+        completion_keys = _new_completion_keys(run.run_id, numbered, set())
+        stored = _copy_run(record)
+        self._runs[run.run_id] = _RunLog(stored, numbered, set(completion_keys))
+        if key is not None:
+            self._idempotency[key] = run.run_id
+        return _copy_run(stored), True
+
+    def get_run(self, run_id: str) -> WorkflowRun | None:
+        log = self._runs.get(run_id)
+        return _copy_run(log.run) if log is not None else None
+
+    def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        run_id = self._idempotency.get(key)
+        return self.get_run(run_id) if run_id is not None else None
+
+    def list_runs(
+        self,
+        status: RunStatus | None,
+        workflow_name: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[WorkflowRun], str | None]:
+        if limit < 1:
+            raise ValueError(f"list_runs limit must be at least 1, got {limit}")
+        runs = [
+            log.run
+            for log in self._runs.values()
+            if (status is None or log.run.status == status)
+            and (workflow_name is None or log.run.workflow_name == workflow_name)
+        ]
+        runs.sort(key=_run_order)
+        if cursor is not None:
+            after = decode_run_cursor(cursor)
+            runs = [run for run in runs if _run_order(run) > after]
+        page = [_copy_run(run) for run in runs[:limit]]
+        if len(runs) <= limit:
+            return page, None
+        last = page[-1]
+        assert last.created_at is not None  # every stored run has one
+        return page, encode_run_cursor(last.created_at, last.run_id)
+
+    # -- the log ------------------------------------------------------------------------------
+
+    def commit(self, commit: Commit, now: datetime) -> int:
+        run_id = commit.run_id
+        log = self._runs.get(run_id)
+        if log is None:
+            raise run_not_found(run_id)
+        run = log.run
+        events = number_events(commit, run.last_sequence, now)
+        new_keys = _new_completion_keys(run_id, events, log.completion_keys)
+        received = commit.hook_received
+        if received is not None:
+            check_hook_pending(run_id, received[0], self._hook_status(run_id, received[0]))
+        if commit.hook_expired is not None:
+            hook_id = commit.hook_expired
+            check_hook_pending(run_id, hook_id, self._hook_status(run_id, hook_id))
+        # Everything is checked: from here on nothing can fail.
+        log.events.extend(events)
+        log.completion_keys.update(new_keys)
+        self._update_run(run, commit, now)
+        run.last_sequence += len(events)
+        timer = commit.timer
+        if timer is None:
+            self._timers.pop(run_id, None)
+        elif isinstance(timer, datetime):
+            self._timers[run_id] = (timer, None)
+        for hook in commit.hooks_created:
+            self._hooks.setdefault((run_id, hook.hook_id), _copy_hook(hook, run_id=run_id))
+        if received is not None:
+            hook = self._hooks[(run_id, received[0])]
+            hook.status, hook.payload, hook.received_at = HookStatus.RECEIVED, received[1], now
+        if commit.hook_expired is not None:
+            self._hooks[(run_id, commit.hook_expired)].status = HookStatus.EXPIRED
+        return run.last_sequence
+
+    @staticmethod
+    def _update_run(run: WorkflowRun, commit: Commit, now: datetime) -> None:
+        if commit.status is not None:
+            run.status = commit.status
+        if commit.result is not None:
+            run.result = commit.result
+        if commit.error is not None:
+            run.error = commit.error
+        if commit.started_at is not None:
+            run.started_at = commit.started_at
+        if commit.completed_at is not None:
+            run.completed_at = commit.completed_at
+        if commit.recovery_attempts is not None:
+            run.recovery_attempts = commit.recovery_attempts
+        run.updated_at = now
+        lease = commit.lease
+        if lease is None:
+            run.lease_owner = run.lease_expires_at = None
+        elif isinstance(lease, tuple):
+            run.lease_owner, run.lease_expires_at = lease
+
+    def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        log = self._runs.get(run_id)
+        if log is None:
+            return []
+        # events[i] has sequence i + 1, so the events after ``n`` start at index ``n``.
+        events = log.events[max(after_sequence, 0) :]
+        if command_id is None:
+            return events
+        return [event for event in events if event.data.get("command_id") == command_id]
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        self._timers[run_id] = (fire_at, None)
+
+    def claim_due_timers(self, now: datetime, limit: int, claim_for: timedelta) -> list[Timer]:
+        due = sorted(
+            (fire_at, run_id)
+            for run_id, (fire_at, claimed_until) in self._timers.items()
+            if fire_at <= now and (claimed_until is None or claimed_until <= now)
+        )[:limit]
+        self.set_timer_claims([run_id for _, run_id in due], now + claim_for)
+        return [Timer(run_id, fire_at) for fire_at, run_id in due]
+
+    def set_timer_claims(self, run_ids: list[str], claimed_until: datetime) -> None:
+        for run_id in run_ids:
+            self._timers[run_id] = (self._timers[run_id][0], claimed_until)
+
+    def get_timer(self, run_id: str) -> Timer | None:
+        entry = self._timers.get(run_id)
+        return Timer(run_id, entry[0]) if entry is not None else None
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str, owner: str, expires_at: datetime, now: datetime) -> bool:
+        log = self._runs.get(run_id)
+        if log is None:
+            return False
+        run = log.run
+        if run.lease_owner != owner and not _lease_free(run, now):
+            return False
+        run.lease_owner, run.lease_expires_at = owner, expires_at
+        return True
+
+    def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> list[str]:
+        """Extend ``owner``'s leases among ``run_ids``; returns the ids it extended."""
+        held = [
+            run_id
+            for run_id in dict.fromkeys(run_ids)
+            if run_id in self._runs and self._runs[run_id].run.lease_owner == owner
+        ]
+        self.set_leases(held, owner, expires_at)
+        return held
+
+    def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int
+    ) -> list[str]:
+        expired = sorted(
+            (log.run for log in self._runs.values()),
+            key=lambda run: (run.updated_at, run.run_id),
+        )
+        run_ids = [
+            run.run_id
+            for run in expired
+            if run.status in _LEASABLE_STATUSES and _lease_free(run, now)
+        ][:limit]
+        self.set_leases(run_ids, owner, expires_at)
+        return run_ids
+
+    def set_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        for run_id in run_ids:
+            run = self._runs[run_id].run
+            run.lease_owner, run.lease_expires_at = owner, expires_at
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def _hook_status(self, run_id: str, hook_id: str) -> HookStatus | None:
+        hook = self._hooks.get((run_id, hook_id))
+        return hook.status if hook is not None else None
+
+    def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        hook = self._hooks.get((run_id, hook_id))
+        return _copy_hook(hook) if hook is not None else None
+
+    def list_hooks(self, run_id: str | None, status: HookStatus | None) -> list[Hook]:
+        return [
+            _copy_hook(self._hooks[key])
+            for key in sorted(self._hooks)
+            if (run_id is None or key[0] == run_id)
+            and (status is None or self._hooks[key].status == status)
+        ]
+
+    # -- step checkpoints ---------------------------------------------------------------------
+
+    def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        self._checkpoints[(run_id, step_id)] = data
+
+    def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return self._checkpoints.get((run_id, step_id))
+
+    def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        self._checkpoints.pop((run_id, step_id), None)
+
+
+def _run_order(run: WorkflowRun) -> tuple[datetime, str]:
+    assert run.created_at is not None  # every stored run has one
+    return run.created_at, run.run_id
+
+
+def _lease_free(run: WorkflowRun, now: datetime) -> bool:
+    """No lease, or one that ran out (a lease without an expiry never runs out)."""
+    expires_at = run.lease_expires_at
+    return run.lease_owner is None or (expires_at is not None and expires_at <= now)
+
+
+def _new_completion_keys(run_id: str, events: list[Event], recorded: set[str]) -> list[str]:
+    """The completion keys ``events`` add; fails if one is recorded or repeats among them."""
+    keys: list[str] = []
+    for event in events:
+        key = event.completion_key
+        if key is not None:
+            if key in recorded or key in keys:
+                raise duplicate_completion(run_id, [key])
+            keys.append(key)
+    return keys
+
+
+def _copy_run(run: WorkflowRun) -> WorkflowRun:
+    return replace(run, context=copy.deepcopy(run.context) if run.context else {})
+
+
+def _copy_hook(hook: Hook, run_id: str | None = None) -> Hook:
+    metadata = copy.deepcopy(hook.metadata) if hook.metadata else {}
+    return replace(hook, run_id=run_id or hook.run_id, metadata=metadata)
+
+
+class InMemoryStorageBackend(StorageBackend):
+    """Storage that lives as long as the process: for tests, the simulator and local runs."""
+
+    def __init__(self) -> None:
+        self._store = MemoryStore()
+
+    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        return self._store.create_run(run, events, datetime.now(UTC))
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        return self._store.get_run(run_id)
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        return self._store.get_run_by_idempotency_key(key)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[WorkflowRun], str | None]:
+        return self._store.list_runs(status, workflow_name, limit, cursor)
+
+    async def commit(self, commit: Commit) -> int:
+        return self._store.commit(commit, commit.now or datetime.now(UTC))
+
+    async def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        return self._store.get_events(run_id, after_sequence, command_id)
+
+    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        self._store.schedule_timer(run_id, fire_at)
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
+    ) -> list[Timer]:
+        return self._store.claim_due_timers(now, limit, claim_for)
+
+    async def get_timer(self, run_id: str) -> Timer | None:
+        return self._store.get_timer(run_id)
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, expires_at: datetime, now: datetime
+    ) -> bool:
+        return self._store.acquire_lease(run_id, owner, expires_at, now)
+
+    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        self._store.renew_leases(run_ids, owner, expires_at)
+
+    async def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        return self._store.claim_expired_leases(now, owner, expires_at, limit)
+
+    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        return self._store.get_hook(run_id, hook_id)
+
+    async def list_hooks(
+        self, run_id: str | None = None, status: HookStatus | None = None
+    ) -> list[Hook]:
+        return self._store.list_hooks(run_id, status)
+
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        self._store.put_checkpoint(run_id, step_id, data)
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return self._store.get_checkpoint(run_id, step_id)
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        self._store.delete_checkpoint(run_id, step_id)
+
+
+__all__ = ["InMemoryStorageBackend", "MemoryStore", "StoreTables", "TimerTable"]

@@ -1,0 +1,112 @@
+"""Dispatched steps: attempts go through the TaskQueue port and produce the inline log shape."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pyworkflow import (
+    EventType,
+    RunStatus,
+    get_workflow_events,
+    get_workflow_result,
+    sleep,
+    step,
+    workflow,
+)
+from tests.conftest import Env
+
+attempts: dict[str, int] = {}
+
+
+@step(max_retries=2, retry_delay="10s")
+async def remote_flaky(x: int) -> int:
+    attempts["flaky"] = attempts.get("flaky", 0) + 1
+    if attempts["flaky"] == 1:
+        raise ConnectionError("worker lost the network")
+    return x + 1
+
+
+@step(force_local=True)
+async def local_only(x: int) -> int:
+    return x * 3
+
+
+@workflow()
+async def mixed(x: int) -> list[int]:
+    a = await remote_flaky(x)
+    b, c = await asyncio.gather(local_only(a), remote_flaky(a))
+    await sleep(5)
+    return [a, b, c]
+
+
+def shape(events: list) -> list[tuple[str, str | None, object]]:
+    return [(e.type.value, e.data.get("command_id"), e.data.get("attempt")) for e in events]
+
+
+async def run_mixed(env: Env) -> list:
+    attempts.clear()
+    run_id = await env.start(mixed, 1)
+    run = await env.run_until_done(run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert await get_workflow_result(run_id, storage=env.storage) == [2, 6, 3]
+    return await get_workflow_events(run_id, storage=env.storage)
+
+
+async def test_dispatched_steps_complete_through_the_queue(dispatched_env: Env) -> None:
+    events = await run_mixed(dispatched_env)
+    started = [e for e in events if e.type is EventType.STEP_STARTED]
+    dispatched = {
+        (e.data["command_id"], e.data["attempt"]): e.data.get("dispatched") for e in started
+    }
+    assert dispatched == {
+        ("step:remote_flaky:1", 1): True,
+        ("step:remote_flaky:1", 2): True,
+        ("step:local_only:2", 1): None,
+        ("step:remote_flaky:3", 1): True,
+    }
+    assert attempts["flaky"] == 3  # one failure, then the two calls
+
+
+async def test_dispatched_and_inline_logs_have_the_same_events_per_command(
+    dispatched_env: Env, env: Env
+) -> None:
+    dispatched = await run_mixed(dispatched_env)
+    inline = await run_mixed(env)
+
+    def per_command(events: list) -> dict[str | None, list[tuple[str, object]]]:
+        out: dict[str | None, list[tuple[str, object]]] = {}
+        for e in events:
+            out.setdefault(e.data.get("command_id"), []).append(
+                (e.type.value, e.data.get("attempt"))
+            )
+        return out
+
+    assert per_command(dispatched) == per_command(inline)
+    assert sorted(shape(dispatched), key=str) == sorted(shape(inline), key=str)
+
+
+async def test_duplicate_step_delivery_records_one_completion(dispatched_env: Env) -> None:
+    @workflow(name="dup_delivery")
+    async def one_step() -> int:
+        return await local_only_dispatchable(2)
+
+    run_id = await dispatched_env.start(one_step)
+    await dispatched_env.settle()
+    engine = dispatched_env.engine
+    # deliver the same attempt again, twice, after it completed
+    await engine.execute_step(run_id, "step:local_only_dispatchable:1", 1)
+    await engine.execute_step(run_id, "step:local_only_dispatchable:1", 1)
+    await dispatched_env.settle()
+    events = await get_workflow_events(run_id, storage=dispatched_env.storage)
+    assert [e.type.value for e in events].count("step.completed") == 1
+    assert events[-1].type is EventType.WORKFLOW_COMPLETED
+    assert executions["n"] == 1
+
+
+executions = {"n": 0}
+
+
+@step()
+async def local_only_dispatchable(x: int) -> int:
+    executions["n"] += 1
+    return x
