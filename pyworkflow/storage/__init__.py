@@ -24,7 +24,8 @@ from pyworkflow.storage.schemas import (
 )
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 
-# Backends whose client library is an optional extra: attribute -> (module, extra).
+# Backends whose client library is an optional extra: attribute -> (module, extra). They are left
+# out of ``__all__`` so that ``from pyworkflow.storage import *`` works without the extras.
 _OPTIONAL_BACKENDS = {
     "PostgresStorageBackend": ("pyworkflow.storage.postgres", "postgres"),
     "RedisStorageBackend": ("pyworkflow.storage.redis", "redis"),
@@ -51,8 +52,6 @@ __all__ = [
     "Hook",
     "HookStatus",
     "InMemoryStorageBackend",
-    "PostgresStorageBackend",
-    "RedisStorageBackend",
     "RunStatus",
     "SQLiteStorageBackend",
     "StorageBackend",

@@ -160,13 +160,15 @@ class MemoryStore:
             raise run_not_found(run_id)
         run = log.run
         events = number_events(commit, run.last_sequence, now)
-        new_keys = _new_completion_keys(run_id, events, log.completion_keys)
+        # Hook moves are checked before completion keys: a second payload for a hook is
+        # "already received" even though its hook.received event is a duplicate completion too.
         received = commit.hook_received
         if received is not None:
             check_hook_pending(run_id, received[0], self._hook_status(run_id, received[0]))
         if commit.hook_expired is not None:
             hook_id = commit.hook_expired
             check_hook_pending(run_id, hook_id, self._hook_status(run_id, hook_id))
+        new_keys = _new_completion_keys(run_id, events, log.completion_keys)
         # Everything is checked: from here on nothing can fail.
         log.events.extend(events)
         log.completion_keys.update(new_keys)

@@ -593,6 +593,8 @@ class SQLiteStorageBackend(StorageBackend):
         if row is None:
             raise run_not_found(run_id)
         events = number_events(commit, row[0], now)
+        # Hook moves are checked before the events go in: a second payload for a hook is
+        # "already received" even though its hook.received event is a duplicate completion too.
         received, expired = commit.hook_received, commit.hook_expired
         if received is not None:
             self._check_hook_pending(conn, run_id, received[0])
