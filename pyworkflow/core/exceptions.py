@@ -128,6 +128,10 @@ class ConfigurationError(WorkflowError):
     """PyWorkflow is configured wrongly (unknown storage type, unreachable URL, ...)."""
 
 
+class StorageBusyError(WorkflowError):
+    """Another process held the storage lock for longer than the backend is willing to wait."""
+
+
 class SequenceConflictError(WorkflowError):
     """A conditional append lost the race: the log moved past the expected sequence."""
 
@@ -162,6 +166,7 @@ __all__ = [
     "SequenceConflictError",
     "SerializationError",
     "StepTimeoutError",
+    "StorageBusyError",
     "StepValidationError",
     "SuspensionSignal",
     "WorkflowAlreadyRunningError",

@@ -195,7 +195,11 @@ class Engine:
     async def _load(self, run_id: str) -> WorkflowInstance | Outcome:
         inst = self._cache.pop(run_id, None)
         if inst is not None:
-            inst.feed(await self.storage.get_events(run_id, after_sequence=inst.sequence))
+            try:
+                inst.feed(await self.storage.get_events(run_id, after_sequence=inst.sequence))
+            except BaseException:
+                inst.teardown()
+                raise
             return inst
         run = await self.storage.get_run(run_id)
         if run is None:
@@ -256,7 +260,7 @@ class Engine:
             if inst.failure is not None:
                 raise inst.failure
             if inst.terminal is not None:
-                return await self._outcome_of_event(inst, inst.terminal)
+                return await self._outcome_of_finished(inst)
             if inst.main.done():
                 return await self._finish(act)
             now = self.clock.now()
@@ -631,11 +635,11 @@ class Engine:
                     return Outcome(run.run_id, run.status, exception=event.data.get("exception"))
         return Outcome(run.run_id, run.status, result=run.result)
 
-    async def _outcome_of_event(self, inst: WorkflowInstance, event: Event) -> Outcome:
+    async def _outcome_of_finished(self, inst: WorkflowInstance) -> Outcome:
+        """Another activation finished the run while this one caught up: report its ending."""
         run = await self.storage.get_run(inst.run_id)
         assert run is not None
-        inst.teardown()
-        return await self._outcome_of(run) if event else Outcome(inst.run_id, run.status)
+        return await self._outcome_of(run)
 
     def _notify_finished(self, outcome: Outcome) -> None:
         for waiter in self._finished.pop(outcome.run_id, []):

@@ -165,7 +165,8 @@ class WorkflowInstance:
                 continue
             self.apply(event)
             self.sequence = event.sequence
-            self.loop.run_ready()
+            if self.loop.has_ready:
+                self.loop.run_ready()
             if self.failure is not None:
                 raise self.failure
         self.check_recorded_issued()

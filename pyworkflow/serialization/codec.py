@@ -38,6 +38,7 @@ import cloudpickle
 from pydantic import BaseModel
 
 from pyworkflow.core.exceptions import SerializationError, WorkflowError
+from pyworkflow.serialization.jsontext import dump_text, load_text
 
 TAG = "__pw__"
 
@@ -80,13 +81,17 @@ def pickle_allowed() -> bool:
 
 def dumps(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as JSON text; ``what`` names it in errors ("result of step charge")."""
-    return _JSON_TEXT.encode(_encode_named(value, what))
+    return dump_text(_encode_named(value, what))
 
 
 def loads(text: str | bytes, *, what: str = "value") -> Any:
     """Decode JSON text written by ``dumps``."""
     try:
-        return json.loads(text, object_hook=_decode_object)
+        if not isinstance(text, str):
+            text = text.decode()
+        if "{" not in text:
+            return load_text(text)  # no objects, so no tags to decode
+        return _DECODER.decode(text)
     except SerializationError:
         raise
     except Exception as exc:
@@ -105,7 +110,7 @@ def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, 
         }
     else:
         encoded_kwargs = _encode_named(kwargs, "keyword arguments")
-    return _JSON_TEXT.encode(encoded_args), _JSON_TEXT.encode(encoded_kwargs)
+    return dump_text(encoded_args), dump_text(encoded_kwargs)
 
 
 def deserialize_args(args_json: str, kwargs_json: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -514,3 +519,7 @@ def _key_segment(container: dict[Any, Any], child: Any) -> str:
         if item is child:
             return f"[{key!r}]"
     return "[?]"
+
+
+# One decoder for every call: ``json.loads(text, object_hook=...)`` would build a new one each time.
+_DECODER = json.JSONDecoder(object_hook=_decode_object)

@@ -29,8 +29,8 @@ from pyworkflow.core.exceptions import (
     HookExpiredError,
     HookNotFoundError,
     SequenceConflictError,
+    StorageBusyError,
     WorkflowAlreadyRunningError,
-    WorkflowError,
     WorkflowNotFoundError,
 )
 from pyworkflow.engine.events import Event
@@ -166,18 +166,18 @@ def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:
         raise SequenceConflictError(
             f"run {commit.run_id}: expected log head {commit.expected_sequence}, found {head}"
         )
-    numbered: list[Event] = []
-    for offset, event in enumerate(commit.events, start=1):
+    numbered = commit.events
+    run_id = commit.run_id
+    for offset, event in enumerate(numbered, start=1):
+        # Events are numbered in place: once committed, an event belongs to the log.
         seq = head + offset
-        if event.sequence != seq or event.timestamp is None or event.run_id != commit.run_id:
-            event = Event(
-                run_id=commit.run_id,
-                type=event.type,
-                data=event.data,
-                timestamp=event.timestamp or now,
-                sequence=seq,
-            )
-        numbered.append(event)
+        if event.run_id != run_id:
+            raise ValueError(f"an event of run {event.run_id} in a commit to run {run_id}")
+        if event.sequence != seq:
+            event.sequence = seq
+            event.event_id = f"{run_id}:{seq}"
+        if event.timestamp is None:
+            event.timestamp = now
     return numbered
 
 
@@ -250,10 +250,6 @@ def decode_run_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created_at), str(run_id)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"malformed list_runs cursor: {cursor!r}") from exc
-
-
-class StorageBusyError(WorkflowError):
-    """Another process held the storage lock for longer than the backend is willing to wait."""
 
 
 _T = TypeVar("_T")

@@ -25,7 +25,6 @@ the event loop waiting for a lock.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 
 from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
 from pyworkflow.engine.events import Event, EventType
+from pyworkflow.serialization.jsontext import dump_text, load_text
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     StorageBackend,
@@ -269,8 +269,8 @@ _DELETE_CHECKPOINT = "DELETE FROM checkpoints WHERE run_id = ? AND step_id = ?"
 # -- values -------------------------------------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_dumps: Callable[[Any], str] = json.JSONEncoder(separators=(",", ":")).encode
-_loads = json.loads
+_dumps: Callable[[Any], str] = dump_text
+_loads: Callable[[str], Any] = load_text
 _EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
 
 

@@ -1,0 +1,143 @@
+"""The ``pyworkflow`` command: inspect and resume runs from the shell.
+
+This is the one place that picks implementations from configuration: ``--storage URL`` (or
+``PYWORKFLOW_STORAGE_URL``, or ``pyworkflow.config.yaml`` in the current directory), ``--module``
+to import the code that defines workflows (``MODULE`` is imported like ``python -m`` would).
+Usage errors exit with code 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pyworkflow import __version__
+from pyworkflow.api import get_workflow_run, resume
+from pyworkflow.config import configure, configure_from_yaml, get_storage
+from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+
+DEFAULT_CONFIG_FILE = "pyworkflow.config.yaml"
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(coro)
+    except WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_row(run: WorkflowRun) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "workflow": run.workflow_name,
+        "status": run.status.value,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "updated_at": run.updated_at.isoformat() if run.updated_at else None,
+        "events": run.last_sequence,
+    }
+
+
+@click.group()
+@click.version_option(__version__, prog_name="pyworkflow")
+@click.option("--module", "modules", multiple=True, help="Import MODULE first (repeatable).")
+@click.option("--storage", "storage_url", help="Storage URL, e.g. sqlite:///pyworkflow.db")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config file.")
+def main(modules: tuple[str, ...], storage_url: str | None, config_file: str | None) -> None:
+    """Durable workflows: inspect and resume runs."""
+    try:
+        if config_file:
+            configure_from_yaml(config_file)
+        elif Path(DEFAULT_CONFIG_FILE).exists():
+            configure_from_yaml(DEFAULT_CONFIG_FILE)
+        if storage_url:
+            configure(storage=storage_url)
+    except WorkflowError as exc:
+        raise click.UsageError(str(exc)) from None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise click.UsageError(f"cannot import module {module!r}: {exc}") from None
+
+
+@main.group()
+def runs() -> None:
+    """List, show and resume runs."""
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--workflow", "workflow_name", default=None)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_runs(status: str | None, workflow_name: str | None, limit: int, as_json: bool) -> None:
+    """List runs, oldest first."""
+
+    async def fetch() -> list[WorkflowRun]:
+        found, _ = await get_storage().list_runs(
+            status=RunStatus(status) if status else None, workflow_name=workflow_name, limit=limit
+        )
+        return found
+
+    for run in _run(fetch()):
+        row = _run_row(run)
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{row['run_id']}  {row['workflow']:<24} {row['status']:<10} {row['created_at']}"
+            )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The run and its events as JSON.")
+def show_run(run_id: str, as_json: bool) -> None:
+    """Show a run and its event log."""
+
+    async def fetch() -> tuple[WorkflowRun | None, list[Any]]:
+        run = await get_workflow_run(run_id)
+        return run, ([] if run is None else await get_storage().get_events(run_id))
+
+    run, events = _run(fetch())
+    if run is None:
+        raise click.ClickException(f"no workflow run with id {run_id!r}")
+    if as_json:
+        click.echo(json.dumps({**_run_row(run), "log": [e.to_dict() for e in events]}, indent=2))
+        return
+    row = _run_row(run)
+    click.echo(f"run {row['run_id']}  workflow {row['workflow']}  status {row['status']}")
+    for event in events:
+        attempt = event.data.get("attempt")
+        suffix = f" (attempt {attempt})" if attempt else ""
+        click.echo(f"{event.sequence:>6}  {event.type.value:<22} {event.command_id or ''}{suffix}")
+
+
+@runs.command("resume")
+@click.argument("run_id")
+def resume_run(run_id: str) -> None:
+    """Advance a run now (import its workflow's module with --module)."""
+    result = _run(resume(run_id))
+
+    async def status() -> WorkflowRun | None:
+        return await get_workflow_run(run_id)
+
+    run = _run(status())
+    click.echo(f"{run_id}: {run.status.value if run else 'unknown'}")
+    if run is not None and run.status is RunStatus.COMPLETED:
+        click.echo(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
