@@ -38,6 +38,12 @@ def __getattr__(name: str) -> Any:
     module, extra = _OPTIONAL_BACKENDS[name]
     try:
         backend = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            raise ImportError(f"{name} is not available in this version of pyworkflow") from exc
+        raise ImportError(
+            f"{name} needs the '{extra}' extra: pip install 'pyworkflow-engine[{extra}]' ({exc})"
+        ) from exc
     except ImportError as exc:
         raise ImportError(
             f"{name} needs the '{extra}' extra: pip install 'pyworkflow-engine[{extra}]' ({exc})"

@@ -1094,7 +1094,7 @@ def test_server_backends_are_imported_lazily() -> None:
 
     if importlib.util.find_spec("pyworkflow.storage.postgres") is not None:
         pytest.skip("pyworkflow.storage.postgres exists")
-    with pytest.raises(ImportError, match="'postgres' extra"):
+    with pytest.raises(ImportError, match="PostgresStorageBackend is not available"):
         storage.PostgresStorageBackend  # noqa: B018 - the access is the test
     with pytest.raises(AttributeError):
         storage.NoSuchBackend  # noqa: B018

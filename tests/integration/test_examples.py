@@ -1,0 +1,68 @@
+"""The runnable examples and the README quick start, run as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _quick_start_code() -> str:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "README.md has no ```python block under 'Quick start'"
+    return match.group(1)
+
+
+def test_onboarding_demo_kills_a_worker_and_finishes_the_run_in_another() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "onboarding_demo.py")],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(
+        r"worker 1 killed with SIGKILL after steps create_account, send_welcome_email;"
+        r" the run is suspended",
+        output,
+    ), output
+    assert "the run finished with: 'ada: account acct-ada created" in output, output
+    assert "activated via email link" in output, output
+    assert "3. The run is completed." in output, output
+    assert "no completed step ran twice" in output, output
+    assert "FAILED" not in output, output
+
+
+def test_readme_quick_start_runs_and_prints_the_result(tmp_path: Path) -> None:
+    script = tmp_path / "quick_start.py"
+    script.write_text(_quick_start_code(), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "charged 42.0 for order-1; shipped order-1"
+    assert (tmp_path / "pyworkflow_data" / "pyworkflow.db").exists()

@@ -1,0 +1,45 @@
+"""``bench/engine.py --quick`` runs and prints the JSON it promises; speed is never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
+    output = tmp_path / "engine.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "engine.py"), "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert json.loads(output.read_text()) == results
+
+    assert results["meta"]["quick"] is True
+    for backend in ("sqlite", "memory"):
+        per_step = results["per_step"][backend]
+        assert per_step["whole_run_us_per_step"] > 0
+        assert set(per_step["sampled_us"]) >= {"p50", "p90", "p99"}
+        assert set(results["start_one_step"][backend]["us"]) >= {"p50", "p99"}
+        assert results["scaling"][backend]["ratio"] > 0
+    cold = results["cold_resume"]["sqlite"]
+    assert cold["events"] == 200  # 99 steps, each started + completed, plus start and sleep
+    assert set(cold) >= {"us_per_event", "get_events_ms", "replay_ms"}
+    assert results["cold_resume"]["memory_evicted"]["us_per_event"] > 0
+    assert set(results["targets"]) == {
+        "sqlite_per_step_p50_us",
+        "sqlite_per_step_p50_us_stretch",
+        "one_step_start_us",
+        "memory_per_step_us",
+        "scaling_ratio",
+        "cold_resume_us_per_event",
+    }

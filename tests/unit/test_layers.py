@@ -1,0 +1,297 @@
+"""The layering of the package, checked by walking every import (design.md, "Layers").
+
+Each module of ``pyworkflow`` and ``pyworkflow_testing`` is parsed with ``ast``; every ``import``
+and ``from ... import`` counts, including those inside functions (a lazy import is still a
+dependency), except those under ``if TYPE_CHECKING:``. A module may import its own layer and the
+layers below it, never one above. This test never imports the modules it checks, so a broken or
+circular import cannot hide a violation.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("pyworkflow", "pyworkflow_testing")
+
+# Bottom to top. A rule is an exact module name or, ending in "*", the name and everything below
+# it. The most specific matching rule wins, so "pyworkflow.engine.events" (data model) beats
+# "pyworkflow.engine*" (engine).
+# The data model sits below the leaves: it imports nothing of the package at all, and leaves
+# (serialization raising SerializationError) may use it.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "data model",
+        ("pyworkflow.engine.events", "pyworkflow.storage.schemas", "pyworkflow.core.exceptions"),
+    ),
+    ("leaves", ("pyworkflow.serialization*", "pyworkflow.utils*", "pyworkflow.observability*")),
+    ("context", ("pyworkflow.context*",)),
+    ("storage", ("pyworkflow.storage*",)),
+    ("core", ("pyworkflow.core*",)),
+    ("primitives", ("pyworkflow.primitives*",)),
+    ("engine", ("pyworkflow.engine*",)),
+    ("runtime", ("pyworkflow.config", "pyworkflow.runtime*", "pyworkflow.api")),
+    ("celery", ("pyworkflow.celery*",)),
+    ("testing", ("pyworkflow_testing*",)),
+    ("cli", ("pyworkflow.cli*", "pyworkflow", "pyworkflow.__main__")),
+)
+DATA_MODEL = 0  # layer index
+DATA_MODEL_MODULES = (
+    "pyworkflow.engine.events",
+    "pyworkflow.storage.schemas",
+    "pyworkflow.core.exceptions",
+)
+EMPTY_PACKAGES = ("pyworkflow.engine", "pyworkflow.core")  # their __init__ imports nothing eagerly
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """One import statement's target, resolved to a module name."""
+
+    importer: str
+    imported: str
+    path: str
+    line: int
+    eager: bool  # runs when the importer is imported (not inside a function body)
+
+
+def _matches(rule: str, module: str) -> bool:
+    if rule.endswith("*"):
+        base = rule[:-1]
+        return module == base or module.startswith(base + ".")
+    return module == rule
+
+
+def layer_of(module: str) -> int | None:
+    """The layer index of ``module``, or None when no rule covers it."""
+    best: tuple[int, int] | None = None  # (specificity, layer)
+    for index, (_, rules) in enumerate(LAYERS):
+        for rule in rules:
+            if _matches(rule, module):
+                specificity = len(rule.rstrip("*")) * 2 + (0 if rule.endswith("*") else 1)
+                if best is None or specificity > best[0]:
+                    best = (specificity, index)
+    return None if best is None else best[1]
+
+
+def _layer_label(module: str) -> str:
+    layer = layer_of(module)
+    return "unplaced" if layer is None else f"{layer} {LAYERS[layer][0]}"
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+
+
+def _package_of(module: str, is_package: bool) -> str:
+    return module if is_package else module.rpartition(".")[0]
+
+
+def _resolve_from(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    parts = _package_of(module, is_package).split(".")
+    base = parts[: len(parts) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _ours(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in PACKAGES)
+
+
+def collect_imports(
+    module: str, source: str, path: str, *, is_package: bool, known: Iterable[str] = ()
+) -> list[Import]:
+    """Every import in ``source`` (the module ``module``), resolved to a module name.
+
+    ``from a import b`` names ``a.b`` when that is a known module, else ``a``. Imports of
+    third-party modules are kept (the celery rules need them); ``__future__`` is dropped.
+    """
+    known_modules = set(known)
+    found: list[Import] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for branch in node.orelse:
+                visit(branch, in_function)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(module, alias.name, path, node.lineno, not in_function))
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve_from(node, module, is_package)
+            if target == "__future__":
+                return
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                name = candidate if candidate in known_modules else target
+                found.append(Import(module, name, path, node.lineno, not in_function))
+        nested = in_function or isinstance(
+            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+        )
+        for child in ast.iter_child_nodes(node):
+            visit(child, nested)
+
+    visit(ast.parse(source, filename=path), False)
+    return found
+
+
+def _is_celery(name: str) -> bool:
+    return _matches("celery*", name) or _matches("pyworkflow.celery*", name)
+
+
+def find_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[str]:
+    """Every broken rule, one line each: ``importer (layer) -> imported (layer) at file:line``."""
+    problems: list[str] = []
+    imports = list(dict.fromkeys(imports))  # `from a import b, c` is one edge when both are `a`
+    for module in sorted(set(modules)):
+        if layer_of(module) is None:
+            problems.append(
+                f"{module} is not placed in any layer: add it to LAYERS in"
+                " tests/unit/test_layers.py (and to the Layers section of design.md)"
+            )
+    for imp in imports:
+        where = f"at {imp.path}:{imp.line}"
+        edge = f"{imp.importer} ({_layer_label(imp.importer)}) -> {imp.imported}"
+        edge += f" ({_layer_label(imp.imported)}) {where}"
+        low, high = layer_of(imp.importer), layer_of(imp.imported)
+        if _is_celery(imp.imported) and (
+            _matches("pyworkflow.core*", imp.importer)
+            or _matches("pyworkflow.engine*", imp.importer)
+            or _matches("pyworkflow_testing*", imp.importer)
+        ):
+            problems.append(f"{edge}: core, engine and pyworkflow_testing never import celery")
+        if imp.eager and imp.importer in EMPTY_PACKAGES:
+            problems.append(f"{edge}: {imp.importer}/__init__.py must import nothing eagerly")
+        if not _ours(imp.imported):
+            continue
+        if high is None:
+            problems.append(f"{edge}: the imported module is not placed in any layer")
+        elif imp.importer in DATA_MODEL_MODULES and high > DATA_MODEL:
+            problems.append(f"{edge}: the data model imports nothing but the data model")
+        elif low is not None and high > low:
+            problems.append(f"{edge}: upward import")
+    return problems
+
+
+def _module_name(path: Path) -> tuple[str, bool]:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    return ".".join(parts), is_package
+
+
+def _sources() -> Iterator[tuple[str, bool, Path]]:
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module, is_package = _module_name(path)
+            yield module, is_package, path
+
+
+def _all_imports() -> tuple[list[Import], list[str]]:
+    sources = list(_sources())
+    modules = [module for module, _, _ in sources]
+    imports: list[Import] = []
+    for module, is_package, path in sources:
+        rel = str(path.relative_to(ROOT))
+        imports += collect_imports(
+            module, path.read_text(), rel, is_package=is_package, known=modules
+        )
+    return imports, modules
+
+
+def _report(problems: list[str]) -> str:
+    return f"{len(problems)} layering violation(s):\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    imports, modules = _all_imports()
+    assert "pyworkflow.engine.activation" in modules  # the walk found the package
+    problems = find_violations(imports, modules)
+    assert not problems, _report(problems)
+
+
+def _layer_or_top(module: str) -> int:
+    layer = layer_of(module)
+    return len(LAYERS) if layer is None else layer
+
+
+@pytest.mark.parametrize("module", DATA_MODEL_MODULES)
+def test_data_model_modules_import_only_the_data_model(module: str) -> None:
+    imports, _ = _all_imports()
+    upward = [
+        i.imported
+        for i in imports
+        if i.importer == module and _ours(i.imported) and _layer_or_top(i.imported) > DATA_MODEL
+    ]
+    assert not upward, f"{module} imports {upward}"
+
+
+# -- the checker checks ---------------------------------------------------------------------------
+
+KNOWN = ["pyworkflow.storage.fake", "pyworkflow.engine.activation", "pyworkflow.engine.events"]
+
+
+def _check(module: str, source: str, *, is_package: bool = False) -> list[str]:
+    path = module.replace(".", "/") + ("/__init__.py" if is_package else ".py")
+    imports = collect_imports(module, source, path, is_package=is_package, known=KNOWN)
+    return find_violations(imports, [module])
+
+
+def test_checker_catches_a_planted_upward_import_inside_a_function() -> None:
+    source = (
+        '"""A storage module that reaches up into the engine."""\n'
+        "from pyworkflow.engine.events import Event\n"
+        "\n"
+        "def lazy() -> None:\n"
+        "    from pyworkflow.engine.activation import Engine\n"
+    )
+    problems = _check("pyworkflow.storage.fake", source)
+    assert problems == [
+        "pyworkflow.storage.fake (3 storage) -> pyworkflow.engine.activation (6 engine)"
+        " at pyworkflow/storage/fake.py:5: upward import"
+    ]
+
+
+def test_checker_resolves_relative_and_plain_imports() -> None:
+    source = "from ..engine import activation\nimport pyworkflow.cli.main\n"
+    problems = _check("pyworkflow.storage.fake", source)
+    assert len(problems) == 2
+    assert (
+        "-> pyworkflow.engine.activation (6 engine) at pyworkflow/storage/fake.py:1" in problems[0]
+    )
+    assert "-> pyworkflow.cli.main (10 cli) at pyworkflow/storage/fake.py:2" in problems[1]
+
+
+def test_checker_ignores_type_checking_imports_but_not_their_else_branch() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from pyworkflow.engine.activation import Engine\n"
+        "else:\n"
+        "    from pyworkflow.api import start\n"
+    )
+    problems = _check("pyworkflow.storage.fake", source)
+    assert len(problems) == 1 and "pyworkflow.api (7 runtime)" in problems[0]
+
+
+def test_checker_enforces_the_extra_rules() -> None:
+    assert any("never import celery" in p for p in _check("pyworkflow.engine.x", "import celery\n"))
+    assert any(
+        "never import celery" in p
+        for p in _check("pyworkflow_testing.sim", "from pyworkflow.celery import app\n")
+    )
+    eager = _check("pyworkflow.core", "import os\n", is_package=True)
+    assert any("must import nothing eagerly" in p for p in eager)
+    lazy = "def __getattr__(name: str) -> object:\n    import importlib\n    return name\n"
+    assert _check("pyworkflow.core", lazy, is_package=True) == []
+    assert any("unplaced" in p or "not placed" in p for p in _check("pyworkflow.gadget", ""))
+    assert _check("pyworkflow.engine.events", "from pyworkflow.storage.schemas import Hook\n") == []

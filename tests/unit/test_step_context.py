@@ -1,0 +1,138 @@
+"""Step context, step info, checkpoints, non-durable runs, and the real-clock timer service."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyworkflow import (
+    RunStatus,
+    StepContext,
+    configure,
+    configure_logging,
+    get_step_context,
+    get_step_info,
+    get_workflow_result,
+    get_workflow_run,
+    has_step_context,
+    load_step_checkpoint,
+    save_step_checkpoint,
+    set_step_context,
+    sleep,
+    start,
+    step,
+    workflow,
+)
+from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from tests.conftest import Env
+
+
+class Tenant(StepContext):
+    tenant: str
+
+
+seen: list[object] = []
+
+
+@step(max_retries=2, retry_delay="0s")
+async def tenant_step() -> str:
+    info = get_step_info()
+    seen.append((info.step_id, info.attempt, info.idempotency_key))
+    progress = await load_step_checkpoint()
+    if progress is None:
+        await save_step_checkpoint({"done": 1})
+        raise ConnectionError("crash after the first half")
+    return f"{get_step_context().tenant}:{progress['done']}"
+
+
+@workflow()
+async def with_context() -> list[object]:
+    before = has_step_context()
+    set_step_context(Tenant(tenant="acme"))
+    return [before, has_step_context(), get_step_context().tenant, await tenant_step()]
+
+
+async def test_step_context_and_checkpoints_survive_a_retry(env: Env) -> None:
+    seen.clear()
+    run_id = await env.start(with_context)
+    assert await get_workflow_result(run_id, storage=env.storage) == [False, True, "acme", "acme:1"]
+    first, second = seen
+    assert first[1:] == (1, f"{run_id}:step:tenant_step:1")
+    assert second[1:] == (2, first[2])  # same idempotency key on every attempt
+
+
+async def test_step_context_rules() -> None:
+    with pytest.raises(RuntimeError, match="inside a workflow"):
+        set_step_context(Tenant(tenant="x"))
+    with pytest.raises(RuntimeError, match="inside a step"):
+        get_step_info()
+    with pytest.raises(TypeError):
+
+        @workflow(name="bad_context_type")
+        async def bad() -> None:
+            set_step_context({"tenant": "x"})  # type: ignore[arg-type]
+
+        await bad()
+
+
+@step()
+async def quick() -> str:
+    return "quick"
+
+
+@workflow(durable=False)
+async def transient() -> str:
+    return await quick()
+
+
+async def test_non_durable_runs_use_a_transient_store() -> None:
+    durable_store = InMemoryStorageBackend()
+    configure(storage=durable_store)
+    run_id = await start(transient)
+    assert await durable_store.get_run(run_id) is None
+    run = await get_workflow_run(run_id)
+    assert run is not None and run.status is RunStatus.COMPLETED
+    assert await get_workflow_result(run_id) == "quick"
+
+
+@workflow()
+async def short_nap() -> str:
+    await sleep(0.05)
+    return "awake"
+
+
+async def test_the_timer_service_wakes_sleeping_runs_on_the_wall_clock() -> None:
+    storage = InMemoryStorageBackend()
+    runtime = LocalRuntime(poll_interval=0.05)
+    try:
+        run_id = await start(short_nap, runtime=runtime, storage=storage)
+        assert (await storage.get_run(run_id)).status is RunStatus.SUSPENDED
+        # the run finishes on its own: nobody resumes it; the wait only polls with a deadline
+        assert await get_workflow_result(run_id, timeout=10, storage=storage) == "awake"
+    finally:
+        await runtime.shutdown()
+
+
+@step(max_retries=1, retry_delay="0s", name="logged_flaky")
+async def logged_flaky() -> str:
+    if get_step_info().attempt == 1:
+        raise ConnectionError("first attempt fails")
+    return "ok"
+
+
+@workflow(name="logged_workflow")
+async def logged_workflow() -> str:
+    return await logged_flaky()
+
+
+async def test_configure_logging_sends_engine_logs_to_a_file(env: Env, tmp_path) -> None:
+    log_file = tmp_path / "pyworkflow.log"
+    configure_logging(level="INFO", log_file=str(log_file), show_context=True)
+    try:
+        run_id = await env.start(logged_workflow)
+        assert await get_workflow_result(run_id, storage=env.storage) == "ok"
+    finally:
+        configure_logging(level="ERROR")
+    text = log_file.read_text()
+    assert "step logged_flaky attempt 1 failed (first attempt fails)" in text
+    assert run_id in text  # run_id is bound on the record
