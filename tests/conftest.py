@@ -48,22 +48,31 @@ class Env:
         """Let queued activations and step tasks finish."""
         await self.runtime.drain(self.storage)
 
+    async def jump_once(self, run_id: str) -> Any:
+        """Let queued work finish, then jump the clock to the run's next timer and fire it.
+
+        Returns the run as it was before the jump (terminal runs are returned untouched).
+        """
+        await self.settle()
+        run = await self.storage.get_run(run_id)
+        if run.status.is_terminal:
+            return run
+        timer = await self.storage.get_timer(run_id)
+        if timer is None:
+            if run.status is RunStatus.RUNNING:
+                await self.runtime.resume(run_id, storage=self.storage)
+            return run
+        if timer.fire_at > self.clock.now():
+            self.clock.current = timer.fire_at
+        await self.engine.fire_due_timers()
+        return run
+
     async def run_until_done(self, run_id: str, max_jumps: int = 1000) -> Any:
         """Jump the clock to each next timer and fire it until the run finishes."""
         for _ in range(max_jumps):
-            await self.settle()
-            run = await self.storage.get_run(run_id)
+            run = await self.jump_once(run_id)
             if run.status.is_terminal:
                 return run
-            timer = await self.storage.get_timer(run_id)
-            if timer is None:
-                if run.status is RunStatus.RUNNING:
-                    await self.runtime.resume(run_id, storage=self.storage)
-                    continue
-                return run
-            if timer.fire_at > self.clock.now():
-                self.clock.current = timer.fire_at
-            await self.engine.fire_due_timers()
         raise AssertionError(f"run {run_id} did not finish after {max_jumps} timer jumps")
 
 

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from pyworkflow.context import current_workflow
+from pyworkflow.context import _current_workflow
 from pyworkflow.core.registry import StepDefinition, register_step
 from pyworkflow.core.retry import RetryPolicy
 from pyworkflow.utils.duration import parse_duration
@@ -81,7 +81,7 @@ def _make_step(
 
     @functools.wraps(func)
     async def call_step(*args: Any, **kwargs: Any) -> Any:
-        ctx = current_workflow()
+        ctx = _current_workflow.get()
         if ctx is None:
             return await definition.invoke(args, kwargs)
         return await ctx.call_step(definition, args, kwargs)

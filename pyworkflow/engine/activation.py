@@ -171,8 +171,12 @@ class Engine:
 
     # -- activations ---------------------------------------------------------------------------
 
-    async def advance(self, run_id: str) -> Outcome:
-        """Run one activation of ``run_id``: replay, continue until blocked or finished, commit."""
+    async def advance(self, run_id: str, *, new_run: WorkflowRun | None = None) -> Outcome:
+        """Run one activation of ``run_id``: replay, continue until blocked or finished, commit.
+
+        ``new_run`` is the record ``start_run`` just created: the first activation of a new run
+        then reads nothing back from storage.
+        """
         lock = self._locks.get(run_id)
         if lock is None:
             lock = self._locks[run_id] = asyncio.Lock()
@@ -181,8 +185,9 @@ class Engine:
             try:
                 for _ in range(MAX_CONFLICT_RETRIES):
                     try:
-                        return await self._activate(run_id)
+                        return await self._activate(run_id, new_run)
                     except SequenceConflictError:
+                        new_run = None
                         logger.debug("activation of {} lost a commit race; retrying", run_id)
                 raise SequenceConflictError(
                     f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
@@ -192,15 +197,24 @@ class Engine:
                 if not lock.locked() and not getattr(lock, "_waiters", None):
                     self._locks.pop(run_id, None)
 
-    async def _load(self, run_id: str) -> WorkflowInstance | Outcome:
-        inst = self._cache.pop(run_id, None)
-        if inst is not None:
+    async def _load(self, run_id: str, new_run: WorkflowRun | None) -> WorkflowInstance | Outcome:
+        if new_run is not None and run_id not in self._cache:
+            fresh = WorkflowInstance(
+                new_run,
+                get_workflow(new_run.workflow_name),
+                dispatch_steps=self.options.dispatch_steps,
+            )
+            fresh.sequence = new_run.last_sequence  # just workflow.started
+            fresh.loop.run_ready()
+            return fresh
+        cached = self._cache.pop(run_id, None)
+        if cached is not None:
             try:
-                inst.feed(await self.storage.get_events(run_id, after_sequence=inst.sequence))
+                cached.feed(await self.storage.get_events(run_id, after_sequence=cached.sequence))
             except BaseException:
-                inst.teardown()
+                cached.teardown()
                 raise
-            return inst
+            return cached
         run = await self.storage.get_run(run_id)
         if run is None:
             raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}")
@@ -218,8 +232,8 @@ class Engine:
             raise
         return inst
 
-    async def _activate(self, run_id: str) -> Outcome:
-        loaded = await self._load(run_id)
+    async def _activate(self, run_id: str, new_run: WorkflowRun | None) -> Outcome:
+        loaded = await self._load(run_id, new_run)
         if isinstance(loaded, Outcome):
             return loaded
         inst = loaded
@@ -309,10 +323,12 @@ class Engine:
                     self._dispatch(act, cmd, attempt)
                     return True
                 ready_steps.append((cmd, attempt))
+        if ready_steps and inst.buffer:
+            # What earlier steps did becomes durable before the next side effect starts.
+            await self._commit(inst)
         if ready_steps and not act.running and len(ready_steps) == 1:
             cmd, attempt = ready_steps[0]
-            events = await self._run_inline(inst, cmd, attempt)
-            await self._commit_step(inst, events)
+            self._record_step(inst, await self._run_inline(inst, cmd, attempt))
             return True
         for cmd, attempt in ready_steps:
             act.running[cmd.position] = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
@@ -320,8 +336,9 @@ class Engine:
             return False
         await asyncio.wait(list(act.running.values()), return_when=asyncio.FIRST_COMPLETED)
         position = min(p for p, task in act.running.items() if task.done())
-        events = act.running.pop(position).result()
-        await self._commit_step(inst, events)
+        self._record_step(inst, act.running.pop(position).result())
+        if act.running:
+            await self._commit(inst)  # others may run long: do not hold this result back
         return True
 
     def _emit(self, inst: WorkflowInstance, event_type: EventType, data: dict[str, Any]) -> None:
@@ -364,11 +381,17 @@ class Engine:
         )
         return [started, outcome]
 
-    async def _commit_step(self, inst: WorkflowInstance, events: list[Event]) -> None:
+    @staticmethod
+    def _record_step(inst: WorkflowInstance, events: list[Event]) -> None:
+        """Apply a finished attempt's events; they commit before the next side effect or block.
+
+        Deferring the commit that far costs nothing in safety (a crash before it re-runs the
+        attempt, as a crash during it would) and lets a step share its commit with what the
+        workflow does next: one write per step, the last one carrying the workflow's ending.
+        """
         for event in events:
             inst.buffer.append(event)
             inst.apply(event)
-        await self._commit(inst)
 
     async def _expire_hook(self, inst: WorkflowInstance, cmd: Command) -> None:
         self._emit(

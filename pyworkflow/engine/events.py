@@ -107,7 +107,7 @@ class Event:
     event_id: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, EventType):
+        if self.type.__class__ is not EventType:
             self.type = EventType(self.type)
         if not self.event_id and self.sequence:
             self.event_id = f"{self.run_id}:{self.sequence}"

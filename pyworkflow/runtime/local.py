@@ -188,7 +188,7 @@ class LocalRuntime(Runtime):
         )
         if not created:
             return run.run_id, None
-        return run.run_id, await engine.advance(run.run_id)
+        return run.run_id, await engine.advance(run.run_id, new_run=run)
 
     async def resume(self, run_id: str, *, storage: StorageBackend) -> Outcome:
         await self.ensure_running(storage)

@@ -89,6 +89,8 @@ def loads(text: str | bytes, *, what: str = "value") -> Any:
     try:
         if not isinstance(text, str):
             text = text.decode()
+        if text == "null":
+            return None
         if "{" not in text:
             return load_text(text)  # no objects, so no tags to decode
         return _DECODER.decode(text)

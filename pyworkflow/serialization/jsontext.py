@@ -27,9 +27,12 @@ def dump_text(value: Any) -> str:
 
 def load_text(text: str | bytes) -> Any:
     """The plain JSON value of ``text`` (no tag decoding)."""
-    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()):
+    value = orjson.loads(text)
+    if isinstance(value, float | list | dict) and _LONG_NUMBER.search(
+        text if isinstance(text, str) else text.decode()
+    ):
         return json.loads(text)  # orjson reads integers beyond 64 bits as floats
-    return orjson.loads(text)
+    return value
 
 
 __all__ = ["dump_text", "load_text"]

@@ -32,9 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
 from pyworkflow.engine.events import Event, EventType
-from pyworkflow.serialization.jsontext import dump_text, load_text
+from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     StorageBackend,
@@ -270,7 +272,8 @@ _DELETE_CHECKPOINT = "DELETE FROM checkpoints WHERE run_id = ? AND step_id = ?"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _dumps: Callable[[Any], str] = dump_text
-_loads: Callable[[str], Any] = load_text
+# Event data is written by the engine (str keys, strings, small ints, bools): orjson reads it.
+_loads: Callable[[str | bytes], Any] = orjson.loads
 _EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
 
 
@@ -287,7 +290,9 @@ def _micros_or_none(value: datetime | None) -> int | None:
 
 
 def _time(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    # Exact for every microsecond count below 2**53 (until year 2255): the float division is
+    # correctly rounded and fromtimestamp rounds back to the nearest microsecond.
+    return datetime.fromtimestamp(micros / 1_000_000, UTC)
 
 
 def _time_or_none(micros: int | None) -> datetime | None:
@@ -650,10 +655,11 @@ class SQLiteStorageBackend(StorageBackend):
         else:
             sql, params = _SELECT_COMMAND_EVENTS, (run_id, after_sequence, command_id)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        types = _EVENT_TYPES
+        # The hot loop of a cold replay: everything it calls is bound to a local first.
+        types, loads, from_ts, utc = _EVENT_TYPES, _loads, datetime.fromtimestamp, UTC
         return [
-            Event(run_id, types[kind], _loads(data), _time(timestamp), sequence)
-            for sequence, kind, timestamp, data in rows
+            Event(run_id, types[kind], loads(data), from_ts(micros / 1_000_000, utc), sequence)
+            for sequence, kind, micros, data in rows
         ]
 
     # -- timers -------------------------------------------------------------------------------
