@@ -21,9 +21,9 @@ import asyncio
 import hmac
 import inspect
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loguru import logger
@@ -61,6 +61,22 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import UNSET, Commit, Hook, RunStatus, WorkflowRun, _Unset
 
 MAX_CONFLICT_RETRIES = 20
+# What a cached instance assumes of its timer row once someone else wrote to the run: due, so
+# the activation's closing commit rewrites it.
+_TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
+
+
+StepInvoker = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any], StepInfo], Awaitable[Any]]
+
+
+async def invoke_body(
+    definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], info: StepInfo
+) -> Any:
+    """The default ``StepInvoker``: run the body (validated arguments, ``timeout`` enforced)."""
+    del info
+    if definition.timeout is None:
+        return await definition.invoke(args, kwargs)
+    return await _with_timeout(definition, args, kwargs)
 
 
 @dataclass(slots=True)
@@ -72,6 +88,9 @@ class EngineOptions:
     lease_ttl: timedelta = timedelta(seconds=30)
     event_limit: int = 50_000
     cache_size: int = 1_000
+    # How a step body is invoked: ``(definition, args, kwargs, info) -> result``. Runtimes that
+    # test the engine (the simulator) wrap it to mock steps and to inject faults around bodies.
+    invoke_step: StepInvoker | None = None
     default_max_recovery_attempts: int = 3
 
 
@@ -210,10 +229,14 @@ class Engine:
         cached = self._cache.pop(run_id, None)
         if cached is not None:
             try:
-                cached.feed(await self.storage.get_events(run_id, after_sequence=cached.sequence))
+                news = await self.storage.get_events(run_id, after_sequence=cached.sequence)
+                cached.feed(news)
             except BaseException:
                 cached.teardown()
                 raise
+            if news:
+                # Another writer (a hook receipt, a step worker) also set the run's timer.
+                cached.timer = _TIMER_UNKNOWN
             return cached
         run = await self.storage.get_run(run_id)
         if run is None:
@@ -420,12 +443,10 @@ class Engine:
         """Run one attempt of a step body; return its outcome event (completed/retrying/failed)."""
         info = StepInfo(run_id, command_id, definition.name, attempt, step_context, self.storage)
         base = {"command_id": command_id, "step_name": definition.name, "attempt": attempt}
+        invoke = self.options.invoke_step or invoke_body
         with step_scope(info):
             try:
-                if definition.timeout is None:
-                    result = await definition.invoke(args, kwargs)
-                else:
-                    result = await _with_timeout(definition, args, kwargs)
+                result = await invoke(definition, args, kwargs, info)
                 result_json = dumps(result, what=f"the result of step {definition.name!r}")
             except Exception as exc:  # noqa: BLE001 - every step failure is recorded
                 return self._failure_event(run_id, definition, base, exc, attempt)
@@ -505,7 +526,9 @@ class Engine:
             run_id, step_id, definition, args, kwargs, attempt, context
         )
         try:
-            await self.storage.commit(Commit(run_id=run_id, events=[outcome], now=self.clock.now()))
+            now = self.clock.now()
+            # timer=now: should the enqueue below be lost, the timer service still wakes the run.
+            await self.storage.commit(Commit(run_id=run_id, events=[outcome], now=now, timer=now))
         except DuplicateCompletionError:
             return
         await self.queue.enqueue_activation(run_id)
@@ -702,7 +725,11 @@ class Engine:
         try:
             await self.storage.commit(
                 Commit(
-                    run_id=run_id, events=[event], now=now, hook_received=(hook_id, payload_json)
+                    run_id=run_id,
+                    events=[event],
+                    now=now,
+                    hook_received=(hook_id, payload_json),
+                    timer=now,  # wakes the run even if the enqueue below is lost
                 )
             )
         except DuplicateCompletionError:

@@ -39,6 +39,7 @@ from pyworkflow.storage.schemas import (
     WorkflowRun,
 )
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEASABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 
 # run_id -> (fire_at, claimed_until); claimed_until is None while nobody holds the timer.
@@ -280,6 +281,24 @@ class MemoryStore:
         self.set_leases(run_ids, owner, expires_at)
         return run_ids
 
+    def next_wakeup(self) -> datetime | None:
+        """The earliest time a timer becomes claimable or a pending/running run's lease ends."""
+        times = [
+            claimed_until if claimed_until is not None and claimed_until > fire_at else fire_at
+            for fire_at, claimed_until in self._timers.values()
+        ]
+        times += [
+            log.run.lease_expires_at
+            for log in self._runs.values()
+            if log.run.status in _LEASABLE_STATUSES and log.run.lease_expires_at is not None
+        ]
+        times += [
+            log.run.updated_at or _EPOCH
+            for log in self._runs.values()
+            if log.run.status in _LEASABLE_STATUSES and log.run.lease_owner is None
+        ]
+        return min(times, default=None)
+
     def set_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         for run_id in run_ids:
             run = self._runs[run_id].run
@@ -352,6 +371,10 @@ class InMemoryStorageBackend(StorageBackend):
 
     def __init__(self) -> None:
         self._store = MemoryStore()
+
+    def next_wakeup(self) -> datetime | None:
+        """When the next timer or lease comes due (for drivers of virtual time: the simulator)."""
+        return self._store.next_wakeup()
 
     async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
         return self._store.create_run(run, events, datetime.now(UTC))

@@ -1,0 +1,117 @@
+"""Oracles: what must hold of every simulated run, whatever the faults did.
+
+- the log is well formed: contiguous sequence from 1, ``workflow.started`` first, nothing after a
+  terminal event, at most one completion per completion key, no sleep completed before its
+  ``resume_at``, no retry started before its ``resume_at``, no hook expired before its time, and
+  the run row agrees with the log;
+- replaying the final log from scratch issues the same commands and ends the same way;
+- liveness: once faults stop, every run finishes (or waits only on hooks nobody answered).
+
+Each check returns a list of plain-language violations (empty when all is well).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pyworkflow.core.exceptions import NonDeterminismError
+from pyworkflow.engine.events import TERMINAL_EVENT_TYPES, Event, EventType
+from pyworkflow.engine.replay import replay_history
+from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+
+_STATUS_OF_END = {
+    EventType.WORKFLOW_COMPLETED: RunStatus.COMPLETED,
+    EventType.WORKFLOW_FAILED: RunStatus.FAILED,
+    EventType.WORKFLOW_CANCELLED: RunStatus.CANCELLED,
+    EventType.WORKFLOW_CONTINUED_AS_NEW: RunStatus.CONTINUED_AS_NEW,
+}
+
+
+def _at(raw: Any) -> datetime | None:
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+
+
+def well_formed(run: WorkflowRun, events: list[Event]) -> list[str]:
+    """Structural checks of one run's log against itself and its run row."""
+    problems: list[str] = []
+    if [e.sequence for e in events] != list(range(1, len(events) + 1)):
+        problems.append("the sequence numbers are not contiguous from 1")
+    if not events or events[0].type is not EventType.WORKFLOW_STARTED:
+        problems.append("the log does not start with workflow.started")
+    keys: set[str] = set()
+    started: dict[str, datetime | None] = {}  # sleep / hook command id -> due time
+    retry_at: dict[tuple[str, int], datetime | None] = {}
+    terminal: Event | None = None
+    for event in events:
+        if terminal is not None:
+            problems.append(f"event {event.sequence} ({event.type.value}) after the terminal event")
+        key = event.completion_key
+        if key is not None:
+            if key in keys:
+                problems.append(f"{key} recorded twice (second at event {event.sequence})")
+            keys.add(key)
+        problems += _timing(event, started, retry_at)
+        if event.type in TERMINAL_EVENT_TYPES:
+            terminal = event
+    if terminal is not None and run.status is not _STATUS_OF_END[terminal.type]:
+        problems.append(f"the log ends with {terminal.type.value} but the run is {run.status}")
+    if terminal is None and run.status.is_terminal:
+        problems.append(f"the run is {run.status} but its log has no terminal event")
+    if run.last_sequence != len(events):
+        problems.append(f"the run row says {run.last_sequence} events, the log has {len(events)}")
+    return problems
+
+
+def _timing(
+    event: Event,
+    started: dict[str, datetime | None],
+    retry_at: dict[tuple[str, int], datetime | None],
+) -> list[str]:
+    data, etype, when = event.data, event.type, event.timestamp
+    command = data.get("command_id", "")
+    if etype is EventType.SLEEP_STARTED:
+        started[command] = _at(data.get("resume_at"))
+    elif etype is EventType.HOOK_CREATED:
+        started[command] = _at(data.get("expires_at"))
+    elif etype is EventType.STEP_RETRYING:
+        retry_at[(command, int(data["attempt"]))] = _at(data.get("resume_at"))
+    elif etype in (EventType.SLEEP_COMPLETED, EventType.HOOK_EXPIRED):
+        due = started.get(command)
+        if command not in started:
+            return [f"{etype.value} for {command} without its start"]
+        if due is not None and when is not None and when < due:
+            return [f"{command} fired early: at {when.isoformat()}, due {due.isoformat()}"]
+    elif etype is EventType.STEP_STARTED:
+        attempt = int(data.get("attempt", 1))
+        if attempt > 1:
+            if (command, attempt - 1) not in retry_at:
+                return [f"{command} attempt {attempt} started without a retry of {attempt - 1}"]
+            due = retry_at[(command, attempt - 1)]
+            if due is not None and when is not None and when < due:
+                return [f"{command} attempt {attempt} started before its retry time"]
+    return []
+
+
+async def replays_the_same(workflow: Any, events: list[Event]) -> list[str]:
+    """Replaying the log from scratch must issue the recorded commands and end the same way."""
+    try:
+        await replay_history(workflow, events)
+    except NonDeterminismError as exc:
+        return [f"replay from scratch diverges: {exc}"]
+    except Exception:  # noqa: BLE001 - a failed workflow re-raises its error on replay
+        if not events or events[-1].type is not EventType.WORKFLOW_FAILED:
+            raise
+    return []
+
+
+def finished(run: WorkflowRun, waiting_hooks: int) -> list[str]:
+    """Liveness: a run is done, or suspended waiting only for hooks nobody answered."""
+    if run.status.is_terminal:
+        return []
+    if run.status is RunStatus.SUSPENDED and waiting_hooks > 0:
+        return []
+    return [f"the run did not finish once faults stopped (status {run.status})"]
+
+
+__all__ = ["finished", "replays_the_same", "well_formed"]

@@ -1,0 +1,379 @@
+"""``Simulation``: run workflows on the real engine, on virtual time, under seeded faults.
+
+The simulation lives on its own ``VirtualTimeEventLoop`` in one dedicated thread; the async
+methods hand work to that thread and wait for it, so they can be awaited from any event loop
+(a pytest-asyncio test, a script). While no method runs, virtual time stands still.
+
+Everything a simulation does is recorded as a script (starts, hook payloads, runs to idle), so
+``check()`` can run the same script again: without faults (the result must not change) and with
+the same seed (the log must be byte-identical).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from pyworkflow.core.exceptions import HookNotFoundError
+from pyworkflow.core.registry import StepDefinition, workflow_definition_of
+from pyworkflow.engine.events import Event
+from pyworkflow.serialization import deserialize_exception, dumps, loads
+from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
+from pyworkflow_testing import oracles
+from pyworkflow_testing.faults import Faults
+from pyworkflow_testing.loop import VirtualTimeEventLoop
+from pyworkflow_testing.world import World
+
+T = TypeVar("T")
+
+DEFAULT_LIVENESS = timedelta(days=30)
+
+
+class SimulationFailure(AssertionError):
+    """An oracle failed. Carries the seed, one command that reproduces it, and what differed."""
+
+    def __init__(self, seed: int, reproduce: str, diff: str, violations: list[str]) -> None:
+        self.seed = seed
+        self.reproduce_command = reproduce
+        self.diff = diff
+        self.violations = violations
+        super().__init__(f"simulation seed {seed} failed:\n{diff}\nreproduce with:\n  {reproduce}")
+
+
+@dataclass
+class _Action:
+    kind: str  # "start" | "hook" | "run_for" | "idle"
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class SimRun:
+    """A run started in a simulation."""
+
+    def __init__(self, sim: Simulation, index: int, run_id: str) -> None:
+        self.sim = sim
+        self.index = index
+        self.run_id = run_id
+
+    async def record(self) -> WorkflowRun:
+        run = await self.sim._call(self.sim.world.storage.inner.get_run(self.run_id))
+        assert run is not None
+        return run
+
+    async def status(self) -> RunStatus:
+        return (await self.record()).status
+
+    async def events(self) -> list[Event]:
+        return await self.sim._call(self.sim.world.storage.inner.get_events(self.run_id))
+
+    async def result(self) -> Any:
+        """The run's return value; raises its error if it failed, or if it is not finished."""
+        run = await self.record()
+        if run.status is RunStatus.COMPLETED:
+            return None if run.result is None else loads(run.result)
+        if run.status is RunStatus.FAILED:
+            events = await self.events()
+            raise deserialize_exception(events[-1].data["exception"])
+        raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
+
+    def __repr__(self) -> str:
+        return f"SimRun({self.index}, {self.run_id})"
+
+
+class Simulation:
+    """A seeded simulation of workflows on the real engine; see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        faults: Faults | str | None = None,
+        workers: int = 1,
+        *,
+        dispatch_steps: bool | None = None,
+        max_faults: int | None = 10,
+        liveness: timedelta = DEFAULT_LIVENESS,
+        suppress: frozenset[int] | set[int] = frozenset(),
+        reproduce: str | None = None,
+    ) -> None:
+        self.seed = seed
+        self.faults = Faults.parse(faults)
+        self.workers = workers
+        # By default the seed decides whether steps run inline or on workers: both get explored.
+        self.dispatch_steps = bool(seed % 2) if dispatch_steps is None else dispatch_steps
+        self.max_faults = max_faults
+        self.liveness = liveness
+        self.suppress = frozenset(suppress)
+        self.reproduce = reproduce
+        self.mocks: dict[str, Any] = {}
+        self.script: list[_Action] = []
+        self.runs: list[SimRun] = []
+        self.timed_out = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyworkflow-sim")
+        self._loop = VirtualTimeEventLoop()
+        self.world = World(
+            self._loop,
+            seed=seed,
+            faults=self.faults,
+            workers=workers,
+            dispatch_steps=self.dispatch_steps,
+            suppress=self.suppress,
+            max_faults=max_faults,
+            mocks=self.mocks,
+        )
+
+    # -- running on the simulation's thread ----------------------------------------------------
+
+    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._loop.run_until_complete, coro)
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the simulation from synchronous code (the CLI, plain tests)."""
+        return self._executor.submit(self._loop.run_until_complete, coro).result()
+
+    def close(self) -> None:
+        def shutdown() -> None:
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
+
+        if not self._loop.is_closed():
+            self._executor.submit(shutdown).result()
+        self._executor.shutdown(wait=True)
+
+    # -- what tests do -------------------------------------------------------------------------
+
+    @property
+    def elapsed(self) -> timedelta:
+        """Virtual time since the simulation began."""
+        return timedelta(seconds=self._loop.time())
+
+    async def start(self, workflow: Any, *args: Any, **kwargs: Any) -> SimRun:
+        """Start a run; like Celery, the caller records it and a worker picks it up."""
+        return await self._call(self._start(workflow, args, kwargs))
+
+    async def _start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SimRun:
+        definition = workflow_definition_of(workflow)
+        run, _ = await self.world.any_engine.start_run(definition, args, kwargs)
+        await self.world.broker.enqueue_activation(run.run_id)
+        self.script.append(_Action("start", (definition.name, *args), kwargs))
+        handle = SimRun(self, len(self.runs), run.run_id)
+        self.runs.append(handle)
+        return handle
+
+    async def run_until_idle(self) -> None:
+        """Run everything to quiescence, jumping virtual time; faults stop once it is reached.
+
+        Then runs on without faults until everything is idle again: every run must finish
+        within the liveness bound (``liveness``) or the simulation is marked as timed out.
+        """
+        await self._call(self._run_until_idle())
+
+    async def _run_until_idle(self) -> None:
+        self.script.append(_Action("idle"))
+        world = self.world
+        bound = self._loop.time() + self.liveness.total_seconds()
+        if not await world.run_until_idle(bound):
+            self.timed_out = True
+        world.stop_faults()
+        if not await world.run_until_idle(self._loop.time() + self.liveness.total_seconds()):
+            self.timed_out = True
+        world.chooser.faults = self.faults  # later phases get faults again
+        world.storage.active = True
+
+    async def run_for(self, duration: timedelta | float) -> None:
+        """Run (faults on) for ``duration`` of virtual time, or until idle if that comes first."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        await self._call(self._run_for(seconds))
+
+    async def _run_for(self, seconds: float) -> None:
+        self.script.append(_Action("run_for", (seconds,)))
+        await self.world.run_until_idle(self._loop.time() + seconds)
+
+    async def wait_for_hook(
+        self, run: SimRun, name: str, within: timedelta = timedelta(days=1)
+    ) -> bool:
+        """Run until ``run`` has a pending hook ``name``; False if it ended or ``within`` passed."""
+        deadline = self._loop.time() + within.total_seconds()
+        while self._loop.time() < deadline:
+            hooks = await self._call(
+                self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
+            )
+            if any(hook.name == name for hook in hooks):
+                return True
+            if (await run.status()).is_terminal:
+                return False
+            await self.run_for(min(1.0, deadline - self._loop.time()))
+        return False
+
+    async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
+        """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
+        await self._call(self._resume_hook(run, name, payload))
+
+    async def _resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
+        hooks = await self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
+        matching = [hook for hook in hooks if hook.name == name]
+        if not matching:
+            raise HookNotFoundError(f"run {run.run_id} has no pending hook {name!r}")
+        self.script.append(_Action("hook", (run.index, name, payload)))
+        await self.world.any_engine.receive_hook(matching[0].token, payload)
+
+    def mock_step(
+        self,
+        step: Any,
+        *,
+        returns: Any = None,
+        raises: BaseException | type[BaseException] | None = None,
+        side_effect: Callable[..., Any] | None = None,
+    ) -> None:
+        """Replace a step's body in this simulation: return ``returns``, raise, or call."""
+        definition = getattr(step, "__pyworkflow_step__", None)
+        if not isinstance(definition, StepDefinition):
+            raise TypeError(f"{step!r} is not a @step")
+
+        async def mocked(_: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if raises is not None:
+                raise raises() if isinstance(raises, type) else raises
+            if side_effect is not None:
+                value = side_effect(*args, **kwargs)
+                return await value if inspect.isawaitable(value) else value
+            return returns
+
+        self.mocks[definition.name] = mocked
+
+    # -- oracles -------------------------------------------------------------------------------
+
+    def log_hash(self) -> str:
+        """A hash of every run's log (types, data, timestamps): equal seeds give equal hashes."""
+        return self.run_sync(self._log_hash())
+
+    async def _log_hash(self) -> str:
+        digest = hashlib.sha256()
+        for run in self.runs:
+            for event in await self.world.storage.inner.get_events(run.run_id):
+                digest.update(dumps(event.to_dict()).encode())
+        return digest.hexdigest()
+
+    async def violations(self) -> list[str]:
+        """What the oracles found wrong with this simulation so far (empty: all good)."""
+        return await self._call(self._violations())
+
+    async def _violations(self) -> list[str]:
+        found = [f"engine error: {type(e).__name__}: {e}" for e in self.world.errors]
+        if self.timed_out:
+            found.append(f"liveness: runs still going after {self.liveness} of virtual time")
+        storage = self.world.storage.inner
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            assert record is not None
+            events = await storage.get_events(run.run_id)
+            hooks = await storage.list_hooks(run.run_id, HookStatus.PENDING)
+            prefix = f"run {run.index} ({run.run_id})"
+            problems = oracles.well_formed(record, events)
+            problems += await oracles.replays_the_same(record.workflow_name, events)
+            problems += oracles.finished(record, len(hooks))
+            found += [f"{prefix}: {problem}" for problem in problems]
+        return found
+
+    def check(self) -> None:
+        """Every oracle; raises ``SimulationFailure`` naming the seed and how to reproduce it.
+
+        Besides the per-run oracles this runs the same script twice more: without faults (each
+        finished run's result must be the same) and with the same seed (same log hash).
+        """
+        found = self.run_sync(self._violations())
+        if self.faults.enabled and not found:
+            found += self._compare_with_fault_free()
+        if not found:
+            found += self._compare_with_same_seed()
+        if found:
+            raise SimulationFailure(
+                self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found
+            )
+
+    def _outcomes(self) -> list[tuple[str, str | None]]:
+        async def collect() -> list[tuple[str, str | None]]:
+            out = []
+            for run in self.runs:
+                record = await self.world.storage.inner.get_run(run.run_id)
+                assert record is not None
+                out.append((record.status.value, record.result or record.error))
+            return out
+
+        return self.run_sync(collect())
+
+    def _rerun(self, faults: Faults) -> Simulation:
+        twin = Simulation(
+            self.seed,
+            faults,
+            self.workers,
+            dispatch_steps=self.dispatch_steps,
+            max_faults=self.max_faults,
+            liveness=self.liveness,
+            suppress=self.suppress,
+        )
+        twin.mocks.update(self.mocks)
+        twin.run_sync(twin.play(self.script))
+        return twin
+
+    def _compare_with_fault_free(self) -> list[str]:
+        twin = self._rerun(Faults.none())
+        try:
+            expected, actual = twin._outcomes(), self._outcomes()
+        finally:
+            twin.close()
+        return [
+            f"run {i}: with faults it ended {a}, without faults {e}"
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            if e != a and RunStatus(a[0]).is_terminal
+        ]
+
+    def _compare_with_same_seed(self) -> list[str]:
+        twin = self._rerun(self.faults)
+        try:
+            same = twin.log_hash() == self.log_hash()
+        finally:
+            twin.close()
+        return [] if same else ["the same seed gave a different log (non-deterministic engine)"]
+
+    async def play(self, script: list[_Action]) -> None:
+        """Perform a recorded script on this simulation (on its own thread)."""
+        from pyworkflow.core.registry import get_workflow
+
+        for action in script:
+            if action.kind == "start":
+                name, *args = action.args
+                await self._start(get_workflow(name).func, tuple(args), action.kwargs)
+            elif action.kind == "hook":
+                index, name, payload = action.args
+                await self._resume_hook(self.runs[index], name, payload)
+            elif action.kind == "run_for":
+                await self._run_for(action.args[0])
+            else:
+                await self._run_until_idle()
+
+    def reproduce_command(self) -> str:
+        if self.reproduce:
+            return self.reproduce
+        faults = self.faults.describe()
+        return f"Simulation(seed={self.seed}, faults={faults!r}, workers={self.workers})"
+
+    @property
+    def faults_injected(self) -> list[tuple[int, str, str]]:
+        return list(self.world.chooser.fired)
+
+    async def __aenter__(self) -> Simulation:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+
+__all__ = ["SimRun", "Simulation", "SimulationFailure"]

@@ -1,0 +1,475 @@
+"""The simulated system: a broker, workers, a timer service and a sweeper, on virtual time.
+
+Everything here runs on one ``VirtualTimeEventLoop``. The workers are real ``Engine`` objects
+sharing one in-memory storage (behind a wrapper that injects storage faults), fed by a simulated
+broker. Every choice — which message next, which worker, whether a fault strikes and where —
+comes from ``Chooser``, one seeded random stream, so a seed names one execution exactly.
+
+A worker crash is a ``WorkerCrash`` raised at the chosen point of a delivery; the worker's engine
+(and its cache) is thrown away, and the unacked message comes back after the visibility timeout.
+This module never reads the wall clock and never does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pyworkflow.context import StepInfo
+from pyworkflow.core.exceptions import NonDeterminismError, WorkflowError
+from pyworkflow.core.registry import StepDefinition
+from pyworkflow.engine.activation import Engine, EngineOptions, invoke_body
+from pyworkflow.engine.events import Event
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
+from pyworkflow_testing.faults import CRASH_POINTS, Faults
+
+EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class WorkerCrash(BaseException):  # noqa: N818 - it is an event, not an error
+    """The simulated worker died here. A BaseException, so no ``except Exception`` stops it."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(point)
+        self.point = point
+
+
+class StorageFault(WorkflowError):
+    """A simulated storage failure (the connection dropped, the server said no)."""
+
+
+class Chooser:
+    """The one seeded random stream, with a record of the faults it injected.
+
+    ``suppress`` holds ordinals of fault draws that must not fire (shrinking a failing schedule);
+    the draw still happens, so every other choice stays where it was.
+    """
+
+    def __init__(self, seed: int, faults: Faults, suppress: frozenset[int] = frozenset()) -> None:
+        self.random = random.Random(seed)
+        self.faults = faults
+        self.suppress = suppress
+        self.draws = 0
+        self.fired: list[tuple[int, str, str]] = []  # (ordinal, kind, detail)
+        self.max_faults: int | None = None
+
+    def fault(self, kind: str, detail: str = "") -> bool:
+        rate = self.faults.rate(kind)
+        if rate <= 0:
+            return False
+        ordinal = self.draws
+        self.draws += 1
+        hit = self.random.random() < rate
+        if not hit or ordinal in self.suppress:
+            return False
+        if self.max_faults is not None and len(self.fired) >= self.max_faults:
+            return False
+        self.fired.append((ordinal, kind, detail))
+        return True
+
+    def pick(self, count: int) -> int:
+        return self.random.randrange(count) if count > 1 else 0
+
+    def uniform(self, low: float, high: float) -> float:
+        return self.random.uniform(low, high)
+
+
+class VirtualClock:
+    """The ``Clock`` port on virtual time: ``EPOCH`` plus the loop's seconds."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def now(self) -> datetime:
+        return EPOCH + timedelta(seconds=self._loop.time())
+
+
+class SeededIds:
+    """Run ids and hook secrets from the seed: the same seed gives byte-identical logs."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(f"ids:{seed}")
+
+    def new_run_id(self) -> str:
+        return f"run_{self._random.getrandbits(64):016x}"
+
+    def new_secret(self) -> str:
+        return f"{self._random.getrandbits(128):032x}"
+
+
+@dataclass
+class Delivery:
+    """What the worker handling the current delivery is fated to do."""
+
+    worker: int
+    crash_at: str | None
+
+
+_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+    "pyworkflow_sim_delivery", default=None
+)
+
+
+def crash_point(point: str) -> None:
+    """Die here if the current delivery was fated to."""
+    delivery = _delivery.get()
+    if delivery is not None and delivery.crash_at == point:
+        raise WorkerCrash(point)
+
+
+class FaultyStorage(StorageBackend):
+    """In-memory storage that fails the way real storage does, when the seed says so."""
+
+    def __init__(self, chooser: Chooser) -> None:
+        self.inner = InMemoryStorageBackend()
+        self.chooser = chooser
+        self.active = True
+
+    def _maybe_fail(self, what: str) -> None:
+        if self.active and _delivery.get() is not None and self.chooser.fault("storage", what):
+            raise StorageFault(f"simulated storage error in {what}")
+
+    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        return await self.inner.create_run(run, events)
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        self._maybe_fail("get_run")
+        return await self.inner.get_run(run_id)
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        return await self.inner.get_run_by_idempotency_key(key)
+
+    async def list_runs(self, **kwargs: Any) -> tuple[list[WorkflowRun], str | None]:
+        return await self.inner.list_runs(**kwargs)
+
+    async def commit(self, commit: Commit) -> int:
+        crash_point("before_commit")
+        self._maybe_fail("commit")
+        head = await self.inner.commit(commit)
+        if self.active and _delivery.get() is not None and self.chooser.fault("storage", "ack"):
+            raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
+        crash_point("after_commit")
+        return head
+
+    async def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        self._maybe_fail("get_events")
+        return await self.inner.get_events(run_id, after_sequence, command_id)
+
+    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        await self.inner.schedule_timer(run_id, fire_at)
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
+    ) -> list[Timer]:
+        return await self.inner.claim_due_timers(now, limit, claim_for)
+
+    async def get_timer(self, run_id: str) -> Timer | None:
+        return await self.inner.get_timer(run_id)
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, expires_at: datetime, now: datetime
+    ) -> bool:
+        return await self.inner.acquire_lease(run_id, owner, expires_at, now)
+
+    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        await self.inner.renew_leases(run_ids, owner, expires_at)
+
+    async def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        return await self.inner.claim_expired_leases(now, owner, expires_at, limit)
+
+    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        return await self.inner.get_hook(run_id, hook_id)
+
+    async def list_hooks(
+        self, run_id: str | None = None, status: HookStatus | None = None
+    ) -> list[Hook]:
+        return await self.inner.list_hooks(run_id, status)
+
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        await self.inner.put_checkpoint(run_id, step_id, data)
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return await self.inner.get_checkpoint(run_id, step_id)
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        await self.inner.delete_checkpoint(run_id, step_id)
+
+
+@dataclass(order=True)
+class Message:
+    visible_at: float
+    number: int
+    kind: str = field(compare=False)  # "activation" | "step"
+    run_id: str = field(compare=False)
+    step_id: str = field(default="", compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+class SimBroker:
+    """The ``TaskQueue`` port: messages wait here until the scheduler hands them to a worker."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.pending: list[Message] = []
+        self._numbers = 0
+
+    def put(self, kind: str, run_id: str, step_id: str = "", attempt: int = 0) -> None:
+        world = self.world
+        delay = 0.0
+        if world.chooser.fault("reorder", "delay"):
+            delay = world.chooser.uniform(0.0, 5.0)
+        self._numbers += 1
+        self.pending.append(
+            Message(world.loop.time() + delay, self._numbers, kind, run_id, step_id, attempt)
+        )
+        world.wake.set()
+
+    async def enqueue_activation(self, run_id: str) -> None:
+        self.put("activation", run_id)
+
+    async def enqueue_step(self, run_id: str, step_id: str, attempt: int) -> None:
+        self.put("step", run_id, step_id, attempt)
+
+    def take(self) -> Message | None:
+        now = self.world.loop.time()
+        visible = [m for m in self.pending if m.visible_at <= now]
+        if not visible:
+            return None
+        if self.world.chooser.faults.rate("reorder") > 0:
+            message = visible[self.world.chooser.pick(len(visible))]
+        else:
+            message = min(visible)
+        self.pending.remove(message)
+        return message
+
+    def next_visible(self) -> float | None:
+        return min((m.visible_at for m in self.pending), default=None)
+
+
+StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+
+class World:
+    """Storage, broker, workers, timers and sweeper of one simulation; see the module docstring."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        seed: int,
+        faults: Faults,
+        workers: int,
+        dispatch_steps: bool,
+        suppress: frozenset[int] = frozenset(),
+        max_faults: int | None = 10,
+        lease_ttl: timedelta = timedelta(seconds=30),
+        visibility_timeout: timedelta = timedelta(seconds=60),
+        mocks: dict[str, StepMock] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a simulation needs at least one worker")
+        self.loop = loop
+        self.chooser = Chooser(seed, faults, suppress)
+        self.chooser.max_faults = max_faults
+        self.clock = VirtualClock(loop)
+        self.ids = SeededIds(seed)
+        self.storage = FaultyStorage(self.chooser)
+        self.broker = SimBroker(self)
+        self.dispatch_steps = dispatch_steps
+        self.lease_ttl = lease_ttl
+        self.visibility_timeout = visibility_timeout.total_seconds()
+        self.mocks = mocks if mocks is not None else {}
+        self.generation = [0] * workers
+        self.engines = [self._new_engine(i) for i in range(workers)]
+        self.busy: dict[int, asyncio.Task[None]] = {}
+        self.wake = asyncio.Event()
+        self.errors: list[BaseException] = []
+        self.crashes = 0
+        self.deliveries = 0
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _new_engine(self, index: int) -> Engine:
+        self.generation[index] += 1
+        options = EngineOptions(
+            owner=f"worker-{index}.{self.generation[index]}",
+            dispatch_steps=self.dispatch_steps,
+            lease_ttl=self.lease_ttl,
+            invoke_step=self._invoke_step,
+        )
+        engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
+        engine.timer_listener = self._timer_set
+        return engine
+
+    def _timer_set(self, run_id: str, fire_at: datetime) -> None:
+        del run_id, fire_at
+        self.wake.set()
+
+    @property
+    def any_engine(self) -> Engine:
+        return self.engines[0]
+
+    async def _invoke_step(
+        self,
+        definition: StepDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+    ) -> Any:
+        crash_point("before_step")
+        mock = self.mocks.get(definition.name)
+        if mock is not None:
+            result = await mock(definition, args, kwargs)
+        else:
+            result = await invoke_body(definition, args, kwargs, info)
+        crash_point("after_step")
+        return result
+
+    def _fate(self, index: int) -> Delivery:
+        crash_at = None
+        if self.chooser.fault("crash", "delivery"):
+            crash_at = CRASH_POINTS[self.chooser.pick(len(CRASH_POINTS))]
+        return Delivery(index, crash_at)
+
+    async def _handle(self, index: int, message: Message) -> None:
+        engine = self.engines[index]
+        _delivery.set(self._fate(index))
+        try:
+            if message.kind == "activation":
+                await engine.advance(message.run_id)
+            else:
+                await engine.execute_step(message.run_id, message.step_id, message.attempt)
+            crash_point("before_ack")
+        except WorkerCrash:
+            self._crash(index, message)
+        except NonDeterminismError as exc:
+            self.errors.append(exc)
+        except (StorageFault, WorkflowError):
+            # A failed task is retried by the broker a little later (Celery: autoretry).
+            self._redeliver(message, 1.0)
+        except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
+            self.errors.append(exc)
+        finally:
+            if self.busy.get(index) is asyncio.current_task():
+                del self.busy[index]
+            self.wake.set()
+
+    def _crash(self, index: int, message: Message | None) -> None:
+        self.crashes += 1
+        self.engines[index].evict()
+        self.engines[index] = self._new_engine(index)
+        if message is not None:
+            self._redeliver(message, self.visibility_timeout)
+
+    def _redeliver(self, message: Message, after: float) -> None:
+        message.visible_at = self.loop.time() + after
+        self.broker.pending.append(message)
+
+    def _restart_everything(self) -> None:
+        """Every worker dies and the broker forgets its queue: storage is all that is left."""
+        for index, task in list(self.busy.items()):
+            task.cancel()
+            self._crash(index, None)
+        self.busy.clear()
+        self.broker.pending.clear()
+
+    # -- the scheduler ------------------------------------------------------------------------
+
+    def _deliver_ready(self) -> bool:
+        """Hand visible messages to idle workers; True if anything was delivered or dropped."""
+        progressed = False
+        idle = [i for i in range(len(self.engines)) if i not in self.busy]
+        while idle:
+            message = self.broker.take()
+            if message is None:
+                break
+            progressed = True
+            if self.chooser.fault("drop", message.kind):
+                self._redeliver(message, self.visibility_timeout)
+                continue
+            if self.chooser.fault("duplicate", message.kind):
+                self.broker.put(message.kind, message.run_id, message.step_id, message.attempt)
+            index = idle.pop(self.chooser.pick(len(idle)))
+            self.deliveries += 1
+            self.busy[index] = self.loop.create_task(
+                self._handle(index, message), context=contextvars.copy_context()
+            )
+        return progressed
+
+    async def _fire_timers(self) -> bool:
+        run_ids = await self.any_engine.fire_due_timers()
+        recovered = await self.any_engine.recover_expired()
+        return bool(run_ids or recovered)
+
+    def _next_wakeup(self) -> float | None:
+        """Seconds of virtual time from the loop's epoch when something next comes due."""
+        times = []
+        broker_next = self.broker.next_visible()
+        if broker_next is not None:
+            times.append(broker_next)
+        storage_next = self.storage.inner.next_wakeup()
+        if storage_next is not None:
+            times.append((storage_next - EPOCH).total_seconds())
+        return min(times, default=None)
+
+    async def run_until_idle(self, max_time: float) -> bool:
+        """Run until nothing is left to do (True) or virtual time reaches ``max_time`` (False).
+
+        Idle: no message, no busy worker, no timer or lease will come due. Runs waiting only on
+        hooks nobody answers are idle.
+        """
+        while True:
+            if self.chooser.fault("restart", "tick") and self.busy:
+                self._restart_everything()
+            progressed = self._deliver_ready()
+            due = self.storage.inner.next_wakeup()
+            if due is not None and due <= self.clock.now() and await self._fire_timers():
+                progressed = True
+            if progressed:
+                await asyncio.sleep(0)
+                continue
+            if self.busy:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            wakeup = self._next_wakeup()
+            if wakeup is None:
+                return True
+            if wakeup > max_time:
+                if max_time > self.loop.time():
+                    await asyncio.sleep(max_time - self.loop.time())  # time passes, uneventfully
+                return False
+            if wakeup > self.loop.time():
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=wakeup - self.loop.time())
+            else:
+                await asyncio.sleep(0)
+
+    def stop_faults(self) -> None:
+        self.chooser.faults = Faults.none()
+        self.storage.active = False
+
+
+__all__ = [
+    "EPOCH",
+    "Chooser",
+    "FaultyStorage",
+    "SimBroker",
+    "StorageFault",
+    "VirtualClock",
+    "WorkerCrash",
+    "World",
+]

@@ -1,0 +1,161 @@
+"""The simulator run over the engine itself: seeds, faults, oracles, virtual time, mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import random as stdlib_random
+from datetime import timedelta
+
+import pytest
+
+from examples.onboarding import onboarding
+from pyworkflow import RetryableError, hook, sleep, step, workflow
+from pyworkflow_testing import Faults, Simulation, SimulationFailure
+
+
+async def run_onboarding(sim: Simulation, answer: bool) -> object:
+    run = await sim.start(onboarding, user_id="u1")
+    if answer and await sim.wait_for_hook(run, "activation", within=timedelta(minutes=30)):
+        await sim.resume_hook(run, "activation", {"via": "sim"})
+    await sim.run_until_idle()
+    return await run.result()
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_onboarding_passes_every_oracle_with_every_fault(seed: int) -> None:
+    sim = Simulation(seed=seed, faults=Faults.all(), workers=3)
+    try:
+        result = await run_onboarding(sim, answer=seed % 3 != 0)
+        assert "u1: account acct-u1 created" in str(result)
+        sim.check()
+    finally:
+        sim.close()
+
+
+async def test_a_day_of_sleeps_takes_a_virtual_day() -> None:
+    @workflow(name="sim_daily")
+    async def daily() -> int:
+        for _ in range(24):
+            await sleep("1h")
+        return 24
+
+    sim = Simulation(seed=1)
+    try:
+        run = await sim.start(daily)
+        await sim.run_until_idle()
+        assert await run.result() == 24
+        assert sim.elapsed == timedelta(days=1)
+        sim.check()
+    finally:
+        sim.close()
+
+
+async def test_same_seed_same_log_and_different_seeds_differ() -> None:
+    hashes = []
+    for seed in (5, 5, 6):
+        sim = Simulation(seed=seed, faults=Faults.all(scale=3), workers=2)
+        try:
+            await run_onboarding(sim, answer=True)
+            hashes.append(sim.log_hash())
+        finally:
+            sim.close()
+    assert hashes[0] == hashes[1]
+    assert hashes[0] != hashes[2]  # run ids and fault schedules come from the seed
+
+
+@step(name="sim_flip_a")
+async def flip_a() -> str:
+    return "a"
+
+
+@step(name="sim_flip_b")
+async def flip_b() -> str:
+    return "b"
+
+
+@workflow(name="sim_coin_flip")
+async def coin_flip() -> str:
+    first = await flip_a() if stdlib_random.random() < 0.5 else await flip_b()
+    await sleep("1m")
+    return first
+
+
+async def test_random_branch_in_workflow_code_fails_with_seed_and_reproduce_line() -> None:
+    failures = []
+    for seed in range(10):
+        sim = Simulation(seed=seed, workers=1, reproduce=f"pyworkflow simulate x:y --seed {seed}")
+        try:
+            await sim.start(coin_flip)
+            await sim.run_until_idle()
+            sim.check()
+        except SimulationFailure as failure:
+            failures.append(failure)
+        finally:
+            sim.close()
+    assert failures, "ten seeds never caught a coin flip in workflow code"
+    failure = failures[0]
+    text = str(failure)
+    assert f"seed {failure.seed} failed" in text
+    assert f"pyworkflow simulate x:y --seed {failure.seed}" in text
+    assert "not deterministic" in text and "expected:" in text and "actual:" in text
+
+
+@step(name="sim_charge", max_retries=5, retry_delay="1s")
+async def charge(amount: int) -> str:
+    raise RuntimeError("the real payment provider must not be called in a simulation")
+
+
+@workflow(name="sim_checkout")
+async def checkout(amount: int) -> str:
+    receipt = await charge(amount)
+    decision = await hook("review")
+    return f"{receipt} {decision['ok']}"
+
+
+async def test_mock_step_and_resume_hook() -> None:
+    sim = Simulation(seed=3, faults=Faults.only("crash", "duplicate"), workers=2)
+    try:
+        calls: list[int] = []
+        sim.mock_step(charge, side_effect=lambda amount: calls.append(amount) or f"paid {amount}")
+        run = await sim.start(checkout, 42)
+        await sim.run_until_idle()
+        assert (await run.status()).value == "suspended"
+        await sim.resume_hook(run, "review", {"ok": True})
+        await sim.run_until_idle()
+        assert await run.result() == "paid 42 True"
+        assert calls and set(calls) == {42}
+        sim.check()
+    finally:
+        sim.close()
+
+
+async def test_mocked_failures_are_retried_on_virtual_time() -> None:
+    sim = Simulation(seed=0)
+    try:
+        sim.mock_step(charge, raises=RetryableError("busy", retry_after="1h"))
+        run = await sim.start(checkout, 1)
+        await sim.run_until_idle()
+        with pytest.raises(RetryableError):
+            await run.result()
+        assert sim.elapsed == timedelta(hours=5)  # five retries, an hour apart
+        sim.check()
+    finally:
+        sim.close()
+
+
+def test_faults_parse() -> None:
+    assert Faults.parse("all").enabled and not Faults.parse("none").enabled
+    assert Faults.parse("crash,drop=0.5").rates == {"crash": 0.05, "drop": 0.5}
+    with pytest.raises(ValueError, match="unknown fault 'boom'"):
+        Faults.parse("crash,boom")
+
+
+async def test_simulation_methods_work_from_any_loop() -> None:
+    sim = Simulation(seed=9)
+    try:
+        runs = await asyncio.gather(*(sim.start(onboarding, user_id=f"u{i}") for i in range(3)))
+        await sim.run_until_idle()
+        assert [r.index for r in runs] == [0, 1, 2]
+        sim.check()
+    finally:
+        sim.close()
