@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import heapq
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow_testing.faults import CRASH_POINTS, Faults
+from pyworkflow_testing.loop import SimulationDeadlock
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -209,7 +212,7 @@ class FaultyStorage(StorageBackend):
 
 @dataclass(order=True)
 class Message:
-    visible_at: float
+    visible_at: int  # virtual microseconds: exact comparisons with the loop's clock
     number: int
     kind: str = field(compare=False)  # "activation" | "step"
     run_id: str = field(compare=False)
@@ -218,11 +221,16 @@ class Message:
 
 
 class SimBroker:
-    """The ``TaskQueue`` port: messages wait here until the scheduler hands them to a worker."""
+    """The ``TaskQueue`` port: messages wait here until the scheduler hands them to a worker.
+
+    Invariant: ``visible`` holds the messages a worker may take now, in arrival order;
+    ``waiting`` is a heap of the others by the time they become visible.
+    """
 
     def __init__(self, world: World) -> None:
         self.world = world
-        self.pending: list[Message] = []
+        self.visible: list[Message] = []
+        self.waiting: list[Message] = []
         self._numbers = 0
 
     def put(self, kind: str, run_id: str, step_id: str = "", attempt: int = 0) -> None:
@@ -231,10 +239,11 @@ class SimBroker:
         if world.chooser.fault("reorder", "delay"):
             delay = world.chooser.uniform(0.0, 5.0)
         self._numbers += 1
-        self.pending.append(
-            Message(world.loop.time() + delay, self._numbers, kind, run_id, step_id, attempt)
-        )
-        world.wake.set()
+        self.push(Message(world.micros_after(delay), self._numbers, kind, run_id, step_id, attempt))
+
+    def push(self, message: Message) -> None:
+        heapq.heappush(self.waiting, message)
+        self.world.wake.set()
 
     async def enqueue_activation(self, run_id: str) -> None:
         self.put("activation", run_id)
@@ -243,19 +252,24 @@ class SimBroker:
         self.put("step", run_id, step_id, attempt)
 
     def take(self) -> Message | None:
-        now = self.world.loop.time()
-        visible = [m for m in self.pending if m.visible_at <= now]
-        if not visible:
+        now = self.world.micros_after(0)
+        while self.waiting and self.waiting[0].visible_at <= now:
+            self.visible.append(heapq.heappop(self.waiting))
+        if not self.visible:
             return None
+        index = 0
         if self.world.chooser.faults.rate("reorder") > 0:
-            message = visible[self.world.chooser.pick(len(visible))]
-        else:
-            message = min(visible)
-        self.pending.remove(message)
-        return message
+            index = self.world.chooser.pick(len(self.visible))
+        return self.visible.pop(index)
 
     def next_visible(self) -> float | None:
-        return min((m.visible_at for m in self.pending), default=None)
+        if self.visible:
+            return self.world.loop.time()
+        return self.waiting[0].visible_at / 1_000_000 if self.waiting else None
+
+    def clear(self) -> None:
+        self.visible.clear()
+        self.waiting.clear()
 
 
 StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
@@ -373,9 +387,13 @@ class World:
         if message is not None:
             self._redeliver(message, self.visibility_timeout)
 
+    def micros_after(self, seconds: float) -> int:
+        """Virtual time ``seconds`` from now, in whole microseconds (rounded up)."""
+        return round(self.loop.time() * 1_000_000) + math.ceil(seconds * 1_000_000)
+
     def _redeliver(self, message: Message, after: float) -> None:
-        message.visible_at = self.loop.time() + after
-        self.broker.pending.append(message)
+        message.visible_at = self.micros_after(after)
+        self.broker.push(message)
 
     def _restart_everything(self) -> None:
         """Every worker dies and the broker forgets its queue: storage is all that is left."""
@@ -383,7 +401,7 @@ class World:
             task.cancel()
             self._crash(index, None)
         self.busy.clear()
-        self.broker.pending.clear()
+        self.broker.clear()
 
     # -- the scheduler ------------------------------------------------------------------------
 
@@ -430,19 +448,22 @@ class World:
         Idle: no message, no busy worker, no timer or lease will come due. Runs waiting only on
         hooks nobody answers are idle.
         """
+        idle_spins = 0
         while True:
             if self.chooser.fault("restart", "tick") and self.busy:
                 self._restart_everything()
-            progressed = self._deliver_ready()
-            due = self.storage.inner.next_wakeup()
-            if due is not None and due <= self.clock.now() and await self._fire_timers():
-                progressed = True
-            if progressed:
+            if self._deliver_ready():
+                idle_spins = 0
                 await asyncio.sleep(0)
                 continue
             if self.busy:
                 self.wake.clear()
                 await self.wake.wait()
+                continue
+            # Nothing left at this instant but timers and leases that may have come due.
+            due = self.storage.inner.next_wakeup()
+            if due is not None and due <= self.clock.now() and await self._fire_timers():
+                idle_spins = 0
                 continue
             wakeup = self._next_wakeup()
             if wakeup is None:
@@ -452,10 +473,17 @@ class World:
                     await asyncio.sleep(max_time - self.loop.time())  # time passes, uneventfully
                 return False
             if wakeup > self.loop.time():
+                idle_spins = 0
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=wakeup - self.loop.time())
             else:
+                idle_spins += 1
+                if idle_spins > 10_000:
+                    raise SimulationDeadlock(
+                        f"the simulation keeps finding work due at {self.clock.now()} that"
+                        " never gets done (a timer or lease nobody can claim)"
+                    )
                 await asyncio.sleep(0)
 
     def stop_faults(self) -> None:

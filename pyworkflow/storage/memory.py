@@ -270,14 +270,14 @@ class MemoryStore:
         self, now: datetime, owner: str, expires_at: datetime, limit: int
     ) -> list[str]:
         expired = sorted(
-            (log.run for log in self._runs.values()),
+            (
+                log.run
+                for log in self._runs.values()
+                if log.run.status in _LEASABLE_STATUSES and _lease_free(log.run, now)
+            ),
             key=lambda run: (run.updated_at, run.run_id),
         )
-        run_ids = [
-            run.run_id
-            for run in expired
-            if run.status in _LEASABLE_STATUSES and _lease_free(run, now)
-        ][:limit]
+        run_ids = [run.run_id for run in expired[:limit]]
         self.set_leases(run_ids, owner, expires_at)
         return run_ids
 

@@ -1,0 +1,123 @@
+"""Simulator benchmarks: simulated workflow-days per wall-second, and determinism of log hashes.
+
+A workflow of 10 steps and 10 sleeps spanning one virtual day runs ``--runs`` times (one
+simulation per seed, oracles on); the figure is virtual days simulated per wall-clock second.
+Then 100 seeds run twice, in this process and under two PYTHONHASHSEED values in subprocesses,
+and their log hashes are compared. Prints JSON; asserts nothing about speed.
+
+    .venv/bin/python bench/simulation.py [--runs 1000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pyworkflow import sleep, step, workflow  # noqa: E402
+from pyworkflow_testing import Faults, Simulation  # noqa: E402
+
+
+@step(name="bench_sim_work")
+async def work(i: int) -> int:
+    return i
+
+
+@workflow(name="bench_sim_day")
+async def day() -> int:
+    total = 0
+    for i in range(10):
+        total += await work(i)
+        await sleep(8640)  # ten sleeps: one virtual day
+    return total
+
+
+async def one_run(seed: int, faults: Faults, check: bool) -> tuple[float, str]:
+    sim = Simulation(seed=seed, faults=faults, workers=2)
+    try:
+        run = await sim.start(day)
+        await sim.run_until_idle()
+        assert await run.result() == 45
+        if check:
+            sim.check()
+        return sim.elapsed.total_seconds(), sim.log_hash()
+    finally:
+        sim.close()
+
+
+async def throughput(runs: int, faults: Faults, check: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    virtual = 0.0
+    for seed in range(runs):
+        elapsed, _ = await one_run(seed, faults, check)
+        virtual += elapsed
+    wall = time.perf_counter() - started
+    days = virtual / 86400
+    return {
+        "runs": runs,
+        "faults": faults.describe(),
+        "oracles": check,
+        "wall_seconds": round(wall, 3),
+        "virtual_days": round(days, 2),
+        "workflow_days_per_second": round(days / wall, 1),
+    }
+
+
+async def hashes(seeds: int) -> list[str]:
+    return [(await one_run(seed, Faults.all(), False))[1] for seed in range(seeds)]
+
+
+def hashes_in_subprocess(seeds: int, hash_seed: str) -> list[str]:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run(
+        [sys.executable, __file__, "--hashes", str(seeds)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--hashes", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hashes:
+        print(json.dumps(asyncio.run(hashes(args.hashes))))
+        return
+    runs = 20 if args.quick else args.runs
+    seeds = 5 if args.quick else 100
+    result: dict[str, Any] = {
+        "throughput": asyncio.run(throughput(runs, Faults.none(), True)),
+        "throughput_all_faults": asyncio.run(throughput(runs // 4 or 1, Faults.all(), True)),
+    }
+    first = asyncio.run(hashes(seeds))
+    second = asyncio.run(hashes(seeds))
+    other_a = hashes_in_subprocess(seeds, "1")
+    other_b = hashes_in_subprocess(seeds, "2")
+    result["determinism"] = {
+        "seeds": seeds,
+        "same_process_identical": first == second,
+        "pythonhashseed_1_and_2_identical": other_a == other_b == first,
+    }
+    print(json.dumps(result, indent=2))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "simulation.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
