@@ -21,13 +21,19 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from pyworkflow.core.exceptions import HookNotFoundError
-from pyworkflow.core.registry import StepDefinition, workflow_definition_of
+from pyworkflow.core.registry import (
+    StepDefinition,
+    list_steps,
+    list_workflows,
+    workflow_definition_of,
+)
 from pyworkflow.engine.events import Event
 from pyworkflow.serialization import deserialize_exception, dumps, loads
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
+from pyworkflow_testing.timewarp import warped
 from pyworkflow_testing.world import World
 
 T = TypeVar("T")
@@ -131,11 +137,18 @@ class Simulation:
 
     async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._loop.run_until_complete, coro)
+        return await loop.run_in_executor(self._executor, self._run_here, coro)
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the simulation from synchronous code (the CLI, plain tests)."""
-        return self._executor.submit(self._loop.run_until_complete, coro).result()
+        return self._executor.submit(self._run_here, coro).result()
+
+    def _run_here(self, coro: Coroutine[Any, Any, T]) -> T:
+        """On the simulation's thread: run ``coro`` with user code's clocks on virtual time."""
+        modules = {d.func.__module__ for d in list_steps().values()}
+        modules |= {d.func.__module__ for d in list_workflows().values()}
+        with warped(modules, self.world.clock.now):
+            return self._loop.run_until_complete(coro)
 
     def close(self) -> None:
         def shutdown() -> None:
@@ -338,10 +351,38 @@ class Simulation:
     def _compare_with_same_seed(self) -> list[str]:
         twin = self._rerun(self.faults)
         try:
-            same = twin.log_hash() == self.log_hash()
+            if twin.log_hash() == self.log_hash():
+                return []
+            where = self._first_difference(twin)
+            return [
+                "not deterministic: the same seed gave a different log (workflow code reading"
+                f" the real clock or randomness?): {where}"
+            ]
         finally:
             twin.close()
-        return [] if same else ["the same seed gave a different log (non-deterministic engine)"]
+
+    def _first_difference(self, twin: Simulation) -> str:
+        def shape(sim: Simulation) -> list[list[str]]:
+            async def collect() -> list[list[str]]:
+                logs = []
+                for run in sim.runs:
+                    events = await sim.world.storage.inner.get_events(run.run_id)
+                    logs.append([f"{e.type.value} {e.command_id or ''}".strip() for e in events])
+                return logs
+
+            return sim.run_sync(collect())
+
+        mine, theirs = shape(self), shape(twin)
+        for index, (first, second) in enumerate(zip(mine, theirs, strict=False)):
+            for position, (a, b) in enumerate(zip(first, second, strict=False), start=1):
+                if a != b:
+                    return (
+                        f"run {index}, event {position}: expected: {a!r} (first run),"
+                        f" actual: {b!r} (same seed again)"
+                    )
+            if len(first) != len(second):
+                return f"run {index}: {len(first)} events first, {len(second)} the second time"
+        return "the logs differ in their data or timestamps"
 
     async def play(self, script: list[_Action]) -> None:
         """Perform a recorded script on this simulation (on its own thread)."""

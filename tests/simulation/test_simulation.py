@@ -159,3 +159,45 @@ async def test_simulation_methods_work_from_any_loop() -> None:
         sim.check()
     finally:
         sim.close()
+
+
+import datetime as dt_module  # noqa: E402 - the point: module-level names user code binds
+import time as time_module  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+
+@step(name="sim_clock_reader")
+async def read_clocks() -> list[float]:
+    before = time_module.time()
+    await asyncio.sleep(3600)  # asyncio.sleep in step code advances virtual time too
+    return [
+        before,
+        time_module.time(),
+        datetime.now(dt_module.UTC).timestamp(),
+        dt_module.datetime.utcnow().replace(tzinfo=dt_module.UTC).timestamp(),
+    ]
+
+
+@workflow(name="sim_clock_workflow")
+async def clock_workflow() -> list[float]:
+    await sleep("1d")
+    return await read_clocks()
+
+
+async def test_user_code_sees_virtual_time() -> None:
+    from pyworkflow_testing.world import EPOCH
+
+    sim = Simulation(seed=2)
+    try:
+        run = await sim.start(clock_workflow)
+        await sim.run_until_idle()
+        before, after, dt_now, utc_now = await run.result()
+        day = (EPOCH + timedelta(days=1)).timestamp()
+        assert before == day
+        assert after == dt_now == utc_now == day + 3600
+        assert sim.elapsed == timedelta(days=1, hours=1)
+    finally:
+        sim.close()
+    # outside the simulation the real clocks are back
+    assert abs(time_module.time() - datetime.now().timestamp()) < 60
+    assert datetime is dt_module.datetime and time_module.time.__module__ == "time"
