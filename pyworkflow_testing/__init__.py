@@ -10,6 +10,7 @@ from __future__ import annotations
 from pyworkflow.engine.replay import replay_history
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import SimulationDeadlock
+from pyworkflow_testing.shrink import Tape, shrink
 from pyworkflow_testing.simulation import SimRun, Simulation, SimulationFailure
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "Simulation",
     "SimulationDeadlock",
     "SimulationFailure",
+    "Tape",
     "replay_history",
+    "shrink",
 ]

@@ -33,6 +33,7 @@ from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
+from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
 from pyworkflow_testing.world import World
 
@@ -409,6 +410,32 @@ class Simulation:
     @property
     def faults_injected(self) -> list[tuple[int, str, str]]:
         return list(self.world.chooser.fired)
+
+    def tape(self, target: dict[str, Any] | None = None) -> Tape:
+        """This simulation's decisions as a ``Tape`` (``Tape.dump`` writes it as JSON)."""
+        return Tape(
+            seed=self.seed,
+            faults=self.faults.describe(),
+            workers=self.workers,
+            dispatch_steps=self.dispatch_steps,
+            max_faults=self.max_faults,
+            suppress=sorted(self.suppress),
+            fired=self.faults_injected,
+            target=dict(target or {}),
+        )
+
+    @classmethod
+    def from_tape(cls, tape: Tape, **overrides: Any) -> Simulation:
+        """A simulation that makes the same decisions as the one ``tape`` was taken from."""
+        settings: dict[str, Any] = {
+            "faults": tape.faults,
+            "workers": tape.workers,
+            "dispatch_steps": tape.dispatch_steps,
+            "max_faults": tape.max_faults,
+            "suppress": frozenset(tape.suppress),
+        }
+        settings.update(overrides)
+        return cls(tape.seed, **settings)
 
     async def __aenter__(self) -> Simulation:
         return self
