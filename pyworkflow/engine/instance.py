@@ -521,8 +521,9 @@ class WorkflowInstance:
         if self._closed:
             return
         self._closed = True
-        for task in asyncio.all_tasks(self.loop):
-            task.cancel()
+        for task in list(self.loop.tasks):
+            if not task.done():
+                task.cancel()
         for _ in range(10):
             if not self.loop.has_ready:
                 break

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from asyncio import events as _events
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -42,6 +43,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._running = False
         self.errors: list[dict[str, Any]] = []
+        # This loop's tasks (asyncio.all_tasks would walk every task of the process).
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -120,7 +123,9 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=self, name=name, context=context)
+        self.tasks.add(task)
+        return task
 
     def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
         pass
