@@ -1,4 +1,4 @@
-"""The ``pyworkflow`` command: inspect and resume runs from the shell.
+"""The ``pyworkflow`` command: inspect and resume runs, and simulate workflows, from the shell.
 
 This is the one place that picks implementations from configuration: ``--storage URL`` (or
 ``PYWORKFLOW_STORAGE_URL``, or ``pyworkflow.config.yaml`` in the current directory), ``--module``
@@ -24,6 +24,7 @@ from pyworkflow.api import get_workflow_run, resume
 from pyworkflow.config import configure, configure_from_yaml, get_storage
 from pyworkflow.core.exceptions import WorkflowError
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow_testing.cli import simulate
 
 DEFAULT_CONFIG_FILE = "pyworkflow.config.yaml"
 
@@ -137,6 +138,9 @@ def resume_run(run_id: str) -> None:
     click.echo(f"{run_id}: {run.status.value if run else 'unknown'}")
     if run is not None and run.status is RunStatus.COMPLETED:
         click.echo(json.dumps(result, default=str))
+
+
+main.add_command(simulate)
 
 
 if __name__ == "__main__":  # pragma: no cover

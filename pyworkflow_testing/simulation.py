@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import random
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class Simulation:
         self.script: list[_Action] = []
         self.runs: list[SimRun] = []
         self.timed_out = False
+        self._checked_at: int | None = None  # len(script) when check() last passed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyworkflow-sim")
         self._loop = VirtualTimeEventLoop()
         self.world = World(
@@ -280,7 +282,9 @@ class Simulation:
         return await self._call(self._violations())
 
     async def _violations(self) -> list[str]:
-        found = [f"engine error: {type(e).__name__}: {e}" for e in self.world.errors]
+        found = list(
+            dict.fromkeys(f"engine error: {type(e).__name__}: {e}" for e in self.world.errors)
+        )
         if self.timed_out:
             found.append(f"liveness: runs still going after {self.liveness} of virtual time")
         storage = self.world.storage.inner
@@ -302,6 +306,8 @@ class Simulation:
         Besides the per-run oracles this runs the same script twice more: without faults (each
         finished run's result must be the same) and with the same seed (same log hash).
         """
+        if self._checked_at == len(self.script):
+            return  # nothing happened since the last check, which passed
         found = self.run_sync(self._violations())
         if self.faults.enabled and not found:
             found += self._compare_with_fault_free()
@@ -311,6 +317,7 @@ class Simulation:
             raise SimulationFailure(
                 self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found
             )
+        self._checked_at = len(self.script)
 
     def _outcomes(self) -> list[tuple[str, str | None]]:
         async def collect() -> list[tuple[str, str | None]]:
@@ -334,7 +341,14 @@ class Simulation:
             suppress=self.suppress,
         )
         twin.mocks.update(self.mocks)
-        twin.run_sync(twin.play(self.script))
+        # User code that draws from ``random`` starts where the CLI and the pytest plugin start
+        # it: seeded with the seed. The caller's random state is put back afterwards.
+        saved = random.getstate()
+        random.seed(self.seed)
+        try:
+            twin.run_sync(twin.play(self.script))
+        finally:
+            random.setstate(saved)
         return twin
 
     def _compare_with_fault_free(self) -> list[str]:

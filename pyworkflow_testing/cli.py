@@ -1,0 +1,546 @@
+"""``pyworkflow simulate``: sweep a workflow over many seeds of the simulator from the shell.
+
+Each seed runs the workflow once in a fresh ``Simulation`` (faults, workers and hook answers as
+asked), runs it to idle and checks every oracle; a failing seed is reported with the one command
+that reproduces it alone. ``--history FILE`` instead replays a stored event log against the
+current code. The command is registered on the ``pyworkflow`` group by ``pyworkflow.cli``.
+
+Usage errors exit with code 2 and a one-line message, never a traceback; failing seeds exit 1.
+This module never touches real storage, brokers or the wall clock of the workflows it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import multiprocessing
+import os
+import random
+import re
+import shlex
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pyworkflow.core.exceptions import NonDeterminismError, WorkflowNotFoundError
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.replay import replay_history
+from pyworkflow_testing.faults import Faults
+from pyworkflow_testing.shrink import Tape
+from pyworkflow_testing.shrink import shrink as shrink_faults
+from pyworkflow_testing.simulation import Simulation, SimulationFailure
+
+DEFAULT_SEEDS = range(100)
+DEFAULT_WORKERS = 3
+HOOK_WAIT = timedelta(days=1)
+PROGRESS_MIN_SEEDS = 20  # shorter sweeps print no progress line
+SHOWN_FAILURES = 3  # failing seeds described in full; the rest are only listed
+LISTED_FAILURES = 20  # further failing seeds listed by number
+SHOWN_VIOLATIONS = 3  # violations shown per failing seed
+
+_SEED_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+
+
+def parse_seeds(text: str) -> range:
+    """``"A..B"`` (both included) or ``"N"`` (the single seed N); raises ``ValueError``."""
+    text = text.strip()
+    if text.isdigit():
+        return range(int(text), int(text) + 1)
+    match = _SEED_RANGE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"seeds must be A..B or N with whole numbers, got {text!r}")
+    first, last = int(match[1]), int(match[2])
+    if first > last:
+        raise ValueError(f"seed range {text!r} is empty: {first} is after {last}")
+    return range(first, last + 1)
+
+
+# -- what one sweep runs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything a seed needs, picklable so a worker process can rebuild the run by itself."""
+
+    target: str  # "module:attribute"
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    faults: str = "all"
+    workers: int = DEFAULT_WORKERS
+    answer_hooks: dict[str, Any] = field(default_factory=dict)
+    args_json: str | None = None  # the --args value, compact, for the reproduce line
+    search_path: str = ""  # the directory MODULE is imported from (put first on sys.path)
+
+    def reproduce(self, seed: int) -> str:
+        """The shell command that runs exactly this seed again."""
+        parts = ["pyworkflow", "simulate", self.target, "--seed", str(seed)]
+        parts += ["--faults", self.faults, "--workers", str(self.workers)]
+        if self.args_json is not None:
+            parts += ["--args", self.args_json]
+        if self.answer_hooks:
+            parts += ["--answer-hooks", json.dumps(self.answer_hooks, separators=(",", ":"))]
+        return " ".join(shlex.quote(part) for part in parts)
+
+
+@dataclass
+class SeedOutcome:
+    """How one seed went: no violations means it passed."""
+
+    seed: int
+    reproduce: str
+    violations: list[str]
+    virtual_seconds: float
+    statuses: list[str]
+    fired: list[tuple[int, str, str]] = field(default_factory=list)  # faults that struck
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def load_workflow(target: str, search_path: str | None = None) -> Any:
+    """Import ``module:attribute`` like ``python -m`` would; raises ``click.UsageError``."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.UsageError(f"expected MODULE:WORKFLOW, got {target!r}")
+    path = search_path if search_path is not None else os.getcwd()
+    if not sys.path or sys.path[0] != path:
+        sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+        raise click.UsageError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    found: Any = module
+    for name in attribute.split("."):
+        if not hasattr(found, name):
+            raise click.UsageError(f"module {module_name!r} has no attribute {attribute!r}")
+        found = getattr(found, name)
+    try:
+        workflow_definition_of(found)
+    except WorkflowNotFoundError:
+        raise click.UsageError(f"{target} is not a workflow: decorate it with @workflow") from None
+    return found
+
+
+def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset()) -> SeedOutcome:
+    """Simulate one seed of the sweep and check every oracle; always closes the simulation.
+
+    The process-wide ``random`` module is seeded with the seed for the duration, so workflow code
+    that (wrongly) calls ``random.random()`` fails the same way every time the seed is rerun.
+    """
+    workflow = load_workflow(spec.target, spec.search_path)
+    saved = random.getstate()
+    random.seed(seed)
+    sim = Simulation(
+        seed, spec.faults, spec.workers, suppress=suppress, reproduce=spec.reproduce(seed)
+    )
+    statuses: list[str] = []
+    try:
+        try:
+            statuses = asyncio.run(_play(sim, spec, workflow))
+            sim.check()
+            violations: list[str] = []
+        except SimulationFailure as failure:
+            violations = failure.violations
+        except Exception as exc:  # noqa: BLE001 - reported as this seed's failure
+            violations = [f"the simulation raised {type(exc).__name__}: {exc}"]
+        return SeedOutcome(
+            seed,
+            spec.reproduce(seed),
+            violations,
+            sim.elapsed.total_seconds(),
+            statuses,
+            sim.faults_injected,
+        )
+    finally:
+        sim.close()
+        random.setstate(saved)
+
+
+async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
+    run = await sim.start(workflow, *spec.args, **spec.kwargs)
+    for name, payload in spec.answer_hooks.items():
+        if await sim.wait_for_hook(run, name, within=HOOK_WAIT):
+            await sim.resume_hook(run, name, payload)
+    await sim.run_until_idle()
+    return [(await handle.status()).value for handle in sim.runs]
+
+
+def run_sweep(spec: SweepSpec, seeds: Iterable[int], jobs: int = 1) -> Iterator[SeedOutcome]:
+    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed(spec, seed)
+        return
+    # spawn, not fork: the simulator runs threads, and spawn behaves the same on every platform.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_seed, spec, seed) for seed in seeds]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+class _Progress:
+    """One line on stderr: rewritten in place on a terminal, else printed every 10%."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.enabled = total >= PROGRESS_MIN_SEEDS
+        self.in_place = sys.stderr.isatty()
+        self.done = self.failed = 0
+        self._last_tenth = 0
+
+    def advance(self, outcome: SeedOutcome) -> None:
+        self.done += 1
+        self.failed += not outcome.passed
+        if not self.enabled:
+            return
+        line = f"simulated {self.done}/{self.total} seeds, {self.failed} failed"
+        if self.in_place:
+            click.echo(f"\r{line}", err=True, nl=False)
+            return
+        tenth = self.done * 10 // self.total
+        if tenth > self._last_tenth:
+            self._last_tenth = tenth
+            click.echo(line, err=True)
+
+    def finish(self) -> None:
+        if self.enabled and self.in_place:
+            click.echo("\r\033[K", err=True, nl=False)
+
+
+def _duration(seconds: float) -> str:
+    """``93784.5`` -> ``"1d 2h 3m 4.5s"``."""
+    whole, fraction = divmod(seconds, 1)
+    minutes, secs = divmod(int(whole), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if secs or fraction or not parts:
+        parts.append(f"{secs + fraction:.3g}s" if fraction else f"{secs}s")
+    return " ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line if i else line for i, line in enumerate(text.splitlines()))
+
+
+def _report_text(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> None:
+    failed = [o for o in outcomes if not o.passed]
+    virtual = sum(o.virtual_seconds for o in outcomes)
+    ends: dict[str, int] = {}
+    for outcome in outcomes:
+        for status in outcome.statuses:
+            ends[status] = ends.get(status, 0) + 1
+    click.echo(
+        f"{spec.target}: {_count(len(outcomes), 'seed')}, faults {spec.faults},"
+        f" workers {spec.workers}"
+    )
+    for outcome in failed[:SHOWN_FAILURES]:
+        click.echo(f"\nseed {outcome.seed} FAILED:")
+        counted = Counter(outcome.violations)  # a crashed worker may hit the same problem again
+        for violation, times in list(counted.items())[:SHOWN_VIOLATIONS]:
+            again = f"[{times} times] " if times > 1 else ""
+            click.echo(f"  - {again}{_indent(violation, '    ')}")
+        hidden = len(counted) - SHOWN_VIOLATIONS
+        if hidden > 0:
+            click.echo(f"  ... and {hidden} more")
+        click.echo(f"  reproduce: {outcome.reproduce}")
+    if len(failed) > SHOWN_FAILURES:
+        rest = [o.seed for o in failed[SHOWN_FAILURES:]]
+        listed = ", ".join(map(str, rest[:LISTED_FAILURES]))
+        more = f" and {len(rest) - LISTED_FAILURES} more" if len(rest) > LISTED_FAILURES else ""
+        click.echo(f"\nalso failing: seeds {listed}{more}")
+    if failed:
+        click.echo("")
+    runs_ended = ", ".join(f"{n} {status}" for status, n in sorted(ends.items()))
+    click.echo(
+        f"{len(outcomes) - len(failed)} passed, {len(failed)} failed in {wall:.1f}s"
+        f" ({_duration(virtual)} of virtual time; runs ended: {runs_ended or 'none'})"
+    )
+
+
+def _report_json(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> None:
+    report = {
+        "workflow": spec.target,
+        "seeds": len(outcomes),
+        "passed": sum(o.passed for o in outcomes),
+        "failed": [
+            {"seed": o.seed, "reproduce": o.reproduce, "violations": o.violations}
+            for o in outcomes
+            if not o.passed
+        ],
+        "wall_seconds": round(wall, 3),
+        "virtual_seconds": round(sum(o.virtual_seconds for o in outcomes), 6),
+    }
+    click.echo(json.dumps(report))
+
+
+# -- parsing the command line ----------------------------------------------------------------
+
+
+def _json_option(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"{option} is not valid JSON: {exc}") from None
+
+
+def _call_arguments(text: str | None, workflow: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    value = _json_option(text, "--args")
+    if value is None:
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+    elif isinstance(value, list):
+        args, kwargs = tuple(value), {}
+    elif isinstance(value, dict):
+        args, kwargs = (), value
+    else:
+        raise click.UsageError("--args must be a JSON list (positional) or object (keywords)")
+    func = workflow_definition_of(workflow).func
+    try:
+        inspect.signature(func).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise click.UsageError(f"--args do not fit {func.__name__}: {exc}") from None
+    return args, kwargs
+
+
+def _seed_range(seed: int | None, seeds: str | None) -> range:
+    if seed is not None and seeds is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if seed is not None:
+        if seed < 0:
+            raise click.UsageError(f"--seed must be 0 or more, got {seed}")
+        return range(seed, seed + 1)
+    if seeds is None:
+        return DEFAULT_SEEDS
+    try:
+        return parse_seeds(seeds)
+    except ValueError as exc:
+        raise click.UsageError(f"--seeds: {exc}") from None
+
+
+def _faults_text(text: str) -> str:
+    try:
+        Faults.parse(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--faults: {exc}") from None
+    return ",".join(part.strip() for part in text.split(","))
+
+
+def _answers(text: str | None) -> dict[str, Any]:
+    value = _json_option(text, "--answer-hooks")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise click.UsageError("--answer-hooks must be a JSON object {hook name: payload}")
+    return value
+
+
+def _replay_file(path: str, workflow: Any, target: str) -> None:
+    """``--history``: replay a stored log against the current code; exit 1 on a divergence."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and "log" in raw:  # `pyworkflow runs show --json` as a whole
+            raw = raw["log"]
+        if not isinstance(raw, list):
+            raise ValueError("expected a JSON list of events")
+        events = sorted((Event.from_dict(item) for item in raw), key=lambda e: e.sequence)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise click.UsageError(f"cannot read history {path!r}: {exc}") from None
+    if not events or events[0].type is not EventType.WORKFLOW_STARTED:
+        raise click.UsageError(f"history {path!r} does not start with a workflow.started event")
+    try:
+        asyncio.run(replay_history(workflow, events))
+    except NonDeterminismError as exc:
+        click.echo(f"history {path} does not replay against {target}:\n{exc}")
+        click.get_current_context().exit(1)
+    except Exception as exc:  # noqa: BLE001 - a failed run re-raises its error on replay
+        if events[-1].type is not EventType.WORKFLOW_FAILED:
+            click.echo(f"history {path} does not replay against {target}: {exc!r}")
+            click.get_current_context().exit(1)
+    click.echo(f"history {path} ({len(events)} events) replays against {target}: ok")
+
+
+def _options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.argument("target", metavar="MODULE:WORKFLOW"),
+        click.option(
+            "--args", "args_text", metavar="JSON", help="A JSON list (positional) or object."
+        ),
+        click.option("--seed", type=int, default=None, metavar="N", help="Run this one seed."),
+        click.option("--seeds", "seeds_text", metavar="A..B|N", help="Seeds [default: 0..99]."),
+        click.option(
+            "--faults",
+            default="all",
+            show_default=True,
+            help="all, none, or a comma list of crash,drop,duplicate,reorder,storage,restart.",
+        ),
+        click.option(
+            "--workers", type=int, default=DEFAULT_WORKERS, show_default=True, help="Workers."
+        ),
+        click.option("--jobs", type=int, default=1, show_default=True, help="Processes to use."),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout."),
+        click.option(
+            "--answer-hooks",
+            "answers_text",
+            metavar="JSON",
+            help='Answer hooks: {"hook name": payload}.',
+        ),
+        click.option(
+            "--history",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Replay this event log (a JSON list) against the workflow instead.",
+        ),
+        click.option(
+            "--shrink",
+            is_flag=True,
+            help="Cut the first failing seed's faults to a smaller set that still fails; save it.",
+        ),
+        click.option(
+            "--replay",
+            "tape_file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Run the simulation a tape (from --shrink) describes, decision for decision.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _shrink(spec: SweepSpec, outcome: SeedOutcome) -> None:
+    """Find fewer faults that still fail ``outcome``'s seed; save the tape, say how to rerun."""
+    ordinals = [ordinal for ordinal, _, _ in outcome.fired]
+
+    def fails_with(suppress: frozenset[int]) -> tuple[bool, list[int]]:
+        trial = run_seed(spec, outcome.seed, suppress)
+        return not trial.passed, [ordinal for ordinal, _, _ in trial.fired]
+
+    suppress = shrink_faults(fails_with, ordinals)
+    final = run_seed(spec, outcome.seed, suppress)
+    tape = Tape(
+        seed=outcome.seed,
+        faults=spec.faults,
+        workers=spec.workers,
+        dispatch_steps=bool(outcome.seed % 2),
+        max_faults=10,
+        suppress=sorted(suppress),
+        fired=final.fired,
+        target={"workflow": spec.target, "args": spec.args_json},
+    )
+    path = Path(f"pyworkflow-tape-seed{outcome.seed}.json")
+    tape.dump(path)
+    kinds = ", ".join(f"{kind} ({detail})" for _, kind, detail in final.fired) or "no faults"
+    click.echo(
+        f"shrunk seed {outcome.seed} from {len(ordinals)} faults to {len(final.fired)}: {kinds}"
+    )
+    click.echo(f"  tape saved to {path}; replay it with:")
+    click.echo(
+        f"  pyworkflow simulate {shlex.quote(spec.target)} --replay {shlex.quote(str(path))}"
+    )
+
+
+def _replay_tape(spec: SweepSpec, tape_file: str) -> None:
+    """``--replay``: run the one seed a tape names, with the faults it suppresses suppressed."""
+    try:
+        tape = Tape.load(tape_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    replayed = replace(spec, faults=tape.faults, workers=tape.workers)
+    outcome = run_seed(replayed, tape.seed, frozenset(tape.suppress))
+    kinds = ", ".join(f"{kind} ({detail})" for _, kind, detail in outcome.fired) or "no faults"
+    click.echo(f"tape {tape_file}: seed {tape.seed} with {kinds}")
+    if outcome.passed:
+        click.echo("passed")
+        return
+    for violation in outcome.violations:
+        click.echo(f"- {violation}")
+    click.get_current_context().exit(1)
+
+
+@click.command("simulate")
+@_options
+def simulate(
+    target: str,
+    args_text: str | None,
+    seed: int | None,
+    seeds_text: str | None,
+    faults: str,
+    workers: int,
+    jobs: int,
+    as_json: bool,
+    answers_text: str | None,
+    history: str | None,
+    shrink: bool,
+    tape_file: str | None,
+) -> None:
+    """Simulate MODULE:WORKFLOW over many seeds with faults, checking every oracle.
+
+    --seeds takes A..B (both included) or N (that one seed). Exit code 0 when every seed
+    passes, 1 when some fail (each with a command reproducing it), 2 for bad usage.
+    """
+    search_path = os.getcwd()
+    workflow = load_workflow(target, search_path)
+    if history is not None:
+        _replay_file(history, workflow, target)
+        return
+    args, kwargs = _call_arguments(args_text, workflow)
+    if workers < 1:
+        raise click.UsageError(f"--workers must be 1 or more, got {workers}")
+    if jobs < 1:
+        raise click.UsageError(f"--jobs must be 1 or more, got {jobs}")
+    spec = SweepSpec(
+        target=target,
+        args=args,
+        kwargs=kwargs,
+        faults=_faults_text(faults),
+        workers=workers,
+        answer_hooks=_answers(answers_text),
+        args_json=None if args_text is None else json.dumps(json.loads(args_text)),
+        search_path=search_path,
+    )
+    if tape_file is not None:
+        _replay_tape(spec, tape_file)
+        return
+    seeds = _seed_range(seed, seeds_text)
+    started = time.monotonic()
+    progress = _Progress(len(seeds))
+    outcomes: list[SeedOutcome] = []
+    for outcome in run_sweep(spec, seeds, jobs):
+        outcomes.append(outcome)
+        progress.advance(outcome)
+    progress.finish()
+    outcomes.sort(key=lambda o: o.seed)
+    wall = time.monotonic() - started
+    (_report_json if as_json else _report_text)(spec, outcomes, wall)
+    failing = [o for o in outcomes if not o.passed]
+    if failing and shrink:
+        _shrink(spec, failing[0])
+    if failing:
+        click.get_current_context().exit(1)
+
+
+__all__ = ["SeedOutcome", "SweepSpec", "load_workflow", "parse_seeds", "run_seed", "simulate"]

@@ -1,0 +1,213 @@
+"""The pytest plugin: the ``sim`` fixture and the ``@pytest.mark.simulate`` seed sweep.
+
+Installed with the package (entry point ``pytest11``), so ``pip install pyworkflow-engine`` is
+enough. ``sim`` is a fresh ``Simulation`` per test, closed afterwards; once the test body has
+passed, its oracles run (``sim.check()``) inside the test, so a violation fails the test itself.
+``@pytest.mark.simulate(seeds=range(200), faults="crash,drop", workers=2)`` runs the test once
+per seed (ids ``seed=N``); ``--sim-seeds A..B`` sweeps other seeds, ``--sim-seed N`` runs just
+one, which is what the reproduce line of a failure says to do.
+
+The process-wide ``random`` module is seeded with the test's seed while the test runs (and put
+back afterwards), so workflow code that wrongly calls ``random.random()`` fails reproducibly.
+This module must never import the engine at pytest start-up: every pytest run of anyone who has
+the package installed loads it, so the simulator is imported only by tests that use it.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pyworkflow_testing.simulation import Simulation
+
+MARKER = "simulate"
+MARKER_HELP = (
+    "simulate(seeds=range(100), faults=None, workers=1, check=True): run the test once per seed"
+    " with the `sim` fixture of pyworkflow_testing (faults: 'all', 'none', 'crash,drop', ...)"
+)
+DEFAULT_SEEDS = range(100)
+_MARKER_ARGUMENTS = frozenset({"seeds", "faults", "workers", "check"})
+
+_SIMULATION = pytest.StashKey["Simulation"]()
+_SWEEP = pytest.StashKey[range]()
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What the ``simulate`` marker of a test asks for (the defaults without one)."""
+
+    faults: Any = None
+    workers: int = 1
+    check: bool = True
+
+
+def _settings(node: pytest.Item | pytest.Function) -> _Settings:
+    marker = node.get_closest_marker(MARKER)
+    if marker is None:
+        return _Settings()
+    kwargs = marker.kwargs
+    return _Settings(
+        kwargs.get("faults"), int(kwargs.get("workers", 1)), bool(kwargs.get("check", True))
+    )
+
+
+def reproduce_command(nodeid: str, seed: int) -> str:
+    """The command that runs this one test with this one seed again."""
+    return f"pytest {shlex.quote(nodeid)} --sim-seed {seed}"
+
+
+# -- options and the marker ------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pyworkflow", "pyworkflow simulator")
+    group.addoption(
+        "--sim-seed",
+        dest="sim_seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run simulate-marked tests with seed N only, and give every `sim` fixture seed N.",
+    )
+    group.addoption(
+        "--sim-seeds",
+        dest="sim_seeds",
+        default=None,
+        metavar="A..B",
+        help="sweep simulate-marked tests over seeds A..B (both included) or the one seed N.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    text = config.getoption("sim_seeds", None)
+    if text is None:
+        return
+    if config.getoption("sim_seed", None) is not None:
+        raise pytest.UsageError("give --sim-seed or --sim-seeds, not both")
+    from pyworkflow_testing.cli import parse_seeds
+
+    try:
+        config.stash[_SWEEP] = parse_seeds(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--sim-seeds: {exc}") from None
+
+
+def _marker_seeds(marker: pytest.Mark) -> list[int]:
+    unknown = set(marker.kwargs) - _MARKER_ARGUMENTS
+    if unknown or len(marker.args) > 1:
+        names = ", ".join(sorted(unknown)) or "more than one positional argument"
+        pytest.fail(f"@pytest.mark.simulate got unexpected arguments: {names}", pytrace=False)
+    seeds: Iterable[Any] = (
+        marker.args[0] if marker.args else marker.kwargs.get("seeds", DEFAULT_SEEDS)
+    )
+    values = list(seeds)
+    if not all(isinstance(seed, int) and seed >= 0 for seed in values):
+        pytest.fail("@pytest.mark.simulate seeds must be whole numbers, 0 or more", pytrace=False)
+    return values
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(MARKER)
+    if marker is None:
+        return
+    seeds = _marker_seeds(marker)
+    from pyworkflow_testing.faults import Faults
+
+    try:
+        Faults.parse(marker.kwargs.get("faults"))
+    except ValueError as exc:
+        pytest.fail(f"@pytest.mark.simulate faults: {exc}", pytrace=False)
+    config = metafunc.config
+    chosen = config.getoption("sim_seed", None)
+    sweep = config.stash.get(_SWEEP, None)
+    if chosen is not None:
+        seeds = [chosen]
+    elif sweep is not None:
+        seeds = list(sweep)
+    if "sim_seed" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("sim_seed")  # a marked test that takes neither fixture
+    metafunc.parametrize("sim_seed", seeds, ids=[f"seed={seed}" for seed in seeds])
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim_seed(request: pytest.FixtureRequest) -> int:
+    """This test's simulation seed: the marker's current seed, else ``--sim-seed``, else 0."""
+    chosen = request.config.getoption("sim_seed", None)
+    return 0 if chosen is None else int(chosen)
+
+
+@pytest.fixture
+def sim(request: pytest.FixtureRequest, sim_seed: int) -> Iterator[Simulation]:
+    """A ``Simulation`` for this test, checked after the test body passes, closed afterwards."""
+    from pyworkflow_testing.simulation import Simulation
+
+    settings = _settings(request.node)
+    simulation = Simulation(
+        sim_seed,
+        settings.faults,
+        settings.workers,
+        reproduce=reproduce_command(request.node.nodeid, sim_seed),
+    )
+    request.node.stash[_SIMULATION] = simulation
+    saved = random.getstate()
+    random.seed(sim_seed)
+    try:
+        yield simulation
+    finally:
+        simulation.close()
+        random.setstate(saved)
+
+
+# -- running the oracles and reporting -------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """After a test body that used ``sim`` passes, run the oracles as part of the test."""
+    __tracebackhide__ = True
+    result = yield
+    simulation = pyfuncitem.stash.get(_SIMULATION, None)
+    if simulation is not None and _settings(pyfuncitem).check:
+        from pyworkflow_testing.simulation import SimulationFailure
+
+        message = None
+        try:
+            simulation.check()
+        except SimulationFailure as failure:
+            message = str(failure)
+        if message is not None:
+            # The oracles' own words are the whole story; a traceback into check() adds nothing.
+            pytest.fail(message, pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used ``sim`` says which seed it ran and how to run it alone."""
+    report: pytest.TestReport = yield
+    simulation = item.stash.get(_SIMULATION, None)
+    if simulation is not None and report.failed and call.when == "call":
+        report.sections.append(
+            (
+                "pyworkflow simulation",
+                f"seed {simulation.seed} (faults {simulation.faults.describe()},"
+                f" workers {simulation.workers})\n"
+                f"reproduce with: {reproduce_command(item.nodeid, simulation.seed)}",
+            )
+        )
+    return report
+
+
+__all__ = ["DEFAULT_SEEDS", "MARKER", "reproduce_command"]

@@ -1,0 +1,240 @@
+"""``pyworkflow simulate``: sweeps, reproduce lines, usage errors and ``--history`` replays.
+
+Most cases go through ``click.testing.CliRunner``; the ones about the installed command (exit
+codes, the printed reproduce line run again in a shell-like way) run it as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from examples.onboarding import onboarding
+from pyworkflow.cli import main
+from pyworkflow_testing import Simulation
+from pyworkflow_testing.cli import parse_seeds
+
+ROOT = Path(__file__).resolve().parents[2]
+PYWORKFLOW = Path(sys.executable).with_name("pyworkflow")
+ONBOARDING = "examples.onboarding:onboarding"
+
+COIN = """
+import random
+
+from pyworkflow import sleep, step, workflow
+
+
+@step(name="{prefix}_heads")
+async def heads() -> str:
+    return "heads"
+
+
+@step(name="{prefix}_tails")
+async def tails() -> str:
+    return "tails"
+
+
+@workflow(name="{prefix}_flip")
+async def flip() -> str:
+    side = await heads() if random.random() < 0.5 else await tails()  # the bug
+    await sleep("1m")
+    return side
+"""
+
+
+def simulate(*args: str) -> Result:
+    return CliRunner().invoke(main, ["simulate", *args])
+
+
+def run_command(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def test_onboarding_sweep_as_a_real_command_passes_with_json() -> None:
+    done = run_command(
+        [str(PYWORKFLOW), "simulate", ONBOARDING, "--seeds", "0..19", "--faults", "all", "--json"],
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["workflow"] == ONBOARDING
+    assert (report["seeds"], report["passed"], report["failed"]) == (20, 20, [])
+    assert report["virtual_seconds"] > 0 and report["wall_seconds"] > 0
+    assert "Traceback" not in done.stderr
+    assert "simulated 20/20 seeds, 0 failed" in done.stderr  # progress: a line per 10% off a tty
+
+
+def test_text_summary_with_answered_hooks_and_arguments() -> None:
+    result = simulate(
+        ONBOARDING,
+        "--seeds",
+        "0..4",
+        "--args",
+        '{"user_id": "ada"}',
+        "--answer-hooks",
+        '{"activation": {"via": "simulated click"}}',
+    )
+    assert result.exit_code == 0, result.output
+    assert "examples.onboarding:onboarding: 5 seeds, faults all, workers 3" in result.stdout
+    assert "5 passed, 0 failed" in result.stdout
+    assert "runs ended: 5 completed" in result.stdout
+
+
+def test_jobs_give_the_same_outcomes_as_one_process() -> None:
+    def outcome(*extra: str) -> dict[str, Any]:
+        result = simulate(ONBOARDING, "--seeds", "0..5", "--json", *extra)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        del report["wall_seconds"]
+        return report
+
+    assert outcome("--jobs", "2") == outcome()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["examples.onboarding"], "expected MODULE:WORKFLOW, got 'examples.onboarding'"),
+        (["no_such_module_here:wf"], "cannot import module 'no_such_module_here'"),
+        (["examples.onboarding:nothing"], "module 'examples.onboarding' has no attribute"),
+        (["examples.onboarding:create_account"], "is not a workflow"),
+        ([ONBOARDING, "--args", "{oops"], "--args is not valid JSON"),
+        ([ONBOARDING, "--args", "3"], "--args must be a JSON list (positional) or object"),
+        ([ONBOARDING, "--args", '{"nope": 1}'], "--args do not fit onboarding"),
+        ([ONBOARDING, "--seeds", "5..2"], "seed range '5..2' is empty"),
+        ([ONBOARDING, "--seeds", "x"], "seeds must be A..B or N"),
+        ([ONBOARDING, "--seeds", "1.."], "seeds must be A..B or N"),
+        ([ONBOARDING, "--seed", "1", "--seeds", "0..3"], "give --seed or --seeds, not both"),
+        ([ONBOARDING, "--faults", "crash,boom"], "unknown fault 'boom'"),
+        ([ONBOARDING, "--workers", "0"], "--workers must be 1 or more"),
+        ([ONBOARDING, "--answer-hooks", "[1]"], "--answer-hooks must be a JSON object"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_one_line_message(args: list[str], message: str) -> None:
+    result = simulate(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # click's usage error, not a crash
+
+
+def test_seed_ranges() -> None:
+    assert parse_seeds("0..999") == range(1000)
+    assert parse_seeds("7") == range(7, 8)  # N is the one seed N
+    assert parse_seeds(" 3..3 ") == range(3, 4)
+
+
+def test_random_branch_fails_and_its_reproduce_line_fails_again(tmp_path: Path) -> None:
+    (tmp_path / "coin_cli.py").write_text(COIN.format(prefix="cli_coin"))
+    sweep = run_command(
+        [str(PYWORKFLOW), "simulate", "coin_cli:flip", "--seeds", "0..9", "--faults", "none"],
+        cwd=tmp_path,
+    )
+    assert sweep.returncode == 1, sweep.stdout + sweep.stderr
+    assert "Traceback" not in sweep.stdout + sweep.stderr
+    assert "not deterministic" in sweep.stdout
+    lines = [line.strip() for line in sweep.stdout.splitlines()]
+    reproduce = next(line for line in lines if line.startswith("reproduce: "))
+    command = shlex.split(reproduce.removeprefix("reproduce: "))
+    seed = command[command.index("--seed") + 1]
+    assert command[:3] == ["pyworkflow", "simulate", "coin_cli:flip"]
+    assert f"seed {seed} FAILED:" in sweep.stdout
+    again = run_command([str(PYWORKFLOW), *command[1:]], cwd=tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"seed {seed} FAILED:" in again.stdout and "1 failed" in again.stdout
+
+
+def test_json_report_of_a_failing_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "coin_cli_json.py").write_text(COIN.format(prefix="cli_coin_json"))
+    monkeypatch.chdir(tmp_path)
+    result = simulate("coin_cli_json:flip", "--seeds", "0..9", "--faults", "none", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["failed"] and report["passed"] + len(report["failed"]) == 10
+    first = report["failed"][0]
+    assert first["reproduce"] == (
+        f"pyworkflow simulate coin_cli_json:flip --seed {first['seed']} --faults none --workers 3"
+    )
+    assert any("not deterministic" in violation for violation in first["violations"])
+
+
+@pytest.fixture
+async def onboarding_log(tmp_path: Path) -> list[dict[str, Any]]:
+    sim = Simulation(seed=0)
+    try:
+        run = await sim.start(onboarding, user_id="u1")
+        await sim.run_until_idle()
+        return [event.to_dict() for event in await run.events()]
+    finally:
+        sim.close()
+
+
+def test_history_that_replays(tmp_path: Path, onboarding_log: list[dict[str, Any]]) -> None:
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps(onboarding_log))
+    result = simulate("--history", str(log), ONBOARDING)
+    assert result.exit_code == 0, result.output
+    assert f"({len(onboarding_log)} events) replays against {ONBOARDING}: ok" in result.output
+
+
+def test_tampered_history_exits_1_with_the_diff(
+    tmp_path: Path, onboarding_log: list[dict[str, Any]]
+) -> None:
+    tampered = json.loads(
+        json.dumps(onboarding_log).replace("create_account", "create_acount")  # a renamed step
+    )
+    log = tmp_path / "tampered.json"
+    log.write_text(json.dumps(tampered))
+    result = simulate("--history", str(log), ONBOARDING)
+    assert result.exit_code == 1, result.output
+    assert "does not replay against examples.onboarding:onboarding" in result.output
+    assert "not deterministic" in result.output
+    assert "expected:" in result.output and "create_acount" in result.output
+    assert "actual:" in result.output and "create_account" in result.output
+
+
+def test_history_that_is_not_a_log_is_a_usage_error(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    log.write_text('{"not": "a log"}')
+    result = simulate("--history", str(log), ONBOARDING)
+    assert result.exit_code == 2
+    assert "cannot read history" in result.output and "Traceback" not in result.output
+
+
+def test_shrink_saves_a_tape_that_replay_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "coin_cli_shrink.py").write_text(COIN.format(prefix="cli_coin_shrink"))
+    monkeypatch.chdir(tmp_path)
+    swept = simulate("coin_cli_shrink:flip", "--seeds", "0..9", "--faults", "all", "--shrink")
+    assert swept.exit_code == 1, swept.output
+    assert "shrunk seed" in swept.output
+    tapes = sorted(tmp_path.glob("pyworkflow-tape-seed*.json"))
+    assert len(tapes) == 1
+    tape = json.loads(tapes[0].read_text())
+    # a coin flip in workflow code needs no fault at all to fail: every fault was cut
+    assert tape["fired"] == []
+    replayed = simulate("coin_cli_shrink:flip", "--replay", str(tapes[0]))
+    assert replayed.exit_code == 1, replayed.output
+    assert f"seed {tape['seed']} with no faults" in replayed.output
+    assert "not deterministic" in replayed.output
+    (tmp_path / "bad.json").write_text("{}")
+    bad = simulate("coin_cli_shrink:flip", "--replay", str(tmp_path / "bad.json"))
+    assert bad.exit_code == 2 and "not a simulation tape" in bad.output

@@ -1,0 +1,190 @@
+"""The pytest plugin: the ``sim`` fixture, the ``simulate`` marker and the seed options.
+
+Inner pytest sessions run in-process with ``pytester``; the plugin reaches them through its
+``pytest11`` entry point, exactly as it reaches a user's project after ``pip install``. Every
+inner file names its workflows after the test, since the registry is one per process.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pyworkflow import sleep, workflow
+from pyworkflow_testing import Simulation
+from pyworkflow_testing.plugin import reproduce_command
+
+pytest_plugins = ["pytester"]
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+addopts = --strict-markers -p no:cacheprovider
+"""
+
+FLIP = """
+import random
+
+import pytest
+
+from pyworkflow import sleep, step, workflow
+
+
+@step(name="{prefix}_heads")
+async def heads() -> str:
+    return "heads"
+
+
+@step(name="{prefix}_tails")
+async def tails() -> str:
+    return "tails"
+
+
+@workflow(name="{prefix}_flip")
+async def flip() -> str:
+    # The bug under test: random.random() in workflow code, not pyworkflow.random().
+    side = await heads() if random.random() < 0.5 else await tails()
+    await sleep("1m")
+    return side
+
+
+@pytest.mark.simulate(seeds=range(10))
+async def test_flip(sim):
+    await sim.start(flip)
+    await sim.run_until_idle()
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(INI)
+    return pytester
+
+
+def test_marker_runs_every_seed_with_the_sim_fixture(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_nap="""
+        from datetime import timedelta
+
+        import pytest
+
+        from pyworkflow import sleep, workflow
+
+
+        @workflow(name="plugin_nap")
+        async def nap() -> str:
+            await sleep("1h")
+            return "rested"
+
+
+        @pytest.mark.simulate(seeds=range(3), faults="crash,drop", workers=2)
+        async def test_nap(sim, sim_seed):
+            assert (sim.seed, sim.workers, sim.faults.describe()) == (sim_seed, 2, "crash,drop")
+            run = await sim.start(nap)
+            await sim.run_until_idle()
+            assert await run.result() == "rested"
+            assert sim.elapsed >= timedelta(hours=1)
+        """)
+    result = inner.runpytest_inprocess("-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_nap?seed=0?*PASSED*", "*test_nap?seed=2?*PASSED*"])
+
+
+def test_workflow_code_calling_random_fails_with_seed_and_reproduce_line(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_flip=FLIP.format(prefix="plugin_flip"))
+    result = inner.runpytest_inprocess()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, result.stdout.str()
+    assert outcomes.get("failed", 0) + outcomes.get("passed", 0) == 10
+    text = result.stdout.str()
+    assert "simulation seed" in text and "not deterministic" in text
+    assert "--sim-seed" in text
+    failed_seed = int(text.split("simulation seed ")[1].split()[0])
+    assert f"reproduce with: pytest 'test_flip.py::test_flip[seed={failed_seed}]'" in text
+    assert f"--sim-seed {failed_seed}" in text
+
+
+def test_sim_seed_option_runs_exactly_that_seed_and_reproduces_the_failure(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(test_flip=FLIP.format(prefix="plugin_again"))
+    first = inner.runpytest_inprocess("-q")
+    failed = sorted(
+        int(line.split("[seed=")[1].split("]")[0])
+        for line in first.stdout.lines
+        if line.startswith("FAILED")
+    )
+    assert failed, first.stdout.str()
+    again = inner.runpytest_inprocess(
+        f"test_flip.py::test_flip[seed={failed[0]}]", "--sim-seed", str(failed[0])
+    )
+    again.assert_outcomes(failed=1)  # the printed command fails again
+    four = inner.runpytest_inprocess("--sim-seed", "4", "-v")
+    assert four.parseoutcomes().get("passed", 0) + four.parseoutcomes().get("failed", 0) == 1
+    four.stdout.fnmatch_lines(["*test_flip?seed=4?*"])
+    assert ("FAILED" in four.stdout.str()) == (4 in failed)
+
+
+def test_sim_seeds_option_and_the_fixture_without_the_marker(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_seeds="""
+        import pytest
+
+
+        @pytest.mark.simulate(seeds=range(50))
+        def test_marked(sim_seed):
+            assert 5 <= sim_seed <= 7
+
+
+        def test_unmarked(sim, sim_seed):
+            assert sim.seed == sim_seed
+            assert sim.faults.describe() == "none" and sim.workers == 1
+        """)
+    inner.runpytest_inprocess("--sim-seeds", "5..7").assert_outcomes(passed=4)
+    inner.runpytest_inprocess("--sim-seed", "9", "-k", "unmarked").assert_outcomes(passed=1)
+    bad = inner.runpytest_inprocess("--sim-seeds", "5..2")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--sim-seeds: seed range '5..2' is empty*"])
+
+
+def test_check_false_skips_the_oracles_and_bad_marker_arguments_are_reported(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(
+        test_check=FLIP.format(prefix="plugin_unchecked").replace(
+            "simulate(seeds=range(10))", "simulate(seeds=range(10), check=False)"
+        ),
+        test_typo="""
+        import pytest
+
+
+        @pytest.mark.simulate(seeds=range(2), fault="crash")
+        def test_typo(sim):
+            pass
+        """,
+    )
+    inner.runpytest_inprocess("test_check.py").assert_outcomes(passed=10)
+    typo = inner.runpytest_inprocess("test_typo.py")
+    typo.assert_outcomes(errors=1)
+    typo.stdout.fnmatch_lines(["*@pytest.mark.simulate got unexpected arguments: fault*"])
+
+
+@workflow(name="plugin_dogfood")
+async def dogfood(hours: int) -> int:
+    await sleep(timedelta(hours=hours))
+    return hours
+
+
+@pytest.mark.simulate(seeds=range(3), faults="crash,duplicate,drop,storage", workers=2)
+async def test_this_suite_uses_the_plugin_too(sim: Simulation, sim_seed: int) -> None:
+    run = await sim.start(dogfood, 2)
+    await sim.run_until_idle()
+    assert await run.result() == 2
+    assert sim.seed == sim_seed and sim.elapsed >= timedelta(hours=2)
+
+
+def test_reproduce_command_quotes_the_node_id() -> None:
+    command = reproduce_command("tests/x.py::test_y[seed=3]", 3)
+    assert command == "pytest 'tests/x.py::test_y[seed=3]' --sim-seed 3"
