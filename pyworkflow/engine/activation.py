@@ -58,7 +58,15 @@ from pyworkflow.serialization import (
     serialize_exception,
 )
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import UNSET, Commit, Hook, RunStatus, WorkflowRun, _Unset
+from pyworkflow.storage.schemas import (
+    UNSET,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    WorkflowRun,
+    _Unset,
+)
 
 MAX_CONFLICT_RETRIES = 20
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so
@@ -843,8 +851,6 @@ async def _with_timeout(
 
 
 def _check_hook_open(hook: Hook, now: datetime) -> None:
-    from pyworkflow.storage.schemas import HookStatus
-
     if hook.status is HookStatus.RECEIVED:
         raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload")
     if hook.status is HookStatus.EXPIRED or (
