@@ -132,6 +132,10 @@ class StorageBusyError(WorkflowError):
     """Another process held the storage lock for longer than the backend is willing to wait."""
 
 
+class RunFinishedError(WorkflowError):
+    """The run already ended: nothing more can be recorded in its log."""
+
+
 class SequenceConflictError(WorkflowError):
     """A conditional append lost the race: the log moved past the expected sequence."""
 
@@ -163,6 +167,7 @@ __all__ = [
     "MaxNestingDepthError",
     "NonDeterminismError",
     "RetryableError",
+    "RunFinishedError",
     "SequenceConflictError",
     "SerializationError",
     "StepTimeoutError",

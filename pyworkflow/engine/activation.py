@@ -37,6 +37,7 @@ from pyworkflow.core.exceptions import (
     HookExpiredError,
     HookNotFoundError,
     InvalidTokenError,
+    RunFinishedError,
     SequenceConflictError,
     SerializationError,
     StepTimeoutError,
@@ -537,8 +538,8 @@ class Engine:
             now = self.clock.now()
             # timer=now: should the enqueue below be lost, the timer service still wakes the run.
             await self.storage.commit(Commit(run_id=run_id, events=[outcome], now=now, timer=now))
-        except DuplicateCompletionError:
-            return
+        except (DuplicateCompletionError, RunFinishedError):
+            return  # recorded already, or the run ended without needing this result
         await self.queue.enqueue_activation(run_id)
 
     # -- commits -------------------------------------------------------------------------------
@@ -740,6 +741,8 @@ class Engine:
                     timer=now,  # wakes the run even if the enqueue below is lost
                 )
             )
+        except RunFinishedError:
+            raise HookNotFoundError(f"run {run_id} has already finished") from None
         except DuplicateCompletionError:
             fresh = await self.storage.get_hook(run_id, hook_id)
             _check_hook_open(fresh or hook, now)

@@ -28,6 +28,7 @@ from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    RunFinishedError,
     SequenceConflictError,
     StorageBusyError,
     WorkflowAlreadyRunningError,
@@ -181,6 +182,12 @@ def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:
     return numbered
 
 
+def check_run_open(run_id: str, status: RunStatus) -> None:
+    """Nothing enters a log after its terminal event: commits to a finished run fail."""
+    if status.is_terminal:
+        raise RunFinishedError(f"run {run_id} already ended ({status}); nothing more is recorded")
+
+
 def run_status_after(commit: Commit, current: RunStatus) -> RunStatus:
     return commit.status if commit.status is not None else current
 
@@ -292,6 +299,7 @@ __all__ = [
     "StorageBackend",
     "StorageBusyError",
     "already_exists",
+    "check_run_open",
     "check_hook_pending",
     "decode_run_cursor",
     "duplicate_completion",

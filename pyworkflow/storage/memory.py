@@ -23,6 +23,7 @@ from pyworkflow.storage.base import (
     StorageBackend,
     already_exists,
     check_hook_pending,
+    check_run_open,
     decode_run_cursor,
     duplicate_completion,
     encode_run_cursor,
@@ -161,6 +162,7 @@ class MemoryStore:
             raise run_not_found(run_id)
         run = log.run
         events = number_events(commit, run.last_sequence, now)
+        check_run_open(run_id, run.status)
         # Hook moves are checked before completion keys: a second payload for a hook is
         # "already received" even though its hook.received event is a duplicate completion too.
         received = commit.hook_received

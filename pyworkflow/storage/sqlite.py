@@ -42,6 +42,7 @@ from pyworkflow.storage.base import (
     StorageBackend,
     already_exists,
     check_hook_pending,
+    check_run_open,
     decode_run_cursor,
     duplicate_completion,
     encode_run_cursor,
@@ -161,7 +162,7 @@ _RUN_COLUMNS = (
 _INSERT_RUN = f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})"
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _SELECT_RUN_BY_KEY = f"SELECT {_RUN_COLUMNS} FROM runs WHERE idempotency_key = ?"
-_SELECT_HEAD = "SELECT last_sequence FROM runs WHERE run_id = ?"
+_SELECT_HEAD = "SELECT last_sequence, status FROM runs WHERE run_id = ?"
 _UPDATE_RUN_FIELDS = (
     "UPDATE runs SET status = COALESCE(?, status), result = COALESCE(?, result),"
     " error = COALESCE(?, error), started_at = COALESCE(?, started_at),"
@@ -598,6 +599,7 @@ class SQLiteStorageBackend(StorageBackend):
         if row is None:
             raise run_not_found(run_id)
         events = number_events(commit, row[0], now)
+        check_run_open(run_id, RunStatus(row[1]))
         # Hook moves are checked before the events go in: a second payload for a hook is
         # "already received" even though its hook.received event is a duplicate completion too.
         received, expired = commit.hook_received, commit.hook_expired

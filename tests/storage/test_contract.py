@@ -29,6 +29,7 @@ from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    RunFinishedError,
     SequenceConflictError,
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
@@ -470,10 +471,14 @@ async def test_a_run_has_one_terminal_event(backend: StorageBackend) -> None:
     done = Event("run-1", EventType.WORKFLOW_COMPLETED, {"result": "1"})
     failed = Event("run-1", EventType.WORKFLOW_FAILED, {"error": "x"})
     await backend.commit(Commit("run-1", [done], status=RunStatus.COMPLETED))
-    with pytest.raises(DuplicateCompletionError):
+    with pytest.raises(RunFinishedError):
         await backend.commit(Commit("run-1", [failed], status=RunStatus.FAILED))
+    # nothing at all enters the log after its terminal event (a late step worker, say)
+    with pytest.raises(RunFinishedError):
+        await backend.commit(Commit("run-1", [step_completed("run-1", "late")]))
     run = await backend.get_run("run-1")
     assert run is not None and run.status is RunStatus.COMPLETED
+    assert len(await backend.get_events("run-1")) == 2
 
 
 async def test_each_retried_attempt_completes_once(backend: StorageBackend) -> None:

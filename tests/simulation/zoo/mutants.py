@@ -1,0 +1,374 @@
+"""The mutants of the bug zoo: each brings back one real failure class of a durable engine.
+
+A mutant is a small patch applied with pytest's ``monkeypatch`` for one test, so the library is
+untouched. Its docstring names the bug; ``scenario`` names the scenario (``scenarios.py``) that
+makes the bug likely to show. Patches go through the names the code looks up at run time (a
+module attribute, a method, an entry of a dispatch table), never by editing source.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pyworkflow.core.exceptions import SequenceConflictError
+from pyworkflow.engine import activation, instance
+from pyworkflow.engine.activation import Engine, Outcome, _Activation
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.serialization import serialize_args
+from pyworkflow.storage import base, memory
+from pyworkflow.storage.schemas import UNSET, Commit
+from pyworkflow_testing.world import SimBroker, World
+
+Patch = Callable[[pytest.MonkeyPatch], None]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    scenario: str
+    patch: Patch
+
+    @property
+    def bug(self) -> str:
+        return (self.patch.__doc__ or "").strip().splitlines()[0]
+
+
+MUTANTS: dict[str, Mutant] = {}
+
+
+def mutant(scenario: str) -> Callable[[Patch], Patch]:
+    def register(patch: Patch) -> Patch:
+        MUTANTS[patch.__name__] = Mutant(patch.__name__, scenario, patch)
+        return patch
+
+    return register
+
+
+# -- storage --------------------------------------------------------------------------------------
+
+
+@mutant("fanout_dispatched")
+def completion_recorded_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage no longer rejects a second event with a recorded completion key.
+
+    Duplicate deliveries of a dispatched step run it on two workers at once; both record it.
+    """
+
+    def keys_unchecked(run_id: str, events: list[Event], recorded: set[str]) -> list[str]:
+        del run_id, recorded
+        return [key for key in (event.completion_key for event in events) if key is not None]
+
+    monkeypatch.setattr(memory, "_new_completion_keys", keys_unchecked)
+
+
+@mutant("race_dispatched")
+def two_appends_same_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage appends whatever the log head: the conditional commit is gone.
+
+    Two activations of one run that saw the same head both append; the loser never replays.
+    """
+
+    def number_unconditionally(commit: Commit, head: int, now: datetime) -> list[Event]:
+        commit.expected_sequence = None
+        return base.number_events(commit, head, now)
+
+    monkeypatch.setattr(memory, "number_events", number_unconditionally)
+
+
+@mutant("order")
+def hook_received_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage no longer checks that a hook is pending before recording its payload.
+
+    The approval link is clicked twice; only the storage check was meant to refuse the second.
+    """
+
+    def anything_goes(run_id: str, hook_id: str, status: Any) -> None:
+        del run_id, hook_id, status
+
+    monkeypatch.setattr(memory, "check_hook_pending", anything_goes)
+
+
+# -- timers ---------------------------------------------------------------------------------------
+
+
+@mutant("stamps")
+def timer_fired_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's due checks run five minutes fast: a sleep completes before its resume_at."""
+    take_action = Engine._take_action
+
+    async def fast_clock(self: Engine, act: _Activation, now: datetime) -> bool:
+        return await take_action(self, act, now + timedelta(minutes=5))
+
+    monkeypatch.setattr(Engine, "_take_action", fast_clock)
+
+
+@mutant("order")
+def timer_fired_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed instance forgets that a completed sleep is done, and fires it again.
+
+    The sleep's future resolves (the workflow moves on) but its command stays open and due.
+    """
+    resolve_sleep = WorkflowInstance._resolve_sleep
+
+    def resolve_and_forget(self: WorkflowInstance, cmd: instance.Command, event: Event) -> None:
+        resolve_sleep(self, cmd, event)
+        if self._replay is not None:  # only while feeding the log in
+            cmd.done = False
+            self.open[cmd.position] = cmd
+
+    monkeypatch.setitem(instance._RESOLVERS, EventType.SLEEP_COMPLETED, resolve_and_forget)
+
+
+@mutant("order")
+def retry_before_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed step's next attempt starts at once instead of after its retry delay."""
+
+    def next_attempt(cmd: instance.Command, now: datetime) -> int | None:
+        del now  # the bug: cmd.wake_at, the retry time, is never compared with it
+        if cmd.attempt == 0:
+            return 1
+        if cmd.retry_pending:
+            return cmd.attempt + 1
+        if cmd.lost_attempt:
+            return cmd.attempt
+        return None
+
+    monkeypatch.setattr(activation, "_next_attempt", next_attempt)
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+@mutant("order_dispatched")
+def ack_before_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers ack a message when they take it: a worker that dies mid-delivery loses it."""
+    crash = World._crash
+
+    def crash_and_lose(self: World, index: int, message: Any) -> None:
+        del message  # acked already: the broker will not bring it back
+        crash(self, index, None)
+
+    monkeypatch.setattr(World, "_crash", crash_and_lose)
+
+
+_completion_writer: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "zoo_completion_writer", default=False
+)
+
+
+def _as_completion_writer(method: Callable[..., Any]) -> Callable[..., Any]:
+    async def writing(*args: Any, **kwargs: Any) -> Any:
+        token = _completion_writer.set(True)
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            _completion_writer.reset(token)
+
+    return writing
+
+
+def _completions_set_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hook receipts and step workers commit without ``timer=now``."""
+
+    def commit_without_timer(*args: Any, **kwargs: Any) -> Commit:
+        if _completion_writer.get():
+            kwargs["timer"] = UNSET
+        return Commit(*args, **kwargs)
+
+    monkeypatch.setattr(activation, "Commit", commit_without_timer)
+    monkeypatch.setattr(Engine, "receive_hook", _as_completion_writer(Engine.receive_hook))
+    monkeypatch.setattr(Engine, "execute_step", _as_completion_writer(Engine.execute_step))
+
+
+@mutant("order")
+def enqueue_lost_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Completion writers set no wake-up timer, and the broker loses their enqueue.
+
+    Only the enqueue after a committed hook payload or step result was waking the run.
+    """
+    _completions_set_no_timer(monkeypatch)
+    enqueue = SimBroker.enqueue_activation
+
+    async def lossy(self: SimBroker, run_id: str) -> None:
+        if not _completion_writer.get():
+            await enqueue(self, run_id)
+
+    monkeypatch.setattr(SimBroker, "enqueue_activation", lossy)
+
+
+@mutant("order_inline")
+def completion_timer_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Completion writers set no wake-up timer (the engine half of enqueue_lost_after_commit)."""
+    _completions_set_no_timer(monkeypatch)
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+class _NoLock:
+    """An ``asyncio.Lock`` look-alike that lets everyone in."""
+
+    _waiters = None
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def locked(self) -> bool:
+        return False
+
+
+class _NoLocks(dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        del key, default
+        return _NoLock()
+
+
+@mutant("fanout_dispatched")
+def leases_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two activations of one run at once: no per-run lock, and commits are unconditional."""
+    init = Engine.__init__
+
+    def init_without_locks(self: Engine, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._locks = _NoLocks()
+
+    def unconditional(*args: Any, **kwargs: Any) -> Commit:
+        kwargs["expected_sequence"] = None
+        return Commit(*args, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", init_without_locks)
+    monkeypatch.setattr(activation, "Commit", unconditional)
+
+
+@mutant("race_dispatched")
+def cache_not_invalidated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An activation that lost a commit race keeps its cached instance (and its lost events)."""
+
+    async def activate(self: Engine, run_id: str, new_run: Any) -> Outcome:
+        loaded = await self._load(run_id, new_run)
+        if isinstance(loaded, Outcome):
+            return loaded
+        act = _Activation(loaded)
+        try:
+            outcome = await self._drive(act)
+        except SequenceConflictError:
+            for task in act.running.values():
+                task.cancel()
+            self._cache_put(loaded)  # the bug: it still believes in its lost commit
+            raise
+        except BaseException:
+            for task in act.running.values():
+                task.cancel()
+            loaded.teardown()
+            raise
+        if outcome.status.is_terminal:
+            loaded.teardown()
+            self._notify_finished(outcome)
+        else:
+            self._cache_put(loaded)
+        return outcome
+
+    monkeypatch.setattr(Engine, "_activate", activate)
+
+
+@mutant("stamps_inline")
+def inline_result_not_committed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inline step's result waits for the activation's last commit, past the next side effect.
+
+    A crash during the next step loses the first one's result: it runs again, out of order.
+    """
+    commit = Engine._commit
+
+    async def defer_plain_commits(self: Engine, inst: WorkflowInstance, **kwargs: Any) -> None:
+        if not kwargs:
+            return  # the commits "before the next side effect" carry no run-row change
+        await commit(self, inst, **kwargs)
+
+    monkeypatch.setattr(Engine, "_commit", defer_plain_commits)
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+
+@mutant("fanout_dispatched")
+def retry_counter_reset_on_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cold-loaded instance ignores the attempt numbers of replayed step.started/retrying.
+
+    The attempt count restarts at the first recorded attempt after every cold load.
+    """
+    feed, apply = WorkflowInstance.feed, WorkflowInstance.apply
+    cold: set[int] = set()
+
+    def feed_marking_cold(self: WorkflowInstance, events: list[Event]) -> None:
+        if self.sequence == 0:
+            cold.add(id(self))
+        try:
+            feed(self, events)
+        finally:
+            cold.discard(id(self))
+
+    def apply_forgetting_attempts(self: WorkflowInstance, event: Event) -> None:
+        kinds = (EventType.STEP_STARTED, EventType.STEP_RETRYING)
+        if id(self) not in cold or event.type not in kinds:
+            apply(self, event)
+            return
+        position = int(event.data["command_id"].rpartition(":")[2])
+        cmd = self.commands[position - 1] if position <= len(self.commands) else None
+        before = cmd.attempt if cmd is not None else 0
+        apply(self, event)
+        if cmd is not None and before:
+            cmd.attempt = before
+
+    monkeypatch.setattr(WorkflowInstance, "feed", feed_marking_cold)
+    monkeypatch.setattr(WorkflowInstance, "apply", apply_forgetting_attempts)
+
+
+@mutant("stamps")
+def step_results_by_argument_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step calls are identified by a hash of their arguments instead of their call position.
+
+    A second call of a step with the same arguments gets the first call's result, unrun.
+    """
+    call_step = WorkflowInstance.call_step
+    calls: weakref.WeakKeyDictionary[WorkflowInstance, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+    def call_by_hash(
+        self: WorkflowInstance, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        digest = hashlib.sha256(repr((definition.name, serialize_args(args, kwargs))).encode())
+        by_hash = calls.setdefault(self, {})
+        key = digest.hexdigest()
+        if key not in by_hash:
+            by_hash[key] = call_step(self, definition, args, kwargs)
+        return by_hash[key]
+
+    monkeypatch.setattr(WorkflowInstance, "call_step", call_by_hash)
+
+
+# -- determinism ---------------------------------------------------------------------------------
+
+
+@mutant("stamps")
+def run_ids_bypass_id_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine names new runs with ``uuid4()`` instead of its ``IdSource`` port."""
+    start_run = Engine.start_run
+
+    async def start_with_uuid(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("run_id", None)
+        kwargs["run_id"] = kwargs["run_id"] or f"run_{uuid.uuid4().hex[:16]}"
+        return await start_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "start_run", start_with_uuid)

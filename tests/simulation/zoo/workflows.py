@@ -1,0 +1,192 @@
+"""The workflows the bug zoo runs: small, but each leans on one thing the engine must get right.
+
+- ``zoo_order``: a step retried twice, a sleep, a hook carrying a payload, then two more steps
+  and a second sleep. Every step body takes a second of (virtual) time, so activations overlap.
+- ``zoo_fanout``: three steps in parallel (``asyncio.gather``) next to a local-only audit step,
+  then a sleep and a flaky step (three failures). With dispatched steps the audit runs inline
+  while workers finish the others and wake the run: activations of one run overlap.
+- ``zoo_race``: a step and a local-only audit race (``asyncio.wait``, first completed); which
+  step follows depends on the winner. The result does not, so faults may change the winner, but
+  an instance that applied results in another order than the log holds issues other commands.
+- ``zoo_stamps``: four steps in a row (the first two: the same step with the same arguments),
+  a sleep, one more. Each result names the command that ran it: two calls never share one.
+
+Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
+to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
+engine hands the step, never on process state: the same seed fails the same attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pyworkflow import FatalError, RetryableError, get_step_info, hook, sleep, step, workflow
+
+STEP_TIME = 1.0  # seconds of virtual time every step body takes
+RESERVE_FAILURES = 2  # zoo_reserve fails its first two attempts
+FLAKY_FAILURES = 3  # zoo_flaky fails its first three attempts
+FANOUT_WIDTH = 3
+
+
+async def reserve_body(item: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    attempt = get_step_info().attempt
+    if attempt <= RESERVE_FAILURES:
+        raise RetryableError(f"inventory busy (attempt {attempt})", retry_after="5s")
+    return f"reserved {item} on attempt {attempt}"
+
+
+async def charge_body(item: str, amount: int) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"charged {amount} for {item}"
+
+
+async def ship_body(item: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"shipped {item}"
+
+
+async def price_body(index: int) -> int:
+    await asyncio.sleep(STEP_TIME * (1 + index))
+    return 10 * (index + 1)
+
+
+async def audit_body(label: str) -> str:
+    await asyncio.sleep(STEP_TIME * 2)
+    return f"audited {label}"
+
+
+async def flaky_body(label: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    attempt = get_step_info().attempt
+    if attempt <= FLAKY_FAILURES:
+        raise RetryableError(f"{label}: flaky (attempt {attempt})", retry_after="2s")
+    return f"{label} done on attempt {attempt}"
+
+
+async def stamp_body(label: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"{label}@{get_step_info().step_id}"
+
+
+@step(name="zoo_reserve", max_retries=3, retry_delay="5s")
+async def reserve(item: str) -> str:
+    return await reserve_body(item)
+
+
+@step(name="zoo_charge")
+async def charge(item: str, amount: int) -> str:
+    return await charge_body(item, amount)
+
+
+@step(name="zoo_ship")
+async def ship(item: str) -> str:
+    return await ship_body(item)
+
+
+@step(name="zoo_price")
+async def price(index: int) -> int:
+    return await price_body(index)
+
+
+@step(name="zoo_audit", force_local=True)
+async def audit(label: str) -> str:
+    return await audit_body(label)
+
+
+@step(name="zoo_flaky", max_retries=5, retry_delay="2s")
+async def flaky(label: str) -> str:
+    return await flaky_body(label)
+
+
+@step(name="zoo_stamp")
+async def stamp(label: str) -> str:
+    return await stamp_body(label)
+
+
+@step(name="zoo_declined")
+async def declined(item: str) -> str:
+    raise FatalError(f"card declined for {item}")
+
+
+@workflow(name="zoo_order")
+async def order(item: str) -> dict[str, Any]:
+    reservation = await reserve(item)
+    await sleep("30s")
+    approval = await hook("approval")
+    receipt = await charge(item, int(approval["amount"]))
+    await sleep("10s")
+    shipment = await ship(item)
+    return {"reservation": reservation, "receipt": receipt, "shipment": shipment}
+
+
+@workflow(name="zoo_fanout")
+async def fanout(label: str) -> dict[str, Any]:
+    *prices, audited = await asyncio.gather(*(price(i) for i in range(FANOUT_WIDTH)), audit(label))
+    await sleep("1m")
+    settled = await flaky(label)
+    return {"total": sum(prices), "audited": audited, "settled": settled}
+
+
+@workflow(name="zoo_race")
+async def race(label: str) -> dict[str, Any]:
+    quote = asyncio.ensure_future(price(0))
+    check = asyncio.ensure_future(audit(label))
+    done, _ = await asyncio.wait({quote, check}, return_when=asyncio.FIRST_COMPLETED)
+    if quote in done:
+        await ship(label)  # the quote came first: ship at once
+    else:
+        await charge(label, 0)  # the audit came first: settle before shipping
+    return {"total": await quote, "audited": await check}
+
+
+@workflow(name="zoo_stamps")
+async def stamps() -> list[str]:
+    results = [await stamp("x"), await stamp("x"), await stamp("y"), await stamp("z")]
+    await sleep("5s")
+    results.append(await stamp("w"))
+    return results
+
+
+@workflow(name="zoo_doomed")
+async def doomed(item: str) -> list[Any]:
+    """Fails at once while a slower parallel step is still running on a worker."""
+    return list(await asyncio.gather(declined(item), price(2)))
+
+
+def expected_order(item: str, amount: int) -> dict[str, Any]:
+    return {
+        "reservation": f"reserved {item} on attempt {RESERVE_FAILURES + 1}",
+        "receipt": f"charged {amount} for {item}",
+        "shipment": f"shipped {item}",
+    }
+
+
+def expected_fanout(label: str) -> dict[str, Any]:
+    total = sum(10 * (i + 1) for i in range(FANOUT_WIDTH))
+    settled = f"{label} done on attempt {FLAKY_FAILURES + 1}"
+    return {"total": total, "audited": f"audited {label}", "settled": settled}
+
+
+def expected_race(label: str) -> dict[str, Any]:
+    return {"total": 10, "audited": f"audited {label}"}
+
+
+EXPECTED_STAMPS = [
+    "x@step:zoo_stamp:1",
+    "x@step:zoo_stamp:2",
+    "y@step:zoo_stamp:3",
+    "z@step:zoo_stamp:4",
+    "w@step:zoo_stamp:6",
+]
+
+STEP_BODIES = {
+    reserve: reserve_body,
+    charge: charge_body,
+    ship: ship_body,
+    price: price_body,
+    audit: audit_body,
+    flaky: flaky_body,
+    stamp: stamp_body,
+}
