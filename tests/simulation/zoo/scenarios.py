@@ -110,10 +110,7 @@ class Scenario:
             self.workers,
             dispatch_steps=self.dispatch_steps,
             liveness=LIVENESS,
-            reproduce=(
-                f"SCENARIOS[{self.name!r}].simulation({seed})"
-                f"  # tests/simulation/zoo/scenarios.py"
-            ),
+            reproduce=f"await run_seed(SCENARIOS[{self.name!r}], {seed})  # zoo/scenarios.py",
         )
 
 
