@@ -14,6 +14,7 @@ from pyworkflow.config import reset_config
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import RunStatus
+from tests import servers
 
 
 class ManualClock:
@@ -110,3 +111,18 @@ async def dispatched_env(clock: ManualClock) -> AsyncIterator[Env]:
 
 def event_types(events: list[Any]) -> list[str]:
     return [e.type.value for e in events]
+
+
+# -- real servers (started once per session, only when a test asks for them) -------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.RedisServer]:
+    with servers.redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[servers.PostgresServer]:
+    with servers.postgres_server() as server:
+        yield server
