@@ -537,7 +537,10 @@ class Engine:
         try:
             now = self.clock.now()
             # timer=now: should the enqueue below be lost, the timer service still wakes the run.
-            await self.storage.commit(Commit(run_id=run_id, events=[outcome], now=now, timer=now))
+            # recovery_attempts=0: a recorded result is progress (see _progress_made).
+            await self.storage.commit(
+                Commit(run_id=run_id, events=[outcome], now=now, timer=now, recovery_attempts=0)
+            )
         except (DuplicateCompletionError, RunFinishedError):
             return  # recorded already, or the run ended without needing this result
         await self.queue.enqueue_activation(run_id)
@@ -575,6 +578,7 @@ class Engine:
             lease=lease,
             hooks_created=[hook for hook, _ in hooks],
             hook_expired=hook_expired,
+            recovery_attempts=0 if _progress_made(events) else None,
         )
         inst.sequence = await self.storage.commit(commit)
         inst.buffer = []
@@ -817,6 +821,17 @@ class Engine:
         except (SequenceConflictError, DuplicateCompletionError):
             return False
         return resume
+
+
+def _progress_made(events: list[Event]) -> bool:
+    """Whether a commit of ``events`` records a completion, which resets ``recovery_attempts``.
+
+    ``max_recovery_attempts`` bounds the worker losses in a row *without progress*: a run that
+    keeps completing steps between losses is not a crash loop, and a lease that expired while a
+    dispatched step was still in a queue (its message lost, redelivered after the broker's
+    visibility timeout) must not use up the budget of a long run.
+    """
+    return any(event.completion_key is not None for event in events)
 
 
 def _next_attempt(cmd: Command, now: datetime) -> int | None:

@@ -110,3 +110,53 @@ executions = {"n": 0}
 async def local_only_dispatchable(x: int) -> int:
     executions["n"] += 1
     return x
+
+
+@step()
+async def remote_double(x: int) -> int:
+    return x * 2
+
+
+@workflow(max_recovery_attempts=1)
+async def five_remote_steps(x: int) -> int:
+    for _ in range(5):
+        x = await remote_double(x)
+    return x
+
+
+async def test_recovery_budget_counts_losses_in_a_row_not_over_the_whole_run(
+    dispatched_env: Env,
+) -> None:
+    """The first message of every step is lost: five lease expiries against a budget of one.
+
+    Each recovery republishes the step and its result is progress, so the run finishes; a run
+    that made no progress between two losses would still fail (tested in the simulator zoo).
+    """
+    env = dispatched_env
+    engine = env.engine
+    queue = engine.queue
+    lost: set[str] = set()
+    enqueue_step = queue.enqueue_step
+
+    async def lose_first_message(run_id: str, step_id: str, attempt: int) -> None:
+        if step_id not in lost:
+            lost.add(step_id)
+            return
+        await enqueue_step(run_id, step_id, attempt)
+
+    queue.enqueue_step = lose_first_message  # type: ignore[method-assign]
+    run_id = await env.start(five_remote_steps, 1)
+    for _ in range(20):
+        await env.settle()
+        run = await env.storage.get_run(run_id)
+        if run.status.is_terminal:
+            break
+        env.clock.advance(engine.options.lease_ttl.total_seconds() + 1)
+        await engine.recover_expired()
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert await get_workflow_result(run_id, storage=env.storage) == 32
+    events = await get_workflow_events(run_id, storage=env.storage)
+    interruptions = [e for e in events if e.type is EventType.WORKFLOW_INTERRUPTED]
+    assert len(interruptions) == 5
+    assert {e.data["recovery_attempt"] for e in interruptions} == {1}
+    assert run.recovery_attempts == 0
