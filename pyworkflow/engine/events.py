@@ -22,8 +22,7 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -95,22 +94,108 @@ def completion_key(event_type: EventType, data: dict[str, Any]) -> str | None:
     return None
 
 
-@dataclass(slots=True)
+_new = object.__new__
+
+
 class Event:
-    """One entry of a run's log. ``sequence`` is 1-based and contiguous within a run."""
+    """One entry of a run's log. ``sequence`` is 1-based and contiguous within a run.
+
+    A plain class with slots rather than a dataclass: a cold replay builds one per stored event,
+    and ``restore`` builds them without running ``__init__``, converting the timestamp to a
+    ``datetime`` or formatting ``event_id`` only when someone reads them (replay reads neither).
+    """
+
+    __slots__ = ("run_id", "type", "data", "sequence", "_timestamp", "_micros", "_event_id")
 
     run_id: str
     type: EventType
-    data: dict[str, Any] = field(default_factory=dict)
-    timestamp: datetime | None = None
-    sequence: int = 0
-    event_id: str = ""
+    data: dict[str, Any]
+    sequence: int
 
-    def __post_init__(self) -> None:
-        if self.type.__class__ is not EventType:
-            self.type = EventType(self.type)
-        if not self.event_id and self.sequence:
-            self.event_id = f"{self.run_id}:{self.sequence}"
+    def __init__(
+        self,
+        run_id: str,
+        type: EventType | str,  # noqa: A002 - the public field name
+        data: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        sequence: int = 0,
+        event_id: str = "",
+    ) -> None:
+        self.run_id = run_id
+        self.type = type if type.__class__ is EventType else EventType(type)
+        self.data = {} if data is None else data
+        self.sequence = sequence
+        self._timestamp = timestamp
+        self._micros: int | None = None
+        self._event_id = event_id
+
+    @classmethod
+    def restore(
+        cls,
+        run_id: str,
+        type: EventType,
+        data: dict[str, Any],
+        micros: int,
+        sequence: int,  # noqa: A002
+    ) -> Event:
+        """An event read back from storage: its timestamp given in microseconds since the epoch."""
+        event: Event = _new(cls)
+        event.run_id = run_id
+        event.type = type
+        event.data = data
+        event.sequence = sequence
+        event._timestamp = None
+        event._micros = micros
+        event._event_id = ""
+        return event
+
+    @property
+    def timestamp(self) -> datetime | None:
+        value = self._timestamp
+        if value is None and self._micros is not None:
+            # Exact below 2**53 microseconds (until year 2255): the division is correctly rounded
+            # and fromtimestamp rounds back to the nearest microsecond.
+            value = self._timestamp = datetime.fromtimestamp(self._micros / 1_000_000, UTC)
+        return value
+
+    @timestamp.setter
+    def timestamp(self, value: datetime | None) -> None:
+        self._timestamp, self._micros = value, None
+
+    def epoch_seconds(self) -> float:
+        """The timestamp as seconds since the epoch (the workflow loop's clock)."""
+        if self._micros is not None:
+            return self._micros / 1_000_000
+        assert self._timestamp is not None, "an event without a timestamp"
+        return self._timestamp.timestamp()
+
+    @property
+    def event_id(self) -> str:
+        if not self._event_id and self.sequence:
+            return f"{self.run_id}:{self.sequence}"
+        return self._event_id
+
+    @event_id.setter
+    def event_id(self, value: str) -> None:
+        self._event_id = value
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.run_id, self.type, self.data, self.timestamp, self.sequence, self.event_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    # Mutable, so unhashable, like the dataclass it replaced.
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(run_id={self.run_id!r}, type={self.type!r}, data={self.data!r},"
+            f" timestamp={self.timestamp!r}, sequence={self.sequence!r},"
+            f" event_id={self.event_id!r})"
+        )
 
     @property
     def command_id(self) -> str | None:

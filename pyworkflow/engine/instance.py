@@ -99,8 +99,7 @@ def _user_location() -> str | None:
 
 
 def _ts(event: Event) -> float:
-    assert event.timestamp is not None
-    return event.timestamp.timestamp()
+    return event.epoch_seconds()
 
 
 class WorkflowInstance:

@@ -658,9 +658,9 @@ class SQLiteStorageBackend(StorageBackend):
             sql, params = _SELECT_COMMAND_EVENTS, (run_id, after_sequence, command_id)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         # The hot loop of a cold replay: everything it calls is bound to a local first.
-        types, loads, from_ts, utc = _EVENT_TYPES, _loads, datetime.fromtimestamp, UTC
+        types, loads, restore = _EVENT_TYPES, _loads, Event.restore
         return [
-            Event(run_id, types[kind], loads(data), from_ts(micros / 1_000_000, utc), sequence)
+            restore(run_id, types[kind], loads(data), micros, sequence)
             for sequence, kind, micros, data in rows
         ]
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -256,8 +258,20 @@ def test_record_fields() -> None:
         "continued_to_run_id",
     ]
     assert set(promised) <= run_fields
-    event_fields = {f.name for f in dataclasses.fields(Event)}
-    assert {"event_id", "run_id", "type", "timestamp", "data", "sequence"} <= event_fields
+    promised_event = {"event_id", "run_id", "type", "timestamp", "data", "sequence"}
+    assert promised_event <= set(inspect.signature(Event).parameters)
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    event = Event(
+        event_id="r:1", run_id="r", type="step.started", timestamp=at, data={"a": 1}, sequence=1
+    )
+    assert {name: getattr(event, name) for name in promised_event} == {
+        "event_id": "r:1",
+        "run_id": "r",
+        "type": EventType.STEP_STARTED,
+        "timestamp": at,
+        "data": {"a": 1},
+        "sequence": 1,
+    }
 
 
 # -- configuration -------------------------------------------------------------------------------
