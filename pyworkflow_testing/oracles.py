@@ -43,7 +43,20 @@ def well_formed(run: WorkflowRun, events: list[Event]) -> list[str]:
     started: dict[str, datetime | None] = {}  # sleep / hook command id -> due time
     retry_at: dict[tuple[str, int], datetime | None] = {}
     terminal: Event | None = None
+    # Attempts started since the last workflow.interrupted: only a lost worker makes the engine
+    # record the same attempt again (an inline step re-run after the recovery).
+    attempts: set[tuple[str, int]] = set()
     for event in events:
+        if event.type is EventType.WORKFLOW_INTERRUPTED:
+            attempts.clear()
+        elif event.type is EventType.STEP_STARTED:
+            attempt = (event.data.get("command_id", ""), int(event.data.get("attempt", 1)))
+            if attempt in attempts:
+                problems.append(
+                    f"{attempt[0]} attempt {attempt[1]} started twice (second at event"
+                    f" {event.sequence}) with no lost worker in between"
+                )
+            attempts.add(attempt)
         if terminal is not None:
             problems.append(f"event {event.sequence} ({event.type.value}) after the terminal event")
         key = event.completion_key

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pyworkflow.core.exceptions import HookNotFoundError
+from pyworkflow.core.exceptions import HookNotFoundError, WorkflowError
 from pyworkflow.core.registry import (
     StepDefinition,
     list_steps,
     list_workflows,
     workflow_definition_of,
 )
-from pyworkflow.engine.events import Event
+from pyworkflow.engine.events import Event, EventType
 from pyworkflow.serialization import deserialize_exception, dumps, loads
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
@@ -86,8 +86,10 @@ class SimRun:
         if run.status is RunStatus.COMPLETED:
             return None if run.result is None else loads(run.result)
         if run.status is RunStatus.FAILED:
-            events = await self.events()
-            raise deserialize_exception(events[-1].data["exception"])
+            for event in reversed(await self.events()):
+                if event.type is EventType.WORKFLOW_FAILED:
+                    raise deserialize_exception(event.data["exception"])
+            raise WorkflowError(f"run {self.run_id} failed: {run.error}")  # no terminal event
         raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
 
     def __repr__(self) -> str:

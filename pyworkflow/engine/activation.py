@@ -317,6 +317,7 @@ class Engine:
                         f"workflow {inst.workflow_name!r} ran past its max_duration"
                         f" ({inst.run.max_duration})"
                     ),
+                    imposed=True,
                 )
             if inst.sequence + len(inst.buffer) > self.options.event_limit:
                 return await self._finish(
@@ -324,6 +325,7 @@ class Engine:
                     EventLimitExceededError(
                         f"run {inst.run_id} recorded more than {self.options.event_limit} events"
                     ),
+                    imposed=True,
                 )
             if not await self._take_action(act, now):
                 break
@@ -643,8 +645,14 @@ class Engine:
             await self.queue.enqueue_step(inst.run_id, step_id, attempt)
         return Outcome(inst.run_id, status)
 
-    async def _finish(self, act: _Activation, error: BaseException | None = None) -> Outcome:
-        """The workflow returned or raised (or hit a limit): record the terminal event."""
+    async def _finish(
+        self, act: _Activation, error: BaseException | None = None, *, imposed: bool = False
+    ) -> Outcome:
+        """The workflow returned or raised (or hit a limit): record the terminal event.
+
+        ``imposed``: the engine ends the run from outside its code (a limit), so replay must not
+        expect the code to end there; the event says so (``imposed: true``).
+        """
         inst = act.inst
         for task in act.running.values():
             task.cancel()
@@ -674,11 +682,14 @@ class Engine:
             return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
         exception_json = serialize_exception(error)
         message = str(error) or type(error).__name__
-        self._emit(
-            inst,
-            EventType.WORKFLOW_FAILED,
-            {"error": message, "error_type": error_type_name(error), "exception": exception_json},
-        )
+        data: dict[str, Any] = {
+            "error": message,
+            "error_type": error_type_name(error),
+            "exception": exception_json,
+        }
+        if imposed:
+            data["imposed"] = True
+        self._emit(inst, EventType.WORKFLOW_FAILED, data)
         await self._commit(
             inst, status=RunStatus.FAILED, error=message, completed=True, timer=None, lease=None
         )
@@ -810,6 +821,7 @@ class Engine:
                     "error": str(error),
                     "error_type": error_type_name(error),
                     "exception": serialize_exception(error),
+                    "imposed": True,  # by the recovery budget, not the code (see _finish)
                 },
                 timestamp=now,
             )

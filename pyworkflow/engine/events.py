@@ -8,6 +8,7 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 
 - ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text)
 - ``workflow.completed``: ``result``;  ``workflow.failed``: ``error``, ``error_type``, ``exception``
+  (and ``imposed: true`` when the engine ended the run from outside its code, e.g. max_duration)
 - ``step.started``: ``command_id``, ``step_name``, ``attempt`` (and ``args``/``kwargs`` when the
   step is dispatched to a queue)
 - ``step.completed``: ``command_id``, ``step_name``, ``attempt``, ``result``

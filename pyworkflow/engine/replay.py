@@ -14,7 +14,7 @@ from pyworkflow.core.exceptions import NonDeterminismError
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
-from pyworkflow.serialization import dumps, loads
+from pyworkflow.serialization import deserialize_exception, dumps, loads
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 
@@ -55,6 +55,10 @@ def _check_ending(inst: WorkflowInstance) -> Any:
     if terminal is None:
         return None  # the history ends while the run is still going: nothing more to compare
     if not main.done():
+        if terminal.type is EventType.WORKFLOW_FAILED and terminal.data.get("imposed"):
+            # The engine ended the run (max_duration, the event limit, the recovery budget):
+            # the code was waiting when it happened, as it is now.
+            raise deserialize_exception(terminal.data["exception"])
         _diverged(inst, f"the history ends with {terminal.type.value}", "the code is still waiting")
     if terminal.type is EventType.WORKFLOW_COMPLETED:
         if main.cancelled() or main.exception() is not None:

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 
 from examples.onboarding import onboarding
-from pyworkflow import RetryableError, hook, sleep, step, workflow
+from pyworkflow import Event, EventType, RetryableError, WorkflowRun, hook, sleep, step, workflow
 from pyworkflow_testing import Faults, Simulation, SimulationFailure
+from pyworkflow_testing.oracles import well_formed
 
 
 async def run_onboarding(sim: Simulation, answer: bool) -> object:
@@ -201,3 +202,27 @@ async def test_user_code_sees_virtual_time() -> None:
     # outside the simulation the real clocks are back
     assert abs(time_module.time() - datetime.now().timestamp()) < 60
     assert datetime is dt_module.datetime and time_module.time.__module__ == "time"
+
+
+def test_well_formed_flags_an_attempt_started_twice_without_a_lost_worker() -> None:
+    at = datetime(2026, 1, 1, tzinfo=dt_module.UTC)
+
+    def log(*middle: tuple[EventType, dict]) -> list[Event]:
+        kinds = [(EventType.WORKFLOW_STARTED, {"args": "[]", "kwargs": "{}"}), *middle]
+        return [
+            Event("r", kind, data, timestamp=at, sequence=n)
+            for n, (kind, data) in enumerate(kinds, 1)
+        ]
+
+    started = (EventType.STEP_STARTED, {"command_id": "step:a:1", "step_name": "a", "attempt": 1})
+    lost = (EventType.WORKFLOW_INTERRUPTED, {"recovery_attempt": 1})
+    twice = log(started, started)
+    again_after_loss = log(started, lost, started)
+
+    def row(events: list[Event]) -> WorkflowRun:
+        return WorkflowRun(run_id="r", workflow_name="w", last_sequence=len(events))
+
+    assert well_formed(row(twice), twice) == [
+        "step:a:1 attempt 1 started twice (second at event 3) with no lost worker in between"
+    ]
+    assert well_formed(row(again_after_loss), again_after_loss) == []

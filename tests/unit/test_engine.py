@@ -423,6 +423,11 @@ async def test_max_duration_is_enforced(env: Env) -> None:
     assert run.status is RunStatus.FAILED
     with pytest.raises(WorkflowTimeoutError, match="max_duration"):
         await get_workflow_result(run_id, storage=env.storage)
+    # The engine ended the run while the code slept: replaying the history is not a divergence.
+    events = await get_workflow_events(run_id, storage=env.storage)
+    assert events[-1].data["imposed"] is True
+    with pytest.raises(WorkflowTimeoutError, match="max_duration"):
+        await replay_history(too_long, events)
 
 
 async def test_event_limit_fails_the_run(env: Env) -> None:
