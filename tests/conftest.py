@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +15,10 @@ import pytest
 from pyworkflow import api
 from pyworkflow.config import reset_config
 from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import RunStatus
+from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from tests import servers
 
 
@@ -91,22 +96,59 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture
-async def env(clock: ManualClock) -> AsyncIterator[Env]:
-    runtime = LocalRuntime(clock=clock, poll_interval=3600)
-    storage = InMemoryStorageBackend()
+# The storage under ``env`` and ``dispatched_env``: memory by default; ``scripts/test`` runs the
+# engine's tests again with PYWORKFLOW_TEST_STORAGE=sqlite|postgres|redis (real servers).
+TEST_STORAGE = os.environ.get("PYWORKFLOW_TEST_STORAGE", "memory")
+
+
+def namespace_for(path: Path) -> str:
+    """A short name unique to one test's ``tmp_path``: a PostgreSQL schema or a Redis prefix."""
+    return "t_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+
+
+def make_test_storage(kind: str, request: pytest.FixtureRequest, path: Path) -> StorageBackend:
+    if kind == "memory":
+        return InMemoryStorageBackend()
+    if kind == "sqlite":
+        return SQLiteStorageBackend(path / "pyworkflow.db")
+    if kind == "postgres":
+        from pyworkflow.storage.postgres import PostgresStorageBackend
+
+        server = request.getfixturevalue("postgres_server")
+        return PostgresStorageBackend(server.dsn, schema=namespace_for(path))
+    if kind == "redis":
+        from pyworkflow.storage.redis import RedisStorageBackend
+
+        server = request.getfixturevalue("redis_server")
+        return RedisStorageBackend(server.url, prefix=namespace_for(path))
+    raise ValueError(f"PYWORKFLOW_TEST_STORAGE={kind!r}: use memory, sqlite, postgres or redis")
+
+
+async def _env(
+    request: pytest.FixtureRequest, path: Path, clock: ManualClock, dispatch: bool
+) -> AsyncIterator[Env]:
+    runtime = LocalRuntime(clock=clock, poll_interval=3600, dispatch_steps=dispatch)
+    storage = make_test_storage(TEST_STORAGE, request, path)
     api.set_runtime("local", runtime)
     yield Env(runtime, storage, clock)
     await runtime.shutdown()
+    await storage.close()
 
 
 @pytest.fixture
-async def dispatched_env(clock: ManualClock) -> AsyncIterator[Env]:
-    runtime = LocalRuntime(clock=clock, poll_interval=3600, dispatch_steps=True)
-    storage = InMemoryStorageBackend()
-    api.set_runtime("local", runtime)
-    yield Env(runtime, storage, clock)
-    await runtime.shutdown()
+async def env(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Env]:
+    async for value in _env(request, tmp_path / "env", clock, dispatch=False):
+        yield value
+
+
+@pytest.fixture
+async def dispatched_env(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[Env]:
+    async for value in _env(request, tmp_path / "dispatched_env", clock, dispatch=True):
+        yield value
 
 
 def event_types(events: list[Any]) -> list[str]:
