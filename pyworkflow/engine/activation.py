@@ -757,6 +757,12 @@ class Engine:
                 )
             )
         except RunFinishedError:
+            # A concurrent receipt may have won and its activation finished the run first.
+            fresh = await self.storage.get_hook(run_id, hook_id)
+            if fresh is not None and fresh.status is HookStatus.RECEIVED:
+                raise HookAlreadyReceivedError(
+                    f"hook {hook.name!r} already has its payload"
+                ) from None
             raise HookNotFoundError(f"run {run_id} has already finished") from None
         except DuplicateCompletionError:
             fresh = await self.storage.get_hook(run_id, hook_id)

@@ -3,7 +3,7 @@
 This is the one place that picks a storage implementation by name. A config is a dict with a
 ``type`` (``memory``, ``file``, ``sqlite``, ``postgres`` or ``redis``) and that backend's settings
 (``base_path``/``path``, ``db_path``/``path``, ``dsn`` or ``host``/``port``/``user``/``password``/
-``database``, ``url``), or just a ``url``:
+``database``, ``url``; Redis also takes a key ``prefix``), or just a ``url``:
 
     memory://                          in-process memory
     file://pyworkflow_data             JSON files under a directory (``file:///abs/dir``)
@@ -19,7 +19,6 @@ This module must never import the engine or a runtime, or connect to anything.
 from __future__ import annotations
 
 import importlib
-import re
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -28,6 +27,7 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
+from pyworkflow.utils.urls import shown_url
 
 DEFAULT_FILE_PATH = "./pyworkflow_data"
 DEFAULT_SQLITE_PATH = "./pyworkflow_data/pyworkflow.db"
@@ -50,7 +50,17 @@ _URL_SCHEMES = {
     "redis": "redis",
     "rediss": "redis",
 }
-_POSTGRES_SETTINGS = ("host", "port", "user", "password", "database")
+_POSTGRES_SETTINGS = (
+    "host",
+    "port",
+    "user",
+    "password",
+    "database",
+    "schema",
+    "pgbouncer",
+    "min_size",
+    "max_size",
+)
 
 
 def config_to_storage(config: dict[str, Any]) -> StorageBackend:
@@ -69,7 +79,7 @@ def config_to_storage(config: dict[str, Any]) -> StorageBackend:
         url_kind, from_url = _parse_url(str(url))
         if kind is not None and kind != url_kind:
             raise ConfigurationError(
-                f"storage type {config['type']!r} does not match the URL {_redact(str(url))}"
+                f"storage type {config['type']!r} does not match the URL {shown_url(str(url))}"
             )
         kind, settings = url_kind, {**from_url, **settings}
     if kind is None:
@@ -122,6 +132,11 @@ def _postgres(settings: dict[str, Any]) -> StorageBackend:
     options = {name: settings[name] for name in _POSTGRES_SETTINGS if name in settings}
     if "port" in options:
         options["port"] = _port(options["port"])
+    for name in ("min_size", "max_size"):
+        if name in options:
+            options[name] = _integer(name, options[name])
+    if "pgbouncer" in options:
+        options["pgbouncer"] = str(options["pgbouncer"]).lower() in ("1", "true", "yes", "on")
     if settings.get("dsn"):
         options["dsn"] = settings["dsn"]
     return backend(**options)
@@ -133,14 +148,15 @@ def _redis(settings: dict[str, Any]) -> StorageBackend:
         "RedisStorageBackend",
         "Redis storage needs the 'redis' extra: pip install 'pyworkflow-engine[redis]'",
     )
+    options = {"prefix": str(settings["prefix"])} if settings.get("prefix") else {}
     if "redis_url" in settings:
-        return backend(url=settings["redis_url"])
+        return backend(url=settings["redis_url"], **options)
     if "host" not in settings:
-        return backend()
+        return backend(**options)
     password = f":{settings['password']}@" if settings.get("password") else ""
     port = _port(settings.get("port", 6379))
     database = settings.get("db", settings.get("database", 0))
-    return backend(url=f"redis://{password}{settings['host']}:{port}/{database}")
+    return backend(url=f"redis://{password}{settings['host']}:{port}/{database}", **options)
 
 
 _BUILDERS = {
@@ -160,10 +176,14 @@ def _optional_backend(module: str, name: str, missing: str) -> Any:
 
 
 def _port(value: Any) -> int:
+    return _integer("port", value)
+
+
+def _integer(name: str, value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"storage port must be a number, got {value!r}") from None
+        raise ConfigurationError(f"storage {name} must be a number, got {value!r}") from None
 
 
 # -- URLs ---------------------------------------------------------------------------------------
@@ -175,7 +195,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     kind = _URL_SCHEMES.get(scheme.lower()) if separator else None
     if kind is None:
         raise ConfigurationError(
-            f"malformed storage URL {_redact(url)}: expected memory://, file://, sqlite:///,"
+            f"malformed storage URL {shown_url(url)}: expected memory://, file://, sqlite:///,"
             " postgresql:// or redis://"
         )
     if kind == "memory":
@@ -185,7 +205,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     if kind == "sqlite":
         if rest and not rest.startswith("/"):
             raise ConfigurationError(
-                f"malformed SQLite URL {_redact(url)}: use sqlite:///relative/path.db"
+                f"malformed SQLite URL {shown_url(url)}: use sqlite:///relative/path.db"
                 " or sqlite:////absolute/path.db"
             )
         return kind, {"db_path": rest[1:] or ":memory:"}
@@ -193,7 +213,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     try:
         parts.port  # noqa: B018 - parsing the port validates it
     except ValueError:
-        raise ConfigurationError(f"malformed storage URL {_redact(url)}: bad port") from None
+        raise ConfigurationError(f"malformed storage URL {shown_url(url)}: bad port") from None
     if kind == "postgres":
         return kind, {"dsn": url}
     return kind, {"redis_url": url}
@@ -203,13 +223,7 @@ def _split(url: str) -> SplitResult:
     try:
         return urlsplit(url)
     except ValueError:
-        raise ConfigurationError(f"malformed storage URL {_redact(url)}") from None
-
-
-def _redact(url: str) -> str:
-    """``url`` for an error message, with any password replaced by ``***``."""
-    redacted = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
-    return repr(re.sub(r"(?i)(password=)[^\s&]*", r"\1***", redacted))
+        raise ConfigurationError(f"malformed storage URL {shown_url(url)}") from None
 
 
 __all__ = ["DEFAULT_FILE_PATH", "DEFAULT_SQLITE_PATH", "config_to_storage", "storage_to_config"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib.util
 import json
 import os
 import random
@@ -835,6 +834,54 @@ async def test_two_backends_on_one_store_see_each_other(durable: Backends) -> No
     assert not await b.acquire_lease("run-1", "b", at(30), now=at(1))
 
 
+async def test_races_between_backends_on_one_store_have_one_winner(durable: Backends) -> None:
+    """The races of the engine, run by several backend objects at once (separate connections,
+    as separate processes would hold them): each contested write has exactly one winner."""
+    racers = [durable.open() for _ in range(4)]
+    await with_hook(racers[0])
+    for i in range(10):
+        await new_run(racers[0], f"timer-{i}")
+        await racers[0].schedule_timer(f"timer-{i}", at(i))
+
+    appends = await asyncio.gather(
+        *(
+            racers[i % 4].commit(
+                Commit("run-1", [step_started("run-1", f"s{i}")], expected_sequence=1, now=at(i))
+            )
+            for i in range(12)
+        ),
+        return_exceptions=True,
+    )
+    assert appends.count(2) == 1
+    assert all(isinstance(r, SequenceConflictError) for r in appends if r != 2)
+
+    receipts = await asyncio.gather(
+        *(racers[i % 4].commit(hook_received("run-1", payload=str(i))) for i in range(12)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, int) for r in receipts) == 1
+    assert all(isinstance(r, HookAlreadyReceivedError) for r in receipts if not isinstance(r, int))
+
+    starts = await asyncio.gather(
+        *(
+            racers[i % 4].create_run(a_run(f"new-{i}", idempotency_key="k"), [started(f"new-{i}")])
+            for i in range(12)
+        )
+    )
+    assert sum(created for _, created in starts) == 1
+    assert len({run.run_id for run, _ in starts}) == 1
+
+    claims = await asyncio.gather(
+        *(racers[i % 4].claim_due_timers(at(20), limit=3) for i in range(100))
+    )
+    claimed = sorted(timer.run_id for batch in claims for timer in batch)
+    assert claimed == sorted(f"timer-{i}" for i in range(10))
+
+    events = await racers[3].get_events("run-1")
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert [e.type for e in events[1:]] == [EventType.STEP_STARTED, EventType.HOOK_RECEIVED]
+
+
 _WORKER = """
 import asyncio, sys
 from pyworkflow.engine.events import Event, EventType
@@ -1080,26 +1127,43 @@ def test_bad_config_is_a_configuration_error(config: dict[str, Any], message: st
 
 
 @pytest.mark.parametrize(
-    ("url", "module", "extra"),
+    ("url", "module", "driver", "extra"),
     [
-        ("postgresql://u:hunter2@localhost/db", "pyworkflow.storage.postgres", "postgres"),
-        ("redis://:hunter2@localhost:6379/0", "pyworkflow.storage.redis", "redis"),
+        (
+            "postgresql://u:hunter2@localhost/db",
+            "pyworkflow.storage.postgres",
+            "asyncpg",
+            "postgres",
+        ),
+        ("redis://:hunter2@localhost:6379/0", "pyworkflow.storage.redis", "redis", "redis"),
     ],
 )
-def test_server_backends_need_their_extra(url: str, module: str, extra: str) -> None:
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} exists")
+def test_server_backends_without_their_driver_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, driver: str, extra: str
+) -> None:
+    # As if the extra were not installed: importing the driver fails.
+    for name in list(sys.modules):
+        if name in (module, driver) or name.startswith(driver + "."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, driver, None)
     with pytest.raises(ConfigurationError, match=f"'{extra}' extra") as error:
         config_to_storage({"url": url})
     assert "hunter2" not in str(error.value)
 
 
-def test_server_backends_are_imported_lazily() -> None:
+def test_server_backends_are_imported_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     import pyworkflow.storage as storage
 
-    if importlib.util.find_spec("pyworkflow.storage.postgres") is not None:
-        pytest.skip("pyworkflow.storage.postgres exists")
-    with pytest.raises(ImportError, match="PostgresStorageBackend is not available"):
+    monkeypatch.delitem(sys.modules, "pyworkflow.storage.postgres", raising=False)
+    monkeypatch.delattr(storage, "PostgresStorageBackend", raising=False)
+    assert "PostgresStorageBackend" not in vars(storage)
+    from pyworkflow.storage.postgres import PostgresStorageBackend
+
+    assert storage.PostgresStorageBackend is PostgresStorageBackend  # the access imports it
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    monkeypatch.delitem(sys.modules, "pyworkflow.storage.postgres")
+    monkeypatch.delattr(storage, "PostgresStorageBackend")
+    with pytest.raises(ImportError, match="'postgres' extra"):
         storage.PostgresStorageBackend  # noqa: B018 - the access is the test
     with pytest.raises(AttributeError):
         storage.NoSuchBackend  # noqa: B018

@@ -1,0 +1,585 @@
+"""The SQL layer of the SQLite and PostgreSQL backends: one schema, one set of statement texts, and
+the one place that maps records to rows and rows back to records.
+
+Statement texts are written once, with ``?`` placeholders and ``{runs}``-style table names, and a
+``Dialect`` renders them for a backend: SQLite keeps ``?`` and bare table names; PostgreSQL numbers
+the placeholders ``$1, $2, …`` and qualifies every table with its schema, so no statement depends
+on the session's ``search_path`` (which keeps it usable behind pgbouncer's transaction pooling).
+A template can also be rendered with expressions in place of its placeholders: that is how
+PostgreSQL's commit function (a PL/pgSQL body) runs the very statements SQLite's commit runs.
+
+Values are stored the same way by both: times as integer microseconds since the Unix epoch (exact,
+compact and ordered; they come back as aware UTC datetimes), event ``data``, run ``context`` and
+hook ``metadata`` as compact JSON text. A row is any sequence of column values (an ``sqlite3`` row
+tuple or an ``asyncpg.Record``), in the column order of the statement that read it.
+
+This module must never import a database driver, the engine (only its event model) or a runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.serialization.jsontext import dump_text
+from pyworkflow.storage.base import decode_run_cursor, encode_run_cursor
+from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
+
+Row = Sequence[Any]
+Params = tuple[Any, ...]
+
+# -- values -------------------------------------------------------------------------------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+dumps: Callable[[Any], str] = dump_text
+# Event data is written by the engine (str keys, strings, small ints, bools): orjson reads it.
+loads: Callable[[str | bytes], Any] = orjson.loads
+_EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
+
+
+def micros(value: datetime) -> int:
+    """Microseconds since the epoch; naive datetimes are rejected (storage keeps UTC)."""
+    if value.tzinfo is None:
+        raise ValueError(f"storage needs aware datetimes (UTC), got naive {value.isoformat()}")
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_or_none(value: datetime | None) -> int | None:
+    return micros(value) if value is not None else None
+
+
+def time_of(value: int) -> datetime:
+    """The aware UTC datetime of a microsecond count (the inverse of ``micros``)."""
+    # Exact for every microsecond count below 2**53 (until year 2255): the float division is
+    # correctly rounded and fromtimestamp rounds back to the nearest microsecond.
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def time_or_none(value: int | None) -> datetime | None:
+    return EPOCH + timedelta(microseconds=value) if value is not None else None
+
+
+# -- records <-> rows ---------------------------------------------------------------------------
+
+RUN_COLUMNS = (
+    "run_id, workflow_name, status, created_at, updated_at, started_at, completed_at,"
+    " input_args, input_kwargs, result, error, idempotency_key, max_duration, context,"
+    " recovery_attempts, max_recovery_attempts, recover_on_worker_loss, parent_run_id,"
+    " nesting_depth, continued_from_run_id, continued_to_run_id, last_sequence, lease_owner,"
+    " lease_expires_at"
+)
+HOOK_COLUMNS = (
+    "run_id, hook_id, name, token, command_id, status, created_at, expires_at, received_at,"
+    " payload, schema_path, metadata"
+)
+EVENT_COLUMNS = "run_id, sequence, type, timestamp, data, command_id, completion_key"
+
+
+def run_params(run: WorkflowRun) -> Params:
+    """The ``RUN_COLUMNS`` values of a stored run (``created_at``/``updated_at`` are set)."""
+    assert run.created_at is not None and run.updated_at is not None
+    return (
+        run.run_id,
+        run.workflow_name,
+        run.status.value,
+        micros(run.created_at),
+        micros(run.updated_at),
+        micros_or_none(run.started_at),
+        micros_or_none(run.completed_at),
+        run.input_args,
+        run.input_kwargs,
+        run.result,
+        run.error,
+        run.idempotency_key,
+        run.max_duration,
+        dumps(run.context),
+        run.recovery_attempts,
+        run.max_recovery_attempts,
+        run.recover_on_worker_loss,
+        run.parent_run_id,
+        run.nesting_depth,
+        run.continued_from_run_id,
+        run.continued_to_run_id,
+        run.last_sequence,
+        run.lease_owner,
+        micros_or_none(run.lease_expires_at),
+    )
+
+
+def run_from_row(row: Row) -> WorkflowRun:
+    return WorkflowRun(
+        run_id=row[0],
+        workflow_name=row[1],
+        status=RunStatus(row[2]),
+        created_at=time_of(row[3]),
+        updated_at=time_of(row[4]),
+        started_at=time_or_none(row[5]),
+        completed_at=time_or_none(row[6]),
+        input_args=row[7],
+        input_kwargs=row[8],
+        result=row[9],
+        error=row[10],
+        idempotency_key=row[11],
+        max_duration=row[12],
+        context=loads(row[13]),
+        recovery_attempts=row[14],
+        max_recovery_attempts=row[15],
+        recover_on_worker_loss=bool(row[16]),
+        parent_run_id=row[17],
+        nesting_depth=row[18],
+        continued_from_run_id=row[19],
+        continued_to_run_id=row[20],
+        last_sequence=row[21],
+        lease_owner=row[22],
+        lease_expires_at=time_or_none(row[23]),
+    )
+
+
+def hook_params(run_id: str, hook: Hook) -> Params:
+    """The ``HOOK_COLUMNS`` values of ``hook`` stored under ``run_id``."""
+    return (
+        run_id,
+        hook.hook_id,
+        hook.name,
+        hook.token,
+        hook.command_id,
+        hook.status.value,
+        micros_or_none(hook.created_at),
+        micros_or_none(hook.expires_at),
+        micros_or_none(hook.received_at),
+        hook.payload,
+        hook.schema_path,
+        dumps(hook.metadata),
+    )
+
+
+def hook_from_row(row: Row) -> Hook:
+    return Hook(
+        run_id=row[0],
+        hook_id=row[1],
+        name=row[2],
+        token=row[3],
+        command_id=row[4],
+        status=HookStatus(row[5]),
+        created_at=time_or_none(row[6]),
+        expires_at=time_or_none(row[7]),
+        received_at=time_or_none(row[8]),
+        payload=row[9],
+        schema_path=row[10],
+        metadata=loads(row[11]),
+    )
+
+
+def event_rows(run_id: str, events: list[Event], now: datetime) -> list[Params]:
+    """The ``EVENT_COLUMNS`` values of numbered events; an event without a time gets ``now``."""
+    return [
+        (
+            run_id,
+            event.sequence,
+            event.type.value,
+            micros(event.timestamp or now),
+            dumps(event.data),
+            event.command_id,
+            event.completion_key,
+        )
+        for event in events
+    ]
+
+
+def events_from_rows(run_id: str, rows: Sequence[Row]) -> list[Event]:
+    """Events of ``run_id`` from ``(sequence, type, timestamp, data)`` rows."""
+    # The hot loop of a cold replay: everything it calls is bound to a local first.
+    types, load, restore = _EVENT_TYPES, loads, Event.restore
+    return [
+        restore(run_id, types[kind], load(data), stamp, sequence)
+        for sequence, kind, stamp, data in rows
+    ]
+
+
+def runs_page(rows: Sequence[Row], limit: int) -> tuple[list[WorkflowRun], str | None]:
+    """A ``list_runs`` page from up to ``limit + 1`` rows: the runs and the next cursor."""
+    page = [run_from_row(row) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return page, None
+    last = page[-1]
+    assert last.created_at is not None
+    return page, encode_run_cursor(last.created_at, last.run_id)
+
+
+# -- dialects -----------------------------------------------------------------------------------
+
+TABLES = ("runs", "events", "timers", "hooks", "checkpoints", "schema_version")
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database spells the shared templates: table names, placeholders, column types."""
+
+    table_prefix: str  # put before every table name: "" or a quoted schema and a dot
+    numbered: bool  # placeholders are $1, $2, … (PostgreSQL) rather than ? (SQLite)
+    id_type: str  # identifiers (run ids, hook ids): ordered by code point, as Python orders str
+    int_type: str  # times in microseconds and sequence numbers
+    bool_type: str
+    without_rowid: str  # the clause of tables keyed by their primary key alone
+
+    def render(self, template: str, args: Sequence[str] | None = None) -> str:
+        """``template`` with tables named and placeholders numbered, or replaced by ``args``."""
+        text = template.format(
+            **{name: self.table_prefix + name for name in TABLES},
+            id=self.id_type,
+            int=self.int_type,
+            bool=self.bool_type,
+            without_rowid=self.without_rowid,
+        )
+        if args is not None:
+            if len(args) != text.count("?"):
+                raise ValueError(f"{len(args)} arguments for the placeholders of {template!r}")
+            values = iter(args)
+            text = _PLACEHOLDER.sub(lambda _: next(values), text)
+        elif self.numbered:
+            count = iter(range(1, 1000))
+            text = _PLACEHOLDER.sub(lambda _: f"${next(count)}", text)
+        return text
+
+
+SQLITE = Dialect(
+    table_prefix="",
+    numbered=False,
+    id_type="TEXT",
+    int_type="INTEGER",
+    bool_type="INTEGER",
+    without_rowid=" WITHOUT ROWID",
+)
+
+
+def postgres_dialect(schema: str) -> Dialect:
+    """PostgreSQL with every table in ``schema`` (a quoted identifier: see ``quote_identifier``)."""
+    return Dialect(
+        table_prefix=f"{quote_identifier(schema)}.",
+        numbered=True,
+        id_type='TEXT COLLATE "C"',
+        int_type="BIGINT",
+        bool_type="BOOLEAN",
+        without_rowid="",
+    )
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (a name can never become SQL)."""
+    if not name or "\x00" in name or len(name.encode()) > 63:
+        raise ConfigurationError(
+            f"a schema name must be 1 to 63 bytes without NUL characters, got {name!r}"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+SCHEMA_1 = (
+    """CREATE TABLE {runs} (
+        run_id {id} PRIMARY KEY,
+        workflow_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at {int} NOT NULL,
+        updated_at {int} NOT NULL,
+        started_at {int},
+        completed_at {int},
+        input_args TEXT NOT NULL,
+        input_kwargs TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        idempotency_key TEXT,
+        max_duration TEXT,
+        context TEXT NOT NULL,
+        recovery_attempts INTEGER NOT NULL,
+        max_recovery_attempts INTEGER NOT NULL,
+        recover_on_worker_loss {bool} NOT NULL,
+        parent_run_id {id},
+        nesting_depth INTEGER NOT NULL,
+        continued_from_run_id {id},
+        continued_to_run_id {id},
+        last_sequence {int} NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at {int}
+    )""",
+    "CREATE UNIQUE INDEX runs_idempotency_key ON {runs} (idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX runs_created ON {runs} (created_at, run_id)",
+    "CREATE INDEX runs_status ON {runs} (status, created_at, run_id)",
+    "CREATE INDEX runs_workflow_name ON {runs} (workflow_name, created_at, run_id)",
+    "CREATE INDEX runs_parent ON {runs} (parent_run_id) WHERE parent_run_id IS NOT NULL",
+    """CREATE TABLE {events} (
+        run_id {id} NOT NULL,
+        sequence {int} NOT NULL,
+        type TEXT NOT NULL,
+        timestamp {int} NOT NULL,
+        data TEXT NOT NULL,
+        command_id TEXT,
+        completion_key TEXT,
+        PRIMARY KEY (run_id, sequence)
+    ){without_rowid}""",
+    "CREATE UNIQUE INDEX events_completion_key ON {events} (run_id, completion_key)"
+    " WHERE completion_key IS NOT NULL",
+    "CREATE INDEX events_command_id ON {events} (run_id, command_id)"
+    " WHERE command_id IS NOT NULL",
+    """CREATE TABLE {timers} (
+        run_id {id} PRIMARY KEY,
+        fire_at {int} NOT NULL,
+        claimed_until {int}
+    ){without_rowid}""",
+    "CREATE INDEX timers_fire_at ON {timers} (fire_at)",
+    """CREATE TABLE {hooks} (
+        run_id {id} NOT NULL,
+        hook_id {id} NOT NULL,
+        name TEXT NOT NULL,
+        token TEXT NOT NULL,
+        command_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at {int},
+        expires_at {int},
+        received_at {int},
+        payload TEXT,
+        schema_path TEXT,
+        metadata TEXT NOT NULL,
+        PRIMARY KEY (run_id, hook_id)
+    )""",
+    "CREATE INDEX hooks_status ON {hooks} (status)",
+    """CREATE TABLE {checkpoints} (
+        run_id {id} NOT NULL,
+        step_id {id} NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+    ){without_rowid}""",
+)
+# The unique index whose violation means "this completion is already recorded".
+COMPLETION_KEY_INDEX = "events_completion_key"
+
+
+def newer_schema_error(database: str, version: int, known: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"the {database} database has schema version {version}, newer than this PyWorkflow"
+        f" understands ({known}): upgrade pyworkflow-engine"
+    )
+
+
+# -- statements ---------------------------------------------------------------------------------
+
+LEASABLE = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+
+# Templates (rendered by a ``Dialect``). Placeholders are bound in the order they appear.
+T_CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS {schema_version} (version INTEGER NOT NULL)"
+T_SELECT_VERSION = "SELECT version FROM {schema_version}"
+T_INSERT_VERSION = "INSERT INTO {schema_version} (version) VALUES (?)"
+T_UPDATE_VERSION = "UPDATE {schema_version} SET version = ?"
+
+T_INSERT_RUN = f"INSERT INTO {{runs}} ({RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})"
+T_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE run_id = ?"
+T_SELECT_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE idempotency_key = ?"
+T_SELECT_HEAD = "SELECT last_sequence, status FROM {runs} WHERE run_id = ?"
+# What a commit changes on the run row (see ``Commit``): the fields it sets, the time, the head.
+T_UPDATE_RUN_FIELDS = (
+    "UPDATE {runs} SET status = COALESCE(?, status), result = COALESCE(?, result),"
+    " error = COALESCE(?, error), started_at = COALESCE(?, started_at),"
+    " completed_at = COALESCE(?, completed_at),"
+    " recovery_attempts = COALESCE(?, recovery_attempts), updated_at = ?, last_sequence = ?"
+)
+T_UPDATE_RUN = T_UPDATE_RUN_FIELDS + " WHERE run_id = ?"
+T_UPDATE_RUN_AND_LEASE = (
+    T_UPDATE_RUN_FIELDS + ", lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
+)
+
+T_INSERT_EVENT = f"INSERT INTO {{events}} ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+T_SELECT_EVENTS = (
+    "SELECT sequence, type, timestamp, data FROM {events}"
+    " WHERE run_id = ? AND sequence > ? ORDER BY sequence"
+)
+T_SELECT_COMMAND_EVENTS = (
+    "SELECT sequence, type, timestamp, data FROM {events}"
+    " WHERE run_id = ? AND sequence > ? AND command_id = ? ORDER BY sequence"
+)
+
+T_SET_TIMER = (
+    "INSERT INTO {timers} (run_id, fire_at, claimed_until) VALUES (?, ?, NULL)"
+    " ON CONFLICT (run_id) DO UPDATE SET fire_at = excluded.fire_at, claimed_until = NULL"
+)
+T_CLEAR_TIMER = "DELETE FROM {timers} WHERE run_id = ?"
+# Bound with ``now`` twice: due, and unclaimed or its claim ran out.
+T_DUE_TIMERS_WHERE = " WHERE fire_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
+T_DUE_TIMERS = (
+    "SELECT run_id, fire_at FROM {timers}"
+    + T_DUE_TIMERS_WHERE
+    + " ORDER BY fire_at, run_id LIMIT ?"
+)
+T_SELECT_TIMER = "SELECT fire_at FROM {timers} WHERE run_id = ?"
+
+# Bound with (owner, expires_at, run_id, now, owner).
+T_ACQUIRE_LEASE = (
+    "UPDATE {runs} SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
+    " AND (lease_owner IS NULL OR lease_expires_at <= ? OR lease_owner = ?)"
+)
+T_RENEW_LEASE = "UPDATE {runs} SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"
+# Bound with (*LEASABLE, now): pending or running, and no lease or an expired one.
+T_EXPIRED_LEASES_WHERE = (
+    " WHERE status IN (?, ?) AND (lease_owner IS NULL OR lease_expires_at <= ?)"
+)
+T_EXPIRED_LEASES = (
+    "SELECT run_id FROM {runs}" + T_EXPIRED_LEASES_WHERE + " ORDER BY updated_at, run_id LIMIT ?"
+)
+
+T_INSERT_HOOK = (
+    f"INSERT INTO {{hooks}} ({HOOK_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+    " ON CONFLICT (run_id, hook_id) DO NOTHING"
+)
+T_HOOK_STATUS = "SELECT status FROM {hooks} WHERE run_id = ? AND hook_id = ?"
+# Bound with (received status, payload, received_at, run_id, hook_id).
+T_RECEIVE_HOOK = (
+    "UPDATE {hooks} SET status = ?, payload = ?, received_at = ? WHERE run_id = ? AND hook_id = ?"
+)
+T_EXPIRE_HOOK = "UPDATE {hooks} SET status = ? WHERE run_id = ? AND hook_id = ?"
+T_SELECT_HOOK = f"SELECT {HOOK_COLUMNS} FROM {{hooks}} WHERE run_id = ? AND hook_id = ?"
+
+T_PUT_CHECKPOINT = (
+    "INSERT INTO {checkpoints} (run_id, step_id, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (run_id, step_id) DO UPDATE SET data = excluded.data"
+)
+T_GET_CHECKPOINT = "SELECT data FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
+T_DELETE_CHECKPOINT = "DELETE FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
+
+
+def _where(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+class Statements:
+    """The shared statements rendered for one dialect (constant texts: each is prepared once)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        sql = dialect.render
+        self.schema_1 = [sql(statement) for statement in SCHEMA_1]
+        self.create_version_table = sql(T_CREATE_VERSION_TABLE)
+        self.select_version = sql(T_SELECT_VERSION)
+        self.insert_version = sql(T_INSERT_VERSION)
+        self.update_version = sql(T_UPDATE_VERSION)
+        self.insert_run = sql(T_INSERT_RUN)
+        self.select_run = sql(T_SELECT_RUN)
+        self.select_run_by_key = sql(T_SELECT_RUN_BY_KEY)
+        self.select_head = sql(T_SELECT_HEAD)
+        self.update_run = sql(T_UPDATE_RUN)
+        self.update_run_and_lease = sql(T_UPDATE_RUN_AND_LEASE)
+        self.insert_event = sql(T_INSERT_EVENT)
+        self.select_events = sql(T_SELECT_EVENTS)
+        self.select_command_events = sql(T_SELECT_COMMAND_EVENTS)
+        self.set_timer = sql(T_SET_TIMER)
+        self.clear_timer = sql(T_CLEAR_TIMER)
+        self.due_timers = sql(T_DUE_TIMERS)
+        self.select_timer = sql(T_SELECT_TIMER)
+        self.acquire_lease = sql(T_ACQUIRE_LEASE)
+        self.renew_lease = sql(T_RENEW_LEASE)
+        self.expired_leases = sql(T_EXPIRED_LEASES)
+        self.insert_hook = sql(T_INSERT_HOOK)
+        self.hook_status = sql(T_HOOK_STATUS)
+        self.receive_hook = sql(T_RECEIVE_HOOK)
+        self.expire_hook = sql(T_EXPIRE_HOOK)
+        self.select_hook = sql(T_SELECT_HOOK)
+        self.put_checkpoint = sql(T_PUT_CHECKPOINT)
+        self.get_checkpoint = sql(T_GET_CHECKPOINT)
+        self.delete_checkpoint = sql(T_DELETE_CHECKPOINT)
+        self._list_runs = {
+            (s, n, c): sql(self._list_runs_template(s, n, c))
+            for s in (False, True)
+            for n in (False, True)
+            for c in (False, True)
+        }
+        self._list_hooks = {
+            (r, s): sql(self._list_hooks_template(r, s))
+            for r in (False, True)
+            for s in (False, True)
+        }
+
+    @staticmethod
+    def _list_runs_template(by_status: bool, by_name: bool, after_cursor: bool) -> str:
+        clauses = [
+            clause
+            for clause, wanted in (
+                ("status = ?", by_status),
+                ("workflow_name = ?", by_name),
+                ("(created_at, run_id) > (?, ?)", after_cursor),
+            )
+            if wanted
+        ]
+        order = " ORDER BY created_at, run_id LIMIT ?"
+        return f"SELECT {RUN_COLUMNS} FROM {{runs}}{_where(clauses)}{order}"
+
+    @staticmethod
+    def _list_hooks_template(by_run: bool, by_status: bool) -> str:
+        clauses = [
+            clause
+            for clause, wanted in (("run_id = ?", by_run), ("status = ?", by_status))
+            if wanted
+        ]
+        return f"SELECT {HOOK_COLUMNS} FROM {{hooks}}{_where(clauses)} ORDER BY run_id, hook_id"
+
+    def list_runs(
+        self,
+        status: RunStatus | None,
+        workflow_name: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[str, Params]:
+        """The query of a ``list_runs`` page: up to ``limit + 1`` rows (one more tells if there
+        is a next page), ordered by ``(created_at, run_id)`` after the cursor's run."""
+        if limit < 1:
+            raise ValueError(f"list_runs limit must be at least 1, got {limit}")
+        params: list[Any] = []
+        if status is not None:
+            params.append(RunStatus(status).value)
+        if workflow_name is not None:
+            params.append(workflow_name)
+        if cursor is not None:
+            created_at, run_id = decode_run_cursor(cursor)
+            params += (micros(created_at), run_id)
+        params.append(limit + 1)
+        sql = self._list_runs[(status is not None, workflow_name is not None, cursor is not None)]
+        return sql, tuple(params)
+
+    def list_hooks(self, run_id: str | None, status: HookStatus | None) -> tuple[str, Params]:
+        params: list[Any] = []
+        if run_id is not None:
+            params.append(run_id)
+        if status is not None:
+            params.append(HookStatus(status).value)
+        return self._list_hooks[(run_id is not None, status is not None)], tuple(params)
+
+
+__all__ = [
+    "COMPLETION_KEY_INDEX",
+    "EPOCH",
+    "LEASABLE",
+    "SQLITE",
+    "Dialect",
+    "Statements",
+    "event_rows",
+    "events_from_rows",
+    "hook_from_row",
+    "hook_params",
+    "micros",
+    "micros_or_none",
+    "newer_schema_error",
+    "postgres_dialect",
+    "quote_identifier",
+    "run_from_row",
+    "run_params",
+    "runs_page",
+    "time_of",
+    "time_or_none",
+]
