@@ -426,6 +426,10 @@ class World:
             )
         return progressed
 
+    async def _renew_active_leases(self) -> None:
+        for engine in self.engines:
+            await engine.renew_leases()
+
     async def _fire_timers(self) -> bool:
         run_ids = await self.any_engine.fire_due_timers()
         recovered = await self.any_engine.recover_expired()
@@ -449,6 +453,7 @@ class World:
         hooks nobody answers are idle.
         """
         idle_spins = 0
+        served_at: float | None = None  # when timers were last served while workers were busy
         while True:
             if self.chooser.fault("restart", "tick") and self.busy:
                 self._restart_everything()
@@ -457,8 +462,23 @@ class World:
                 await asyncio.sleep(0)
                 continue
             if self.busy:
+                # Timers and the sweeper do not wait for busy workers (a step may sleep for
+                # hours of virtual time); the leases of runs being activated are renewed first,
+                # as the runtimes' renewal loops do.
+                now = self.loop.time()
+                wakeup = self._next_wakeup()
+                if wakeup is not None and wakeup <= now and served_at != now:
+                    served_at = now
+                    await self._renew_active_leases()
+                    if await self._fire_timers():
+                        continue
+                    wakeup = self._next_wakeup()  # the renewals moved the lease expiries on
+                if now >= max_time:
+                    return False  # the bound holds while workers are busy too
+                until = max_time if wakeup is None or wakeup <= now else min(wakeup, max_time)
                 self.wake.clear()
-                await self.wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=until - now)
                 continue
             # Nothing left at this instant but timers and leases that may have come due.
             due = self.storage.inner.next_wakeup()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,6 +70,10 @@ from pyworkflow.storage.schemas import (
 )
 
 MAX_CONFLICT_RETRIES = 20
+# The lease owner of a run whose activation blocked while dispatched step attempts are in flight:
+# every process executing one of them renews it (``Engine.renew_leases``), so the lease runs out,
+# and a sweeper recovers the run, only when no attempt made progress anywhere for a lease_ttl.
+STEP_EXECUTORS = "pyworkflow:step-executors"
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so
 # the activation's closing commit rewrites it.
 _TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
@@ -142,6 +146,7 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.active: set[str] = set()
+        self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
 
     # -- starting runs -------------------------------------------------------------------------
 
@@ -244,8 +249,10 @@ class Engine:
                 cached.teardown()
                 raise
             if news:
-                # Another writer (a hook receipt, a step worker) also set the run's timer.
+                # Another writer (a hook receipt, a step worker, a sweeper) also set the run's
+                # timer, and may hold its lease.
                 cached.timer = _TIMER_UNKNOWN
+                cached.lease_owner = None
             return cached
         run = await self.storage.get_run(run_id)
         if run is None:
@@ -357,7 +364,7 @@ class Engine:
                     self._dispatch(act, cmd, attempt)
                     return True
                 ready_steps.append((cmd, attempt))
-        if ready_steps and inst.buffer:
+        if ready_steps and (inst.buffer or self._needs_lease(inst)):
             # What earlier steps did becomes durable before the next side effect starts.
             await self._commit(inst)
         if ready_steps and not act.running and len(ready_steps) == 1:
@@ -374,6 +381,17 @@ class Engine:
         if act.running:
             await self._commit(inst)  # others may run long: do not hold this result back
         return True
+
+    def _needs_lease(self, inst: WorkflowInstance) -> bool:
+        """Whether a step must not start before a commit makes this worker the run's holder.
+
+        A running run's lease may belong to someone who will not renew it while our step runs:
+        the caller that created it (Celery: ``start()`` writes the run, a worker activates it)
+        or a sweeper that recovered it. Left so, the lease expires mid-step and a sweeper hands
+        the run to a second activation. The commit that takes it (events or not) is conditional
+        on the sequence, so it is also the proof that no other activation moved the run on.
+        """
+        return inst.status is RunStatus.RUNNING and inst.lease_owner != self.options.owner
 
     def _emit(self, inst: WorkflowInstance, event_type: EventType, data: dict[str, Any]) -> None:
         event = Event(run_id=inst.run_id, type=event_type, data=data, timestamp=self.clock.now())
@@ -515,6 +533,25 @@ class Engine:
 
     async def execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
         """Run a dispatched step attempt (a worker's task) and record its outcome once."""
+        self.executing[run_id] += 1
+        try:
+            await self._execute_step(run_id, step_id, attempt)
+        finally:
+            self.executing[run_id] -= 1
+            if self.executing[run_id] <= 0:
+                del self.executing[run_id]
+
+    async def renew_leases(self) -> None:
+        """Extend the leases this process keeps alive: runs it activates, and runs whose
+        dispatched steps it executes (leased to ``STEP_EXECUTORS`` while their activation waits).
+        Runtimes call this every ``lease_ttl / 3``."""
+        expires = self.clock.now() + self.options.lease_ttl
+        if self.active:
+            await self.storage.renew_leases(sorted(self.active), self.options.owner, expires)
+        if self.executing:
+            await self.storage.renew_leases(sorted(self.executing), STEP_EXECUTORS, expires)
+
+    async def _execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
         events = await self.storage.get_events(run_id, command_id=step_id)
         started = None
         for event in events:
@@ -562,9 +599,11 @@ class Engine:
         hook_expired: str | None = None,
     ) -> None:
         now = self.clock.now()
-        if status is None and inst.status is not RunStatus.RUNNING:
+        owner = self.options.owner
+        if status is None and (inst.status is not RunStatus.RUNNING or inst.lease_owner != owner):
+            # The first commit of an activation takes the run (see _needs_lease).
             status = RunStatus.RUNNING
-            lease = (self.options.owner, now + self.options.lease_ttl)
+            lease = (owner, now + self.options.lease_ttl)
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
         commit = Commit(
@@ -586,6 +625,8 @@ class Engine:
         inst.buffer = []
         if status is not None:
             inst.status = status
+        if not isinstance(lease, _Unset):
+            inst.lease_owner = None if lease is None else lease[0]
         if not isinstance(timer, _Unset):
             inst.timer = timer
             if timer is not None and self.timer_listener is not None:
@@ -635,11 +676,19 @@ class Engine:
         if deadline is not None and (wake is None or deadline < wake):
             wake = deadline
         status = RunStatus.RUNNING if on_workers else RunStatus.SUSPENDED
+        # Waiting on dispatched attempts, the run is kept alive by their executors.
         lease: tuple[str, datetime] | None = (
-            (self.options.owner, now + self.options.lease_ttl) if on_workers else None
+            (STEP_EXECUTORS, now + self.options.lease_ttl) if on_workers else None
         )
         stale_timer = inst.timer is not None and inst.timer <= now
-        if inst.buffer or status is not inst.status or wake != inst.timer or stale_timer:
+        new_holder = (lease[0] if lease is not None else None) != inst.lease_owner
+        if (
+            inst.buffer
+            or status is not inst.status
+            or wake != inst.timer
+            or stale_timer
+            or new_holder
+        ):
             await self._commit(inst, status=status, timer=wake, lease=lease)
         for step_id, attempt in act.republish:
             await self.queue.enqueue_step(inst.run_id, step_id, attempt)

@@ -123,6 +123,7 @@ class WorkflowInstance:
         self.commands: list[Command] = []
         self.open: dict[int, Command] = {}  # issued, not resolved; in position (issue) order
         self.status = run.status  # the run row's status as of our last commit
+        self.lease_owner = run.lease_owner  # the run row's lease owner, as far as we know
         self.timer: datetime | None = None  # the run's timer row as of our last commit
         self.recorded: dict[int, Event] = {}
         self._replay: list[Event] | None = None  # the events ``feed`` is applying, if any

@@ -91,11 +91,8 @@ class _Service:
                 if now >= next_sweep:
                     await engine.recover_expired()
                     next_sweep = now + ttl / 2
-                if now >= next_renew and engine.active:
-                    expires = engine.clock.now() + engine.options.lease_ttl
-                    await engine.storage.renew_leases(
-                        list(engine.active), engine.options.owner, expires
-                    )
+                if now >= next_renew:
+                    await engine.renew_leases()
                     next_renew = now + ttl / 3
                 if self.next_hint is not None and self.next_hint <= engine.clock.now():
                     self.next_hint = None

@@ -226,3 +226,58 @@ def test_well_formed_flags_an_attempt_started_twice_without_a_lost_worker() -> N
         "step:a:1 attempt 1 started twice (second at event 3) with no lost worker in between"
     ]
     assert well_formed(row(again_after_loss), again_after_loss) == []
+
+
+@step(name="sim_slow_report")
+async def slow_report() -> str:
+    await asyncio.sleep(2 * 3600)  # two virtual hours in the step body
+    return "report"
+
+
+@workflow(name="sim_slow_workflow")
+async def slow_workflow() -> str:
+    return await slow_report()
+
+
+@workflow(name="sim_short_nap")
+async def short_nap() -> str:
+    await sleep("10m")
+    return "rested"
+
+
+@pytest.mark.parametrize("dispatch", [False, True])
+async def test_timers_fire_and_leases_hold_while_a_worker_is_busy(dispatch: bool) -> None:
+    from pyworkflow_testing.world import EPOCH
+
+    # Inline, the activation running the step renews the run's lease; dispatched, the worker
+    # executing the attempt does (the run is leased to its step executors meanwhile).
+    sim = Simulation(seed=3, workers=2, dispatch_steps=dispatch)
+    try:
+        slow = await sim.start(slow_workflow)
+        nap = await sim.start(short_nap)
+        await sim.run_until_idle()
+        assert await slow.result() == "report"
+        assert await nap.result() == "rested"
+        woke = next(e for e in await nap.events() if e.type is EventType.SLEEP_COMPLETED)
+        # On time, not when the busy worker finished two hours later.
+        assert woke.timestamp == EPOCH + timedelta(minutes=10)
+        # The slow step outlived its 30s lease many times over: renewed, never taken over.
+        slow_types = [e.type for e in await slow.events()]
+        assert EventType.WORKFLOW_INTERRUPTED not in slow_types
+        assert slow_types.count(EventType.STEP_STARTED) == 1
+        sim.check()
+    finally:
+        sim.close()
+
+
+async def test_run_for_stops_at_its_bound_while_a_worker_is_busy() -> None:
+    sim = Simulation(seed=4)
+    try:
+        slow = await sim.start(slow_workflow)
+        await sim.run_for(timedelta(hours=1))
+        assert sim.elapsed == timedelta(hours=1)
+        assert not (await slow.record()).status.is_terminal
+        await sim.run_until_idle()
+        assert await slow.result() == "report"
+    finally:
+        sim.close()

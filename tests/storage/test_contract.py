@@ -415,6 +415,25 @@ async def test_commit_at_a_stale_sequence_conflicts_and_writes_nothing(
     assert await snapshot(backend) == before
 
 
+async def test_a_commit_without_events_is_conditional_too(backend: StorageBackend) -> None:
+    """How an activation takes a run's lease before a step: no event, but the sequence checked."""
+    await new_run(backend)
+    await backend.commit(Commit("run-1", [step_started("run-1", "s1")], expected_sequence=1))
+    before = await snapshot(backend)
+    with pytest.raises(SequenceConflictError):
+        await backend.commit(
+            Commit("run-1", [], expected_sequence=1, now=at(5), lease=("b", at(35)))
+        )
+    assert await snapshot(backend) == before
+    head = await backend.commit(
+        Commit("run-1", [], expected_sequence=2, now=at(5), lease=("b", at(35)))
+    )
+    assert head == 2
+    run = await backend.get_run("run-1")
+    assert run is not None and (run.lease_owner, run.lease_expires_at) == ("b", at(35))
+    assert len(await backend.get_events("run-1")) == 2
+
+
 async def test_racing_commits_at_one_sequence_have_one_winner(backend: StorageBackend) -> None:
     await new_run(backend)
     results = await asyncio.gather(

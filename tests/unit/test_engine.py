@@ -28,8 +28,11 @@ from pyworkflow import (
     uuid4,
     workflow,
 )
+from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.replay import replay_history
-from tests.conftest import Env, event_types
+from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from tests.conftest import Env, ManualClock, event_types
 
 calls: dict[str, int] = {}
 
@@ -499,3 +502,40 @@ async def test_get_workflow_result_times_out(env: Env) -> None:
     run_id = await env.start(sleeper)
     with pytest.raises(WorkflowTimeoutError):
         await get_workflow_result(run_id, timeout=0.05, storage=env.storage)
+
+
+lease_seen: list[str | None] = []
+
+
+@step(name="lease_reporting_step")
+async def report_lease(storage_box: list) -> str:
+    run = await storage_box[0].get_run(storage_box[1])
+    lease_seen.append(run.lease_owner)
+    return "done"
+
+
+async def test_a_step_runs_only_once_its_activation_holds_the_run(clock: ManualClock) -> None:
+    """A run created by one process (Celery: the caller) and activated by another: the worker
+    takes the lease before the step starts, so nobody's sweeper takes the run mid-step."""
+    storage = InMemoryStorageBackend()
+    box: list = [storage]
+
+    @workflow(name="lease_taking_workflow")
+    async def lease_taking() -> str:
+        return await report_lease(box)
+
+    caller = LocalRuntime(clock=clock, poll_interval=3600, owner="caller")
+    worker = LocalRuntime(clock=clock, poll_interval=3600, owner="worker")
+    try:
+        run, _ = await caller.engine_for(storage).start_run(
+            workflow_definition_of(lease_taking), (), {}
+        )
+        assert run.lease_owner == "caller"
+        box.append(run.run_id)
+        lease_seen.clear()
+        outcome = await worker.resume(run.run_id, storage=storage)
+        assert outcome.status is RunStatus.COMPLETED
+        assert lease_seen == ["worker"]
+    finally:
+        await caller.shutdown()
+        await worker.shutdown()
