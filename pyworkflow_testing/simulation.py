@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import orjson
+
 from pyworkflow.core.exceptions import HookNotFoundError, WorkflowError
 from pyworkflow.core.registry import (
     StepDefinition,
@@ -29,7 +31,7 @@ from pyworkflow.core.registry import (
     workflow_definition_of,
 )
 from pyworkflow.engine.events import Event, EventType
-from pyworkflow.serialization import deserialize_exception, dumps, loads
+from pyworkflow.serialization import deserialize_exception, loads
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
@@ -276,7 +278,8 @@ class Simulation:
         digest = hashlib.sha256()
         for run in self.runs:
             for event in await self.world.storage.inner.get_events(run.run_id):
-                digest.update(dumps(event.to_dict()).encode())
+                # Event data is plain JSON (the engine writes it): orjson, keys sorted.
+                digest.update(orjson.dumps(event.to_dict(), option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
     async def violations(self) -> list[str]:
