@@ -2,13 +2,17 @@
 
 This is the one place that picks implementations from configuration: ``--storage URL`` (or
 ``PYWORKFLOW_STORAGE_URL``, or ``pyworkflow.config.yaml`` in the current directory), ``--module``
-to import the code that defines workflows (``MODULE`` is imported like ``python -m`` would).
-Usage errors exit with code 2 and a one-line message, never a traceback.
+(or the config's ``module``) to import the code that defines workflows (``MODULE`` is imported
+like ``python -m`` would). ``pyworkflow worker run`` starts a Celery worker (the celery runtime;
+Celery is imported only by the ``worker`` commands). Usage errors exit with code 2 and a one-line
+message, never a traceback; a worker that cannot reach its broker or storage exits with code 1
+and one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -21,7 +25,7 @@ import click
 
 from pyworkflow import __version__
 from pyworkflow.api import get_workflow_run, resume
-from pyworkflow.config import configure, configure_from_yaml, get_storage
+from pyworkflow.config import configure, configure_from_yaml, get_config, get_storage
 from pyworkflow.core.exceptions import WorkflowError
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from pyworkflow_testing.cli import simulate
@@ -65,11 +69,19 @@ def main(modules: tuple[str, ...], storage_url: str | None, config_file: str | N
         raise click.UsageError(str(exc)) from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    for module in modules:
+    for module in (*_configured_modules(), *modules):
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise click.UsageError(f"cannot import module {module!r}: {exc}") from None
+
+
+def _configured_modules() -> list[str]:
+    """The ``module`` setting of the configuration file: one name or a list."""
+    value = get_config().extra.get("module")
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
 @main.group()
@@ -138,6 +150,83 @@ def resume_run(run_id: str) -> None:
     click.echo(f"{run_id}: {run.status.value if run else 'unknown'}")
     if run is not None and run.status is RunStatus.COMPLETED:
         click.echo(json.dumps(result, default=str))
+
+
+@main.group()
+def worker() -> None:
+    """Run and inspect Celery workers (the celery runtime)."""
+
+
+@worker.command("run")
+@click.option(
+    "--queues",
+    "-Q",
+    default=None,
+    help="Comma-separated queues to serve (default: all of pyworkflow.workflows,"
+    " pyworkflow.steps, pyworkflow.timers, pyworkflow.default).",
+)
+@click.option(
+    "--concurrency", "-c", type=click.IntRange(1), default=None, help="Processes or threads."
+)
+@click.option(
+    "--pool",
+    "-P",
+    type=click.Choice(["prefork", "solo", "threads"]),
+    default="prefork",
+    show_default=True,
+)
+@click.option("--loglevel", "-l", default="WARNING", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Worker node name (default: unique).")
+def worker_run(
+    queues: str | None, concurrency: int | None, pool: str, loglevel: str, hostname: str | None
+) -> None:
+    """Start a worker: runs activations, steps, the timer loop and the sweeper."""
+    from loguru import logger
+
+    from pyworkflow.celery.worker import WorkerStartupError, run_worker
+    from pyworkflow.observability.logging import configure_logging
+
+    with contextlib.suppress(ValueError):
+        logger.remove(0)  # loguru's default DEBUG handler: the worker logs at --loglevel
+    configure_logging(level=loglevel.upper(), show_context=True)
+    try:
+        code = run_worker(
+            queues=queues,
+            concurrency=concurrency,
+            pool=pool,
+            loglevel=loglevel.upper(),
+            hostname=hostname,
+        )
+    except WorkerStartupError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@worker.command("status")
+@click.option("--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait.")
+@click.option("--json", "as_json", is_flag=True, help="The status as one JSON object.")
+def worker_status(timeout: float, as_json: bool) -> None:
+    """Show the workers that answer and the length of each queue (exit 1 if none answers)."""
+    from pyworkflow.celery.worker import WorkerStartupError
+    from pyworkflow.celery.worker import worker_status as status_of
+
+    try:
+        status = status_of(timeout=timeout)
+    except WorkerStartupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(status))
+    else:
+        click.echo(f"broker {status['broker']}")
+        for row in status["workers"]:
+            click.echo(
+                f"  {row['name']}  pid {row['pid']}  {row['pool']} x{row['concurrency']}"
+                f"  active {row['active']}  queues {','.join(row['queues'])}"
+            )
+        for name, length in status["queues"].items():
+            click.echo(f"  queue {name}: {length} waiting")
+    if not status["workers"]:
+        raise click.ClickException(f"no worker answered within {timeout}s")
 
 
 main.add_command(simulate)

@@ -1,9 +1,11 @@
 """Process-wide configuration: ``configure``, ``configure_from_yaml``, ``get_config``, ...
 
 Keys keep the names of pyworkflow-engine 0.3/0.4 (``storage``, ``default_durable``,
-``default_runtime``). Environment variables (``PYWORKFLOW_STORAGE_TYPE``,
-``PYWORKFLOW_STORAGE_PATH``, ``PYWORKFLOW_STORAGE_URL``, ``PYWORKFLOW_RUNTIME``) fill what was
-not configured explicitly. An unknown key or a bad value is a ``ConfigurationError`` naming it.
+``default_runtime``, ``module``, ``celery: {broker, result_backend, visibility_timeout}``).
+Environment variables (``PYWORKFLOW_STORAGE_TYPE``, ``PYWORKFLOW_STORAGE_PATH``,
+``PYWORKFLOW_STORAGE_URL``, ``PYWORKFLOW_RUNTIME``; ``PYWORKFLOW_CELERY_BROKER`` and
+``PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT``, read by ``pyworkflow.celery``) fill what was not
+configured explicitly. An unknown key or a bad value is a ``ConfigurationError`` naming it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ class Config:
 
 _config = Config()
 _ALIASES = {"runtime": "default_runtime", "event_hard_limit": "event_limit"}
-_PASSTHROUGH = {"celery_broker", "celery_result_backend", "log_level", "event_soft_limit"}
+_PASSTHROUGH = {
+    "celery_broker",
+    "celery_result_backend",
+    "celery_visibility_timeout",
+    "log_level",
+    "event_soft_limit",
+    "module",  # the module(s) defining workflows, imported by the ``pyworkflow`` command
+}
 
 
 def _coerce_storage(value: Any) -> StorageBackend | None:
@@ -96,7 +105,8 @@ def configure_from_yaml(path: str | os.PathLike[str]) -> None:
             data["celery_broker"] = celery["broker"]
         if "result_backend" in celery:
             data["celery_result_backend"] = celery["result_backend"]
-    data.pop("module", None)
+        if "visibility_timeout" in celery:
+            data["celery_visibility_timeout"] = celery["visibility_timeout"]
     configure(**data)
 
 

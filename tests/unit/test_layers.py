@@ -10,6 +10,8 @@ circular import cannot hide a violation.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +146,19 @@ def collect_imports(
 
 
 def _is_celery(name: str) -> bool:
-    return _matches("celery*", name) or _matches("pyworkflow.celery*", name)
+    return any(
+        _matches(rule, name) for rule in ("celery*", "kombu*", "billiard*", "pyworkflow.celery*")
+    )
+
+
+# Who must never depend on Celery (or kombu/billiard), not even lazily: the engine and what it
+# stands on, the runtime port and the local runtime, and the testing toolkit.
+CELERY_FREE = (
+    "pyworkflow.core*",
+    "pyworkflow.engine*",
+    "pyworkflow.runtime*",
+    "pyworkflow_testing*",
+)
 
 
 def find_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[str]:
@@ -162,12 +176,10 @@ def find_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[s
         edge = f"{imp.importer} ({_layer_label(imp.importer)}) -> {imp.imported}"
         edge += f" ({_layer_label(imp.imported)}) {where}"
         low, high = layer_of(imp.importer), layer_of(imp.imported)
-        if _is_celery(imp.imported) and (
-            _matches("pyworkflow.core*", imp.importer)
-            or _matches("pyworkflow.engine*", imp.importer)
-            or _matches("pyworkflow_testing*", imp.importer)
-        ):
-            problems.append(f"{edge}: core, engine and pyworkflow_testing never import celery")
+        if _is_celery(imp.imported) and any(_matches(rule, imp.importer) for rule in CELERY_FREE):
+            problems.append(
+                f"{edge}: core, engine, runtime and pyworkflow_testing never import celery"
+            )
         if imp.eager and imp.importer in EMPTY_PACKAGES:
             problems.append(f"{edge}: {imp.importer}/__init__.py must import nothing eagerly")
         if not _ours(imp.imported):
@@ -295,3 +307,48 @@ def test_checker_enforces_the_extra_rules() -> None:
     assert _check("pyworkflow.core", lazy, is_package=True) == []
     assert any("unplaced" in p or "not placed" in p for p in _check("pyworkflow.gadget", ""))
     assert _check("pyworkflow.engine.events", "from pyworkflow.storage.schemas import Hook\n") == []
+
+
+# -- the celery layer ----------------------------------------------------------------------------
+
+
+def test_the_celery_package_is_walked_and_sits_in_the_celery_layer() -> None:
+    _, modules = _all_imports()
+    celery_modules = [m for m in modules if _matches("pyworkflow.celery*", m)]
+    assert {"pyworkflow.celery.app", "pyworkflow.celery.tasks", "pyworkflow.celery.runtime"} <= set(
+        celery_modules
+    )
+    assert {LAYERS[layer_of(m) or 0][0] for m in celery_modules} == {"celery"}
+
+
+def test_only_the_celery_package_and_the_cli_import_celery() -> None:
+    imports, _ = _all_imports()
+    importers = {i.importer for i in imports if _is_celery(i.imported)}
+    outside = {
+        m for m in importers if not _matches("pyworkflow.celery*", m) and m != "pyworkflow.cli"
+    }
+    assert not outside, f"modules outside pyworkflow.celery import celery: {sorted(outside)}"
+    cli = [i for i in imports if i.importer == "pyworkflow.cli" and _is_celery(i.imported)]
+    assert cli and not any(i.eager for i in cli), "the cli imports celery only in worker commands"
+
+
+def test_the_checker_keeps_celery_out_of_the_runtime_and_the_engine() -> None:
+    planted = _check("pyworkflow.runtime.local", "from pyworkflow.celery.app import celery_app\n")
+    assert any("upward import" in p for p in planted)
+    assert any("never import celery" in p for p in planted)
+    assert any("never import celery" in p for p in _check("pyworkflow.engine.x", "import kombu\n"))
+
+
+def test_importing_everything_but_the_celery_package_loads_no_celery() -> None:
+    code = (
+        "import sys, pyworkflow, pyworkflow.api, pyworkflow.cli, pyworkflow_testing,"
+        " pyworkflow.engine.activation, pyworkflow.runtime.local\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu',"
+        " 'billiard') or m.startswith('pyworkflow.celery'))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,97 @@
+"""``WorkerService``: the timer loop, the sweeper and lease renewal of one worker process.
+
+It runs as a task on the worker process's persistent event loop, next to (never inside) the
+Celery tasks that process executes:
+
+- **Timer loop.** Claims due timer rows from storage (``Engine.fire_due_timers``: an atomic claim,
+  so any number of processes may poll) and enqueues their activations. It wakes at the exact
+  wake-up times of the timers activations in this process committed (the engine's timer hint),
+  and otherwise polls every ``poll_interval`` for timers other processes set (or whose process
+  died). A sleep is never a broker countdown, so it wakes once whatever its length.
+- **Sweeper.** Every ``lease_ttl / 2``, ``Engine.recover_expired`` takes over runs whose lease
+  ran out (nobody worked on them for a whole ``lease_ttl``) and re-enqueues them.
+- **Lease renewal.** Every ``lease_ttl / 3``, ``Engine.renew_leases`` extends the leases of the
+  runs this process is working on: those it is activating and those with a step attempt running
+  here.
+
+A tick that fails (storage or broker away) is logged and retried on the next one. This module
+must never run workflow code or record events itself: everything goes through the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from datetime import datetime
+
+from loguru import logger
+
+from pyworkflow.engine.activation import Engine
+
+MAX_HINTS = 10_000  # past this, later wake-ups are found by polling
+
+
+class WorkerService:
+    """See the module docstring. Create it on the loop it should run on."""
+
+    def __init__(self, engine: Engine, poll_interval: float) -> None:
+        self.engine = engine
+        self.poll_interval = poll_interval
+        self._hints: list[datetime] = []  # a heap of wake-up times committed in this process
+        self._wake = asyncio.Event()
+        engine.timer_listener = self._hint
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    def _hint(self, run_id: str, fire_at: datetime) -> None:  # noqa: ARG002
+        if len(self._hints) >= MAX_HINTS:
+            return
+        earliest = self._hints[0] if self._hints else None
+        heapq.heappush(self._hints, fire_at)
+        if earliest is None or fire_at < earliest:
+            self._wake.set()
+
+    async def fire_due(self) -> int:
+        """Claim every due timer and enqueue its activation; returns how many fired."""
+        fired = 0
+        while batch := await self.engine.fire_due_timers():
+            fired += len(batch)
+        return fired
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        ttl = self.engine.options.lease_ttl.total_seconds()
+        next_sweep = next_renew = loop.time()
+        while True:
+            try:
+                if loop.time() >= next_renew:
+                    next_renew = loop.time() + ttl / 3
+                    await self.engine.renew_leases()
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + ttl / 2
+                    await self.engine.recover_expired()
+                now = self.engine.clock.now()
+                while self._hints and self._hints[0] <= now:
+                    heapq.heappop(self._hints)
+                await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the service must outlive a bad tick
+                logger.warning("worker service tick failed ({}: {})", type(exc).__name__, exc)
+            self._wake.clear()
+            delay = min(self.poll_interval, next_renew - loop.time(), next_sweep - loop.time())
+            if self._hints:
+                until = (self._hints[0] - self.engine.clock.now()).total_seconds()
+                delay = min(delay, until)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, delay))
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.engine.timer_listener == self._hint:
+            self.engine.timer_listener = None
+
+
+__all__ = ["WorkerService"]

@@ -1,0 +1,242 @@
+"""The celery runtime on real worker processes: runs complete, timers are durable, retries honour
+their delays, loops persist per process, and starting is durable and idempotent.
+
+Two workers serve the whole module (``conftest.cluster``): ``a`` is a prefork worker with two
+children, ``b`` a solo worker; both use the SQLite file of the module and Redis database 11.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from pyworkflow import EventType, HookStatus, resume_hook
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.storage import SQLiteStorageBackend
+from pyworkflow_testing import oracles
+from tests.celery import workflows as wf
+from tests.celery.conftest import LEASE_TTL, Client, until
+
+pytestmark = pytest.mark.integration
+
+COMPLETIONS = {
+    EventType.STEP_COMPLETED,
+    EventType.STEP_FAILED,
+    EventType.SLEEP_COMPLETED,
+    EventType.HOOK_RECEIVED,
+}
+
+
+async def answer_hooks(client: Client, run_ids: list[str], payload: Any) -> set[str]:
+    """Deliver ``payload`` to every pending hook of ``run_ids``; returns the runs answered."""
+    answered = set()
+    for hook in await client.storage.list_hooks(status=HookStatus.PENDING):
+        if hook.run_id in run_ids:
+            await resume_hook(hook.token, payload, storage=client.storage)
+            answered.add(hook.run_id)
+    return answered
+
+
+async def check_logs(client: Client, run_ids: list[str]) -> None:
+    """Every log is well formed, replays from scratch, and records each completion once."""
+    for run_id in run_ids:
+        run = await client.run(run_id)
+        events = await client.events(run_id)
+        twice = [
+            key
+            for key, count in Counter(
+                (e.type.value, e.command_id) for e in events if e.type in COMPLETIONS
+            ).items()
+            if count > 1
+        ]
+        assert not twice, f"{run_id}: completions recorded twice: {twice}"
+        assert oracles.well_formed(run, events) == [], run_id
+        definition = workflow_definition_of_name(run.workflow_name)
+        assert await oracles.replays_the_same(definition, events) == [], run_id
+
+
+def workflow_definition_of_name(name: str) -> Any:
+    from pyworkflow.core.registry import get_workflow
+
+    return get_workflow(name).func
+
+
+async def test_twenty_workflows_with_steps_sleeps_and_a_hook_complete(client: Client) -> None:
+    ledger = str(client.cluster.ledger)
+    run_ids = [await client.start(wf.order, ledger, n) for n in range(20)]
+
+    answered: set[str] = set()
+
+    async def all_answered() -> bool:
+        answered.update(await answer_hooks(client, run_ids, {"ok": True}))
+        return len(answered) == len(run_ids)
+
+    await until(all_answered, "every run to wait on its approval hook")
+    results = await client.completed(run_ids)
+    assert results == [wf.order_result(n) for n in range(20)]
+    await check_logs(client, run_ids)
+
+    lateness = []
+    for run_id in run_ids:
+        events = await client.events(run_id)
+        started = {e.command_id: e for e in events}
+        for event in events:
+            if event.type is EventType.SLEEP_COMPLETED:
+                due = datetime.fromisoformat(started_sleep(events, event.command_id))
+                lateness.append((event.timestamp - due).total_seconds())
+        # RetryableError(retry_after=0.4) and retry_delay=0.3 are honoured through timers
+        flaky = [e for e in events if e.command_id and e.command_id.startswith("step:celery_fl")]
+        shaky = [e for e in events if e.command_id and e.command_id.startswith("step:celery_sh")]
+        for steps, delay in ((flaky, 0.4), (shaky, 0.3)):
+            retrying = next(e for e in steps if e.type is EventType.STEP_RETRYING)
+            second = next(
+                e for e in steps if e.type is EventType.STEP_STARTED and e.data["attempt"] == 2
+            )
+            assert (second.timestamp - retrying.timestamp).total_seconds() >= delay - 0.01
+        assert started  # every run has events
+    lateness.sort()
+    assert lateness[0] >= 0, "a sleep woke early"
+    assert lateness[int(0.99 * (len(lateness) - 1))] <= 1.0, f"timer lateness: {lateness}"
+
+
+def started_sleep(events: list[Any], command_id: str) -> str:
+    return next(
+        e.data["resume_at"]
+        for e in events
+        if e.type is EventType.SLEEP_STARTED and e.command_id == command_id
+    )
+
+
+async def test_a_sleep_longer_than_the_visibility_timeout_wakes_once(client: Client) -> None:
+    seconds = client.cluster.visibility_timeout + 0.5
+    run_id = await client.start(wf.long_sleep, str(client.cluster.ledger), seconds)
+    assert await client.completed([run_id], deadline=seconds + 15) == ["after-sleep"]
+    events = await client.events(run_id)
+    types = [e.type.value for e in events]
+    assert types.count("sleep.started") == types.count("sleep.completed") == 1
+    assert "workflow.interrupted" not in types
+    after = [line for line in client.ledger() if line["run_id"] == run_id]
+    assert len(after) == 1, f"the step after the sleep ran {len(after)} times"
+
+
+async def test_a_step_timeout_is_enforced_on_the_worker(client: Client) -> None:
+    run_id = await client.start(wf.timeouts, str(client.cluster.ledger))
+    [result] = await client.completed([run_id])
+    assert result.startswith("timed out: step 'celery_too_slow' timed out after 0.3s")
+    failed = [e for e in await client.events(run_id) if e.type is EventType.STEP_FAILED]
+    assert failed[0].data["error_type"].endswith("StepTimeoutError")
+    assert (failed[0].timestamp - (await client.run(run_id)).created_at).total_seconds() < 5
+
+
+async def test_each_worker_process_keeps_one_event_loop(client: Client) -> None:
+    cluster = client.cluster
+    await cluster.wait_ready(client.app, "a", "b")
+    run_ids = [await client.start(wf.spread, str(cluster.ledger), 6, 0.2) for _ in range(3)]
+    results = await client.completed(run_ids)
+    loops: dict[int, set[int]] = defaultdict(set)
+    threads: dict[int, set[str]] = defaultdict(set)
+    for spots in results:
+        for spot in spots:
+            loops[spot["pid"]].add(spot["loop"])
+            threads[spot["pid"]].add(spot["thread"])
+    assert all(len(ids) == 1 for ids in loops.values()), loops
+    assert all(names == {"pyworkflow-loop"} for names in threads.values()), threads
+    prefork = cluster.workers["a"].pids() - {cluster.workers["a"].proc.pid}  # type: ignore[union-attr]
+    solo = cluster.workers["b"].pids()
+    assert set(loops) & prefork, f"no step ran in a prefork child: {set(loops)} vs {prefork}"
+    assert set(loops) & solo, f"no step ran in the solo worker: {set(loops)} vs {solo}"
+
+
+async def test_concurrent_starts_with_one_idempotency_key_give_one_run(client: Client) -> None:
+    other = SQLiteStorageBackend(str(client.cluster.db))  # a second caller, its own connection
+    try:
+        ids = await asyncio.gather(
+            client.start(wf.two_steps, str(client.cluster.ledger), idempotency_key="order-42"),
+            wf_start(client, other, "order-42"),
+        )
+    finally:
+        await other.close()
+    assert ids[0] == ids[1]
+    assert await client.completed([ids[0]]) == ["xy"]
+    types = [e.type.value for e in await client.events(ids[0])]
+    assert types.count("workflow.started") == 1
+
+
+async def wf_start(client: Client, storage: SQLiteStorageBackend, key: str) -> str:
+    from pyworkflow import api
+
+    return await api.start(
+        wf.two_steps,
+        str(client.cluster.ledger),
+        runtime=client.runtime,
+        storage=storage,
+        idempotency_key=key,
+    )
+
+
+async def test_a_run_whose_caller_died_before_enqueueing_is_started_by_the_sweeper(
+    client: Client,
+) -> None:
+    """``start`` writes first, then enqueues: a caller lost in between leaves a leased run."""
+    engine = client.runtime.engine_for(client.storage)
+    run, created = await engine.start_run(
+        workflow_definition_of(wf.two_steps), (str(client.cluster.ledger),), {}
+    )
+    assert created  # stored, never enqueued: what a caller killed at that point leaves behind
+    assert await client.completed([run.run_id], deadline=LEASE_TTL * 3 + 10) == ["xy"]
+    types = [e.type.value for e in await client.events(run.run_id)]
+    assert types[:2] == ["workflow.started", "workflow.interrupted"]
+
+
+async def test_a_fault_free_run_logs_the_same_on_the_simulator_and_on_celery(
+    client: Client, tmp_path: Any
+) -> None:
+    """Same workflow, same inputs: the same event types and command ids, in the same order."""
+    from pyworkflow_testing import Simulation
+
+    sim = Simulation(seed=3, workers=2, dispatch_steps=True)
+    try:
+        simulated = await sim.start(wf.replayable, str(tmp_path / "sim-ledger.jsonl"))
+        assert await sim.wait_for_hook(simulated, "approval")
+        await sim.resume_hook(simulated, "approval", {"ok": True})
+        await sim.run_until_idle()
+        expected_result = await simulated.result()
+        expected = [(e.type.value, e.command_id) for e in await simulated.events()]
+        sim.check()
+    finally:
+        sim.close()
+
+    run_id = await client.start(wf.replayable, str(client.cluster.ledger))
+
+    async def answered() -> bool:
+        return bool(await answer_hooks(client, [run_id], {"ok": True}))
+
+    await until(answered, "the run to wait on its approval hook")
+    assert await client.completed([run_id]) == [expected_result]
+    assert [(e.type.value, e.command_id) for e in await client.events(run_id)] == expected
+    assert ("step.started", "step:celery_work:1") in expected  # dispatched and inline steps,
+    assert ("step.retrying", "step:celery_flaky:4") in expected  # a retry, a sleep and a hook
+
+
+async def test_a_step_longer_than_the_lease_keeps_its_run_leased(client: Client) -> None:
+    """The worker executing a step renews the run's lease: no sweeper can take the run over."""
+    seconds = LEASE_TTL + 0.8  # past its lease, within the 3 s visibility timeout
+    run_id = await client.start(wf.long_step, str(client.cluster.ledger), seconds)
+
+    def started() -> float | None:
+        lines = [line for line in client.ledger() if line["run_id"] == run_id]
+        return float(lines[0]["at"]) if lines else None
+
+    began = await until(started, "the long step to start")
+    await until(lambda: time.time() > began + LEASE_TTL + 0.3, "the run's first lease to lapse")
+    # A sweep now, from this process: only a lease nobody renewed could be taken.
+    assert run_id not in await client.runtime.engine_for(client.storage).recover_expired()
+    assert await client.completed([run_id]) == ["long"]
+    types = [e.type.value for e in await client.events(run_id)]
+    assert "workflow.interrupted" not in types
+    assert len([line for line in client.ledger() if line["run_id"] == run_id]) == 1
