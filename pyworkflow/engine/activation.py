@@ -619,9 +619,11 @@ class Engine:
             lease=lease,
             hooks_created=[hook for hook, _ in hooks],
             hook_expired=hook_expired,
-            recovery_attempts=0 if _progress_made(events) else None,
+            recovery_attempts=0 if inst.losses_counted and _progress_made(events) else None,
         )
         inst.sequence = await self.storage.commit(commit)
+        if commit.recovery_attempts == 0:
+            inst.losses_counted = False
         inst.buffer = []
         if status is not None:
             inst.status = status

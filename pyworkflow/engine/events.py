@@ -180,6 +180,14 @@ class Event:
     def event_id(self, value: str) -> None:
         self._event_id = value
 
+    def place(self, sequence: int, now: datetime) -> None:
+        """Number the event as storage appends it (its id follows), stamping it if unstamped."""
+        if self.sequence != sequence:
+            self.sequence = sequence
+            self._event_id = ""  # derived from run_id:sequence when read
+        if self._timestamp is None and self._micros is None:
+            self._timestamp = now
+
     def _key(self) -> tuple[Any, ...]:
         return (self.run_id, self.type, self.data, self.timestamp, self.sequence, self.event_id)
 

@@ -124,6 +124,8 @@ class WorkflowInstance:
         self.open: dict[int, Command] = {}  # issued, not resolved; in position (issue) order
         self.status = run.status  # the run row's status as of our last commit
         self.lease_owner = run.lease_owner  # the run row's lease owner, as far as we know
+        # Whether the run row counts lost workers that no commit of ours has reset yet.
+        self.losses_counted = run.recovery_attempts > 0
         self.timer: datetime | None = None  # the run's timer row as of our last commit
         self.recorded: dict[int, Event] = {}
         self._replay: list[Event] | None = None  # the events ``feed`` is applying, if any
@@ -268,6 +270,7 @@ class WorkflowInstance:
             _RESOLVERS[etype](self, cmd, event)
             return
         if etype is EventType.WORKFLOW_INTERRUPTED:
+            self.losses_counted = True
             for cmd in self.open.values():
                 if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
                     cmd.lost_attempt = True

@@ -171,14 +171,9 @@ def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:
     run_id = commit.run_id
     for offset, event in enumerate(numbered, start=1):
         # Events are numbered in place: once committed, an event belongs to the log.
-        seq = head + offset
         if event.run_id != run_id:
             raise ValueError(f"an event of run {event.run_id} in a commit to run {run_id}")
-        if event.sequence != seq:
-            event.sequence = seq
-            event.event_id = f"{run_id}:{seq}"
-        if event.timestamp is None:
-            event.timestamp = now
+        event.place(head + offset, now)
     return numbered
 
 
