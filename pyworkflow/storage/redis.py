@@ -94,6 +94,7 @@ from pyworkflow.storage.schemas import (
     Timer,
     WorkflowRun,
 )
+from pyworkflow.storage.sql import micros
 from pyworkflow.utils.urls import shown_url
 
 LAYOUT_VERSION = 1
@@ -116,13 +117,6 @@ _loads: Callable[[str | bytes], Any] = orjson.loads
 _EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
 _LEASABLE = (RunStatus.PENDING, RunStatus.RUNNING)
 _Fields = list[str | int]
-
-
-def _micros(value: datetime) -> int:
-    """Microseconds since the epoch; naive datetimes are rejected (storage keeps UTC)."""
-    if value.tzinfo is None:
-        raise ValueError(f"storage needs aware datetimes (UTC), got naive {value.isoformat()}")
-    return (value - _EPOCH) // timedelta(microseconds=1)
 
 
 def _time(micros: str | int) -> datetime:
@@ -148,7 +142,7 @@ def _opt(value: str | None) -> str:
 
 
 def _run_index_member(created_at: datetime, run_id: str) -> str:
-    return f"{_micros(created_at) + _INDEX_OFFSET:018d}:{run_id}"
+    return f"{micros(created_at) + _INDEX_OFFSET:018d}:{run_id}"
 
 
 def _hook_member(run_id: str, hook_id: str) -> str:
@@ -171,9 +165,9 @@ def _run_fields(run: WorkflowRun) -> _Fields:
         "status",
         run.status.value,
         "created_at",
-        _micros(run.created_at),
+        micros(run.created_at),
         "updated_at",
-        _micros(run.updated_at),
+        micros(run.updated_at),
         "input_args",
         run.input_args,
         "input_kwargs",
@@ -209,7 +203,7 @@ def _run_fields(run: WorkflowRun) -> _Fields:
         ("completed_at", run.completed_at),
         ("lease_expires_at", run.lease_expires_at),
     ):
-        _add_optional(fields, name, _micros(instant) if instant is not None else None)
+        _add_optional(fields, name, micros(instant) if instant is not None else None)
     return fields
 
 
@@ -274,7 +268,7 @@ def _hook_fields(run_id: str, hook: Hook) -> _Fields:
         ("expires_at", hook.expires_at),
         ("received_at", hook.received_at),
     ):
-        _add_optional(fields, name, _micros(instant) if instant is not None else None)
+        _add_optional(fields, name, micros(instant) if instant is not None else None)
     return fields
 
 
@@ -302,7 +296,7 @@ def _event_args(run_id: str, events: list[Event], now: datetime) -> _Fields:
     for event in events:
         if event.run_id != run_id:
             raise ValueError(f"an event of run {event.run_id} in a commit to run {run_id}")
-        entry = _dumps([event.type.value, _micros(event.timestamp or now), event.data])
+        entry = _dumps([event.type.value, micros(event.timestamp or now), event.data])
         args += (entry, event.completion_key or "", _opt(event.command_id))
     return args
 
@@ -970,15 +964,15 @@ class RedisStorageBackend(StorageBackend):
             ("started_at", commit.started_at),
             ("completed_at", commit.completed_at),
         ):
-            _add_optional(fields, name, _micros(instant) if instant is not None else None)
+            _add_optional(fields, name, micros(instant) if instant is not None else None)
         lease, lease_expires = commit.lease, ""
         if isinstance(lease, tuple):
-            lease_arg, lease_expires = "=" + lease[0], str(_micros(lease[1]))
+            lease_arg, lease_expires = "=" + lease[0], str(micros(lease[1]))
         else:
             lease_arg = "-" if lease is None else ""
         timer, timer_arg = commit.timer, ""
         if isinstance(timer, datetime):
-            timer_arg = str(_micros(timer))
+            timer_arg = str(micros(timer))
         elif timer is None:
             timer_arg = "-"
         received = commit.hook_received
@@ -990,7 +984,7 @@ class RedisStorageBackend(StorageBackend):
         return [
             run_id,
             "" if commit.expected_sequence is None else commit.expected_sequence,
-            _micros(now),
+            micros(now),
             commit.status.value if commit.status is not None else "",
             lease_arg,
             lease_expires,
@@ -1021,14 +1015,14 @@ class RedisStorageBackend(StorageBackend):
     # -- timers -------------------------------------------------------------------------------
 
     async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        await self._script("schedule_timer", run_id, _micros(fire_at))
+        await self._script("schedule_timer", run_id, micros(fire_at))
 
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
         if limit < 1:
             return []
-        flat = await self._script("claim_due_timers", _micros(now), limit, _micros(now + claim_for))
+        flat = await self._script("claim_due_timers", micros(now), limit, micros(now + claim_for))
         return [
             Timer(run_id, _time(fire_at))
             for run_id, fire_at in zip(flat[::2], flat[1::2], strict=True)
@@ -1043,14 +1037,12 @@ class RedisStorageBackend(StorageBackend):
     async def acquire_lease(
         self, run_id: str, owner: str, expires_at: datetime, now: datetime
     ) -> bool:
-        taken = await self._script(
-            "acquire_lease", run_id, owner, _micros(expires_at), _micros(now)
-        )
+        taken = await self._script("acquire_lease", run_id, owner, micros(expires_at), micros(now))
         return bool(taken == 1)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         if run_ids:
-            await self._script("renew_leases", owner, _micros(expires_at), *run_ids)
+            await self._script("renew_leases", owner, micros(expires_at), *run_ids)
 
     async def claim_expired_leases(
         self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
@@ -1058,7 +1050,7 @@ class RedisStorageBackend(StorageBackend):
         if limit < 1:
             return []
         run_ids = await self._script(
-            "claim_expired_leases", _micros(now), owner, _micros(expires_at), limit
+            "claim_expired_leases", micros(now), owner, micros(expires_at), limit
         )
         return list(run_ids)
 
