@@ -38,6 +38,7 @@ from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 _COMMAND_RECORDS = frozenset(
     {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED}
 )
+_STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
 # Events that change command state but wake no workflow code.
 _PASSIVE = _COMMAND_RECORDS | {EventType.STEP_RETRYING, EventType.WORKFLOW_INTERRUPTED}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +203,28 @@ class WorkflowInstance:
         if events is None or self.loop.has_ready:
             return
         index = self._cursor
+        if index + 1 < len(events):
+            # The common case, spelled out: this step's record, then its result.
+            first, second = events[index], events[index + 1]
+            if (
+                first.type is _STEP_STARTED
+                and second.type is _STEP_COMPLETED
+                and first.sequence > self.sequence
+            ):
+                command_id = cmd.command_id
+                started, completed = first.data, second.data
+                if started["command_id"] == command_id and completed["command_id"] == command_id:
+                    attempt = int(started.get("attempt", 1))
+                    if attempt > cmd.attempt:
+                        cmd.attempt = attempt
+                    cmd.retry_pending = False
+                    self.sequence = second.sequence
+                    self.loop.advance_time(second.epoch_seconds())
+                    cmd.done = True
+                    self.open.pop(cmd.position, None)
+                    self._resolve_step_completed(cmd, second)
+                    self._cursor = index + 2
+                    return
         while index < len(events):
             event = events[index]
             etype = event.type
