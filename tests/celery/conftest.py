@@ -32,7 +32,8 @@ from celery import Celery
 
 from pyworkflow import api, configure
 from pyworkflow.celery import CeleryRuntime, CelerySettings
-from pyworkflow.storage import SQLiteStorageBackend
+from pyworkflow.storage import SQLiteStorageBackend, config_to_storage
+from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from tests.servers import RedisServer
 
@@ -104,6 +105,7 @@ class Cluster:
     tmp: Path
     visibility_timeout: float = VISIBILITY_TIMEOUT
     workers: dict[str, Worker] = field(default_factory=dict)
+    storage_url: str | None = None  # a server's storage instead of the SQLite file ``db``
 
     @property
     def config(self) -> Path:
@@ -123,10 +125,18 @@ class Cluster:
         env.update(
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
             PYWORKFLOW_CELERY_BROKER=self.broker,
-            PYWORKFLOW_STORAGE_TYPE="sqlite",
-            PYWORKFLOW_STORAGE_PATH=str(self.db),
         )
+        if self.storage_url is None:
+            env.update(PYWORKFLOW_STORAGE_TYPE="sqlite", PYWORKFLOW_STORAGE_PATH=str(self.db))
+        else:
+            env["PYWORKFLOW_STORAGE_URL"] = self.storage_url
         return env
+
+    def storage(self) -> StorageBackend:
+        """A backend object over the cluster's storage, as the workers open it."""
+        if self.storage_url is None:
+            return SQLiteStorageBackend(str(self.db))
+        return config_to_storage({"url": self.storage_url})
 
     def add(self, name: str, pool: str, queues: str | None = None) -> Worker:
         worker = Worker(name, pool, self.tmp / f"{name}.log", queues=queues)
@@ -263,7 +273,7 @@ class Client:
 
     cluster: Cluster
     runtime: CeleryRuntime
-    storage: SQLiteStorageBackend
+    storage: StorageBackend
     app: Any
 
     async def start(self, wf: Any, *args: Any, **kwargs: Any) -> str:
@@ -314,7 +324,7 @@ async def client_of(cluster: Cluster) -> AsyncIterator[Client]:
         timer_poll_interval=POLL,
     )
     runtime = CeleryRuntime(settings=settings, app=app)
-    storage = SQLiteStorageBackend(str(cluster.db))
+    storage = cluster.storage()
     api.set_runtime("celery", runtime)
     configure(default_runtime="celery", storage=storage)
     try:
