@@ -407,3 +407,42 @@ def test_schema_pool_and_pgbouncer_settings_as_config_keys() -> None:
     )
     with pytest.raises(ConfigurationError, match="max_size must be a number"):
         config_to_storage({"type": "postgres", "max_size": "many"})
+
+
+# -- group commit -------------------------------------------------------------------------------
+
+
+async def test_commits_of_one_loop_turn_go_in_groups_and_a_refused_one_spares_the_rest(
+    postgres_server: PostgresServer,
+    schema: str,
+    opened: list[PostgresStorageBackend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = backend_at(opened, postgres_server.dsn, schema=schema)
+    groups: list[int] = []
+    flush = PostgresStorageBackend._flush
+
+    async def counting(self: PostgresStorageBackend, batch: list[Any]) -> None:
+        groups.append(len(batch))
+        await flush(self, batch)
+
+    monkeypatch.setattr(PostgresStorageBackend, "_flush", counting)
+    runs = [f"run-{n}" for n in range(12)]
+    for run_id in runs:
+        await new_run(backend, run_id)
+    groups.clear()
+
+    def step(run_id: str, expected: int) -> Commit:
+        return Commit(run_id, [step_started(run_id, "s1")], expected_sequence=expected, now=at(1))
+
+    # run-5's commit is stale: its group is refused as a whole, then sent again one by one.
+    results = await asyncio.gather(
+        *(backend.commit(step(run_id, 7 if run_id == "run-5" else 1)) for run_id in runs),
+        return_exceptions=True,
+    )
+    assert groups == [8, 4]  # GROUP_COMMIT_SIZE, then the rest
+    assert isinstance(results[5], SequenceConflictError)
+    assert [r for n, r in enumerate(results) if n != 5] == [2] * 11
+    for n, run_id in enumerate(runs):
+        events = await backend.get_events(run_id)
+        assert len(events) == (1 if n == 5 else 2), run_id
