@@ -133,6 +133,22 @@ async def bench_one_run(rt: LocalRuntime, st: StorageBackend, sizes: Sizes) -> d
     }
 
 
+async def bench_read_round_trip(st: StorageBackend, samples: int = 2_000) -> dict[str, float]:
+    """The storage's bare round trip: ``get_timer`` of an unknown run (one indexed read).
+
+    Per-step cost minus this is what the engine and the commit add; on a machine whose loopback
+    is slow (a busy or throttled VM) the per-step figure moves with this one.
+    """
+    for _ in range(20):
+        await st.get_timer("bench-no-such-run")
+    times = []
+    for _ in range(samples):
+        began = time.perf_counter_ns()
+        await st.get_timer("bench-no-such-run")
+        times.append(time.perf_counter_ns() - began)
+    return _summary_us(times)
+
+
 async def bench_concurrent(rt: LocalRuntime, st: StorageBackend, sizes: Sizes) -> dict[str, Any]:
     """``runs`` runs of ``run_steps`` steps started at once: steps per second over all of them."""
 
@@ -186,6 +202,7 @@ async def run(url: str, sizes: Sizes, quick: bool) -> dict[str, Any]:
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
             },
             "one_run": await bench_one_run(rt, storage, sizes),
+            "read_round_trip_us": await bench_read_round_trip(storage),
             "concurrent": await bench_concurrent(rt, storage, sizes),
         }
     finally:
