@@ -35,6 +35,7 @@ from pyworkflow.celery import CeleryRuntime, CelerySettings
 from pyworkflow.storage import SQLiteStorageBackend, config_to_storage
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from tests import polling
 from tests.servers import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +48,7 @@ VISIBILITY_TIMEOUT = 3.0
 
 async def until(check: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
     """Call ``check`` (sync or async) until it returns something truthy; fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert loop.time() < end, f"timed out after {deadline}s waiting for {what}"
-        await asyncio.sleep(0.02)
+    return await polling.until(check, what, deadline)
 
 
 def read_ledger(path: Path) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import redis
 
 from tests.celery import workflows as wf
 from tests.celery.conftest import Cluster, client_of, until
-from tests.celery.test_workers import answer_hooks, check_logs
+from tests.celery.test_workers import answer_every_hook, check_logs
 from tests.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.integration
@@ -66,13 +66,7 @@ async def test_runs_survive_a_killed_worker_on_server_storage(server_cluster: Cl
         cluster.start("s")
         await cluster.wait_ready(client.app, "s")
 
-        answered: set[str] = set()
-
-        async def all_answered() -> bool:
-            answered.update(await answer_hooks(client, run_ids, {"ok": True}))
-            return len(answered) == len(run_ids)
-
-        await until(all_answered, "every run to wait on its approval hook")
+        await answer_every_hook(client, run_ids, {"ok": True})
         results = await client.completed(run_ids)
         assert results == [wf.order_result(n) for n in range(RUNS)]
         await check_logs(client, run_ids)

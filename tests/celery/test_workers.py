@@ -42,6 +42,17 @@ async def answer_hooks(client: Client, run_ids: list[str], payload: Any) -> set[
     return answered
 
 
+async def answer_every_hook(client: Client, run_ids: list[str], payload: Any) -> None:
+    """Wait until every run of ``run_ids`` waits on a hook, answering each as it appears."""
+    answered: set[str] = set()
+
+    async def all_answered() -> bool:
+        answered.update(await answer_hooks(client, run_ids, payload))
+        return len(answered) == len(run_ids)
+
+    await until(all_answered, "every run to wait on its approval hook")
+
+
 async def check_logs(client: Client, run_ids: list[str]) -> None:
     """Every log is well formed, replays from scratch, and records each completion once."""
     for run_id in run_ids:
@@ -70,13 +81,7 @@ async def test_twenty_workflows_with_steps_sleeps_and_a_hook_complete(client: Cl
     ledger = str(client.cluster.ledger)
     run_ids = [await client.start(wf.order, ledger, n) for n in range(20)]
 
-    answered: set[str] = set()
-
-    async def all_answered() -> bool:
-        answered.update(await answer_hooks(client, run_ids, {"ok": True}))
-        return len(answered) == len(run_ids)
-
-    await until(all_answered, "every run to wait on its approval hook")
+    await answer_every_hook(client, run_ids, {"ok": True})
     results = await client.completed(run_ids)
     assert results == [wf.order_result(n) for n in range(20)]
     await check_logs(client, run_ids)

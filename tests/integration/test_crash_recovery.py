@@ -9,7 +9,6 @@ append to says how many times each step body really ran.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 
 from pyworkflow import RunStatus, get_workflow_events
 from pyworkflow.storage import SQLiteStorageBackend
+from tests.polling import until
 
 pytestmark = pytest.mark.integration
 
@@ -103,17 +103,11 @@ def _executions(path: str) -> Counter[str]:
 
 async def _poll(check: Callable[[], Any], what: str, proc: subprocess.Popen[bytes]) -> Any:
     """Call ``check`` (sync or async) until it returns something truthy, or fail at a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
+
+    def worker_alive() -> None:
         assert proc.poll() is None, f"worker exited with {proc.returncode} before {what}"
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+
+    return await until(check, what, DEADLINE, still_possible=worker_alive)
 
 
 async def _park_in_pack(ledger: str, worker: subprocess.Popen[bytes]) -> str:

@@ -21,33 +21,11 @@ from examples.onboarding import onboarding
 from pyworkflow.cli import main
 from pyworkflow_testing import Simulation
 from pyworkflow_testing.cli import parse_seeds
+from tests.simulation.coin import COIN
 
 ROOT = Path(__file__).resolve().parents[2]
 PYWORKFLOW = Path(sys.executable).with_name("pyworkflow")
 ONBOARDING = "examples.onboarding:onboarding"
-
-COIN = """
-import random
-
-from pyworkflow import sleep, step, workflow
-
-
-@step(name="{prefix}_heads")
-async def heads() -> str:
-    return "heads"
-
-
-@step(name="{prefix}_tails")
-async def tails() -> str:
-    return "tails"
-
-
-@workflow(name="{prefix}_flip")
-async def flip() -> str:
-    side = await heads() if random.random() < 0.5 else await tails()  # the bug
-    await sleep("1m")
-    return side
-"""
 
 
 def simulate(*args: str) -> Result:

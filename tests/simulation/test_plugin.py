@@ -14,6 +14,7 @@ import pytest
 from pyworkflow import sleep, workflow
 from pyworkflow_testing import Simulation
 from pyworkflow_testing.plugin import reproduce_command
+from tests.simulation.coin import COIN
 
 pytest_plugins = ["pytester"]
 
@@ -24,31 +25,7 @@ asyncio_default_fixture_loop_scope = function
 addopts = --strict-markers -p no:cacheprovider
 """
 
-FLIP = """
-import random
-
-import pytest
-
-from pyworkflow import sleep, step, workflow
-
-
-@step(name="{prefix}_heads")
-async def heads() -> str:
-    return "heads"
-
-
-@step(name="{prefix}_tails")
-async def tails() -> str:
-    return "tails"
-
-
-@workflow(name="{prefix}_flip")
-async def flip() -> str:
-    # The bug under test: random.random() in workflow code, not pyworkflow.random().
-    side = await heads() if random.random() < 0.5 else await tails()
-    await sleep("1m")
-    return side
-
+FLIP = COIN + """
 
 @pytest.mark.simulate(seeds=range(10))
 async def test_flip(sim):
