@@ -7,7 +7,8 @@ fault schedule. Kinds:
   the body (before its result is committed), before a commit, after a commit (before the
   commands are published), or after the work (before the ack);
 - ``drop``: a delivery is lost; the message comes back after the visibility timeout;
-- ``duplicate``: a message is delivered twice;
+- ``duplicate``: a message is delivered twice; a hook payload is delivered twice at once
+  (a retried webhook), and exactly one receipt must win;
 - ``reorder``: messages are delivered in a random order and with random delays;
 - ``storage``: a storage call fails before doing anything (transient), or a write is applied and
   the caller still sees an error (the ambiguous commit);

@@ -23,7 +23,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pyworkflow.core.exceptions import HookNotFoundError, WorkflowError
+from pyworkflow.core.exceptions import (
+    HookAlreadyReceivedError,
+    HookNotFoundError,
+    WorkflowError,
+)
 from pyworkflow.core.registry import (
     StepDefinition,
     list_steps,
@@ -243,7 +247,24 @@ class Simulation:
         if not matching:
             raise HookNotFoundError(f"run {run.run_id} has no pending hook {name!r}")
         self.script.append(_Action("hook", (run.index, name, payload)))
-        await self.world.any_engine.receive_hook(matching[0].token, payload)
+        world = self.world
+        token = matching[0].token
+        if not world.chooser.fault("duplicate", "hook"):
+            await world.any_engine.receive_hook(token, payload)
+            return
+        # The sender delivers the payload twice at once (a retried webhook, a double click), to
+        # two workers: one receipt wins, the other must be refused without a trace in the log.
+        first = asyncio.ensure_future(world.engines[0].receive_hook(token, payload))
+        second = asyncio.ensure_future(world.engines[-1].receive_hook(token, payload))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, HookAlreadyReceivedError)]
+        errors = [r for r in results if isinstance(r, BaseException) and r not in refused]
+        if errors:
+            raise errors[0]
+        if not refused:
+            world.errors.append(
+                WorkflowError(f"hook {name!r} of run {run.run_id} accepted the same payload twice")
+            )
 
     def mock_step(
         self,

@@ -58,15 +58,26 @@ class Chooser:
 
     def __init__(self, seed: int, faults: Faults, suppress: frozenset[int] = frozenset()) -> None:
         self.random = random.Random(seed)
+        self._rates: dict[str, float] = {}
         self.faults = faults
         self.suppress = suppress
         self.draws = 0
         self.fired: list[tuple[int, str, str]] = []  # (ordinal, kind, detail)
         self.max_faults: int | None = None
 
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+        # Only the kinds that can strike: a kind switched off costs one failed dict lookup.
+        self._rates = {kind: rate for kind, rate in faults.rates.items() if rate > 0}
+
     def fault(self, kind: str, detail: str = "") -> bool:
-        rate = self.faults.rate(kind)
-        if rate <= 0:
+        rate = self._rates.get(kind)
+        if rate is None:
             return False
         ordinal = self.draws
         self.draws += 1
@@ -90,9 +101,15 @@ class VirtualClock:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._at = -1.0
+        self._now = EPOCH
 
     def now(self) -> datetime:
-        return EPOCH + timedelta(seconds=self._loop.time())
+        # Asked many times per instant (every event, commit and decision): keep the last answer.
+        at = self._loop.time()
+        if at != self._at:
+            self._at, self._now = at, EPOCH + timedelta(seconds=at)
+        return self._now
 
 
 class SeededIds:
@@ -193,7 +210,11 @@ class FaultyStorage(StorageBackend):
         return await self.inner.claim_expired_leases(now, owner, expires_at, limit)
 
     async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
-        return await self.inner.get_hook(run_id, hook_id)
+        # A real read waits on I/O, and concurrent receipts of one hook (a webhook delivered
+        # twice) interleave there, between the receipt's check and its commit: so here too.
+        hook = await self.inner.get_hook(run_id, hook_id)
+        await asyncio.sleep(0)  # the answer travels back
+        return hook
 
     async def list_hooks(
         self, run_id: str | None = None, status: HookStatus | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,17 +43,27 @@ class StepDefinition:
     force_local: bool = False
     _validator: Callable[..., Any] | None = None
     _is_async: bool = True
+    _exact: tuple[type | None, ...] | None = None
 
     def __post_init__(self) -> None:
         self._is_async = inspect.iscoroutinefunction(self.func)
         signature = inspect.signature(self.func)
         if any(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values()):
             self._validator = _argument_validator(self.func, signature)
+            self._exact = _exact_types(self.func, signature)
 
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Check (and coerce) arguments against the type hints; ``StepValidationError`` if off."""
         if self._validator is None:
             return args, kwargs
+        exact = self._exact
+        if (
+            exact is not None
+            and not kwargs
+            and len(args) == len(exact)
+            and all(t is None or type(a) is t for a, t in zip(args, exact, strict=True))
+        ):
+            return args, kwargs  # already what pydantic would return: nothing to coerce
         try:
             validated: tuple[Any, Any] = self._validator(*args, **kwargs)
         except ValidationError as exc:
@@ -87,6 +98,29 @@ def _argument_validator(func: Callable[..., Any], signature: inspect.Signature) 
     shim.__name__ = func.__name__
     shim.__annotations__ = dict(getattr(func, "__annotations__", {}))
     return validate_call(config=ConfigDict(arbitrary_types_allowed=True))(shim)
+
+
+_PLAIN_TYPES = (int, float, str, bool, bytes)
+
+
+def _exact_types(
+    func: Callable[..., Any], signature: inspect.Signature
+) -> tuple[type | None, ...] | None:
+    """Per positional parameter, the plain type its hint names (None: unannotated), when every
+    hint is one of ``_PLAIN_TYPES``: arguments of exactly those types need no validation."""
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - unresolvable hints: always validate
+        return None
+    exact: list[type | None] = []
+    for parameter in signature.parameters.values():
+        if parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            return None
+        hint = hints.get(parameter.name)
+        if hint is not None and hint not in _PLAIN_TYPES:
+            return None
+        exact.append(hint)
+    return tuple(exact)
 
 
 def _is_call_shape_error(exc: TypeError) -> bool:

@@ -38,7 +38,10 @@ from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 _COMMAND_RECORDS = frozenset(
     {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED}
 )
-_STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
+# A command's record followed at once by its resolution: the common shapes replay takes at once.
+_STEP_PAIR = (EventType.STEP_STARTED, EventType.STEP_COMPLETED)
+_SLEEP_PAIR = (EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED)
+_PAIRS = (_STEP_PAIR, _SLEEP_PAIR)
 # Events that change command state but wake no workflow code.
 _PASSIVE = _COMMAND_RECORDS | {EventType.STEP_RETRYING, EventType.WORKFLOW_INTERRUPTED}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,25 +207,24 @@ class WorkflowInstance:
             return
         index = self._cursor
         if index + 1 < len(events):
-            # The common case, spelled out: this step's record, then its result.
+            # The common cases, spelled out: this step's record then its result, or this
+            # sleep's record then its completion.
             first, second = events[index], events[index + 1]
-            if (
-                first.type is _STEP_STARTED
-                and second.type is _STEP_COMPLETED
-                and first.sequence > self.sequence
-            ):
+            pair = (first.type, second.type)
+            if pair in _PAIRS and first.sequence > self.sequence:
                 command_id = cmd.command_id
                 started, completed = first.data, second.data
                 if started["command_id"] == command_id and completed["command_id"] == command_id:
-                    attempt = int(started.get("attempt", 1))
-                    if attempt > cmd.attempt:
-                        cmd.attempt = attempt
-                    cmd.retry_pending = False
+                    if pair == _STEP_PAIR:
+                        attempt = int(started.get("attempt", 1))
+                        if attempt > cmd.attempt:
+                            cmd.attempt = attempt
+                        cmd.retry_pending = False
                     self.sequence = second.sequence
                     self.loop.advance_time(second.epoch_seconds())
                     cmd.done = True
                     self.open.pop(cmd.position, None)
-                    self._resolve_step_completed(cmd, second)
+                    _RESOLVERS[second.type](self, cmd, second)
                     self._cursor = index + 2
                     return
         while index < len(events):

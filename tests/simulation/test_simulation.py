@@ -130,6 +130,27 @@ async def test_mock_step_and_resume_hook() -> None:
         sim.close()
 
 
+async def test_a_hook_payload_delivered_twice_at_once_is_received_once() -> None:
+    # At this seed the payload comes twice (and so do many messages); the two receipts run
+    # concurrently on two workers and interleave between their reads and commits.
+    sim = Simulation(seed=0, faults="duplicate=0.5", workers=2, max_faults=None)
+    try:
+        sim.mock_step(charge, returns="paid")
+        run = await sim.start(checkout, 7)
+        await sim.run_until_idle()
+        await sim.resume_hook(run, "review", {"ok": True})
+        assert any(
+            kind == "duplicate" and detail == "hook" for _, kind, detail in sim.faults_injected
+        )
+        await sim.run_until_idle()
+        assert await run.result() == "paid True"
+        received = [e for e in await run.events() if e.type is EventType.HOOK_RECEIVED]
+        assert len(received) == 1
+        sim.check()
+    finally:
+        sim.close()
+
+
 async def test_mocked_failures_are_retried_on_virtual_time() -> None:
     sim = Simulation(seed=0)
     try:

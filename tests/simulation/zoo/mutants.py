@@ -87,15 +87,24 @@ def two_appends_same_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @mutant("order")
 def hook_received_twice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Storage no longer checks that a hook is pending before recording its payload.
+    """Storage no longer enforces one payload per hook: no pending check on receipt, and a
+    ``hook.received`` is not a completion it keeps unique.
 
-    The approval link is clicked twice; only the storage check was meant to refuse the second.
+    Left is the engine's read-then-write check, which two concurrent receipts of one payload (a
+    webhook delivered twice) both pass.
     """
 
     def anything_goes(run_id: str, hook_id: str, status: Any) -> None:
         del run_id, hook_id, status
 
+    keys_checked = memory._new_completion_keys
+
+    def receipts_not_keyed(run_id: str, events: list[Event], recorded: set[str]) -> list[str]:
+        others = [event for event in events if event.type is not EventType.HOOK_RECEIVED]
+        return keys_checked(run_id, others, recorded)
+
     monkeypatch.setattr(memory, "check_hook_pending", anything_goes)
+    monkeypatch.setattr(memory, "_new_completion_keys", receipts_not_keyed)
 
 
 # -- timers ---------------------------------------------------------------------------------------

@@ -40,12 +40,6 @@ NOT_CAUGHT = {
         " the simulator's visibility timeout (60s) is longer than the lease, so even without the"
         " mutant the sweeper, never the redelivery, recovers after a crash."
     ),
-    "hook_received_twice": (
-        "equivalent: defended twice more. Engine.receive_hook refuses a received hook before it"
-        " commits, and hook.received has the completion key <command>#done, so storage refuses a"
-        " second one even without the pending check; the simulator never interleaves two"
-        " receipts (resume_hook runs whole on the simulation thread) and nothing else differs."
-    ),
 }
 
 
