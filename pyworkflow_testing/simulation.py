@@ -298,9 +298,14 @@ class Simulation:
     async def _log_hash(self) -> str:
         digest = hashlib.sha256()
         for run in self.runs:
-            for event in await self.world.storage.inner.get_events(run.run_id):
-                # Event data is plain JSON (the engine writes it): orjson, keys sorted.
-                digest.update(orjson.dumps(event.to_dict(), option=orjson.OPT_SORT_KEYS))
+            events = await self.world.storage.inner.get_events(run.run_id)
+            # Event data is plain JSON (the engine writes it): orjson, keys sorted. Event ids
+            # derive from the run id and the sequence, which are in.
+            log = [
+                (event.sequence, event.type.value, event.epoch_seconds(), event.data)
+                for event in events
+            ]
+            digest.update(orjson.dumps([run.run_id, log], option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
     async def violations(self) -> list[str]:

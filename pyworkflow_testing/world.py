@@ -19,7 +19,7 @@ import heapq
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +32,7 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow_testing.faults import CRASH_POINTS, Faults
-from pyworkflow_testing.loop import SimulationDeadlock
+from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -99,16 +99,16 @@ class Chooser:
 class VirtualClock:
     """The ``Clock`` port on virtual time: ``EPOCH`` plus the loop's seconds."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: VirtualTimeEventLoop) -> None:
         self._loop = loop
-        self._at = -1.0
+        self._at = -1
         self._now = EPOCH
 
     def now(self) -> datetime:
         # Asked many times per instant (every event, commit and decision): keep the last answer.
-        at = self._loop.time()
+        at = self._loop._micros
         if at != self._at:
-            self._at, self._now = at, EPOCH + timedelta(seconds=at)
+            self._at, self._now = at, EPOCH + timedelta(microseconds=at)
         return self._now
 
 
@@ -231,14 +231,14 @@ class FaultyStorage(StorageBackend):
         await self.inner.delete_checkpoint(run_id, step_id)
 
 
-@dataclass(order=True)
+@dataclass
 class Message:
     visible_at: int  # virtual microseconds: exact comparisons with the loop's clock
     number: int
-    kind: str = field(compare=False)  # "activation" | "step"
-    run_id: str = field(compare=False)
-    step_id: str = field(default="", compare=False)
-    attempt: int = field(default=0, compare=False)
+    kind: str  # "activation" | "step"
+    run_id: str
+    step_id: str = ""
+    attempt: int = 0
 
 
 class SimBroker:
@@ -251,7 +251,8 @@ class SimBroker:
     def __init__(self, world: World) -> None:
         self.world = world
         self.visible: list[Message] = []
-        self.waiting: list[Message] = []
+        # (visible_at, number, message): tuples compare in C, and numbers are unique.
+        self.waiting: list[tuple[int, int, Message]] = []
         self._numbers = 0
 
     def put(self, kind: str, run_id: str, step_id: str = "", attempt: int = 0) -> None:
@@ -263,7 +264,7 @@ class SimBroker:
         self.push(Message(world.micros_after(delay), self._numbers, kind, run_id, step_id, attempt))
 
     def push(self, message: Message) -> None:
-        heapq.heappush(self.waiting, message)
+        heapq.heappush(self.waiting, (message.visible_at, message.number, message))
         self.world.wake.set()
 
     async def enqueue_activation(self, run_id: str) -> None:
@@ -274,8 +275,9 @@ class SimBroker:
 
     def take(self) -> Message | None:
         now = self.world.micros_after(0)
-        while self.waiting and self.waiting[0].visible_at <= now:
-            self.visible.append(heapq.heappop(self.waiting))
+        waiting = self.waiting
+        while waiting and waiting[0][0] <= now:
+            self.visible.append(heapq.heappop(waiting)[2])
         if not self.visible:
             return None
         index = 0
@@ -286,7 +288,7 @@ class SimBroker:
     def next_visible(self) -> float | None:
         if self.visible:
             return self.world.loop.time()
-        return self.waiting[0].visible_at / 1_000_000 if self.waiting else None
+        return self.waiting[0][0] / 1_000_000 if self.waiting else None
 
     def clear(self) -> None:
         self.visible.clear()
@@ -301,7 +303,7 @@ class World:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        loop: VirtualTimeEventLoop,
         *,
         seed: int,
         faults: Faults,

@@ -140,7 +140,7 @@ class WorkflowInstance:
         self.failure: NonDeterminismError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
-        self._rng = random.Random(f"pyworkflow:{run.run_id}")
+        self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False
         args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
         context = contextvars.copy_context()
@@ -518,11 +518,17 @@ class WorkflowInstance:
     def now(self) -> datetime:
         return self.logical_now()
 
+    def _random(self) -> random.Random:
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(f"pyworkflow:{self.run_id}")
+        return rng
+
     def random(self) -> float:
-        return self._rng.random()
+        return self._random().random()
 
     def uuid4(self) -> uuid.UUID:
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self._random().getrandbits(128), version=4)
 
     def set_step_context(self, ctx: StepContext | None) -> None:
         self.step_context = ctx
