@@ -35,6 +35,7 @@ from pyworkflow_testing.faults import CRASH_POINTS, Faults
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+SIM_CACHE_SIZE = 20_000  # cached workflow instances per simulated worker
 
 
 class WorkerCrash(BaseException):  # noqa: N818 - it is an event, not an error
@@ -345,6 +346,10 @@ class World:
             dispatch_steps=self.dispatch_steps,
             lease_ttl=self.lease_ttl,
             invoke_step=self._invoke_step,
+            # Simulated workers have memory to spare: a sweep of thousands of concurrent runs
+            # must not turn every activation into a replay from scratch. Crashes still empty
+            # the cache, so cold replays keep being exercised.
+            cache_size=SIM_CACHE_SIZE,
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set

@@ -31,6 +31,14 @@ class WorkflowDefinition:
     tags: tuple[str, ...] = ()
     recover_on_worker_loss: bool | None = None
     max_recovery_attempts: int | None = None
+    _signature: inspect.Signature | None = None
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The workflow function's signature (computed once: ``start`` binds every call to it)."""
+        if self._signature is None:
+            self._signature = inspect.signature(self.func)
+        return self._signature
 
 
 @dataclass(slots=True)

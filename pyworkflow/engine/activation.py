@@ -164,7 +164,7 @@ class Engine:
         Returns the run and whether it was created (False: ``idempotency_key`` named one).
         """
         try:
-            inspect.signature(definition.func).bind(*args, **kwargs)
+            definition.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"workflow {definition.name!r}: {exc}") from None
         args_json, kwargs_json = serialize_args(args, kwargs)

@@ -9,12 +9,18 @@ This is the engine's per-step hot path for in-memory runs: ``commit`` does dict,
 operations only, never serialization. Records handed out are copies, so callers cannot change
 storage through them; events are immutable by convention and are shared.
 
+Due timers and expired leases are found through heaps, not scans, so the timer service and the
+sweeper cost the same with ten thousand runs as with ten. The heaps are lazy: an entry is pushed
+whenever a timer or lease is set and checked against the tables when it comes out (a stale one is
+dropped); they are rebuilt from the tables when stale entries outnumber live ones.
+
 This module must never import the engine (only its event model), a runtime, or do any I/O.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +44,7 @@ from pyworkflow.storage.schemas import (
     RunStatus,
     Timer,
     WorkflowRun,
+    _Unset,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -76,6 +83,11 @@ class MemoryStore:
         self._timers: TimerTable = {}
         self._hooks: dict[tuple[str, str], Hook] = {}  # (run_id, hook_id) -> hook
         self._checkpoints: dict[tuple[str, str], str] = {}  # (run_id, step_id) -> data
+        # (claimable at, fire_at, run_id) for timers; (lease expiry, run_id) for leased
+        # pending/running runs; the pending/running runs nobody holds (claimable at once).
+        self._timer_heap: list[tuple[datetime, datetime, str]] = []
+        self._lease_heap: list[tuple[datetime, str]] = []
+        self._unowned: set[str] = set()
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -97,6 +109,8 @@ class MemoryStore:
             if run.idempotency_key is not None:
                 store._idempotency[run.idempotency_key] = run.run_id
         store._timers = dict(tables.timers)
+        store._rebuild_timer_heap()
+        store._rebuild_lease_index()
         store._hooks = {(hook.run_id, hook.hook_id): hook for hook in tables.hooks}
         store._checkpoints = dict(tables.checkpoints)
         return store
@@ -115,6 +129,7 @@ class MemoryStore:
         completion_keys = _new_completion_keys(run.run_id, numbered, set())
         stored = _copy_run(record)
         self._runs[run.run_id] = _RunLog(stored, numbered, set(completion_keys))
+        self._index_lease(stored)
         if key is not None:
             self._idempotency[key] = run.run_id
         return _copy_run(stored), True
@@ -176,12 +191,14 @@ class MemoryStore:
         log.events.extend(events)
         log.completion_keys.update(new_keys)
         self._update_run(run, commit, now)
+        if commit.status is not None or not isinstance(commit.lease, _Unset):
+            self._index_lease(run)
         run.last_sequence += len(events)
         timer = commit.timer
         if timer is None:
             self._timers.pop(run_id, None)
         elif isinstance(timer, datetime):
-            self._timers[run_id] = (timer, None)
+            self._set_timer(run_id, timer, None)
         for hook in commit.hooks_created:
             self._hooks.setdefault((run_id, hook.hook_id), _copy_hook(hook, run_id=run_id))
         if received is not None:
@@ -227,20 +244,48 @@ class MemoryStore:
     # -- timers -------------------------------------------------------------------------------
 
     def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        self._timers[run_id] = (fire_at, None)
+        self._set_timer(run_id, fire_at, None)
+
+    def _set_timer(self, run_id: str, fire_at: datetime, claimed_until: datetime | None) -> None:
+        self._timers[run_id] = (fire_at, claimed_until)
+        claimable = (
+            claimed_until if claimed_until is not None and claimed_until > fire_at else fire_at
+        )
+        heapq.heappush(self._timer_heap, (claimable, fire_at, run_id))
+        if len(self._timer_heap) > 2 * len(self._timers) + 1_000:
+            self._rebuild_timer_heap()
+
+    def _rebuild_timer_heap(self) -> None:
+        self._timer_heap = []
+        for run_id, (fire_at, claimed_until) in self._timers.items():
+            claimable = fire_at if claimed_until is None else max(fire_at, claimed_until)
+            self._timer_heap.append((claimable, fire_at, run_id))
+        heapq.heapify(self._timer_heap)
+
+    def _timer_entry_live(self, entry: tuple[datetime, datetime, str]) -> bool:
+        claimable, fire_at, run_id = entry
+        current = self._timers.get(run_id)
+        if current is None or current[0] != fire_at:
+            return False
+        claimed_until = current[1]
+        return claimable == (fire_at if claimed_until is None else max(fire_at, claimed_until))
 
     def claim_due_timers(self, now: datetime, limit: int, claim_for: timedelta) -> list[Timer]:
-        due = sorted(
-            (fire_at, run_id)
-            for run_id, (fire_at, claimed_until) in self._timers.items()
-            if fire_at <= now and (claimed_until is None or claimed_until <= now)
-        )[:limit]
-        self.set_timer_claims([run_id for _, run_id in due], now + claim_for)
-        return [Timer(run_id, fire_at) for fire_at, run_id in due]
+        heap, due = self._timer_heap, {}
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._timer_entry_live(entry):
+                due[entry[2]] = entry  # a timer set twice to the same time has two entries
+        ordered = sorted(due.values(), key=lambda entry: (entry[1], entry[2]))
+        for entry in ordered[limit:]:
+            heapq.heappush(heap, entry)  # due, but beyond the limit: still claimable
+        claimed = ordered[:limit]
+        self.set_timer_claims([run_id for _, _, run_id in claimed], now + claim_for)
+        return [Timer(run_id, fire_at) for _, fire_at, run_id in claimed]
 
     def set_timer_claims(self, run_ids: list[str], claimed_until: datetime) -> None:
         for run_id in run_ids:
-            self._timers[run_id] = (self._timers[run_id][0], claimed_until)
+            self._set_timer(run_id, self._timers[run_id][0], claimed_until)
 
     def get_timer(self, run_id: str) -> Timer | None:
         entry = self._timers.get(run_id)
@@ -256,6 +301,7 @@ class MemoryStore:
         if run.lease_owner != owner and not _lease_free(run, now):
             return False
         run.lease_owner, run.lease_expires_at = owner, expires_at
+        self._index_lease(run)
         return True
 
     def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> list[str]:
@@ -271,40 +317,78 @@ class MemoryStore:
     def claim_expired_leases(
         self, now: datetime, owner: str, expires_at: datetime, limit: int
     ) -> list[str]:
-        expired = sorted(
-            (
-                log.run
-                for log in self._runs.values()
-                if log.run.status in _LEASABLE_STATUSES and _lease_free(log.run, now)
-            ),
-            key=lambda run: (run.updated_at, run.run_id),
-        )
-        run_ids = [run.run_id for run in expired[:limit]]
+        heap = self._lease_heap
+        expired = {run_id: self._runs[run_id].run for run_id in self._unowned}
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._lease_entry_live(entry):
+                expired[entry[1]] = self._runs[entry[1]].run
+        ordered = sorted(expired.values(), key=lambda run: (run.updated_at or _EPOCH, run.run_id))
+        for run in ordered[limit:]:
+            self._index_lease(run)  # expired, but beyond the limit: put back
+        run_ids = [run.run_id for run in ordered[:limit]]
         self.set_leases(run_ids, owner, expires_at)
         return run_ids
 
     def next_wakeup(self) -> datetime | None:
         """The earliest time a timer becomes claimable or a pending/running run's lease ends."""
-        times = [
-            claimed_until if claimed_until is not None and claimed_until > fire_at else fire_at
-            for fire_at, claimed_until in self._timers.values()
-        ]
-        times += [
-            log.run.lease_expires_at
-            for log in self._runs.values()
-            if log.run.status in _LEASABLE_STATUSES and log.run.lease_expires_at is not None
-        ]
-        times += [
-            log.run.updated_at or _EPOCH
-            for log in self._runs.values()
-            if log.run.status in _LEASABLE_STATUSES and log.run.lease_owner is None
-        ]
+        times = [self._runs[run_id].run.updated_at or _EPOCH for run_id in self._unowned]
+        timers, leases = self._timer_heap, self._lease_heap
+        while timers and not self._timer_entry_live(timers[0]):
+            heapq.heappop(timers)
+        if timers:
+            times.append(timers[0][0])
+        while leases and not self._lease_entry_live(leases[0]):
+            heapq.heappop(leases)
+        if leases:
+            times.append(leases[0][0])
         return min(times, default=None)
 
     def set_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         for run_id in run_ids:
             run = self._runs[run_id].run
             run.lease_owner, run.lease_expires_at = owner, expires_at
+            self._index_lease(run)
+
+    def _index_lease(self, run: WorkflowRun) -> None:
+        """Record where ``run`` now stands for the sweeper (after any lease or status change)."""
+        run_id = run.run_id
+        if run.status not in _LEASABLE_STATUSES:
+            self._unowned.discard(run_id)
+            return
+        if run.lease_owner is None:
+            self._unowned.add(run_id)
+            return
+        self._unowned.discard(run_id)
+        if run.lease_expires_at is not None:  # a lease without an expiry never runs out
+            heapq.heappush(self._lease_heap, (run.lease_expires_at, run_id))
+            if len(self._lease_heap) > 2 * len(self._runs) + 1_000:
+                self._rebuild_lease_index()
+
+    def _lease_entry_live(self, entry: tuple[datetime, str]) -> bool:
+        log = self._runs.get(entry[1])
+        if log is None:
+            return False
+        run = log.run
+        return (
+            run.status in _LEASABLE_STATUSES
+            and run.lease_owner is not None
+            and run.lease_expires_at == entry[0]
+        )
+
+    def _rebuild_lease_index(self) -> None:
+        self._lease_heap, self._unowned = [], set()
+        leased = []
+        for run_id, log in self._runs.items():
+            run = log.run
+            if run.status not in _LEASABLE_STATUSES:
+                continue
+            if run.lease_owner is None:
+                self._unowned.add(run_id)
+            elif run.lease_expires_at is not None:
+                leased.append((run.lease_expires_at, run_id))
+        heapq.heapify(leased)
+        self._lease_heap = leased
 
     # -- hooks --------------------------------------------------------------------------------
 
