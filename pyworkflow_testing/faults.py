@@ -32,6 +32,8 @@ DEFAULT_RATES = {
     "restart": 0.01,
 }
 
+_HIGHEST = {"duplicate": 0.9}
+
 
 @dataclass(frozen=True)
 class Faults:
@@ -45,6 +47,9 @@ class Faults:
                 raise ValueError(f"unknown fault {kind!r} (known: {', '.join(KINDS)})")
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"fault rate for {kind!r} must be within 0..1, got {rate}")
+            if rate > _HIGHEST.get(kind, 1.0):
+                # Copies can be duplicated too: at 1 every delivery would breed copies forever.
+                raise ValueError(f"fault rate for {kind!r} must be at most {_HIGHEST[kind]}")
 
     @classmethod
     def none(cls) -> Faults:
@@ -52,7 +57,12 @@ class Faults:
 
     @classmethod
     def all(cls, scale: float = 1.0) -> Faults:
-        return cls({kind: min(1.0, rate * scale) for kind, rate in DEFAULT_RATES.items()})
+        return cls(
+            {
+                kind: min(_HIGHEST.get(kind, 1.0), rate * scale)
+                for kind, rate in DEFAULT_RATES.items()
+            }
+        )
 
     @classmethod
     def only(cls, *kinds: str, rate: float | None = None) -> Faults:

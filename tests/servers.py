@@ -30,7 +30,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, log: Path) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -88,7 +88,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_for_port(self.port, self.proc, "redis-server", log)
+        wait_for_port(self.port, self.proc, "redis-server", log)
 
     def kill(self) -> None:
         """Stop at once (SIGKILL): what an outage looks like to clients."""
@@ -196,7 +196,7 @@ class PostgresServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        _wait_for_port(self.port, None, "postgres", log)
+        wait_for_port(self.port, None, "postgres", log)
 
     def stop(self) -> None:
         subprocess.run(

@@ -177,6 +177,10 @@ def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:
     return numbered
 
 
+# Runs whose lease the sweeper may take over once it is free (no holder, or expired).
+LEASABLE_STATUSES: tuple[RunStatus, ...] = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
 def check_run_open(run_id: str, status: RunStatus) -> None:
     """Nothing enters a log after its terminal event: commits to a finished run fail."""
     if status.is_terminal:

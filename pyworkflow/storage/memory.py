@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from pyworkflow.engine.events import Event
 from pyworkflow.storage.base import (
+    LEASABLE_STATUSES,
     StorageBackend,
     already_exists,
     check_hook_pending,
@@ -48,7 +49,7 @@ from pyworkflow.storage.schemas import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LEASABLE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+_LEASABLE_STATUSES = frozenset(LEASABLE_STATUSES)
 
 # run_id -> (fire_at, claimed_until); claimed_until is None while nobody holds the timer.
 TimerTable = dict[str, tuple[datetime, datetime | None]]

@@ -75,6 +75,7 @@ from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import (
+    LEASABLE_STATUSES,
     StorageBackend,
     already_exists,
     check_hook_pending,
@@ -115,7 +116,7 @@ _dumps: Callable[[Any], str] = dump_text
 # Event data is written by the engine (str keys, strings, small ints, bools): orjson reads it.
 _loads: Callable[[str | bytes], Any] = orjson.loads
 _EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
-_LEASABLE = (RunStatus.PENDING, RunStatus.RUNNING)
+_LEASABLE = LEASABLE_STATUSES
 _Fields = list[str | int]
 
 

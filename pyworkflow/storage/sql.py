@@ -29,7 +29,7 @@ import orjson
 from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.serialization.jsontext import dump_text
-from pyworkflow.storage.base import decode_run_cursor, encode_run_cursor
+from pyworkflow.storage.base import LEASABLE_STATUSES, decode_run_cursor, encode_run_cursor
 from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 
 Row = Sequence[Any]
@@ -373,7 +373,7 @@ def newer_schema_error(database: str, version: int, known: int) -> Configuration
 
 # -- statements ---------------------------------------------------------------------------------
 
-LEASABLE = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+LEASABLE = tuple(status.value for status in LEASABLE_STATUSES)
 
 # Templates (rendered by a ``Dialect``). Placeholders are bound in the order they appear.
 T_CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS {schema_version} (version INTEGER NOT NULL)"

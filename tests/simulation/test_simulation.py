@@ -170,6 +170,12 @@ def test_faults_parse() -> None:
     assert Faults.parse("crash,drop=0.5").rates == {"crash": 0.05, "drop": 0.5}
     with pytest.raises(ValueError, match="unknown fault 'boom'"):
         Faults.parse("crash,boom")
+    with pytest.raises(ValueError, match="must be within 0..1"):
+        Faults.parse("drop=1.5")
+    # Every copy may be duplicated again: a rate of 1 would never stop making copies.
+    with pytest.raises(ValueError, match="'duplicate' must be at most 0.9"):
+        Faults.parse("duplicate=1")
+    assert Faults.all(scale=100).rates["duplicate"] == 0.9
 
 
 async def test_simulation_methods_work_from_any_loop() -> None:

@@ -23,7 +23,7 @@ from pyworkflow.storage.base import SCHEMA_VERSION
 from pyworkflow.storage.postgres import PostgresStorageBackend
 from pyworkflow.storage.schemas import Commit
 from tests.conftest import namespace_for
-from tests.servers import PostgresServer, _wait_for_port, free_port
+from tests.servers import PostgresServer, free_port, wait_for_port
 from tests.storage.test_contract import at, new_run, step_completed, step_started
 
 
@@ -174,7 +174,7 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[str]:
         argv = ["runuser", "-u", "postgres", "--", *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, proc, "pgbouncer", directory / "pgbouncer.log")
+        wait_for_port(port, proc, "pgbouncer", directory / "pgbouncer.log")
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         proc.terminate()
