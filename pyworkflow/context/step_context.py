@@ -9,8 +9,6 @@ resume part-way after a crash. Must never import anything above the data model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,14 +51,23 @@ class StepInfo:
 _current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)
 
 
-@contextmanager
-def step_scope(info: StepInfo) -> Iterator[StepInfo]:
-    """Make ``info`` the current step for the code run inside the ``with`` block."""
-    token = _current_step.set(info)
-    try:
-        yield info
-    finally:
-        _current_step.reset(token)
+class step_scope:  # noqa: N801 - used like the function it was
+    """Make ``info`` the current step for the code run inside the ``with`` block.
+
+    A class rather than a ``@contextmanager`` generator: it runs once per step attempt.
+    """
+
+    __slots__ = ("_info", "_token")
+
+    def __init__(self, info: StepInfo) -> None:
+        self._info = info
+
+    def __enter__(self) -> StepInfo:
+        self._token = _current_step.set(self._info)
+        return self._info
+
+    def __exit__(self, *exc: object) -> None:
+        _current_step.reset(self._token)
 
 
 def current_step_info() -> StepInfo | None:

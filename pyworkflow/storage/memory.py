@@ -84,9 +84,11 @@ class MemoryStore:
         self._timers: TimerTable = {}
         self._hooks: dict[tuple[str, str], Hook] = {}  # (run_id, hook_id) -> hook
         self._checkpoints: dict[tuple[str, str], str] = {}  # (run_id, step_id) -> data
-        # (claimable at, fire_at, run_id) for timers; (lease expiry, run_id) for leased
-        # pending/running runs; the pending/running runs nobody holds (claimable at once).
-        self._timer_heap: list[tuple[datetime, datetime, str]] = []
+        # (fire_at, run_id) for unclaimed timers, (claimed_until, fire_at, run_id) for claimed
+        # ones; (lease expiry, run_id) for leased pending/running runs; and the pending/running
+        # runs nobody holds (claimable at once).
+        self._timer_heap: list[tuple[datetime, str]] = []
+        self._claim_heap: list[tuple[datetime, datetime, str]] = []
         self._lease_heap: list[tuple[datetime, str]] = []
         self._unowned: set[str] = set()
 
@@ -249,40 +251,44 @@ class MemoryStore:
 
     def _set_timer(self, run_id: str, fire_at: datetime, claimed_until: datetime | None) -> None:
         self._timers[run_id] = (fire_at, claimed_until)
-        claimable = (
-            claimed_until if claimed_until is not None and claimed_until > fire_at else fire_at
-        )
-        heapq.heappush(self._timer_heap, (claimable, fire_at, run_id))
-        if len(self._timer_heap) > 2 * len(self._timers) + 1_000:
+        if claimed_until is None:
+            heapq.heappush(self._timer_heap, (fire_at, run_id))
+        else:
+            heapq.heappush(self._claim_heap, (claimed_until, fire_at, run_id))
+        if len(self._timer_heap) + len(self._claim_heap) > 2 * len(self._timers) + 1_000:
             self._rebuild_timer_heap()
 
     def _rebuild_timer_heap(self) -> None:
-        self._timer_heap = []
+        unclaimed: list[tuple[datetime, str]] = []
+        claimed: list[tuple[datetime, datetime, str]] = []
         for run_id, (fire_at, claimed_until) in self._timers.items():
-            claimable = fire_at if claimed_until is None else max(fire_at, claimed_until)
-            self._timer_heap.append((claimable, fire_at, run_id))
-        heapq.heapify(self._timer_heap)
+            if claimed_until is None:
+                unclaimed.append((fire_at, run_id))
+            else:
+                claimed.append((claimed_until, fire_at, run_id))
+        heapq.heapify(unclaimed)
+        heapq.heapify(claimed)
+        self._timer_heap, self._claim_heap = unclaimed, claimed
 
-    def _timer_entry_live(self, entry: tuple[datetime, datetime, str]) -> bool:
-        claimable, fire_at, run_id = entry
-        current = self._timers.get(run_id)
-        if current is None or current[0] != fire_at:
-            return False
-        claimed_until = current[1]
-        return claimable == (fire_at if claimed_until is None else max(fire_at, claimed_until))
+    def _release_expired_claims(self, now: datetime) -> None:
+        """Claims that ran out make their timers unclaimed again (their claimer was lost)."""
+        claims, timers = self._claim_heap, self._timers
+        while claims and claims[0][0] <= now:
+            claimed_until, fire_at, run_id = heapq.heappop(claims)
+            if timers.get(run_id) == (fire_at, claimed_until):
+                self._set_timer(run_id, fire_at, None)
 
     def claim_due_timers(self, now: datetime, limit: int, claim_for: timedelta) -> list[Timer]:
-        heap, due = self._timer_heap, {}
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            if self._timer_entry_live(entry):
-                due[entry[2]] = entry  # a timer set twice to the same time has two entries
-        ordered = sorted(due.values(), key=lambda entry: (entry[1], entry[2]))
-        for entry in ordered[limit:]:
-            heapq.heappush(heap, entry)  # due, but beyond the limit: still claimable
-        claimed = ordered[:limit]
-        self.set_timer_claims([run_id for _, _, run_id in claimed], now + claim_for)
-        return [Timer(run_id, fire_at) for _, fire_at, run_id in claimed]
+        self._release_expired_claims(now)
+        heap, timers = self._timer_heap, self._timers
+        due: list[tuple[datetime, str]] = []
+        # Unclaimed timers come out in (fire_at, run_id) order: the oldest due first.
+        while heap and heap[0][0] <= now and len(due) < limit:
+            fire_at, run_id = heapq.heappop(heap)
+            if timers.get(run_id) == (fire_at, None) and (fire_at, run_id) not in due[-1:]:
+                due.append((fire_at, run_id))  # (a timer set twice to one time has 2 entries)
+        self.set_timer_claims([run_id for _, run_id in due], now + claim_for)
+        return [Timer(run_id, fire_at) for fire_at, run_id in due]
 
     def set_timer_claims(self, run_ids: list[str], claimed_until: datetime) -> None:
         for run_id in run_ids:
@@ -334,11 +340,16 @@ class MemoryStore:
     def next_wakeup(self) -> datetime | None:
         """The earliest time a timer becomes claimable or a pending/running run's lease ends."""
         times = [self._runs[run_id].run.updated_at or _EPOCH for run_id in self._unowned]
-        timers, leases = self._timer_heap, self._lease_heap
-        while timers and not self._timer_entry_live(timers[0]):
-            heapq.heappop(timers)
-        if timers:
-            times.append(timers[0][0])
+        unclaimed, claims, leases = self._timer_heap, self._claim_heap, self._lease_heap
+        while unclaimed and self._timers.get(unclaimed[0][1]) != (unclaimed[0][0], None):
+            heapq.heappop(unclaimed)
+        if unclaimed:
+            times.append(unclaimed[0][0])
+        while claims and self._timers.get(claims[0][2]) != (claims[0][1], claims[0][0]):
+            heapq.heappop(claims)
+        if claims:
+            # When the claim runs out (a claim never ends before its timer is due).
+            times.append(max(claims[0][0], claims[0][1]))
         while leases and not self._lease_entry_live(leases[0]):
             heapq.heappop(leases)
         if leases:
