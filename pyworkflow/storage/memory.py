@@ -83,6 +83,7 @@ class MemoryStore:
         self._idempotency: dict[str, str] = {}  # idempotency key -> run_id
         self._timers: TimerTable = {}
         self._hooks: dict[tuple[str, str], Hook] = {}  # (run_id, hook_id) -> hook
+        self._hooks_of: dict[str, list[str]] = {}  # run_id -> its hook ids
         self._checkpoints: dict[tuple[str, str], str] = {}  # (run_id, step_id) -> data
         # (fire_at, run_id) for unclaimed timers, (claimed_until, fire_at, run_id) for claimed
         # ones; (lease expiry, run_id) for leased pending/running runs; and the pending/running
@@ -115,6 +116,8 @@ class MemoryStore:
         store._rebuild_timer_heap()
         store._rebuild_lease_index()
         store._hooks = {(hook.run_id, hook.hook_id): hook for hook in tables.hooks}
+        for run_id, hook_id in store._hooks:
+            store._hooks_of.setdefault(run_id, []).append(hook_id)
         store._checkpoints = dict(tables.checkpoints)
         return store
 
@@ -203,7 +206,9 @@ class MemoryStore:
         elif isinstance(timer, datetime):
             self._set_timer(run_id, timer, None)
         for hook in commit.hooks_created:
-            self._hooks.setdefault((run_id, hook.hook_id), _copy_hook(hook, run_id=run_id))
+            if (run_id, hook.hook_id) not in self._hooks:
+                self._hooks[(run_id, hook.hook_id)] = _copy_hook(hook, run_id=run_id)
+                self._hooks_of.setdefault(run_id, []).append(hook.hook_id)
         if received is not None:
             hook = self._hooks[(run_id, received[0])]
             hook.status, hook.payload, hook.received_at = HookStatus.RECEIVED, received[1], now
@@ -413,11 +418,14 @@ class MemoryStore:
         return _copy_hook(hook) if hook is not None else None
 
     def list_hooks(self, run_id: str | None, status: HookStatus | None) -> list[Hook]:
+        if run_id is None:
+            keys = sorted(self._hooks)
+        else:
+            keys = [(run_id, hook_id) for hook_id in sorted(self._hooks_of.get(run_id, ()))]
         return [
             _copy_hook(self._hooks[key])
-            for key in sorted(self._hooks)
-            if (run_id is None or key[0] == run_id)
-            and (status is None or self._hooks[key].status == status)
+            for key in keys
+            if status is None or self._hooks[key].status == status
         ]
 
     # -- step checkpoints ---------------------------------------------------------------------
