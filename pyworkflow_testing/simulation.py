@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import inspect
 import random
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,6 +132,8 @@ class Simulation:
         self.runs: list[SimRun] = []
         self.timed_out = False
         self._checked_at: int | None = None  # len(script) when check() last passed
+        # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
+        self.check_seconds: dict[str, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyworkflow-sim")
         self._loop = VirtualTimeEventLoop()
         self.world = World(
@@ -339,11 +342,18 @@ class Simulation:
         """
         if self._checked_at == len(self.script):
             return  # nothing happened since the last check, which passed
+        timings = self.check_seconds = {}
+        started = time.perf_counter()
         found = self.run_sync(self._violations())
+        timings["per_run"] = time.perf_counter() - started
         if self.faults.enabled and not found:
+            started = time.perf_counter()
             found += self._compare_with_fault_free()
+            timings["fault_free_rerun"] = time.perf_counter() - started
         if not found:
+            started = time.perf_counter()
             found += self._compare_with_same_seed()
+            timings["same_seed_rerun"] = time.perf_counter() - started
         if found:
             raise SimulationFailure(
                 self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found

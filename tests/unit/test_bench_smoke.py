@@ -1,4 +1,4 @@
-"""``bench/engine.py --quick`` runs and prints the JSON it promises; speed is never asserted."""
+"""The benchmarks run with ``--quick`` and print the JSON they promise; speed is never asserted."""
 
 from __future__ import annotations
 
@@ -42,4 +42,33 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
         "memory_per_step_us",
         "scaling_ratio",
         "cold_resume_us_per_event",
+    }
+
+
+def test_simulation_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
+    output = tmp_path / "simulation.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "simulation.py"), "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert json.loads(output.read_text()) == results
+    for key, phases in (
+        ("throughput", {"per_run", "same_seed_rerun"}),
+        ("throughput_all_faults", {"per_run", "fault_free_rerun", "same_seed_rerun"}),
+    ):
+        figures = results[key]
+        assert figures["oracles"] is True
+        assert figures["workflow_days_per_second"] > 0
+        assert figures["deliveries"] >= 11 * figures["runs"]  # a start and ten timer wake-ups
+        assert set(figures["check_seconds"]) == phases
+    assert results["determinism"] == {
+        "seeds": 5,
+        "same_process_identical": True,
+        "pythonhashseed_1_and_2_identical": True,
     }
