@@ -213,22 +213,26 @@ class Engine:
         lock = self._locks.get(run_id)
         if lock is None:
             lock = self._locks[run_id] = asyncio.Lock()
-        async with lock:
-            self.active.add(run_id)
-            try:
-                for _ in range(MAX_CONFLICT_RETRIES):
-                    try:
-                        return await self._activate(run_id, new_run)
-                    except SequenceConflictError:
-                        new_run = None
-                        logger.debug("activation of {} lost a commit race; retrying", run_id)
-                raise SequenceConflictError(
-                    f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
-                )
-            finally:
-                self.active.discard(run_id)
-                if not lock.locked() and not getattr(lock, "_waiters", None):
-                    self._locks.pop(run_id, None)
+        try:
+            async with lock:
+                self.active.add(run_id)
+                try:
+                    for _ in range(MAX_CONFLICT_RETRIES):
+                        try:
+                            return await self._activate(run_id, new_run)
+                        except SequenceConflictError:
+                            new_run = None
+                            logger.debug("activation of {} lost a commit race; retrying", run_id)
+                    raise SequenceConflictError(
+                        f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
+                    )
+                finally:
+                    self.active.discard(run_id)
+        finally:
+            # Released, and nobody waits for it (a woken waiter stays in _waiters until it
+            # holds the lock): forget it, or an engine would keep a lock per run ever seen.
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._locks.pop(run_id, None)
 
     async def _load(self, run_id: str, new_run: WorkflowRun | None) -> WorkflowInstance | Outcome:
         if new_run is not None and run_id not in self._cache:

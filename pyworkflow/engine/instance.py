@@ -563,6 +563,11 @@ class WorkflowInstance:
                 break
             self.loop.run_ready()
         self.loop.close()
+        # The commands, their futures and the loop point back at this instance: let go of
+        # them now, so reference counting frees a finished run instead of the cyclic GC.
+        self.commands = []
+        self.open = {}
+        self.buffer = []
 
 
 def _position(command_id: str) -> int:

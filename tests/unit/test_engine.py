@@ -137,6 +137,19 @@ async def test_timer_service_fires_due_timers(env: Env) -> None:
     assert await env.engine.fire_due_timers() == []
 
 
+async def test_an_engine_keeps_no_per_run_state_once_its_runs_are_done(env: Env) -> None:
+    # Activations serialize per run with a lock; a lock no one holds or waits for must go,
+    # or a long-lived worker keeps one for every run it ever activated.
+    run_ids = [await env.start(sleeper) for _ in range(5)]
+    env.clock.advance(5400)
+    assert sorted(await env.engine.fire_due_timers()) == sorted(run_ids)
+    await env.settle()
+    for run_id in run_ids:
+        assert (await env.storage.get_run(run_id)).status is RunStatus.COMPLETED
+    assert env.engine._locks == {}
+    assert not env.engine.active and not env.engine._cache
+
+
 @pytest.mark.parametrize(
     ("retry_delay", "expected"),
     [
