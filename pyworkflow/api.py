@@ -8,7 +8,6 @@ then talk only to the ``Runtime`` port and the ``StorageBackend`` port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -211,20 +210,24 @@ async def get_workflow_result(
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     poll = 0.02
-    while not run.status.is_terminal:
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            raise WorkflowTimeoutError(
-                f"run {run_id} did not finish within {timeout}s (status: {run.status.value})"
-            )
-        waiter = runtime.engine_for(store).finished_waiter(run_id)
-        wait = poll if remaining is None else min(poll, remaining)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, timeout=wait)
-        poll = min(poll * 2, 0.5)
-        fresh = await store.get_run(run_id)
-        assert fresh is not None
-        run = fresh
+    engine = runtime.engine_for(store)
+    # Woken at once when this process finishes the run; polled for when another one does.
+    waiter = engine.finished_waiter(run_id)
+    try:
+        while not run.status.is_terminal:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise WorkflowTimeoutError(
+                    f"run {run_id} did not finish within {timeout}s (status: {run.status.value})"
+                )
+            wait = poll if remaining is None else min(poll, remaining)
+            await asyncio.wait({waiter}, timeout=wait)
+            poll = min(poll * 2, 0.5)
+            fresh = await store.get_run(run_id)
+            assert fresh is not None
+            run = fresh
+    finally:
+        engine.forget_waiter(run_id, waiter)
     return await _result_of(run, store)
 
 

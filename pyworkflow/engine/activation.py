@@ -18,6 +18,7 @@ never imports a runtime or Celery: the runtime gives it a ``Clock`` and a ``Task
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 from collections import Counter, OrderedDict
@@ -772,10 +773,23 @@ class Engine:
                 waiter.set_result(outcome)
 
     def finished_waiter(self, run_id: str) -> asyncio.Future[Outcome]:
-        """A future resolved when an activation in this engine finishes ``run_id``."""
+        """A future resolved when an activation in this engine finishes ``run_id``.
+
+        The run may finish elsewhere (another process): give the future back with
+        ``forget_waiter`` when done waiting, or the engine keeps it.
+        """
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._finished.setdefault(run_id, []).append(future)
         return future
+
+    def forget_waiter(self, run_id: str, future: asyncio.Future[Outcome]) -> None:
+        waiters = self._finished.get(run_id)
+        if waiters is None:
+            return
+        with contextlib.suppress(ValueError):
+            waiters.remove(future)
+        if not waiters:
+            del self._finished[run_id]
 
     # -- hooks ---------------------------------------------------------------------------------
 

@@ -515,6 +515,12 @@ async def test_get_workflow_result_times_out(env: Env) -> None:
     run_id = await env.start(sleeper)
     with pytest.raises(WorkflowTimeoutError):
         await get_workflow_result(run_id, timeout=0.05, storage=env.storage)
+    # The wait left nothing behind in the engine (the run may finish in another process).
+    assert env.engine._finished == {}
+    env.clock.advance(5400)
+    await env.engine.fire_due_timers()
+    assert await get_workflow_result(run_id, timeout=5, storage=env.storage) == "done"
+    assert env.engine._finished == {}
 
 
 lease_seen: list[str | None] = []
