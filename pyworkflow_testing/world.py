@@ -332,6 +332,7 @@ class World:
         self.generation = [0] * workers
         self.engines = [self._new_engine(i) for i in range(workers)]
         self.busy: dict[int, asyncio.Task[None]] = {}
+        self._busy_with: dict[int, Message] = {}  # the message each busy worker handles
         self.wake = asyncio.Event()
         self.errors: list[BaseException] = []
         self.crashes = 0
@@ -404,8 +405,8 @@ class World:
         except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
             self.errors.append(exc)
         finally:
-            if self.busy.get(index) is asyncio.current_task():
-                del self.busy[index]
+            if self._busy_with.get(index) is message:  # not restarted and given other work
+                del self.busy[index], self._busy_with[index]
             self.wake.set()
 
     def _crash(self, index: int, message: Message | None) -> None:
@@ -429,6 +430,7 @@ class World:
             task.cancel()
             self._crash(index, None)
         self.busy.clear()
+        self._busy_with.clear()
         self.broker.clear()
 
     # -- the scheduler ------------------------------------------------------------------------
@@ -449,6 +451,7 @@ class World:
                 self.broker.put(message.kind, message.run_id, message.step_id, message.attempt)
             index = idle.pop(self.chooser.pick(len(idle)))
             self.deliveries += 1
+            self._busy_with[index] = message
             self.busy[index] = self.loop.create_task(
                 self._handle(index, message), context=contextvars.copy_context()
             )
