@@ -39,9 +39,8 @@ _COMMAND_RECORDS = frozenset(
     {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED}
 )
 # A command's record followed at once by its resolution: the common shapes replay takes at once.
-_STEP_PAIR = (EventType.STEP_STARTED, EventType.STEP_COMPLETED)
-_SLEEP_PAIR = (EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED)
-_PAIRS = (_STEP_PAIR, _SLEEP_PAIR)
+_STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
+_SLEEP_STARTED, _SLEEP_COMPLETED = EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED
 # Events that change command state but wake no workflow code.
 _PASSIVE = _COMMAND_RECORDS | {EventType.STEP_RETRYING, EventType.WORKFLOW_INTERRUPTED}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,12 +209,15 @@ class WorkflowInstance:
             # The common cases, spelled out: this step's record then its result, or this
             # sleep's record then its completion.
             first, second = events[index], events[index + 1]
-            pair = (first.type, second.type)
-            if pair in _PAIRS and first.sequence > self.sequence:
+            ftype, stype = first.type, second.type
+            if (
+                (ftype is _STEP_STARTED and stype is _STEP_COMPLETED)
+                or (ftype is _SLEEP_STARTED and stype is _SLEEP_COMPLETED)
+            ) and first.sequence > self.sequence:
                 command_id = cmd.command_id
                 started, completed = first.data, second.data
                 if started["command_id"] == command_id and completed["command_id"] == command_id:
-                    if pair == _STEP_PAIR:
+                    if ftype is _STEP_STARTED:
                         attempt = int(started.get("attempt", 1))
                         if attempt > cmd.attempt:
                             cmd.attempt = attempt
