@@ -14,6 +14,7 @@ Steps are dispatched (``force_local=True`` steps run inline in the activation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -124,8 +125,29 @@ class CeleryRuntime(Runtime):
         return run.run_id, None
 
     async def resume(self, run_id: str, *, storage: StorageBackend) -> Outcome:
-        """Run an activation of ``run_id`` in the caller now (its steps go to the workers)."""
-        return await self.engine_for(storage).advance(run_id)
+        """Run an activation of ``run_id`` in the caller now (its steps go to the workers).
+
+        The activation holds the run's lease, and a ``force_local`` step runs in it: the lease
+        is renewed while it lasts (a worker's renewal loop does that for its own activations;
+        a caller has none), or a worker's sweeper would start a second activation after
+        ``lease_ttl``.
+        """
+        engine = self.engine_for(storage)
+        renewal = asyncio.get_running_loop().create_task(self._renew(engine))
+        try:
+            return await engine.advance(run_id)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew(self, engine: Engine) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            try:
+                await engine.renew_leases()
+            except Exception as exc:  # noqa: BLE001 - try again next round; the lease may hold
+                logger.warning("could not renew the leases of {}: {}", engine.options.owner, exc)
 
     async def shutdown(self) -> None:
         """Stop this process's services and its publisher thread."""

@@ -6,6 +6,7 @@ runs in ``tests/celery``.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,44 @@ def test_redis_brokers_use_the_transport_that_survives_a_lost_connection() -> No
     qos._delivered["tag"] = object()
     assert qos.restore_unacked() is None
     assert not qos._delivered
+
+
+@step(force_local=True)
+async def slow_local_step() -> str:
+    await asyncio.sleep(0.25)  # longer than the lease below: only renewals keep it
+    return "ran"
+
+
+@workflow()
+async def slow_local_flow() -> str:
+    return await slow_local_step()
+
+
+async def test_resume_in_the_caller_renews_the_lease_while_a_local_step_runs(
+    tmp_path: Path,
+) -> None:
+    storage = SQLiteStorageBackend(str(tmp_path / "runs.db"))
+    settings = CelerySettings(broker_url="redis://nowhere:1/0", lease_ttl=0.1)
+    runtime = CeleryRuntime(settings=settings, app=Celery())
+    runtime.queue.publisher = Recorder(storage)  # type: ignore[assignment]
+    try:
+        run_id = await api.start(slow_local_flow, runtime=runtime, storage=storage)
+        expiries: list[object] = []
+
+        async def watch() -> None:
+            while True:
+                run = await storage.get_run(run_id)
+                assert run is not None
+                expiries.append(run.lease_expires_at)
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            assert await api.resume(run_id, runtime=runtime, storage=storage) == "ran"
+        finally:
+            watcher.cancel()
+        held = [at for at in expiries if at is not None]
+        # The step outlived three lease terms; the expiry kept moving with it.
+        assert len(set(held)) >= 3, held
+    finally:
+        await storage.close()
