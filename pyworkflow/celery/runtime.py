@@ -70,6 +70,11 @@ class CeleryRuntime(Runtime):
             owner=self.owner,
             dispatch_steps=True,
             lease_ttl=timedelta(seconds=self.settings.lease_ttl),
+            # A step's message may wait in a busy queue far longer than lease_ttl; a message
+            # the broker lost comes back (or is given up) after the visibility timeout.
+            dispatch_lease_ttl=timedelta(
+                seconds=max(self.settings.lease_ttl, self.settings.visibility_timeout)
+            ),
             event_limit=self.settings.event_limit,
         )
         engine = Engine(storage, self.clock, self.queue, options=options)

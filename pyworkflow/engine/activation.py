@@ -100,6 +100,11 @@ class EngineOptions:
     owner: str = "local"
     dispatch_steps: bool = False
     lease_ttl: timedelta = timedelta(seconds=30)
+    # How long a run blocked on dispatched steps stays leased to their executors before the
+    # sweeper takes it back (None: lease_ttl). Until a worker takes the step's message nobody
+    # renews that lease, so it must outlast the longest wait in the queue: a runtime with a
+    # real broker sets it to the broker's redelivery time (Celery: the visibility timeout).
+    dispatch_lease_ttl: timedelta | None = None
     event_limit: int = 50_000
     cache_size: int = 1_000
     # How a step body is invoked: ``(definition, args, kwargs, info) -> result``. Runtimes that
@@ -685,7 +690,9 @@ class Engine:
         status = RunStatus.RUNNING if on_workers else RunStatus.SUSPENDED
         # Waiting on dispatched attempts, the run is kept alive by their executors.
         lease: tuple[str, datetime] | None = (
-            (STEP_EXECUTORS, now + self.options.lease_ttl) if on_workers else None
+            (STEP_EXECUTORS, now + (self.options.dispatch_lease_ttl or self.options.lease_ttl))
+            if on_workers
+            else None
         )
         stale_timer = inst.timer is not None and inst.timer <= now
         new_holder = (lease[0] if lease is not None else None) != inst.lease_owner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from pyworkflow import (
     EventType,
@@ -13,7 +14,10 @@ from pyworkflow import (
     step,
     workflow,
 )
-from tests.conftest import Env
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.activation import STEP_EXECUTORS, Engine, EngineOptions
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from tests.conftest import Env, ManualClock
 
 attempts: dict[str, int] = {}
 
@@ -160,3 +164,78 @@ async def test_recovery_budget_counts_losses_in_a_row_not_over_the_whole_run(
     assert len(interruptions) == 5
     assert {e.data["recovery_attempt"] for e in interruptions} == {1}
     assert run.recovery_attempts == 0
+
+
+class HeldQueue:
+    """A broker whose workers are all busy: messages wait until the test hands them out."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str, int]] = []
+        self.activations: list[str] = []
+
+    async def enqueue_activation(self, run_id: str) -> None:
+        self.activations.append(run_id)
+
+    async def enqueue_step(self, run_id: str, step_id: str, attempt: int) -> None:
+        self.steps.append((run_id, step_id, attempt))
+
+
+@step()
+async def queued_step(x: int) -> int:
+    return x
+
+
+@workflow()
+async def two_queued(x: int) -> list[int]:
+    return list(await asyncio.gather(queued_step(x), queued_step(x + 1)))
+
+
+def _engine(clock: ManualClock, queue: HeldQueue, dispatch_ttl: timedelta | None) -> Engine:
+    options = EngineOptions(
+        owner="worker-1",
+        dispatch_steps=True,
+        lease_ttl=timedelta(seconds=30),
+        dispatch_lease_ttl=dispatch_ttl,
+    )
+    return Engine(InMemoryStorageBackend(), clock, queue, options=options)
+
+
+async def test_steps_waiting_in_a_busy_queue_are_not_swept_before_the_dispatch_lease_ends(
+    clock: ManualClock,
+) -> None:
+    queue = HeldQueue()
+    engine = _engine(clock, queue, timedelta(hours=1))
+    run, _ = await engine.start_run(workflow_definition_of(two_queued), (1,), {})
+    await engine.advance(run.run_id)
+    assert len(queue.steps) == 2  # both dispatched, both waiting for a worker
+    clock.advance(120)  # four lease terms in the queue: nobody lost anything
+    assert await engine.recover_expired() == []
+
+    # A worker takes the first; its renewals keep the lease only lease_ttl ahead.
+    run_id, step_id, attempt = queue.steps[0]
+    await engine.execute_step(run_id, step_id, attempt)
+    await engine.storage.renew_leases([run_id], STEP_EXECUTORS, clock.now() + timedelta(seconds=30))
+    engine.evict()  # the continuation runs on a worker that never saw this run
+    await engine.advance(run_id)  # the second step is still queued
+    record = await engine.storage.get_run(run_id)
+    assert record.lease_owner == STEP_EXECUTORS
+    # Long again: the continuation commits (it clears the wake-up the step's result set) and
+    # hands the run back to the executors of the step still queued.
+    assert record.lease_expires_at == clock.now() + timedelta(hours=1)
+    clock.advance(600)
+    assert await engine.recover_expired() == []
+
+    # A message the broker lost for good is recovered once the dispatch lease runs out.
+    clock.advance(3600)
+    assert await engine.recover_expired() == [run_id]
+
+
+async def test_without_a_dispatch_lease_the_sweeper_takes_runs_back_after_lease_ttl(
+    clock: ManualClock,
+) -> None:
+    queue = HeldQueue()
+    engine = _engine(clock, queue, None)
+    run, _ = await engine.start_run(workflow_definition_of(two_queued), (1,), {})
+    await engine.advance(run.run_id)
+    clock.advance(31)
+    assert await engine.recover_expired() == [run.run_id]
