@@ -346,6 +346,8 @@ class World:
             owner=f"worker-{index}.{self.generation[index]}",
             dispatch_steps=self.dispatch_steps,
             lease_ttl=self.lease_ttl,
+            # As the Celery runtime does: a step's message may wait for a worker that long.
+            dispatch_lease_ttl=timedelta(seconds=self.visibility_timeout),
             invoke_step=self._invoke_step,
             # Simulated workers have memory to spare: a sweep of thousands of concurrent runs
             # must not turn every activation into a replay from scratch. Crashes still empty

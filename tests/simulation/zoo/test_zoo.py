@@ -36,9 +36,10 @@ NOT_CAUGHT = {
     "ack_before_commit": (
         "equivalent under this engine: storage, not the broker, is what recovers lost work. A"
         " lost activation or step message leaves the run leased (the sweeper resumes it after"
-        " lease_ttl=30s) or with a timer (hook receipts and step results commit timer=now), and"
-        " the simulator's visibility timeout (60s) is longer than the lease, so even without the"
-        " mutant the sweeper, never the redelivery, recovers after a crash."
+        " lease_ttl=30s, or after the dispatch lease of 60s for a run waiting on a queued step)"
+        " or with a timer (hook receipts and step results commit timer=now); the simulator's"
+        " visibility timeout (60s) is never shorter, so the redelivery the mutant suppresses is"
+        " never the only recovery, nor the first."
     ),
 }
 
