@@ -6,14 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
-    output = tmp_path / "engine.json"
+def _run_quick(bench: str, tmp_path: Path) -> dict[str, Any]:
+    """Run ``bench/<bench>.py --quick``; its JSON, checked to be what it also wrote to a file."""
+    output = tmp_path / f"{bench}.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "engine.py"), "--quick", "--output", str(output)],
+        [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--quick", "--output", str(output)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -21,8 +23,13 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
+    results: dict[str, Any] = json.loads(done.stdout)
     assert json.loads(output.read_text()) == results
+    return results
+
+
+def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
+    results = _run_quick("engine", tmp_path)
 
     assert results["meta"]["quick"] is True
     for backend in ("sqlite", "memory"):
@@ -46,18 +53,7 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
 
 
 def test_simulation_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
-    output = tmp_path / "simulation.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "simulation.py"), "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout)
-    assert json.loads(output.read_text()) == results
+    results = _run_quick("simulation", tmp_path)
     for key, phases in (
         ("throughput", {"per_run", "same_seed_rerun"}),
         ("throughput_all_faults", {"per_run", "fault_free_rerun", "same_seed_rerun"}),
