@@ -69,7 +69,7 @@ class WorkerService:
                     await self.engine.renew_leases()
                 if loop.time() >= next_sweep:
                     next_sweep = loop.time() + ttl / 2
-                    await self.engine.recover_expired()
+                    await self.engine.recover_expired(until_done=True)
                 now = self.engine.clock.now()
                 while self._hints and self._hints[0] <= now:
                     heapq.heappop(self._hints)

@@ -83,7 +83,7 @@ async def _fire_timers(process: WorkerProcess) -> int:
 
 
 async def _sweep(process: WorkerProcess) -> list[str]:
-    return await process.engine.recover_expired()
+    return await process.engine.recover_expired(until_done=True)
 
 
 @celery_app.task(name=ACTIVATE_TASK, **_TASK_OPTIONS)

@@ -858,21 +858,27 @@ class Engine:
             await self.queue.enqueue_activation(timer.run_id)
         return [timer.run_id for timer in timers]
 
-    async def recover_expired(self, limit: int = 100) -> list[str]:
-        """The sweeper: take over runs whose activation lease expired, and resume them."""
-        now = self.clock.now()
-        claimed = await self.storage.claim_expired_leases(
-            now, self.options.owner, now + self.options.lease_ttl, limit
-        )
+    async def recover_expired(self, limit: int = 100, *, until_done: bool = False) -> list[str]:
+        """The sweeper: take over runs whose activation lease expired, and resume them.
+
+        Claims at most ``limit`` runs; with ``until_done``, claims batch after batch until one
+        comes back short (after a whole fleet restarted, thousands of runs may be waiting).
+        """
         recovered = []
-        for run_id in claimed:
-            if run_id in self.active:
-                continue
-            if await self._record_interruption(run_id):
-                self.evict(run_id)
-                await self.queue.enqueue_activation(run_id)
-                recovered.append(run_id)
-        return recovered
+        while True:
+            now = self.clock.now()
+            claimed = await self.storage.claim_expired_leases(
+                now, self.options.owner, now + self.options.lease_ttl, limit
+            )
+            for run_id in claimed:
+                if run_id in self.active:
+                    continue
+                if await self._record_interruption(run_id):
+                    self.evict(run_id)
+                    await self.queue.enqueue_activation(run_id)
+                    recovered.append(run_id)
+            if not until_done or len(claimed) < limit:
+                return recovered
 
     async def _record_interruption(self, run_id: str) -> bool:
         """Note a lost worker on the log; False when the run must not be resumed."""

@@ -89,7 +89,7 @@ class _Service:
             try:
                 now = loop.time()
                 if now >= next_sweep:
-                    await engine.recover_expired()
+                    await engine.recover_expired(until_done=True)
                     next_sweep = now + ttl / 2
                 if now >= next_renew:
                     await engine.renew_leases()

@@ -239,3 +239,23 @@ async def test_without_a_dispatch_lease_the_sweeper_takes_runs_back_after_lease_
     await engine.advance(run.run_id)
     clock.advance(31)
     assert await engine.recover_expired() == [run.run_id]
+
+
+async def test_the_sweeper_recovers_every_expired_run_not_one_batch_a_tick(
+    clock: ManualClock,
+) -> None:
+    # A whole fleet restarted: 250 runs were created and never activated (their creator's lease
+    # ran out). One batch takes `limit` of them; a sweep takes them all.
+    queue = HeldQueue()
+    engine = _engine(clock, queue, None)
+    run_ids = {
+        (await engine.start_run(workflow_definition_of(two_queued), (i,), {}))[0].run_id
+        for i in range(250)
+    }
+    clock.advance(31)
+    first = await engine.recover_expired(limit=100)
+    assert len(first) == 100
+    rest = await engine.recover_expired(limit=100, until_done=True)
+    assert set(first) | set(rest) == run_ids and len(rest) == 150
+    assert sorted(queue.activations) == sorted(run_ids)
+    assert await engine.recover_expired(limit=100, until_done=True) == []
