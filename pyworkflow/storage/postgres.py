@@ -137,6 +137,18 @@ def _commit_function(dialect: Dialect) -> str:
     casts = ("", "", "", "", "", "::bigint", "::bigint", "::bigint", "", "", "")
     hook = ["p_run_id"] + [f"(h->>{i}){cast}" for i, cast in enumerate(casts)]
     received = [f"'{HookStatus.RECEIVED.value}'", "p_received_payload", "p_now", "p_run_id"]
+
+    def check_pending(hook_id: str) -> str:
+        """Refuse the commit unless the hook named by parameter ``hook_id`` is pending."""
+        return f"""    IF {hook_id} IS NOT NULL THEN
+        {sql(T_HOOK_STATUS, ["p_run_id", hook_id])} INTO v_hook_status;
+        IF v_hook_status IS DISTINCT FROM {pending} THEN
+            RAISE EXCEPTION USING ERRCODE = '{_HOOK_NOT_PENDING}', MESSAGE = 'hook not pending',
+                DETAIL = coalesce(v_hook_status, ''), HINT = {hook_id};
+        END IF;
+    END IF;
+"""
+
     signature = f"""{dialect.table_prefix}pyworkflow_commit(
     p_run_id text, p_expected bigint, p_now bigint,
     p_types text[], p_stamps bigint[], p_data text[], p_command_ids text[],
@@ -167,21 +179,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '{_RUN_FINISHED}', MESSAGE = 'the run ended',
             DETAIL = v_status;
     END IF;
-    IF p_received_hook IS NOT NULL THEN
-        {sql(T_HOOK_STATUS, ["p_run_id", "p_received_hook"])} INTO v_hook_status;
-        IF v_hook_status IS DISTINCT FROM {pending} THEN
-            RAISE EXCEPTION USING ERRCODE = '{_HOOK_NOT_PENDING}', MESSAGE = 'hook not pending',
-                DETAIL = coalesce(v_hook_status, ''), HINT = p_received_hook;
-        END IF;
-    END IF;
-    IF p_expired_hook IS NOT NULL THEN
-        {sql(T_HOOK_STATUS, ["p_run_id", "p_expired_hook"])} INTO v_hook_status;
-        IF v_hook_status IS DISTINCT FROM {pending} THEN
-            RAISE EXCEPTION USING ERRCODE = '{_HOOK_NOT_PENDING}', MESSAGE = 'hook not pending',
-                DETAIL = coalesce(v_hook_status, ''), HINT = p_expired_hook;
-        END IF;
-    END IF;
-    FOR i IN 1 .. v_count LOOP
+{check_pending("p_received_hook")}{check_pending("p_expired_hook")}    FOR i IN 1 .. v_count LOOP
         {sql(T_INSERT_EVENT, ["p_run_id", "v_head + i", *event])};
     END LOOP;
     IF p_lease_set THEN
