@@ -170,9 +170,6 @@ PENDING = {
         "CalendarSpec",
         "OverlapPolicy",
     ]
-} | {
-    ("pyworkflow.storage", "PostgresStorageBackend"),
-    ("pyworkflow.storage", "RedisStorageBackend"),
 }
 
 
