@@ -275,7 +275,8 @@ def _report_text(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> N
         click.echo("")
     runs_ended = ", ".join(f"{n} {status}" for status, n in sorted(ends.items()))
     click.echo(
-        f"{len(outcomes) - len(failed)} passed, {len(failed)} failed in {wall:.1f}s"
+        f"{len(outcomes) - len(failed)} passed, {len(failed)} failed in"
+        f" {wall:.{2 if wall < 10 else 1}f}s"
         f" ({_duration(virtual)} of virtual time; runs ended: {runs_ended or 'none'})"
     )
 

@@ -1,7 +1,8 @@
 """``Simulation``: run workflows on the real engine, on virtual time, under seeded faults.
 
-The simulation lives on its own ``VirtualTimeEventLoop`` in one dedicated thread; the async
-methods hand work to that thread and wait for it, so they can be awaited from any event loop
+The simulation lives on its own ``VirtualTimeEventLoop``, run on a thread that every simulation
+of the process shares (one call at a time); the async methods hand work to that thread and wait
+for it, so they can be awaited from any event loop
 (a pytest-asyncio test, a script). While no method runs, virtual time stands still.
 
 Everything a simulation does is recorded as a script (starts, hook payloads, runs to idle), so
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +51,23 @@ from pyworkflow_testing.world import World
 T = TypeVar("T")
 
 DEFAULT_LIVENESS = timedelta(days=30)
+
+_thread_lock = threading.Lock()
+_thread: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the thread)
+
+
+def _simulation_thread() -> ThreadPoolExecutor:
+    """The one thread every simulation of this process runs on, started on first use.
+
+    Simulations are stepped one call at a time, so they can share it: a thread per simulation
+    cost a thread start and join per seed of a sweep (two with the same-seed rerun). A forked
+    child gets a thread of its own (the parent's does not exist there).
+    """
+    global _thread
+    with _thread_lock:
+        if _thread is None or _thread[0] != os.getpid():
+            _thread = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="pyworkflow-sim"))
+        return _thread[1]
 
 
 class SimulationFailure(AssertionError):
@@ -134,7 +154,7 @@ class Simulation:
         self._checked_at: int | None = None  # len(script) when check() last passed
         # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
         self.check_seconds: dict[str, float] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyworkflow-sim")
+        self._executor = _simulation_thread()
         self._loop = VirtualTimeEventLoop()
         self.world = World(
             self._loop,
@@ -155,6 +175,12 @@ class Simulation:
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the simulation from synchronous code (the CLI, plain tests)."""
+        if threading.current_thread().name.startswith("pyworkflow-sim"):
+            coro.close()
+            raise RuntimeError(
+                "a simulation cannot be driven from code running inside a simulation"
+                " (a step, a workflow or a mock): it would wait for itself"
+            )
         return self._executor.submit(self._run_here, coro).result()
 
     def _run_here(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -173,7 +199,6 @@ class Simulation:
 
         if not self._loop.is_closed():
             self._executor.submit(shutdown).result()
-        self._executor.shutdown(wait=True)
 
     # -- what tests do -------------------------------------------------------------------------
 

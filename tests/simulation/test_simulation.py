@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.queues
 import random as stdlib_random
 from datetime import timedelta
 
@@ -308,3 +310,57 @@ async def test_run_for_stops_at_its_bound_while_a_worker_is_busy() -> None:
         assert await slow.result() == "report"
     finally:
         sim.close()
+
+
+def test_a_simulation_driven_from_inside_a_simulation_is_refused() -> None:
+    sim = Simulation(seed=0)
+    other = Simulation(seed=1)
+
+    async def nested() -> None:
+        other.run_sync(asyncio.sleep(0))  # would wait for the thread it runs on
+
+    try:
+        with pytest.raises(RuntimeError, match="inside a simulation"):
+            sim.run_sync(nested())
+        assert other.log_hash() == Simulation(seed=1).log_hash()  # the thread still works
+    finally:
+        sim.close()
+        other.close()
+
+
+def _simulate_in_child(queue: multiprocessing.queues.Queue[int]) -> None:
+    sim = Simulation(seed=3)
+    try:
+        queue.put(sim.run_sync(_one_day(sim)))
+    finally:
+        sim.close()
+
+
+async def _one_day(sim: Simulation) -> int:
+    await sim._start(_daily_for_fork, (), {})
+    await sim._run_until_idle()
+    return round(sim.elapsed.total_seconds())
+
+
+@workflow(name="sim_forked_day")
+async def _daily_for_fork() -> None:
+    await sleep("1d")
+
+
+def test_a_forked_child_gets_its_own_simulation_thread() -> None:
+    parent = Simulation(seed=2)  # the parent's thread is started before the fork
+    try:
+        parent.log_hash()
+        context = multiprocessing.get_context("fork")
+        queue: multiprocessing.queues.Queue[int] = context.Queue()
+        child = context.Process(target=_simulate_in_child, args=(queue,))
+        child.start()
+        try:
+            assert queue.get(timeout=60) == 86_400  # the child's simulation ran to its end
+        finally:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+        assert child.exitcode == 0
+    finally:
+        parent.close()
