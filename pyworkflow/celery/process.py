@@ -3,7 +3,7 @@
 Celery task bodies are synchronous; PyWorkflow is async. Every worker process (each prefork
 child, the solo worker, the threads worker) therefore starts one asyncio event loop in a daemon
 thread and keeps it for its whole life. A task body hands its coroutine to that loop and waits for
-the result, so async database pools, the engine's instance cache and the ``WorkerService`` (timer
+the result, so async database pools, the engine's instance cache and the ``EngineService`` (timer
 loop, sweeper, lease renewal) survive from one task to the next and keep running between tasks.
 The loop is created in the process that uses it, never inherited across a fork.
 
@@ -29,9 +29,9 @@ from loguru import logger
 
 from pyworkflow.celery.app import CelerySettings, celery_app
 from pyworkflow.celery.runtime import CeleryRuntime
-from pyworkflow.celery.service import WorkerService
 from pyworkflow.config import get_storage
 from pyworkflow.engine.activation import Engine
+from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 
 T = TypeVar("T")
@@ -97,7 +97,7 @@ class WorkerProcess:
         return self.runtime.engine_for(self.storage)
 
     @property
-    def service(self) -> WorkerService | None:
+    def service(self) -> EngineService | None:
         """The timer loop/sweeper/lease renewal of this process (call from the loop)."""
         return self.runtime.service_for(self.storage)
 

@@ -6,7 +6,7 @@ id: an id ``start`` returned always names a stored run. The run is created holdi
 the caller dies between the write and the publish the sweeper starts the run after ``lease_ttl``.
 
 Workers use the same class with ``serve=True``: their engine dispatches steps to the steps queue
-and ``ensure_running`` starts the process's ``WorkerService`` (timer loop, sweeper, lease
+and ``ensure_running`` starts the process's ``EngineService`` (timer loop, sweeper, lease
 renewal). Callers (``serve=False``) serve nothing: timers and recovery are the workers' job.
 Steps are dispatched (``force_local=True`` steps run inline in the activation).
 """
@@ -25,12 +25,12 @@ from loguru import logger
 
 from pyworkflow.celery.app import CelerySettings, celery_app, configure_app
 from pyworkflow.celery.queue import BrokerQueue, Publisher
-from pyworkflow.celery.service import WorkerService
 from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
 from pyworkflow.runtime.base import Runtime
+from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.utils.urls import redact_url
@@ -59,7 +59,7 @@ class CeleryRuntime(Runtime):
         self.publisher = Publisher(self.app, hold=serve)
         self.queue = BrokerQueue(self.publisher)
         self._engines: dict[int, tuple[asyncio.AbstractEventLoop, Engine]] = {}
-        self._services: dict[int, WorkerService] = {}
+        self._services: dict[int, EngineService] = {}
 
     def engine_for(self, storage: StorageBackend) -> Engine:
         loop = asyncio.get_running_loop()
@@ -82,8 +82,8 @@ class CeleryRuntime(Runtime):
         self._services.pop(id(storage), None)
         return engine
 
-    def service_for(self, storage: StorageBackend) -> WorkerService | None:
-        """The running ``WorkerService`` of ``storage``'s engine, if this runtime serves one."""
+    def service_for(self, storage: StorageBackend) -> EngineService | None:
+        """The running ``EngineService`` of ``storage``'s engine, if this runtime serves one."""
         service = self._services.get(id(storage))
         if service is None or service.task.done():
             return None
@@ -95,7 +95,7 @@ class CeleryRuntime(Runtime):
         engine = self.engine_for(storage)
         service = self._services.get(id(storage))
         if service is None or service.engine is not engine or service.task.done():
-            self._services[id(storage)] = WorkerService(engine, self.settings.timer_poll_interval)
+            self._services[id(storage)] = EngineService(engine, self.settings.timer_poll_interval)
 
     async def start(
         self,

@@ -1,10 +1,11 @@
 """``LocalRuntime``: runs workflows in this process on the wall clock.
 
 Steps run inline in the activation by default (``dispatch_steps=True`` sends them through an
-in-process queue instead, the same path Celery takes). A background service per storage backend
-fires due timers (woken early by the engine's timer hint, polling for timers other processes set),
-sweeps runs whose lease expired (a crashed process's runs), and renews the leases of the runs this
-process is activating. It lives as long as the event loop that started it.
+in-process queue instead, the same path Celery takes). An ``EngineService`` per storage backend
+(the one Celery workers run) fires due timers (woken at the engine's timer hints, polling for
+timers other processes set), sweeps runs whose lease expired (a crashed process's runs), and
+renews the leases of the runs this process is activating. It lives as long as the event loop that
+started it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from loguru import logger
@@ -22,6 +23,7 @@ from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
 from pyworkflow.runtime.base import Runtime
+from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 
 
@@ -64,53 +66,6 @@ class InProcessQueue:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-class _Service:
-    """Timers, sweeping and lease renewal for one engine, on one event loop."""
-
-    def __init__(self, engine: Engine, poll_interval: float) -> None:
-        self.engine = engine
-        self.poll_interval = poll_interval
-        self.wake = asyncio.Event()
-        self.next_hint: datetime | None = None
-        self.task = asyncio.get_running_loop().create_task(self._serve())
-        engine.timer_listener = self.hint
-
-    def hint(self, run_id: str, fire_at: datetime) -> None:  # noqa: ARG002
-        if self.next_hint is None or fire_at < self.next_hint:
-            self.next_hint = fire_at
-            self.wake.set()
-
-    async def _serve(self) -> None:
-        engine = self.engine
-        ttl = engine.options.lease_ttl.total_seconds()
-        loop = asyncio.get_running_loop()
-        next_sweep = next_renew = loop.time()
-        while True:
-            try:
-                now = loop.time()
-                if now >= next_sweep:
-                    await engine.recover_expired(until_done=True)
-                    next_sweep = now + ttl / 2
-                if now >= next_renew:
-                    await engine.renew_leases()
-                    next_renew = now + ttl / 3
-                if self.next_hint is not None and self.next_hint <= engine.clock.now():
-                    self.next_hint = None
-                while await engine.fire_due_timers():
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the service must outlive a bad tick
-                logger.exception("timer service tick failed")
-            self.wake.clear()
-            delay = self.poll_interval
-            if self.next_hint is not None:
-                until = (self.next_hint - engine.clock.now()).total_seconds()
-                delay = max(0.0, min(delay, until))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
-
-
 class LocalRuntime(Runtime):
     """In-process runtime on the wall clock; see the module docstring."""
 
@@ -133,7 +88,7 @@ class LocalRuntime(Runtime):
         self.event_limit = event_limit
         self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._engines: dict[int, tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]] = {}
-        self._services: dict[int, _Service] = {}
+        self._services: dict[int, EngineService] = {}
 
     def engine_for(self, storage: StorageBackend) -> Engine:
         return self._entry(storage)[1]
@@ -167,7 +122,7 @@ class LocalRuntime(Runtime):
         engine = self.engine_for(storage)
         service = self._services.get(id(storage))
         if service is None or service.engine is not engine or service.task.done():
-            self._services[id(storage)] = _Service(engine, self.poll_interval)
+            self._services[id(storage)] = EngineService(engine, self.poll_interval)
 
     async def start(
         self,
@@ -199,8 +154,8 @@ class LocalRuntime(Runtime):
         for service in self._services.values():
             service.task.cancel()
         for service in self._services.values():
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await service.task
+            with contextlib.suppress(RuntimeError):  # a service of an event loop that is gone
+                await service.stop()
         self._services.clear()
 
 

@@ -33,6 +33,7 @@ from pyworkflow.engine.replay import replay_history
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from tests.conftest import Env, ManualClock, event_types
+from tests.polling import until
 
 calls: dict[str, int] = {}
 
@@ -558,3 +559,46 @@ async def test_a_step_runs_only_once_its_activation_holds_the_run(clock: ManualC
     finally:
         await caller.shutdown()
         await worker.shutdown()
+
+
+_long_step_gate: list[asyncio.Event] = []
+
+
+@step(name="service_long_step")
+async def long_step() -> str:
+    await _long_step_gate[0].wait()
+    return "done"
+
+
+@workflow(name="service_long_workflow")
+async def long_workflow() -> str:
+    return await long_step()
+
+
+async def test_the_local_service_renews_leases_whatever_its_poll_interval() -> None:
+    """Renewals run every lease_ttl / 3 even when timers are polled once an hour: a long step
+    must not let its run's lease lapse (a sweeper elsewhere would start a second activation)."""
+    storage = InMemoryStorageBackend()
+    runtime = LocalRuntime(poll_interval=3600, lease_ttl=0.3)
+    _long_step_gate[:] = [asyncio.Event()]
+    try:
+        run, _ = await runtime.engine_for(storage).start_run(
+            workflow_definition_of(long_workflow), (), {}
+        )
+        assert run.lease_expires_at is not None
+        first_expiry = run.lease_expires_at
+        resumed = asyncio.ensure_future(runtime.resume(run.run_id, storage=storage))
+
+        async def renewed_twice_over() -> bool:
+            now = await storage.get_run(run.run_id)
+            assert now is not None and now.lease_owner == runtime.owner
+            return now.lease_expires_at > first_expiry + timedelta(seconds=0.6)
+
+        await until(renewed_twice_over, "the lease to be renewed while the step runs", 20)
+        _long_step_gate[0].set()
+        assert (await resumed).status is RunStatus.COMPLETED
+        types = event_types(await storage.get_events(run.run_id))
+        assert EventType.WORKFLOW_INTERRUPTED.value not in types
+    finally:
+        _long_step_gate[0].set()
+        await runtime.shutdown()

@@ -1,7 +1,9 @@
-"""``WorkerService``: the timer loop, the sweeper and lease renewal of one worker process.
+"""``EngineService``: the timer loop, the sweeper and lease renewal of one engine.
 
-It runs as a task on the worker process's persistent event loop, next to (never inside) the
-Celery tasks that process executes:
+Every runtime on the wall clock runs one per engine, as a task on the engine's event loop: the
+local runtime on the loop of the process that uses it, a Celery worker process on its persistent
+loop, next to (never inside) the tasks it executes. The simulator does the same work on virtual
+time in its own scheduler.
 
 - **Timer loop.** Claims due timer rows from storage (``Engine.fire_due_timers``: an atomic claim,
   so any number of processes may poll) and enqueues their activations. It wakes at the exact
@@ -32,7 +34,7 @@ from pyworkflow.engine.activation import Engine
 MAX_HINTS = 10_000  # past this, later wake-ups are found by polling
 
 
-class WorkerService:
+class EngineService:
     """See the module docstring. Create it on the loop it should run on."""
 
     def __init__(self, engine: Engine, poll_interval: float) -> None:
@@ -77,7 +79,9 @@ class WorkerService:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the service must outlive a bad tick
-                logger.warning("worker service tick failed ({}: {})", type(exc).__name__, exc)
+                # Storage or the broker away: one line per tick; the traceback at debug level.
+                logger.warning("engine service tick failed ({}: {})", type(exc).__name__, exc)
+                logger.opt(exception=exc).debug("the tick's traceback")
             self._wake.clear()
             delay = min(self.poll_interval, next_renew - loop.time(), next_sweep - loop.time())
             if self._hints:
@@ -94,4 +98,4 @@ class WorkerService:
             self.engine.timer_listener = None
 
 
-__all__ = ["WorkerService"]
+__all__ = ["EngineService"]
