@@ -27,7 +27,9 @@ from pyworkflow import __version__
 from pyworkflow.api import get_workflow_run, resume
 from pyworkflow.config import configure, configure_from_yaml, get_config, get_storage
 from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from pyworkflow_testing.cli import simulate
 
 DEFAULT_CONFIG_FILE = "pyworkflow.config.yaml"
@@ -89,6 +91,26 @@ def runs() -> None:
     """List, show and resume runs."""
 
 
+def _refuse_missing_storage() -> None:
+    """Inspecting runs never creates storage: a path that holds none is reported, not made.
+
+    (A mistyped ``sqlite:///`` URL would otherwise leave an empty database behind and list
+    nothing, as if the runs were gone.)
+    """
+    storage = get_storage()
+    if isinstance(storage, SQLiteStorageBackend) and storage.db_path != ":memory:":
+        where, what = Path(storage.db_path), "SQLite database"
+        hint = "; URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db"
+    elif isinstance(storage, FileStorageBackend):
+        where, what, hint = storage.base_path, "file storage", ""
+    else:
+        return
+    if not where.exists():
+        raise click.ClickException(
+            f"no {what} at {where.resolve()} (nothing has run with this storage yet{hint})"
+        )
+
+
 @runs.command("list")
 @click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
 @click.option("--workflow", "workflow_name", default=None)
@@ -96,6 +118,7 @@ def runs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_runs(status: str | None, workflow_name: str | None, limit: int, as_json: bool) -> None:
     """List runs, oldest first."""
+    _refuse_missing_storage()
 
     async def fetch() -> list[WorkflowRun]:
         found, _ = await get_storage().list_runs(
@@ -103,7 +126,10 @@ def list_runs(status: str | None, workflow_name: str | None, limit: int, as_json
         )
         return found
 
-    for run in _run(fetch()):
+    found = _run(fetch())
+    if not found and not as_json:
+        click.echo("no runs")
+    for run in found:
         row = _run_row(run)
         if as_json:
             click.echo(json.dumps(row))
@@ -118,6 +144,7 @@ def list_runs(status: str | None, workflow_name: str | None, limit: int, as_json
 @click.option("--json", "as_json", is_flag=True, help="The run and its events as JSON.")
 def show_run(run_id: str, as_json: bool) -> None:
     """Show a run and its event log."""
+    _refuse_missing_storage()
 
     async def fetch() -> tuple[WorkflowRun | None, list[Any]]:
         run = await get_workflow_run(run_id)
@@ -141,6 +168,7 @@ def show_run(run_id: str, as_json: bool) -> None:
 @click.argument("run_id")
 def resume_run(run_id: str) -> None:
     """Advance a run now (import its workflow's module with --module)."""
+    _refuse_missing_storage()
     result = _run(resume(run_id))
 
     async def status() -> WorkflowRun | None:

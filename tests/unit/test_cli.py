@@ -58,6 +58,7 @@ def test_list_and_show_runs(tmp_path: Path) -> None:
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     url = f"sqlite:///{tmp_path / 'x.db'}"
+    make_run(tmp_path / "x.db")
     missing = runner.invoke(main, ["--storage", url, "runs", "show", "nope"])
     assert missing.exit_code == 1 and "no workflow run with id 'nope'" in missing.output
     bad_module = runner.invoke(main, ["--module", "no.such.module", "runs", "list"])
@@ -67,3 +68,34 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     bad_url = runner.invoke(main, ["--storage", "ftp://x", "runs", "list"])
     assert bad_url.exit_code == 2 and "ftp" in bad_url.output
     assert bad_url.exception is None or isinstance(bad_url.exception, SystemExit)
+
+
+def test_inspecting_runs_never_creates_storage(tmp_path: Path) -> None:
+    runner = CliRunner()
+    typo = tmp_path / "typo" / "runs.db"
+    for command in (["list"], ["show", "r1"], ["resume", "r1"]):
+        result = runner.invoke(main, ["--storage", f"sqlite:///{typo}", "runs", *command])
+        assert result.exit_code == 1, result.output
+        assert f"no SQLite database at {typo}" in result.output
+        assert "sqlite:////absolute/path.db" in result.output
+    assert not typo.parent.exists()
+    folder = tmp_path / "no-such-folder"
+    result = runner.invoke(main, ["--storage", f"file://{folder}", "runs", "list"])
+    assert result.exit_code == 1 and f"no file storage at {folder}" in result.output
+    assert not folder.exists()
+
+
+def test_an_empty_listing_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+
+    async def create() -> None:
+        backend = SQLiteStorageBackend(str(db))
+        await backend.connect()
+        await backend.close()
+
+    asyncio.run(create())
+    runner = CliRunner()
+    listed = runner.invoke(main, ["--storage", f"sqlite:///{db}", "runs", "list"])
+    assert (listed.exit_code, listed.output) == (0, "no runs\n")
+    as_json = runner.invoke(main, ["--storage", f"sqlite:///{db}", "runs", "list", "--json"])
+    assert (as_json.exit_code, as_json.output) == (0, "")
