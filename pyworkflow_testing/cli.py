@@ -343,6 +343,22 @@ def _seed_range(seed: int | None, seeds: str | None) -> range:
         raise click.UsageError(f"--seeds: {exc}") from None
 
 
+def _jobs(text: str) -> int:
+    """``--jobs``: a whole number of processes, or ``auto`` (one per core this process may use)."""
+    if text.strip().lower() == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise click.UsageError(f"--jobs must be a whole number of 1 or more, or auto, got {text!r}")
+    return jobs
+
+
 def _faults_text(text: str) -> str:
     try:
         Faults.parse(text)
@@ -402,7 +418,14 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--workers", type=int, default=DEFAULT_WORKERS, show_default=True, help="Workers."
         ),
-        click.option("--jobs", type=int, default=1, show_default=True, help="Processes to use."),
+        click.option(
+            "--jobs",
+            "jobs_text",
+            default="1",
+            show_default=True,
+            metavar="N|auto",
+            help="Processes to use (auto: one per usable core).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout."),
         click.option(
             "--answer-hooks",
@@ -491,7 +514,7 @@ def simulate(
     seeds_text: str | None,
     faults: str,
     workers: int,
-    jobs: int,
+    jobs_text: str,
     as_json: bool,
     answers_text: str | None,
     history: str | None,
@@ -511,8 +534,7 @@ def simulate(
     args, kwargs = _call_arguments(args_text, workflow)
     if workers < 1:
         raise click.UsageError(f"--workers must be 1 or more, got {workers}")
-    if jobs < 1:
-        raise click.UsageError(f"--jobs must be 1 or more, got {jobs}")
+    jobs = _jobs(jobs_text)
     spec = SweepSpec(
         target=target,
         args=args,
@@ -527,6 +549,7 @@ def simulate(
         _replay_tape(spec, tape_file)
         return
     seeds = _seed_range(seed, seeds_text)
+    jobs = min(jobs, len(seeds))  # a process per seed at most
     started = time.monotonic()
     progress = _Progress(len(seeds))
     outcomes: list[SeedOutcome] = []

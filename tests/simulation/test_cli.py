@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from examples.onboarding import onboarding
 from pyworkflow.cli import main
 from pyworkflow_testing import Simulation
-from pyworkflow_testing.cli import parse_seeds
+from pyworkflow_testing.cli import _jobs, parse_seeds
 from tests.simulation.coin import COIN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +102,8 @@ def test_jobs_give_the_same_outcomes_as_one_process() -> None:
         ([ONBOARDING, "--seed", "1", "--seeds", "0..3"], "give --seed or --seeds, not both"),
         ([ONBOARDING, "--faults", "crash,boom"], "unknown fault 'boom'"),
         ([ONBOARDING, "--workers", "0"], "--workers must be 1 or more"),
+        ([ONBOARDING, "--jobs", "0"], "--jobs must be a whole number of 1 or more, or auto"),
+        ([ONBOARDING, "--jobs", "many"], "or auto, got 'many'"),
         ([ONBOARDING, "--answer-hooks", "[1]"], "--answer-hooks must be a JSON object"),
     ],
 )
@@ -111,6 +113,11 @@ def test_bad_usage_exits_2_with_a_one_line_message(args: list[str], message: str
     assert message in result.output
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)  # click's usage error, not a crash
+
+
+def test_jobs_auto_is_one_process_per_usable_core() -> None:
+    assert _jobs("auto") == _jobs(" AUTO ") == len(os.sched_getaffinity(0))
+    assert _jobs("3") == 3
 
 
 def test_seed_ranges() -> None:
