@@ -12,6 +12,7 @@ This module never touches real storage, brokers or the wall clock of the workflo
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import inspect
 import json
@@ -25,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,11 @@ from pyworkflow.core.exceptions import NonDeterminismError, WorkflowNotFoundErro
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.utils.duration import parse_duration
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.shrink import shrink as shrink_faults
-from pyworkflow_testing.simulation import Simulation, SimulationFailure
+from pyworkflow_testing.simulation import DEFAULT_LIVENESS, Simulation, SimulationFailure
 
 DEFAULT_SEEDS = range(100)
 DEFAULT_WORKERS = 3
@@ -81,6 +83,7 @@ class SweepSpec:
     answer_hooks: dict[str, Any] = field(default_factory=dict)
     args_json: str | None = None  # the --args value, compact, for the reproduce line
     search_path: str = ""  # the directory MODULE is imported from (put first on sys.path)
+    liveness: str | None = None  # the --liveness value (None: the simulator's default)
 
     def reproduce(self, seed: int) -> str:
         """The shell command that runs exactly this seed again."""
@@ -90,7 +93,12 @@ class SweepSpec:
             parts += ["--args", self.args_json]
         if self.answer_hooks:
             parts += ["--answer-hooks", json.dumps(self.answer_hooks, separators=(",", ":"))]
+        if self.liveness is not None:
+            parts += ["--liveness", self.liveness]
         return " ".join(shlex.quote(part) for part in parts)
+
+    def liveness_bound(self) -> timedelta:
+        return DEFAULT_LIVENESS if self.liveness is None else parse_duration(self.liveness)
 
 
 @dataclass
@@ -145,7 +153,12 @@ def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset())
     saved = random.getstate()
     random.seed(seed)
     sim = Simulation(
-        seed, spec.faults, spec.workers, suppress=suppress, reproduce=spec.reproduce(seed)
+        seed,
+        spec.faults,
+        spec.workers,
+        suppress=suppress,
+        reproduce=spec.reproduce(seed),
+        liveness=spec.liveness_bound(),
     )
     statuses: list[str] = []
     try:
@@ -179,16 +192,50 @@ async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
     return [(await handle.status()).value for handle in sim.runs]
 
 
+def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
+    """``run_seed`` in a forked child: every seed starts from the process state the sweep had
+    before its first seed, so a cache a workflow, a step or the engine filled in one seed cannot
+    hide a bug from the next. Where ``fork`` does not exist, the seed runs in this process."""
+    if not hasattr(os, "fork"):
+        return run_seed(spec, seed)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the seed, send its outcome as JSON, leave at once
+        code = 0
+        gc.disable()  # short-lived: a collection would touch (and so copy) the parent's heap
+        try:
+            os.close(read)
+            outcome = run_seed(spec, seed)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(json.dumps(asdict(outcome)).encode())
+        except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        sent = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not sent:
+        return SeedOutcome(
+            seed, spec.reproduce(seed), [f"the seed's process died (wait status {status})"], 0, []
+        )
+    fields = json.loads(sent)
+    fields["fired"] = [tuple(fault) for fault in fields["fired"]]
+    return SeedOutcome(**fields)
+
+
 def run_sweep(spec: SweepSpec, seeds: Iterable[int], jobs: int = 1) -> Iterator[SeedOutcome]:
-    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``)."""
+    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``), each
+    from clean process state (``run_seed_isolated``)."""
     if jobs <= 1:
         for seed in seeds:
-            yield run_seed(spec, seed)
+            yield run_seed_isolated(spec, seed)
         return
     # spawn, not fork: the simulator runs threads, and spawn behaves the same on every platform.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_seed, spec, seed) for seed in seeds]
+        futures = [pool.submit(run_seed_isolated, spec, seed) for seed in seeds]
         for future in as_completed(futures):
             yield future.result()
 
@@ -434,6 +481,11 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             help='Answer hooks: {"hook name": payload}.',
         ),
         click.option(
+            "--liveness",
+            metavar="DURATION",
+            help="Virtual time each phase may take before its runs count as stuck [default: 30d].",
+        ),
+        click.option(
             "--history",
             type=click.Path(exists=True, dir_okay=False),
             help="Replay this event log (a JSON list) against the workflow instead.",
@@ -517,6 +569,7 @@ def simulate(
     jobs_text: str,
     as_json: bool,
     answers_text: str | None,
+    liveness: str | None,
     history: str | None,
     shrink: bool,
     tape_file: str | None,
@@ -535,6 +588,12 @@ def simulate(
     if workers < 1:
         raise click.UsageError(f"--workers must be 1 or more, got {workers}")
     jobs = _jobs(jobs_text)
+    if liveness is not None:
+        try:
+            if parse_duration(liveness) <= timedelta(0):
+                raise ValueError("it must be longer than zero")
+        except ValueError as exc:
+            raise click.UsageError(f"--liveness: {exc}") from None
     spec = SweepSpec(
         target=target,
         args=args,
@@ -544,6 +603,7 @@ def simulate(
         answer_hooks=_answers(answers_text),
         args_json=None if args_text is None else json.dumps(json.loads(args_text)),
         search_path=search_path,
+        liveness=liveness,
     )
     if tape_file is not None:
         _replay_tape(spec, tape_file)
@@ -567,4 +627,12 @@ def simulate(
         click.get_current_context().exit(1)
 
 
-__all__ = ["SeedOutcome", "SweepSpec", "load_workflow", "parse_seeds", "run_seed", "simulate"]
+__all__ = [
+    "SeedOutcome",
+    "SweepSpec",
+    "load_workflow",
+    "parse_seeds",
+    "run_seed",
+    "run_seed_isolated",
+    "simulate",
+]

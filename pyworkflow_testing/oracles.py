@@ -5,20 +5,31 @@
   ``resume_at``, no retry started before its ``resume_at``, no hook expired before its time, and
   the run row agrees with the log;
 - replaying the final log from scratch issues the same commands and ends the same way;
-- liveness: once faults stop, every run finishes (or waits only on hooks nobody answered).
+- liveness: once faults stop, every run finishes (or waits only on hooks nobody answered);
+- the run agrees with the reference model (``reference.py``: the workflow function as plain
+  asyncio code, no engine): same ending (result, or error type and message), and no step attempt
+  both ran started earlier than the model started it, nor much later when no fault struck.
 
 Each check returns a list of plain-language violations (empty when all is well).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pyworkflow.core.exceptions import NonDeterminismError
 from pyworkflow.engine.events import TERMINAL_EVENT_TYPES, Event, EventType
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.serialization import loads
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
+from pyworkflow_testing.reference import ReferenceOutcome
+
+LATE_BOUND = timedelta(minutes=5)
+_HINT = (
+    " (an engine bug, or workflow code that is not deterministic: randomness, the clock or"
+    " global state read outside pyworkflow.random()/now())"
+)
 
 _STATUS_OF_END = {
     EventType.WORKFLOW_COMPLETED: RunStatus.COMPLETED,
@@ -127,4 +138,75 @@ def finished(run: WorkflowRun, waiting_hooks: int) -> list[str]:
     return [f"the run did not finish once faults stopped (status {run.status})"]
 
 
-__all__ = ["finished", "replays_the_same", "well_formed"]
+def agrees_with_reference(
+    run: WorkflowRun, events: list[Event], model: ReferenceOutcome, *, faults: bool
+) -> list[str]:
+    """The run against what its workflow function does with no engine (``run_reference``).
+
+    ``faults``: whether any fault struck the simulation. Faults delay work (a lost message comes
+    back after the visibility timeout), so a step may start later than in the model then, never
+    earlier; with no fault it starts at most ``LATE_BOUND`` later (a message may wait that long
+    for a worker busy with other runs' steps).
+    """
+    ending = events[-1] if events else None
+    if ending is not None and ending.data.get("imposed"):
+        return []  # an engine limit (the recovery budget, the event limit) decided this ending
+    problems = _ending_problems(run, ending, model)
+    if problems:
+        return problems
+    started = {
+        (str(e.data.get("command_id")), int(e.data.get("attempt", 1))): e.timestamp
+        for e in events
+        if e.type is EventType.STEP_STARTED
+    }
+    for start in model.step_starts:
+        command_id = f"step:{start.step_name}:{start.position}"
+        at = started.get((command_id, start.attempt))
+        if at is None:
+            # Not necessarily wrong: which of two racing calls resolves first (``asyncio.wait``)
+            # may depend on when a worker's result reaches the run, which the model cannot know.
+            continue
+        if at < start.at:
+            problems.append(
+                f"{command_id} attempt {start.attempt} started early: at {at.isoformat()},"
+                f" without an engine at {start.at.isoformat()}"
+            )
+        elif at - start.at > LATE_BOUND and not faults:
+            problems.append(
+                f"{command_id} attempt {start.attempt} started late with no fault to delay it:"
+                f" at {at.isoformat()}, without an engine at {start.at.isoformat()}"
+            )
+    return problems[:3]
+
+
+def _ending_problems(run: WorkflowRun, ending: Event | None, model: ReferenceOutcome) -> list[str]:
+    if run.status is RunStatus.COMPLETED:
+        result = loads(run.result) if run.result is not None else None
+        if model.status == "completed" and model.result == result:
+            return []
+        return [f"it returned {result!r}; without an engine {_describe(model)}{_HINT}"]
+    if run.status is RunStatus.FAILED and ending is not None:
+        error_type, error = ending.data.get("error_type"), ending.data.get("error")
+        if (
+            model.status == "failed"
+            and model.error_type == error_type
+            and model.error_message == error
+        ):
+            return []
+        return [
+            f"it failed with {error_type}: {error}; without an engine {_describe(model)}{_HINT}"
+        ]
+    if not run.status.is_terminal and model.status != "blocked":
+        return [f"it is still {run.status}; without an engine {_describe(model)}"]
+    return []
+
+
+def _describe(model: ReferenceOutcome) -> str:
+    if model.status == "completed":
+        return f"it returns {model.result!r}"
+    if model.status == "failed":
+        return f"it fails with {model.error_type}: {model.error_message}"
+    return f"it is blocked ({model.error_message})"
+
+
+__all__ = ["agrees_with_reference", "finished", "replays_the_same", "well_formed"]

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from pyworkflow.context import StepInfo
 from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookNotFoundError,
@@ -34,16 +35,19 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.core.registry import (
     StepDefinition,
+    get_workflow,
     list_steps,
     list_workflows,
     workflow_definition_of,
 )
+from pyworkflow.engine.activation import invoke_body
 from pyworkflow.engine.events import Event, EventType
-from pyworkflow.serialization import deserialize_exception, loads
+from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
+from pyworkflow_testing.reference import ReferenceCall, run_references
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
 from pyworkflow_testing.world import World
@@ -83,7 +87,7 @@ class SimulationFailure(AssertionError):
 
 @dataclass
 class _Action:
-    kind: str  # "start" | "hook" | "run_for" | "idle"
+    kind: str  # "start" | "hook" | "run_for" | "wait_hook" | "idle"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -252,18 +256,29 @@ class Simulation:
     async def wait_for_hook(
         self, run: SimRun, name: str, within: timedelta = timedelta(days=1)
     ) -> bool:
-        """Run until ``run`` has a pending hook ``name``; False if it ended or ``within`` passed."""
-        deadline = self._loop.time() + within.total_seconds()
-        while self._loop.time() < deadline:
-            hooks = await self._call(
-                self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
-            )
+        """Run until ``run`` has a pending hook ``name``; False if it ended, if ``within`` passed,
+        or if the simulation went idle without it (nothing left could ever create it)."""
+        return await self._call(self._wait_for_hook(run.index, name, within.total_seconds()))
+
+    async def _wait_for_hook(self, index: int, name: str, seconds: float) -> bool:
+        # One recorded action, run whole on the simulation's loop: the reruns of ``check()``
+        # wait exactly the same way (polling from outside would let busy workers run between
+        # the polls, differently each time).
+        self.script.append(_Action("wait_hook", (index, name, seconds)))
+        run_id, storage = self.runs[index].run_id, self.world.storage.inner
+        deadline = self._loop.time() + seconds
+        idle = False
+        while True:
+            hooks = await storage.list_hooks(run_id, HookStatus.PENDING)
             if any(hook.name == name for hook in hooks):
                 return True
-            if (await run.status()).is_terminal:
+            record = await storage.get_run(run_id)
+            if idle or record is None or record.status.is_terminal:
                 return False
-            await self.run_for(min(1.0, deadline - self._loop.time()))
-        return False
+            now = self._loop.time()
+            if now >= deadline:
+                return False
+            idle = await self.world.run_until_idle(min(now + 1.0, deadline))
 
     async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
         """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
@@ -345,7 +360,11 @@ class Simulation:
             dict.fromkeys(f"engine error: {type(e).__name__}: {e}" for e in self.world.errors)
         )
         if self.timed_out:
-            found.append(f"liveness: runs still going after {self.liveness} of virtual time")
+            found.append(
+                f"liveness: {self.world.stalled}"
+                if self.world.stalled
+                else f"liveness: runs still going after {self.liveness} of virtual time"
+            )
         storage = self.world.storage.inner
         for run in self.runs:
             record = await storage.get_run(run.run_id)
@@ -354,16 +373,81 @@ class Simulation:
             hooks = await storage.list_hooks(run.run_id, HookStatus.PENDING)
             prefix = f"run {run.index} ({run.run_id})"
             problems = oracles.well_formed(record, events)
+            problems += self.world.ledger.violations(run.run_id, events)
             problems += await oracles.replays_the_same(record.workflow_name, events)
             problems += oracles.finished(record, len(hooks))
             found += [f"{prefix}: {problem}" for problem in problems]
         return found
 
+    async def _compare_with_reference(self) -> list[str]:
+        """Each run against its workflow function run with no engine (``run_reference``): hooks
+        get the payloads the run received, when it received them."""
+        storage = self.world.storage.inner
+        checked: list[tuple[SimRun, WorkflowRun, list[Event]]] = []
+        calls: list[ReferenceCall] = []
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            events = await storage.get_events(run.run_id)
+            if record is None or not events or events[0].type is not EventType.WORKFLOW_STARTED:
+                continue
+            checked.append((run, record, events))
+            calls.append(self._reference_call(record, events))
+        saved = random.getstate()
+        random.seed(self.seed)  # as the reruns do: user code drawing from ``random`` starts alike
+        try:
+            models = await run_references(calls)
+        finally:
+            random.setstate(saved)
+        faulted = bool(self.world.chooser.fired)
+        found = []
+        for (run, record, events), model in zip(checked, models, strict=True):
+            problems = oracles.agrees_with_reference(record, events, model, faults=faulted)
+            found += [
+                f"run {run.index} ({run.run_id}): against the reference model: {problem}"
+                for problem in problems
+            ]
+        return found
+
+    def _reference_call(self, record: WorkflowRun, events: list[Event]) -> ReferenceCall:
+        started = events[0]
+        args, kwargs = deserialize_args(started.data["args"], started.data["kwargs"])
+        received = {
+            int(str(e.data["command_id"]).rpartition(":")[2]): (
+                e.timestamp,
+                loads(e.data["payload"]),
+            )
+            for e in events
+            if e.type is EventType.HOOK_RECEIVED and e.timestamp is not None
+        }
+        assert started.timestamp is not None
+        return ReferenceCall(
+            get_workflow(record.workflow_name).func,
+            args,
+            kwargs,
+            record.run_id,
+            started.timestamp,
+            self._reference_step,
+            lambda position, _name: received.get(position),
+        )
+
+    async def _reference_step(
+        self,
+        definition: StepDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+    ) -> Any:
+        mock = self.mocks.get(definition.name)
+        if mock is not None:
+            return await mock(definition, args, kwargs)
+        return await invoke_body(definition, args, kwargs, info)
+
     def check(self) -> None:
         """Every oracle; raises ``SimulationFailure`` naming the seed and how to reproduce it.
 
         Besides the per-run oracles this runs the same script twice more: without faults (each
-        finished run's result must be the same) and with the same seed (same log hash).
+        finished run's result must be the same) and with the same seed (same log hash); then it
+        runs each workflow function once with no engine at all (``run_reference``) and compares.
         """
         if self._checked_at == len(self.script):
             return  # nothing happened since the last check, which passed
@@ -379,6 +463,10 @@ class Simulation:
             started = time.perf_counter()
             found += self._compare_with_same_seed()
             timings["same_seed_rerun"] = time.perf_counter() - started
+        if not found:  # last: a more specific oracle names most of what it would find
+            started = time.perf_counter()
+            found += self.run_sync(self._compare_with_reference())
+            timings["reference"] = time.perf_counter() - started
         if found:
             raise SimulationFailure(
                 self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found
@@ -478,6 +566,8 @@ class Simulation:
                 await self._resume_hook(self.runs[index], name, payload)
             elif action.kind == "run_for":
                 await self._run_for(action.args[0])
+            elif action.kind == "wait_hook":
+                await self._wait_for_hook(*action.args)
             else:
                 await self._run_until_idle()
 

@@ -32,10 +32,15 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow_testing.faults import CRASH_POINTS, Faults
+from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 SIM_CACHE_SIZE = 20_000  # cached workflow instances per simulated worker
+# Deliveries in a row that record no event before a phase is declared stuck: an activation that
+# fails every time, or a timer that fires again at every claim, would otherwise spin until the
+# liveness bound (30 virtual days: millions of deliveries, an apparently hung sweep).
+STALL_DELIVERIES = 5_000
 
 
 class WorkerCrash(BaseException):  # noqa: N818 - it is an event, not an error
@@ -132,6 +137,7 @@ class Delivery:
 
     worker: int
     crash_at: str | None
+    run_id: str = ""
 
 
 _delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
@@ -149,17 +155,23 @@ def crash_point(point: str) -> None:
 class FaultyStorage(StorageBackend):
     """In-memory storage that fails the way real storage does, when the seed says so."""
 
-    def __init__(self, chooser: Chooser) -> None:
+    def __init__(self, chooser: Chooser, ledger: ExecutionLedger | None = None) -> None:
         self.inner = InMemoryStorageBackend()
         self.chooser = chooser
+        self.ledger = ledger or ExecutionLedger()
         self.active = True
+        self.events_recorded = 0  # by successful commits and run creations: progress
 
     def _maybe_fail(self, what: str) -> None:
-        if self.active and _delivery.get() is not None and self.chooser.fault("storage", what):
+        delivery = _delivery.get()
+        if self.active and delivery is not None and self.chooser.fault("storage", what):
+            self.ledger.fault(delivery.run_id, "storage")
             raise StorageFault(f"simulated storage error in {what}")
 
     async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
-        return await self.inner.create_run(run, events)
+        created = await self.inner.create_run(run, events)
+        self.events_recorded += len(events)
+        return created
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
         self._maybe_fail("get_run")
@@ -175,7 +187,10 @@ class FaultyStorage(StorageBackend):
         crash_point("before_commit")
         self._maybe_fail("commit")
         head = await self.inner.commit(commit)
-        if self.active and _delivery.get() is not None and self.chooser.fault("storage", "ack"):
+        self.events_recorded += len(commit.events)
+        delivery = _delivery.get()
+        if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
+            self.ledger.fault(delivery.run_id, "storage")
             raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
         crash_point("after_commit")
         return head
@@ -323,7 +338,8 @@ class World:
         self.chooser.max_faults = max_faults
         self.clock = VirtualClock(loop)
         self.ids = SeededIds(seed)
-        self.storage = FaultyStorage(self.chooser)
+        self.ledger = ExecutionLedger()
+        self.storage = FaultyStorage(self.chooser, self.ledger)
         self.broker = SimBroker(self)
         self.dispatch_steps = dispatch_steps
         self.lease_ttl = lease_ttl
@@ -337,6 +353,8 @@ class World:
         self.errors: list[BaseException] = []
         self.crashes = 0
         self.deliveries = 0
+        self.stalled: str | None = None  # why the last phase stopped early, if it did
+        self._progress = (-1, 0)  # (events recorded, deliveries) when events last grew
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -374,6 +392,7 @@ class World:
         info: StepInfo,
     ) -> Any:
         crash_point("before_step")
+        self.ledger.executed(info.run_id, info.step_id, info.attempt)
         mock = self.mocks.get(definition.name)
         if mock is not None:
             result = await mock(definition, args, kwargs)
@@ -382,15 +401,16 @@ class World:
         crash_point("after_step")
         return result
 
-    def _fate(self, index: int) -> Delivery:
+    def _fate(self, index: int, run_id: str) -> Delivery:
         crash_at = None
         if self.chooser.fault("crash", "delivery"):
             crash_at = CRASH_POINTS[self.chooser.pick(len(CRASH_POINTS))]
-        return Delivery(index, crash_at)
+            self.ledger.fault(run_id, "crash")
+        return Delivery(index, crash_at, run_id)
 
     async def _handle(self, index: int, message: Message) -> None:
         engine = self.engines[index]
-        _delivery.set(self._fate(index))
+        _delivery.set(self._fate(index, message.run_id))
         try:
             if message.kind == "activation":
                 await engine.advance(message.run_id)
@@ -428,6 +448,7 @@ class World:
 
     def _restart_everything(self) -> None:
         """Every worker dies and the broker forgets its queue: storage is all that is left."""
+        self.ledger.fault(None, "restart")
         for index, task in list(self.busy.items()):
             task.cancel()
             self._crash(index, None)
@@ -436,6 +457,23 @@ class World:
         self.broker.clear()
 
     # -- the scheduler ------------------------------------------------------------------------
+
+    def _stuck(self, max_time: float) -> bool:
+        """Whether this phase must stop now: past ``max_time``, or no event recorded for
+        ``STALL_DELIVERIES`` deliveries (``stalled`` says which)."""
+        if self.loop.time() > max_time:
+            return True  # even while messages keep coming (a run redelivered every second)
+        recorded = self.storage.events_recorded
+        if recorded != self._progress[0]:
+            self._progress = (recorded, self.deliveries)
+        elif self.deliveries - self._progress[1] >= STALL_DELIVERIES:
+            self.stalled = (
+                f"no progress: {self.deliveries - self._progress[1]} deliveries in a row recorded"
+                f" no event (at {self.clock.now().isoformat()}); an activation that fails every"
+                " time, or a timer that fires again at every claim?"
+            )
+            return True
+        return False
 
     def _deliver_ready(self) -> bool:
         """Hand visible messages to idle workers; True if anything was delivered or dropped."""
@@ -447,9 +485,11 @@ class World:
                 break
             progressed = True
             if self.chooser.fault("drop", message.kind):
+                self.ledger.fault(message.run_id, "drop")
                 self._redeliver(message, self.visibility_timeout)
                 continue
             if self.chooser.fault("duplicate", message.kind):
+                self.ledger.fault(message.run_id, "duplicate")
                 self.broker.put(message.kind, message.run_id, message.step_id, message.attempt)
             index = idle.pop(self.chooser.pick(len(idle)))
             self.deliveries += 1
@@ -487,9 +527,12 @@ class World:
         """
         idle_spins = 0
         served_at: float | None = None  # when timers were last served while workers were busy
+        self._progress = (-1, 0)
         while True:
             if self.chooser.fault("restart", "tick") and self.busy:
                 self._restart_everything()
+            if self._stuck(max_time):
+                return False
             if self._deliver_ready():
                 idle_spins = 0
                 await asyncio.sleep(0)

@@ -29,7 +29,7 @@ from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
-from pyworkflow.runtime.base import Runtime
+from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -140,7 +140,7 @@ class CeleryRuntime(Runtime):
         engine = self.engine_for(storage)
         renewal = asyncio.get_running_loop().create_task(self._renew(engine))
         try:
-            return await engine.advance(run_id)
+            return await advance_when_free(engine, run_id)
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):

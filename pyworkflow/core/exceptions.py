@@ -144,6 +144,14 @@ class DuplicateCompletionError(WorkflowError):
     """A completion for this command was already recorded (duplicate delivery)."""
 
 
+class LeaseHeldError(WorkflowError):
+    """Another activation holds the run's lease: this one must not act on the run."""
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class SuspensionSignal(BaseException):  # noqa: N818 - kept for import compatibility
     """Kept for import compatibility with pyworkflow-engine 0.3/0.4.
 
@@ -164,6 +172,7 @@ __all__ = [
     "HookNotFoundError",
     "HookPayloadError",
     "InvalidTokenError",
+    "LeaseHeldError",
     "MaxNestingDepthError",
     "NonDeterminismError",
     "RetryableError",

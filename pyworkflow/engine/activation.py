@@ -38,6 +38,7 @@ from pyworkflow.core.exceptions import (
     HookExpiredError,
     HookNotFoundError,
     InvalidTokenError,
+    LeaseHeldError,
     RunFinishedError,
     SequenceConflictError,
     SerializationError,
@@ -61,6 +62,7 @@ from pyworkflow.serialization import (
 )
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import (
+    RESERVED_LEASE_PREFIX,
     UNSET,
     Commit,
     Hook,
@@ -71,10 +73,18 @@ from pyworkflow.storage.schemas import (
 )
 
 MAX_CONFLICT_RETRIES = 20
-# The lease owner of a run whose activation blocked while dispatched step attempts are in flight:
-# every process executing one of them renews it (``Engine.renew_leases``), so the lease runs out,
-# and a sweeper recovers the run, only when no attempt made progress anywhere for a lease_ttl.
-STEP_EXECUTORS = "pyworkflow:step-executors"
+# Reserved lease owners (``RESERVED_LEASE_PREFIX``): any activation may take these over, while a
+# lease an activation holds is exclusive until it expires (``Commit.owner``).
+# - the executors of a run's dispatched steps, once its activation blocked waiting on them:
+#   every process executing one renews it (``Engine.renew_leases``), so the lease runs out, and
+#   a sweeper recovers the run, only when no attempt made progress anywhere for a lease_ttl;
+STEP_EXECUTORS = f"{RESERVED_LEASE_PREFIX}step-executors"
+# - a run created by a caller that leaves its first activation to a worker (Celery, simulator);
+STARTING = f"{RESERVED_LEASE_PREFIX}starting"
+# - a run the sweeper took back from a lost worker, until an activation takes it;
+RECOVERED = f"{RESERVED_LEASE_PREFIX}recovered"
+# - a run whose activation failed (storage or broker away): whoever comes next carries on.
+HANDED_BACK = f"{RESERVED_LEASE_PREFIX}handed-back"
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so
 # the activation's closing commit rewrites it.
 _TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
@@ -121,13 +131,23 @@ class Outcome:
     status: RunStatus
     result: str | None = None  # JSON text of the return value when completed
     exception: str | None = None  # serialized exception when failed
+    # Another activation holds the run: this one did nothing (see ``LeaseHeldError``).
+    held_by: str | None = None
+
+
+# An inline attempt, by (command id, attempt): its outcome events, or the task still running it.
+_Carried = dict[tuple[str, int], "list[Event] | asyncio.Task[list[Event]]"]
 
 
 @dataclass(slots=True)
 class _Activation:
     inst: WorkflowInstance
     running: dict[int, asyncio.Task[list[Event]]] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)  # position -> attempt running
     republish: list[tuple[str, int]] = field(default_factory=list)
+    # Inline attempts an earlier try of this activation ran but could not commit (it lost a
+    # commit race to a step worker or a hook receipt): adopted, never run again.
+    carried: _Carried = field(default_factory=dict)
 
 
 class Engine:
@@ -164,10 +184,14 @@ class Engine:
         *,
         idempotency_key: str | None = None,
         run_id: str | None = None,
+        activate_here: bool = False,
     ) -> tuple[WorkflowRun, bool]:
         """Record a new run and its ``workflow.started`` atomically; nothing runs yet.
 
         Returns the run and whether it was created (False: ``idempotency_key`` named one).
+        ``activate_here``: this engine runs the first activation at once (``advance`` with
+        ``new_run``), so the run starts leased to it; otherwise the lease is a reservation any
+        worker's activation takes over (and the sweeper recovers, should nobody come).
         """
         try:
             definition.signature.bind(*args, **kwargs)
@@ -197,7 +221,7 @@ class Engine:
                 if definition.max_recovery_attempts is None
                 else definition.max_recovery_attempts
             ),
-            lease_owner=self.options.owner,
+            lease_owner=self.options.owner if activate_here else STARTING,
             lease_expires_at=now + self.options.lease_ttl,
         )
         started = Event(
@@ -223,15 +247,12 @@ class Engine:
             async with lock:
                 self.active.add(run_id)
                 try:
-                    for _ in range(MAX_CONFLICT_RETRIES):
-                        try:
-                            return await self._activate(run_id, new_run)
-                        except SequenceConflictError:
-                            new_run = None
-                            logger.debug("activation of {} lost a commit race; retrying", run_id)
-                    raise SequenceConflictError(
-                        f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
-                    )
+                    return await self._advance(run_id, new_run)
+                except LeaseHeldError as exc:
+                    # Another activation is at work on the run: it sees whatever woke this one
+                    # (its next commit conflicts with any event that arrived meanwhile).
+                    logger.debug("activation of {} skipped: another activation holds it", run_id)
+                    return Outcome(run_id, RunStatus.RUNNING, held_by=exc.holder or "?")
                 finally:
                     self.active.discard(run_id)
         finally:
@@ -239,6 +260,34 @@ class Engine:
             # holds the lock): forget it, or an engine would keep a lock per run ever seen.
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(run_id, None)
+
+    async def _advance(self, run_id: str, new_run: WorkflowRun | None) -> Outcome:
+        carried: _Carried = {}
+        try:
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    return await self._activate(run_id, new_run, carried)
+                except SequenceConflictError:
+                    new_run = None
+                    logger.debug("activation of {} lost a commit race; retrying", run_id)
+            raise SequenceConflictError(
+                f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
+            )
+        finally:
+            for work in carried.values():  # attempts the log no longer needs
+                if isinstance(work, asyncio.Task):
+                    work.cancel()
+
+    async def _hand_back(self, run_id: str) -> None:
+        """After an activation that held the run failed: leave the run to whoever comes next,
+        now, rather than leased to this process until the lease runs out (the sweeper still
+        recovers it then)."""
+        now = self.clock.now()
+        lease = (HANDED_BACK, now + self.options.lease_ttl)
+        with contextlib.suppress(Exception):  # storage may be what failed: the lease expires
+            await self.storage.commit(
+                Commit(run_id=run_id, now=now, lease=lease, owner=self.options.owner)
+            )
 
     async def _load(self, run_id: str, new_run: WorkflowRun | None) -> WorkflowInstance | Outcome:
         if new_run is not None and run_id not in self._cache:
@@ -281,18 +330,28 @@ class Engine:
             raise
         return inst
 
-    async def _activate(self, run_id: str, new_run: WorkflowRun | None) -> Outcome:
+    async def _activate(
+        self, run_id: str, new_run: WorkflowRun | None, carried: _Carried
+    ) -> Outcome:
         loaded = await self._load(run_id, new_run)
         if isinstance(loaded, Outcome):
             return loaded
         inst = loaded
-        act = _Activation(inst)
+        act = _Activation(inst, carried=carried)
         try:
             outcome = await self._drive(act)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SequenceConflictError):
+                _carry_inline_work(act)
             for task in act.running.values():
                 task.cancel()
             inst.teardown()
+            if (
+                isinstance(exc, Exception)
+                and not isinstance(exc, SequenceConflictError | LeaseHeldError)
+                and inst.lease_owner == self.options.owner
+            ):
+                await self._hand_back(run_id)
             raise
         if outcome.status.is_terminal:
             inst.teardown()
@@ -377,15 +436,39 @@ class Engine:
         if ready_steps and (inst.buffer or self._needs_lease(inst)):
             # What earlier steps did becomes durable before the next side effect starts.
             await self._commit(inst)
-        if ready_steps and not act.running and len(ready_steps) == 1:
+        if not ready_steps and not act.running:
+            return False
+        wake = _wake(inst)
+        if (
+            ready_steps
+            and not act.running
+            and len(ready_steps) == 1
+            and wake is None
+            and not act.carried
+        ):
+            # The fast path: nothing else can come due while this step runs.
             cmd, attempt = ready_steps[0]
             self._record_step(inst, await self._run_inline(inst, cmd, attempt))
             return True
         for cmd, attempt in ready_steps:
-            act.running[cmd.position] = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
+            work = act.carried.pop((cmd.command_id, attempt), None)
+            if isinstance(work, list):
+                self._record_step(inst, work)  # ran before this activation lost a race
+                return True
+            if work is None:
+                work = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
+            act.running[cmd.position] = work
+            act.attempts[cmd.position] = attempt
         if not act.running:
             return False
-        await asyncio.wait(list(act.running.values()), return_when=asyncio.FIRST_COMPLETED)
+        # A sleep, a hook's expiry, a retry or the deadline may come due while steps run: the
+        # workflow sees it then, as it would with its steps on workers.
+        timeout = None if wake is None else max((wake - now).total_seconds(), 0.0)
+        done, _ = await asyncio.wait(
+            list(act.running.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            return True
         position = min(p for p, task in act.running.items() if task.done())
         self._record_step(inst, act.running.pop(position).result())
         if act.running:
@@ -395,13 +478,15 @@ class Engine:
     def _needs_lease(self, inst: WorkflowInstance) -> bool:
         """Whether a step must not start before a commit makes this worker the run's holder.
 
-        A running run's lease may belong to someone who will not renew it while our step runs:
-        the caller that created it (Celery: ``start()`` writes the run, a worker activates it)
-        or a sweeper that recovered it. Left so, the lease expires mid-step and a sweeper hands
-        the run to a second activation. The commit that takes it (events or not) is conditional
-        on the sequence, so it is also the proof that no other activation moved the run on.
+        Every inline step runs under this activation's own lease. Without it, a second
+        activation (a duplicate message, a timer that fired again, a hook receipt's wake-up)
+        could run the same step at the same time; and a lease left to someone who will not renew
+        it (the caller that created the run, the sweeper that recovered it) expires mid-step, so
+        a sweeper hands the run to a second activation. The commit that takes it (events or not)
+        is conditional on the sequence and on nobody else holding the lease (``Commit.owner``),
+        so it is also the proof that no other activation is at work on the run.
         """
-        return inst.status is RunStatus.RUNNING and inst.lease_owner != self.options.owner
+        return inst.status is not RunStatus.RUNNING or inst.lease_owner != self.options.owner
 
     def _emit(self, inst: WorkflowInstance, event_type: EventType, data: dict[str, Any]) -> None:
         event = Event(run_id=inst.run_id, type=event_type, data=data, timestamp=self.clock.now())
@@ -431,7 +516,9 @@ class Engine:
 
     async def _run_inline(self, inst: WorkflowInstance, cmd: Command, attempt: int) -> list[Event]:
         assert cmd.step is not None
-        cmd.lost_attempt = False
+        # Started: not lost, and no retry is due any more (its wake-up must not cut the wait
+        # for the running steps short; see _take_action).
+        cmd.lost_attempt = cmd.retry_pending = False
         started = Event(
             run_id=inst.run_id,
             type=EventType.STEP_STARTED,
@@ -614,6 +701,12 @@ class Engine:
             # The first commit of an activation takes the run (see _needs_lease).
             status = RunStatus.RUNNING
             lease = (owner, now + self.options.lease_ttl)
+            if timer is UNSET and inst.timer is not None and inst.timer <= now:
+                # The due timer that woke this activation (or a wake-up someone else set) is
+                # served now: replace it, or it fires again once its claim runs out, in the
+                # middle of a long step. While this activation holds the run, its lease is what
+                # brings the run back should the process die.
+                timer = _wake(inst)
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
         commit = Commit(
@@ -630,6 +723,7 @@ class Engine:
             hooks_created=[hook for hook, _ in hooks],
             hook_expired=hook_expired,
             recovery_attempts=0 if inst.losses_counted and _progress_made(events) else None,
+            owner=owner,
         )
         inst.sequence = await self.storage.commit(commit)
         if commit.recovery_attempts == 0:
@@ -684,9 +778,7 @@ class Engine:
             cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending and cmd.waiting
             for cmd in inst.open.values()
         )
-        wake = inst.next_wake()
-        if deadline is not None and (wake is None or deadline < wake):
-            wake = deadline
+        wake = _wake(inst, deadline)
         status = RunStatus.RUNNING if on_workers else RunStatus.SUSPENDED
         # Waiting on dispatched attempts, the run is kept alive by their executors.
         lease: tuple[str, datetime] | None = (
@@ -868,7 +960,7 @@ class Engine:
         while True:
             now = self.clock.now()
             claimed = await self.storage.claim_expired_leases(
-                now, self.options.owner, now + self.options.lease_ttl, limit
+                now, RECOVERED, now + self.options.lease_ttl, limit
             )
             for run_id in claimed:
                 if run_id in self.active:
@@ -923,6 +1015,31 @@ class Engine:
         return resume
 
 
+def _carry_inline_work(act: _Activation) -> None:
+    """The activation lost a commit race: keep what its inline attempts did for the next try.
+
+    The lease made it the only activation running the run's inline steps, so an attempt it ran
+    (its outcome still in the uncommitted buffer) or is running must not run again: the next try
+    records that outcome, or waits for that task, when its replay reaches the same attempt.
+    """
+    buffer = act.inst.buffer
+    for started, outcome in zip(buffer, buffer[1:], strict=False):
+        if started.type is not EventType.STEP_STARTED or started.data.get("dispatched"):
+            continue
+        key = (started.data["command_id"], started.data["attempt"])
+        if (outcome.data.get("command_id"), outcome.data.get("attempt")) == key:
+            act.carried[key] = [_unplaced(started), _unplaced(outcome)]
+    for position, task in act.running.items():
+        cmd = act.inst.commands[position - 1]
+        act.carried[(cmd.command_id, act.attempts[position])] = task
+    act.running = {}
+
+
+def _unplaced(event: Event) -> Event:
+    """A copy of ``event`` without the sequence a refused commit gave it."""
+    return Event(event.run_id, event.type, event.data, timestamp=event.timestamp)
+
+
 def _progress_made(events: list[Event]) -> bool:
     """Whether a commit of ``events`` records a completion, which resets ``recovery_attempts``.
 
@@ -945,6 +1062,17 @@ def _next_attempt(cmd: Command, now: datetime) -> int | None:
     if cmd.lost_attempt:
         return cmd.attempt
     return None
+
+
+def _wake(inst: WorkflowInstance, deadline: datetime | None | _Unset = UNSET) -> datetime | None:
+    """When the run next needs an activation of its own: its earliest sleep, hook expiry or retry,
+    or its ``max_duration`` deadline if that comes first."""
+    if isinstance(deadline, _Unset):
+        deadline = _deadline(inst.run)
+    wake = inst.next_wake()
+    if deadline is not None and (wake is None or deadline < wake):
+        return deadline
+    return wake
 
 
 def _deadline(run: WorkflowRun) -> datetime | None:

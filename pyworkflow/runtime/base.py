@@ -7,6 +7,7 @@ branches on which runtime it has.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -45,4 +46,24 @@ class Runtime(ABC):
         """Make sure timers and recovery of ``storage``'s runs are being served, if ours to do."""
 
 
-__all__ = ["Runtime"]
+async def advance_when_free(engine: Engine, run_id: str, *, patience: float = 120.0) -> Outcome:
+    """``engine.advance(run_id)`` for a caller that wants the run advanced now (``resume``).
+
+    While another activation holds the run (a worker in the middle of a long step, or one that
+    died there and whose lease has not run out yet), this polls storage until the lease is
+    released or expires, then advances. After ``patience`` seconds of waiting it returns the
+    outcome that says who still holds the run (``Outcome.held_by``).
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + patience
+    outcome = await engine.advance(run_id)
+    while outcome.held_by is not None and loop.time() < give_up:
+        run = await engine.storage.get_run(run_id)
+        if run is not None and run.lease_expires_at is not None:
+            left = (run.lease_expires_at - engine.clock.now()).total_seconds()
+            await asyncio.sleep(min(max(left, 0.01), 1.0, give_up - loop.time()))
+        outcome = await engine.advance(run_id)
+    return outcome
+
+
+__all__ = ["Runtime", "advance_when_free"]

@@ -22,7 +22,7 @@ from loguru import logger
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
-from pyworkflow.runtime.base import Runtime
+from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 
@@ -136,7 +136,7 @@ class LocalRuntime(Runtime):
         engine = self.engine_for(storage)
         await self.ensure_running(storage)
         run, created = await engine.start_run(
-            definition, args, kwargs, idempotency_key=idempotency_key
+            definition, args, kwargs, idempotency_key=idempotency_key, activate_here=True
         )
         if not created:
             return run.run_id, None
@@ -144,7 +144,7 @@ class LocalRuntime(Runtime):
 
     async def resume(self, run_id: str, *, storage: StorageBackend) -> Outcome:
         await self.ensure_running(storage)
-        return await self.engine_for(storage).advance(run_id)
+        return await advance_when_free(self.engine_for(storage), run_id)
 
     async def drain(self, storage: StorageBackend) -> None:
         await self.queue_for(storage).drain()

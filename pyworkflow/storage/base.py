@@ -9,6 +9,8 @@ The engine's correctness rests on three guarantees each backend gives:
 2. At most one event per ``completion_key`` per run (exactly-once recording).
 3. ``claim_due_timers`` and ``claim_expired_leases`` hand each due item to one claimant until its
    claim lease runs out.
+4. A commit with an ``owner`` never takes a run from another activation whose lease is live
+   (``Commit.owner``): one activation at a time runs a run's inline steps.
 
 This module must never import the engine (only its pure event model) or any runtime.
 """
@@ -28,6 +30,7 @@ from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    LeaseHeldError,
     RunFinishedError,
     SequenceConflictError,
     StorageBusyError,
@@ -35,9 +38,17 @@ from pyworkflow.core.exceptions import (
     WorkflowNotFoundError,
 )
 from pyworkflow.engine.events import Event
-from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
+from pyworkflow.storage.schemas import (
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+    lease_blocks,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StorageBackend(ABC):
@@ -187,6 +198,21 @@ def check_run_open(run_id: str, status: RunStatus) -> None:
         raise RunFinishedError(f"run {run_id} already ended ({status}); nothing more is recorded")
 
 
+def check_lease(
+    commit: Commit, lease_owner: str | None, lease_expires_at: datetime | None, now: datetime
+) -> None:
+    """Refuse ``commit`` when its ``owner`` may not take the run's current lease."""
+    owner = commit.owner
+    if owner is not None and lease_blocks(owner, lease_owner, lease_expires_at, now):
+        raise lease_held(commit.run_id, lease_owner)
+
+
+def lease_held(run_id: str, lease_owner: str | None) -> LeaseHeldError:
+    return LeaseHeldError(
+        f"run {run_id} is leased to {lease_owner}, which is still at work", lease_owner
+    )
+
+
 def run_status_after(commit: Commit, current: RunStatus) -> RunStatus:
     return commit.status if commit.status is not None else current
 
@@ -298,11 +324,13 @@ __all__ = [
     "StorageBackend",
     "StorageBusyError",
     "already_exists",
+    "check_lease",
     "check_run_open",
     "check_hook_pending",
     "decode_run_cursor",
     "duplicate_completion",
     "encode_run_cursor",
+    "lease_held",
     "new_run_record",
     "number_events",
     "retry_while_busy",

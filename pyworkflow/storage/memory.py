@@ -30,6 +30,7 @@ from pyworkflow.storage.base import (
     StorageBackend,
     already_exists,
     check_hook_pending,
+    check_lease,
     check_run_open,
     decode_run_cursor,
     duplicate_completion,
@@ -184,6 +185,7 @@ class MemoryStore:
         run = log.run
         events = number_events(commit, run.last_sequence, now)
         check_run_open(run_id, run.status)
+        check_lease(commit, run.lease_owner, run.lease_expires_at, now)
         # Hook moves are checked before completion keys: a second payload for a hook is
         # "already received" even though its hook.received event is a duplicate completion too.
         received = commit.hook_received

@@ -67,11 +67,20 @@ from pyworkflow.storage.base import (
     check_hook_pending,
     check_run_open,
     duplicate_completion,
+    lease_held,
     new_run_record,
     number_events,
     run_not_found,
 )
-from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
+from pyworkflow.storage.schemas import (
+    RESERVED_LEASE_PREFIX,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
 from pyworkflow.storage.sql import (
     COMPLETION_KEY_INDEX,
     EVENT_COLUMNS,
@@ -120,6 +129,7 @@ _RUN_NOT_FOUND = "PW001"
 _SEQUENCE_CONFLICT = "PW002"  # DETAIL: the log head
 _RUN_FINISHED = "PW003"  # DETAIL: the run's status
 _HOOK_NOT_PENDING = "PW004"  # DETAIL: the hook's status ('' if it does not exist), HINT: its id
+_LEASE_HELD = "PW005"  # DETAIL: the lease owner
 
 # -- the schema ---------------------------------------------------------------------------------
 
@@ -157,17 +167,21 @@ def _commit_function(dialect: Dialect) -> str:
     p_recovery_attempts integer,
     p_lease_set boolean, p_lease_owner text, p_lease_expires_at bigint,
     p_timer_set boolean, p_timer bigint,
-    p_hooks json, p_received_hook text, p_received_payload text, p_expired_hook text
+    p_hooks json, p_received_hook text, p_received_payload text, p_expired_hook text,
+    p_owner text
 )"""
     body = f"""
 DECLARE
     v_head bigint;
     v_status text;
     v_hook_status text;
+    v_lease_owner text;
+    v_lease_expires_at bigint;
     v_count integer := coalesce(cardinality(p_types), 0);
     h json;
 BEGIN
-    {sql(T_SELECT_HEAD, ["p_run_id"])} FOR UPDATE INTO v_head, v_status;
+    {sql(T_SELECT_HEAD, ["p_run_id"])} FOR UPDATE
+        INTO v_head, v_status, v_lease_owner, v_lease_expires_at;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = '{_RUN_NOT_FOUND}', MESSAGE = 'no workflow run';
     END IF;
@@ -178,6 +192,12 @@ BEGIN
     IF v_status IN ({terminal}) THEN
         RAISE EXCEPTION USING ERRCODE = '{_RUN_FINISHED}', MESSAGE = 'the run ended',
             DETAIL = v_status;
+    END IF;
+    IF p_owner IS NOT NULL AND v_lease_owner IS NOT NULL AND v_lease_owner <> p_owner
+            AND NOT starts_with(v_lease_owner, '{RESERVED_LEASE_PREFIX}')
+            AND (v_lease_expires_at IS NULL OR v_lease_expires_at > p_now) THEN
+        RAISE EXCEPTION USING ERRCODE = '{_LEASE_HELD}', MESSAGE = 'the run is leased',
+            DETAIL = v_lease_owner;
     END IF;
 {check_pending("p_received_hook")}{check_pending("p_expired_hook")}    FOR i IN 1 .. v_count LOOP
         {sql(T_INSERT_EVENT, ["p_run_id", "v_head + i", *event])};
@@ -210,7 +230,10 @@ END
 """
     # The body names the schema, so its quote tag must be one the schema name does not contain.
     tag = next(f"$body{n}$" for n in range(1000) if f"$body{n}$" not in body)
-    return f"CREATE FUNCTION {signature} RETURNS bigint LANGUAGE plpgsql AS {tag}{body}{tag}"
+    return (
+        f"CREATE OR REPLACE FUNCTION {signature} RETURNS bigint LANGUAGE plpgsql"
+        f" AS {tag}{body}{tag}"
+    )
 
 
 _Migration = Callable[[Any, Statements], Awaitable[None]]
@@ -222,7 +245,18 @@ async def _migrate_to_1(conn: Any, statements: Statements) -> None:
     await conn.execute(_commit_function(statements.dialect))
 
 
-_MIGRATIONS: list[_Migration] = [_migrate_to_1]
+async def _migrate_to_2(conn: Any, statements: Statements) -> None:
+    """The commit function checks the run's lease (a new last parameter, ``p_owner``)."""
+    prefix = statements.dialect.table_prefix
+    await conn.execute(
+        f"DROP FUNCTION IF EXISTS {prefix}pyworkflow_commit(text, bigint, bigint, text[],"
+        " bigint[], text[], text[], text[], text, text, text, bigint, bigint, integer, boolean,"
+        " text, bigint, boolean, bigint, json, text, text, text)"
+    )
+    await conn.execute(_commit_function(statements.dialect))
+
+
+_MIGRATIONS: list[_Migration] = [_migrate_to_1, _migrate_to_2]
 assert len(_MIGRATIONS) == SCHEMA_VERSION, "a schema change needs its migration step"
 
 # -- statements only PostgreSQL runs ------------------------------------------------------------
@@ -236,7 +270,7 @@ class _PostgresStatements(Statements):
         sql = dialect.render
         self.commit = (
             f"SELECT {dialect.table_prefix}pyworkflow_commit("
-            + ", ".join(f"${n}" for n in range(1, 24))
+            + ", ".join(f"${n}" for n in range(1, 25))
             + ")"
         )
         # The run and its first events; the run is not inserted (and no event is) when its id
@@ -863,6 +897,7 @@ class PostgresStorageBackend(StorageBackend):
             received[0] if received is not None else None,
             received[1] if received is not None else None,
             commit.hook_expired,
+            commit.owner,
         )
 
     @staticmethod
@@ -878,6 +913,8 @@ class PostgresStorageBackend(StorageBackend):
                 number_events(commit, int(exc.detail), now)  # raises the conflict
             elif state == _RUN_FINISHED:
                 check_run_open(run_id, RunStatus(exc.detail))  # raises RunFinishedError
+            elif state == _LEASE_HELD:
+                return lease_held(run_id, exc.detail)
             elif state == _HOOK_NOT_PENDING:
                 status = HookStatus(exc.detail) if exc.detail else None
                 check_hook_pending(run_id, exc.hint, status)  # raises the hook's error

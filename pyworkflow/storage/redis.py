@@ -83,11 +83,13 @@ from pyworkflow.storage.base import (
     decode_run_cursor,
     duplicate_completion,
     encode_run_cursor,
+    lease_held,
     new_run_record,
     number_events,
     run_not_found,
 )
 from pyworkflow.storage.schemas import (
+    RESERVED_LEASE_PREFIX,
     Commit,
     Hook,
     HookStatus,
@@ -333,6 +335,8 @@ _PRELUDE = (
 local P = ARGV[1]
 local TERMINAL = {_lua_set(s for s in RunStatus if s.is_terminal)}
 local LEASABLE = {_lua_set(_LEASABLE)}
+local RESERVED = '{RESERVED_LEASE_PREFIX}'
+local RESERVED_LENGTH = {len(RESERVED_LEASE_PREFIX)}
 """
     + """
 local function opt(s) if s == '' then return nil end return string.sub(s, 2) end
@@ -470,7 +474,7 @@ return {1}
 # ARGV: prefix, run_id, expected (''), now, status (''), lease ('' keep, '-' release,
 # '=owner' set), lease expiry, timer ('' keep, '-' clear, micros), hook received (opt), payload,
 # hook expired (opt), n, n run field values, events (count, 3 each), hooks created (count, then
-# member, status, n, n field values each). Returns the new head.
+# member, status, n, n field values each), the committing owner (opt, last). Returns the new head.
 _COMMIT = """
 local run_id, now = ARGV[2], ARGV[4]
 local run = P .. ':run:' .. run_id
@@ -480,6 +484,12 @@ if not row[1] then return fail('NOT_FOUND') end
 local head, status = tonumber(row[1]), row[2]
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= head then return fail('CONFLICT ' .. head) end
 if TERMINAL[status] then return fail('FINISHED ' .. status) end
+local committer, holder = opt(ARGV[#ARGV]), row[5]
+if committer and holder and holder ~= committer
+    and string.sub(holder, 1, RESERVED_LENGTH) ~= RESERVED
+    and (not row[6] or tonumber(row[6]) > tonumber(now)) then
+  return fail('LEASED ' .. holder)
+end
 -- Hook moves are checked before completion keys: a second payload for a hook is "already
 -- received" even though its hook.received event is a duplicate completion too.
 local received, expired = opt(ARGV[9]), opt(ARGV[11])
@@ -698,6 +708,8 @@ def _refuse_commit(commit: Commit, what: str, detail: str) -> NoReturn:
         check_run_open(run_id, RunStatus(detail))
     if what == "DUPLICATE":
         raise duplicate_completion(run_id, [detail])
+    if what == "LEASED":
+        raise lease_held(run_id, detail)
     assert what == "HOOK", what
     move, state = detail.split(" ")
     received, expired = commit.hook_received, commit.hook_expired
@@ -997,6 +1009,7 @@ class RedisStorageBackend(StorageBackend):
             *fields,
             *_event_args(run_id, commit.events, now),
             *hooks,
+            _opt(commit.owner),
         ]
 
     async def get_events(

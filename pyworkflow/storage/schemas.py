@@ -115,6 +115,29 @@ class Timer:
     fire_at: datetime
 
 
+# Lease owners that stand for "some activation should take this run soon" rather than for an
+# activation at work: the caller that created the run, the sweeper that recovered it, the
+# executors of its dispatched steps, an activation that gave up. Any activation may take such a
+# lease over; a lease held by an activation is exclusive until it expires (see ``Commit.owner``).
+RESERVED_LEASE_PREFIX = "pyworkflow:"
+
+
+def lease_blocks(
+    owner: str,
+    lease_owner: str | None,
+    lease_expires_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether ``owner`` must not take a run whose lease is ``(lease_owner, lease_expires_at)``:
+    another activation holds it and it has not run out (a lease without an expiry never does)."""
+    return (
+        lease_owner is not None
+        and lease_owner != owner
+        and not lease_owner.startswith(RESERVED_LEASE_PREFIX)
+        and (lease_expires_at is None or lease_expires_at > now)
+    )
+
+
 class _Unset(Enum):
     UNSET = "unset"
 
@@ -138,6 +161,10 @@ class Commit:
       update the run row when not None; ``updated_at`` is always set.
     - ``timer``: a datetime sets the run's next wake-up, None clears it, UNSET leaves it.
     - ``lease``: ``(owner, expires_at)`` sets the lease, None releases it, UNSET leaves it.
+    - ``owner``: the activation committing. When set, storage refuses the whole commit with
+      ``LeaseHeldError`` if another activation holds the run's lease and it has not expired
+      (``lease_blocks``): the sequence check alone lets an event-less commit take a run from an
+      activation that is still running a step.
     - ``hooks_created`` are inserted; ``hook_received`` / ``hook_expired`` move that hook from
       pending (else ``HookAlreadyReceivedError`` / ``HookExpiredError`` fail the commit).
     """
@@ -157,9 +184,11 @@ class Commit:
     hooks_created: list[Hook] = field(default_factory=list)
     hook_received: tuple[str, str] | None = None  # (hook_id, payload JSON)
     hook_expired: str | None = None  # hook_id
+    owner: str | None = None
 
 
 __all__ = [
+    "RESERVED_LEASE_PREFIX",
     "UNSET",
     "Commit",
     "Hook",
@@ -167,4 +196,5 @@ __all__ = [
     "RunStatus",
     "Timer",
     "WorkflowRun",
+    "lease_blocks",
 ]

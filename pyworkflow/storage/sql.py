@@ -384,7 +384,10 @@ T_UPDATE_VERSION = "UPDATE {schema_version} SET version = ?"
 T_INSERT_RUN = f"INSERT INTO {{runs}} ({RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})"
 T_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE run_id = ?"
 T_SELECT_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE idempotency_key = ?"
-T_SELECT_HEAD = "SELECT last_sequence, status FROM {runs} WHERE run_id = ?"
+# What a commit checks: the head, whether the run ended, and who holds its lease.
+T_SELECT_HEAD = (
+    "SELECT last_sequence, status, lease_owner, lease_expires_at FROM {runs} WHERE run_id = ?"
+)
 # What a commit changes on the run row (see ``Commit``): the fields it sets, the time, the head.
 T_UPDATE_RUN_FIELDS = (
     "UPDATE {runs} SET status = COALESCE(?, status), result = COALESCE(?, result),"

@@ -39,6 +39,7 @@ from pyworkflow.storage.base import (
     StorageBackend,
     already_exists,
     check_hook_pending,
+    check_lease,
     check_run_open,
     duplicate_completion,
     new_run_record,
@@ -64,6 +65,7 @@ from pyworkflow.storage.sql import (
     run_params,
     runs_page,
     time_of,
+    time_or_none,
 )
 
 _T = TypeVar("_T")
@@ -75,7 +77,13 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """Commits check the run's lease (``Commit.owner``). No table changes here; the version
+    keeps releases whose commits ignore leases away from a database this one writes."""
+    del conn
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 assert len(_MIGRATIONS) == SCHEMA_VERSION, "a schema change needs its migration step"
 
 # SQLite has no SKIP LOCKED: a claim looks without the write lock first (polls mostly find
@@ -262,6 +270,7 @@ class SQLiteStorageBackend(StorageBackend):
             raise run_not_found(run_id)
         events = number_events(commit, row[0], now)
         check_run_open(run_id, RunStatus(row[1]))
+        check_lease(commit, row[2], time_or_none(row[3]), now)
         # Hook moves are checked before the events go in: a second payload for a hook is
         # "already received" even though its hook.received event is a duplicate completion too.
         received, expired = commit.hook_received, commit.hook_expired

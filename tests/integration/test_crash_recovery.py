@@ -134,7 +134,8 @@ async def test_run_killed_mid_step_is_finished_by_resume_in_a_new_process(
     spawn: Spawn, paths: tuple[str, str, str], store: SQLiteStorageBackend
 ) -> None:
     db, ledger, go = paths
-    worker = spawn("start", db, "crash_pipeline", ledger, go)
+    # A short lease: the killed worker holds the run until it runs out, and resume waits for that.
+    worker = spawn("start", db, "crash_pipeline", ledger, go, "1.5")
     run_id = await _park_in_pack(ledger, worker)
     _kill(worker)
 

@@ -228,3 +228,48 @@ def test_shrink_saves_a_tape_that_replay_runs_again(
     (tmp_path / "bad.json").write_text("{}")
     bad = simulate("coin_cli_shrink:flip", "--replay", str(tmp_path / "bad.json"))
     assert bad.exit_code == 2 and "not a simulation tape" in bad.output
+
+
+PIDS = """
+import os
+
+from pyworkflow import step, workflow
+
+
+@step(name="cli_pid_note")
+async def note(path: str) -> str:
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\\n")
+    return "noted"
+
+
+@workflow(name="cli_pid_flow")
+async def flow(path: str) -> str:
+    return await note(path)
+"""
+
+
+def test_every_seed_of_a_sweep_starts_from_clean_process_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache filled in one seed (by workflow code, a step or the engine) cannot hide a bug
+    from the next: each seed runs in a process forked from the sweep before any seed ran."""
+    (tmp_path / "cli_pids.py").write_text(PIDS)
+    monkeypatch.chdir(tmp_path)
+    noted = tmp_path / "pids.txt"
+    result = simulate(
+        "cli_pids:flow", "--seeds", "0..3", "--faults", "none", "--args", json.dumps([str(noted)])
+    )
+    assert result.exit_code == 0, result.output
+    pids = noted.read_text().split()
+    assert len(pids) >= 4  # each seed ran the step, its reruns and the reference run it again
+    assert str(os.getpid()) not in pids
+    # One process per seed: the step ran in exactly four processes, never in the sweep's own.
+    assert len(set(pids)) == 4
+
+
+def test_liveness_is_an_option_checked_at_the_boundary() -> None:
+    result = simulate(ONBOARDING, "--seeds", "0..1", "--liveness", "2h", "--json")
+    assert result.exit_code == 0, result.output
+    bad = simulate(ONBOARDING, "--seeds", "0..1", "--liveness", "soon")
+    assert bad.exit_code == 2 and "--liveness" in bad.output

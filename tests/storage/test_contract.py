@@ -28,6 +28,7 @@ from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    LeaseHeldError,
     RunFinishedError,
     SequenceConflictError,
     WorkflowAlreadyRunningError,
@@ -39,6 +40,7 @@ from pyworkflow.storage.base import SCHEMA_VERSION, StorageBackend, StorageBusyE
 from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import (
+    RESERVED_LEASE_PREFIX,
     UNSET,
     Commit,
     Hook,
@@ -432,6 +434,53 @@ async def test_a_commit_without_events_is_conditional_too(backend: StorageBacken
     run = await backend.get_run("run-1")
     assert run is not None and (run.lease_owner, run.lease_expires_at) == ("b", at(35))
     assert len(await backend.get_events("run-1")) == 2
+
+
+async def test_a_commit_never_takes_a_live_lease_from_another_activation(
+    backend: StorageBackend,
+) -> None:
+    """``Commit.owner``: the sequence check alone let an event-less commit take a run from an
+    activation in the middle of a long step (and run the step again)."""
+    await new_run(backend)
+    await backend.commit(Commit("run-1", [], now=at(1), lease=("a", at(31)), owner="a"))
+    before = await snapshot(backend)
+    for now in (at(5), at(30)):  # live until it expires: event-less or not, the commit is refused
+        with pytest.raises(LeaseHeldError) as refused:
+            await backend.commit(
+                Commit(
+                    "run-1",
+                    [step_started("run-1", "s1")],
+                    expected_sequence=1,
+                    now=now,
+                    lease=("b", now + timedelta(seconds=30)),
+                    owner="b",
+                )
+            )
+        assert refused.value.holder == "a"
+        assert await snapshot(backend) == before
+    # The holder itself, a writer that names no owner (a step worker, a hook receipt), and
+    # anyone once the lease ran out may commit.
+    assert await backend.commit(Commit("run-1", [], now=at(6), owner="a")) == 1
+    await backend.commit(Commit("run-1", [step_started("run-1", "s1")], now=at(7)))
+    head = await backend.commit(
+        Commit("run-1", [], expected_sequence=2, now=at(31), lease=("b", at(61)), owner="b")
+    )
+    assert head == 2
+    run = await backend.get_run("run-1")
+    assert run is not None and (run.lease_owner, run.lease_expires_at) == ("b", at(61))
+
+
+async def test_a_reserved_lease_is_taken_over_by_any_activation(backend: StorageBackend) -> None:
+    """Reservations (``pyworkflow:`` owners: the creator that does not activate, the sweeper,
+    the executors of dispatched steps) stand for nobody at work: anyone takes them over."""
+    await new_run(backend)
+    reserved = (f"{RESERVED_LEASE_PREFIX}step-executors", at(60))
+    await backend.commit(Commit("run-1", [], now=at(1), lease=reserved))
+    await backend.commit(Commit("run-1", [], now=at(2), lease=("b", at(32)), owner="b"))
+    run = await backend.get_run("run-1")
+    assert run is not None and run.lease_owner == "b"
+    with pytest.raises(LeaseHeldError):
+        await backend.commit(Commit("run-1", [], now=at(3), lease=("c", at(33)), owner="c"))
 
 
 async def test_racing_commits_at_one_sequence_have_one_winner(backend: StorageBackend) -> None:

@@ -55,8 +55,8 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
 def test_simulation_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
     results = _run_quick("simulation", tmp_path)
     for key, phases in (
-        ("throughput", {"per_run", "same_seed_rerun"}),
-        ("throughput_all_faults", {"per_run", "fault_free_rerun", "same_seed_rerun"}),
+        ("throughput", {"per_run", "same_seed_rerun", "reference"}),
+        ("throughput_all_faults", {"per_run", "fault_free_rerun", "same_seed_rerun", "reference"}),
     ):
         figures = results[key]
         assert figures["oracles"] is True

@@ -29,6 +29,7 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.activation import STARTING
 from pyworkflow.engine.replay import replay_history
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -550,7 +551,7 @@ async def test_a_step_runs_only_once_its_activation_holds_the_run(clock: ManualC
         run, _ = await caller.engine_for(storage).start_run(
             workflow_definition_of(lease_taking), (), {}
         )
-        assert run.lease_owner == "caller"
+        assert run.lease_owner == STARTING  # a reservation: the caller does not activate it
         box.append(run.run_id)
         lease_seen.clear()
         outcome = await worker.resume(run.run_id, storage=storage)
@@ -583,7 +584,7 @@ async def test_the_local_service_renews_leases_whatever_its_poll_interval() -> N
     _long_step_gate[:] = [asyncio.Event()]
     try:
         run, _ = await runtime.engine_for(storage).start_run(
-            workflow_definition_of(long_workflow), (), {}
+            workflow_definition_of(long_workflow), (), {}, activate_here=True
         )
         assert run.lease_expires_at is not None
         first_expiry = run.lease_expires_at

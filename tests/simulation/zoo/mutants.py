@@ -13,7 +13,7 @@ import hashlib
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -307,6 +307,47 @@ def inline_result_not_committed(monkeypatch: pytest.MonkeyPatch) -> None:
         await commit(self, inst, **kwargs)
 
     monkeypatch.setattr(Engine, "_commit", defer_plain_commits)
+
+
+# -- duplicate side effects ----------------------------------------------------------------------
+
+
+@mutant("long_inline")
+def lease_not_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage lets any activation's commit take a run's lease: only the sequence is checked.
+
+    A retry timer fires again while the activation it woke runs a long step (its claim ran out);
+    a second worker's event-less commit takes the run and runs the step again, with no fault.
+    """
+    check_lease = base.check_lease
+
+    def anyone_may_take(commit: Commit, *args: Any) -> None:
+        check_lease(replace(commit, owner=None), *args)
+
+    monkeypatch.setattr(memory, "check_lease", anyone_may_take)
+
+
+@mutant("stamps")
+def step_result_from_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step results are memoised per (step, arguments) in the process: a repeated call is served
+    its first result, recorded as completed, without running the body."""
+    run_attempt = Engine.run_attempt
+    cache: dict[str, Event] = {}
+
+    async def cached(
+        self: Engine, run_id: str, command_id: str, definition: Any, *rest: Any
+    ) -> Event:
+        args, kwargs = rest[0], rest[1]
+        key = repr((run_id, definition.name, serialize_args(args, kwargs)))
+        hit = cache.get(key)
+        if hit is not None and hit.type is EventType.STEP_COMPLETED:
+            data = {**hit.data, "command_id": command_id, "attempt": rest[2]}
+            return Event(run_id=run_id, type=hit.type, data=data, timestamp=self.clock.now())
+        event = await run_attempt(self, run_id, command_id, definition, *rest)
+        cache[key] = event
+        return event
+
+    monkeypatch.setattr(Engine, "run_attempt", cached)
 
 
 # -- replay --------------------------------------------------------------------------------------

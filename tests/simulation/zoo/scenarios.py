@@ -202,6 +202,16 @@ async def drive_stamps(sim: Simulation, ledger: Ledger) -> list[str]:
     return problems
 
 
+async def drive_long(sim: Simulation, ledger: Ledger) -> list[str]:
+    del ledger  # the simulation's own execution ledger counts repeats
+    runs = [await sim.start(wf.long, f"long-{i}") for i in range(2)]
+    await sim.run_until_idle()
+    problems: list[str] = []
+    for run in runs:
+        problems += await _result_problems(run, f"long-{run.index} warm, long-{run.index} slow")
+    return problems
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -212,6 +222,7 @@ SCENARIOS = {
         Scenario("race_dispatched", drive_race, dispatch_steps=True),
         Scenario("stamps", drive_stamps),
         Scenario("stamps_inline", drive_stamps, dispatch_steps=False),
+        Scenario("long_inline", drive_long, dispatch_steps=False),
     )
 }
 

@@ -107,3 +107,22 @@ async def test_no_step_result_is_recorded_after_the_run_ended() -> None:
         assert not problems, problems
     finally:
         sim.close()
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+async def test_a_retry_timer_firing_again_does_not_run_a_long_step_twice(seed: int) -> None:
+    """Regression (issue: double execution with no fault): three workers, inline steps, a step
+    retried after 30s then a 45s step. The retry's timer claim ran out mid-step, the timer fired
+    again and another worker's event-less commit took the run and ran the long step again.
+    ``lease_not_exclusive`` brings the bug back; the execution ledger catches it at seed 0."""
+    sim = Simulation(seed=seed, faults="none", workers=3, dispatch_steps=False)
+    try:
+        runs = [await sim.start(wf.long, f"long-{i}") for i in range(3)]
+        await sim.run_until_idle()
+        for run in runs:
+            assert await run.result() == f"long-{run.index} warm, long-{run.index} slow"
+        sim.check()  # the execution ledger: every body ran once
+        executions = sim.world.ledger.executions
+        assert sorted(executions.values()) == [1] * 9  # two attempts of warm, one of slow, x3
+    finally:
+        sim.close()

@@ -8,6 +8,8 @@
 - ``zoo_race``: a step and a local-only audit race (``asyncio.wait``, first completed); which
   step follows depends on the winner. The result does not, so faults may change the winner, but
   an instance that applied results in another order than the log holds issues other commands.
+- ``zoo_long``: a step that fails once and is retried 30s later, then a 45s step: the retry's
+  timer claim (30s) runs out while the long step still runs, so the timer fires again.
 - ``zoo_stamps``: four steps in a row (the first two: the same step with the same arguments),
   a sleep, one more. Each result names the command that ran it: two calls never share one.
 
@@ -27,6 +29,7 @@ STEP_TIME = 1.0  # seconds of virtual time every step body takes
 RESERVE_FAILURES = 2  # zoo_reserve fails its first two attempts
 FLAKY_FAILURES = 3  # zoo_flaky fails its first three attempts
 FANOUT_WIDTH = 3
+LONG_STEP_TIME = 45.0  # longer than a timer claim (lease_ttl, 30s)
 
 
 async def reserve_body(item: str) -> str:
@@ -63,6 +66,18 @@ async def flaky_body(label: str) -> str:
     if attempt <= FLAKY_FAILURES:
         raise RetryableError(f"{label}: flaky (attempt {attempt})", retry_after="2s")
     return f"{label} done on attempt {attempt}"
+
+
+async def warm_body(label: str) -> str:
+    attempt = get_step_info().attempt
+    if attempt == 1:
+        raise RetryableError(f"{label}: cold start", retry_after="30s")
+    return f"{label} warm"
+
+
+async def slow_body(label: str) -> str:
+    await asyncio.sleep(LONG_STEP_TIME)
+    return f"{label} slow"
 
 
 async def stamp_body(label: str) -> str:
@@ -105,6 +120,16 @@ async def stamp(label: str) -> str:
     return await stamp_body(label)
 
 
+@step(name="zoo_warm", max_retries=2, retry_delay="30s")
+async def warm(label: str) -> str:
+    return await warm_body(label)
+
+
+@step(name="zoo_slow")
+async def slow(label: str) -> str:
+    return await slow_body(label)
+
+
 @step(name="zoo_declined")
 async def declined(item: str) -> str:
     raise FatalError(f"card declined for {item}")
@@ -139,6 +164,11 @@ async def race(label: str) -> dict[str, Any]:
     else:
         await charge(label, 0)  # the audit came first: settle before shipping
     return {"total": await quote, "audited": await check}
+
+
+@workflow(name="zoo_long")
+async def long(label: str) -> str:
+    return f"{await warm(label)}, {await slow(label)}"
 
 
 @workflow(name="zoo_stamps")
@@ -189,4 +219,6 @@ STEP_BODIES = {
     audit: audit_body,
     flaky: flaky_body,
     stamp: stamp_body,
+    warm: warm_body,
+    slow: slow_body,
 }
