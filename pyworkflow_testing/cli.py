@@ -22,6 +22,7 @@ import random
 import re
 import shlex
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -195,8 +196,10 @@ async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
 def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
     """``run_seed`` in a forked child: every seed starts from the process state the sweep had
     before its first seed, so a cache a workflow, a step or the engine filled in one seed cannot
-    hide a bug from the next. Where ``fork`` does not exist, the seed runs in this process."""
-    if not hasattr(os, "fork"):
+    hide a bug from the next. Where ``fork`` does not exist, or other threads run in this process
+    (a simulation driven from a test suite: forking then may copy a lock another thread holds,
+    and the child would wait for it forever), the seed runs in this process."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
         return run_seed(spec, seed)
     read, write = os.pipe()
     pid = os.fork()

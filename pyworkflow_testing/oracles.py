@@ -26,6 +26,7 @@ from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from pyworkflow_testing.reference import ReferenceOutcome
 
 LATE_BOUND = timedelta(minutes=5)
+_TOLERANCE = timedelta(microseconds=1)  # timestamps are stored to the microsecond
 _HINT = (
     " (an engine bug, or workflow code that is not deterministic: randomness, the clock or"
     " global state read outside pyworkflow.random()/now())"
@@ -159,6 +160,7 @@ def agrees_with_reference(
         for e in events
         if e.type is EventType.STEP_STARTED
     }
+    problems += _asked_problems(events, model)
     for start in model.step_starts:
         command_id = f"step:{start.step_name}:{start.position}"
         at = started.get((command_id, start.attempt))
@@ -177,6 +179,39 @@ def agrees_with_reference(
                 f" at {at.isoformat()}, without an engine at {start.at.isoformat()}"
             )
     return problems[:3]
+
+
+_ASKED_AT = {
+    EventType.SLEEP_STARTED: "resume_at",
+    EventType.HOOK_CREATED: "expires_at",
+    EventType.STEP_RETRYING: "resume_at",
+}
+
+
+def _asked_problems(events: list[Event], model: ReferenceOutcome) -> list[str]:
+    """Every sleep, timer, hook timeout and retry delay the engine scheduled is the one the code
+    (or the step's retry policy) asked for: the log agrees with itself whatever the engine did
+    to a duration (rounded it, read it in the wrong unit), so the model is the yardstick."""
+    problems = []
+    for event in events:
+        field_name = _ASKED_AT.get(event.type)
+        due = _at(event.data.get(field_name)) if field_name else None
+        if due is None or event.timestamp is None:
+            continue
+        attempt = int(event.data["attempt"]) if event.type is EventType.STEP_RETRYING else 0
+        command_id = str(event.data.get("command_id"))
+        asked = model.asked.get((command_id, attempt))
+        if asked is None:
+            continue
+        duration, instant = asked
+        scheduled = due - event.timestamp
+        if abs(scheduled - duration) > _TOLERANCE and abs(due - instant) > _TOLERANCE:
+            what = f"{command_id} retry after attempt {attempt}" if attempt else command_id
+            problems.append(
+                f"{what} was scheduled {scheduled.total_seconds():g}s ahead (due"
+                f" {due.isoformat()}); the code asked for {duration.total_seconds():g}s"
+            )
+    return problems
 
 
 def _ending_problems(run: WorkflowRun, ending: Event | None, model: ReferenceOutcome) -> list[str]:

@@ -93,6 +93,10 @@ class ReferenceOutcome:
     error_message: str | None = None
     step_starts: list[StepStart] = field(default_factory=list)
     sleeps: list[tuple[int, datetime, datetime]] = field(default_factory=list)
+    # What the code asked for, as the engine records it: the duration of every sleep and timer
+    # (``(command id, 0)``), hook timeout (``(command id, 0)``) and retry delay (``(command id,
+    # failed attempt)``), and the instant it resolves to.
+    asked: dict[tuple[str, int], tuple[timedelta, datetime]] = field(default_factory=dict)
     ended_at: datetime | None = None
 
 
@@ -173,6 +177,7 @@ class _ReferenceWorkflow:
     step_context: StepContext | None = None
     step_starts: list[StepStart] = field(default_factory=list)
     sleeps: list[tuple[int, datetime, datetime]] = field(default_factory=list)
+    asked: dict[tuple[str, int], tuple[timedelta, datetime]] = field(default_factory=dict)
     timed_out: bool = False  # the workflow's max_duration passed
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # steps and callbacks running
     rng: random.Random = field(init=False)
@@ -212,7 +217,9 @@ class _ReferenceWorkflow:
     def note_timer(self, when: float) -> None:
         """A loop timer set by workflow code: the engine makes it a durable ``timer`` command."""
         now = self.loop.time()
-        self.sleeps.append((self._issue(), self.at(now), self.at(max(when, now))))
+        position, start, due = self._issue(), self.at(now), self.at(max(when, now))
+        self.sleeps.append((position, start, due))
+        self.asked[(f"timer:{position}", 0)] = (due - start, due)
 
     def call_step(
         self, step: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -253,6 +260,7 @@ class _ReferenceWorkflow:
                     _settle(future, error=deserialize_exception(serialize_exception(exc)))
                     return
                 retry: asyncio.Future[None] = self.loop.create_future()
+                self.asked[(step_id, attempt)] = (delay, self.now() + delay)
                 self._wake_at(self.now() + delay, _settle, retry)
                 await retry
                 attempt += 1
@@ -281,7 +289,9 @@ class _ReferenceWorkflow:
     def sleep(self, duration: Any) -> asyncio.Future[None]:
         now = self.now()
         due = resolve_wake_time(duration, now)
-        self.sleeps.append((self._issue(), now, due))
+        position = self._issue()
+        self.sleeps.append((position, now, due))
+        self.asked[(f"sleep:{position}", 0)] = (due - now, due)
         future: asyncio.Future[None] = self.loop.create_future()
         self._wake_at(due, _settle, future)
         return future
@@ -300,6 +310,8 @@ class _ReferenceWorkflow:
         now = self.now()
         expires_at = None if timeout is None else now + parse_duration(timeout)
         position = self._issue()
+        if expires_at is not None:
+            self.asked[(f"hook:{name}:{position}", 0)] = (expires_at - now, expires_at)
         future: asyncio.Future[Any] = self.loop.create_future()
         if on_created is not None:
             self._spawn(_announce(on_created, f"{self.run_id}:hook-{position}:reference"))
@@ -353,7 +365,9 @@ async def _main(func: Callable[..., Coroutine[Any, Any, Any]], args: Any, kwargs
 def _ending(
     wf: _ReferenceWorkflow, main: asyncio.Task[Any], halted: str | None
 ) -> ReferenceOutcome:
-    outcome = ReferenceOutcome("blocked", step_starts=list(wf.step_starts), sleeps=list(wf.sleeps))
+    outcome = ReferenceOutcome(
+        "blocked", step_starts=list(wf.step_starts), sleeps=list(wf.sleeps), asked=dict(wf.asked)
+    )
     error: BaseException | None = None
     if not main.done():
         if not wf.timed_out or wf.max_duration is None:

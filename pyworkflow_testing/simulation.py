@@ -359,6 +359,7 @@ class Simulation:
         found = list(
             dict.fromkeys(f"engine error: {type(e).__name__}: {e}" for e in self.world.errors)
         )
+        found += self.world.storage.early_claims[:3]
         if self.timed_out:
             found.append(
                 f"liveness: {self.world.stalled}"

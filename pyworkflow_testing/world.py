@@ -63,6 +63,7 @@ class Chooser:
     """
 
     def __init__(self, seed: int, faults: Faults, suppress: frozenset[int] = frozenset()) -> None:
+        self.seed = seed
         self.random = random.Random(seed)
         self._rates: dict[str, float] = {}
         self.faults = faults
@@ -161,6 +162,7 @@ class FaultyStorage(StorageBackend):
         self.ledger = ledger or ExecutionLedger()
         self.active = True
         self.events_recorded = 0  # by successful commits and run creations: progress
+        self.early_claims: list[str] = []  # timers handed out before they were due
 
     def _maybe_fail(self, what: str) -> None:
         delivery = _delivery.get()
@@ -207,7 +209,14 @@ class FaultyStorage(StorageBackend):
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
-        return await self.inner.claim_due_timers(now, limit, claim_for)
+        timers = await self.inner.claim_due_timers(now, limit, claim_for)
+        self.early_claims += [
+            f"the timer of run {timer.run_id} was claimed at {now.isoformat()}, before it was"
+            f" due ({timer.fire_at.isoformat()})"
+            for timer in timers
+            if timer.fire_at > now
+        ]
+        return timers
 
     async def get_timer(self, run_id: str) -> Timer | None:
         return await self.inner.get_timer(run_id)
@@ -354,6 +363,12 @@ class World:
         self.crashes = 0
         self.deliveries = 0
         self.stalled: str | None = None  # why the last phase stopped early, if it did
+        # The timer service also polls once at a seed-drawn time before the earliest timer is
+        # due, as a real poll loop does, so a timer claimed early shows. Its own random stream:
+        # the polls change none of the other choices of a seed.
+        self._polls = random.Random(f"polls:{seed}")
+        self._poll_for: float | None = None  # the due time the pending poll was drawn for
+        self._poll_at: float | None = None
         self._progress = (-1, 0)  # (events recorded, deliveries) when events last grew
 
     # -- workers ------------------------------------------------------------------------------
@@ -504,6 +519,8 @@ class World:
             await engine.renew_leases()
 
     async def _fire_timers(self) -> bool:
+        if self._poll_at is not None and self._poll_at <= self.loop.time():
+            self._poll_at = None  # this is the poll
         run_ids = await self.any_engine.fire_due_timers()
         recovered = await self.any_engine.recover_expired()
         return bool(run_ids or recovered)
@@ -516,7 +533,17 @@ class World:
             times.append(broker_next)
         storage_next = self.storage.inner.next_wakeup()
         if storage_next is not None:
-            times.append((storage_next - EPOCH).total_seconds())
+            due = (storage_next - EPOCH).total_seconds()
+            times.append(due)
+            if due != self._poll_for:  # a new earliest wake-up: one poll somewhere before it
+                now = self.loop.time()
+                self._poll_for = due
+                ahead = self._polls.uniform(0, due - now) if due > now else None
+                # On the loop's clock, which counts whole microseconds: a poll between two
+                # ticks would be waited for, and never reached.
+                self._poll_at = None if ahead is None else self.micros_after(ahead) / 1_000_000
+            if self._poll_at is not None:
+                times.append(self._poll_at)
         return min(times, default=None)
 
     async def run_until_idle(self, max_time: float) -> bool:
@@ -558,7 +585,10 @@ class World:
                 continue
             # Nothing left at this instant but timers and leases that may have come due.
             due = self.storage.inner.next_wakeup()
-            if due is not None and due <= self.clock.now() and await self._fire_timers():
+            polling = self._poll_at is not None and self._poll_at <= self.loop.time()
+            if (
+                (due is not None and due <= self.clock.now()) or polling
+            ) and await self._fire_timers():
                 idle_spins = 0
                 continue
             wakeup = self._next_wakeup()

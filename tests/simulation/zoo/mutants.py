@@ -155,6 +155,46 @@ def retry_before_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(activation, "_next_attempt", next_attempt)
 
 
+@mutant("order")
+def timer_claimed_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage hands out timers due within the next minute: the run is woken before its sleep is
+    due, finds nothing to do, and the claim then keeps the timer from firing when it is due."""
+    claim = memory.MemoryStore.claim_due_timers
+
+    def early(self: memory.MemoryStore, now: datetime, limit: int, claim_for: timedelta) -> Any:
+        return claim(self, now + timedelta(minutes=1), limit, claim_for)
+
+    monkeypatch.setattr(memory.MemoryStore, "claim_due_timers", early)
+
+
+@mutant("order")
+def sleep_resume_at_rounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sleep's ``resume_at`` is rounded down to a whole second: the log agrees with itself
+    (nothing completes before its recorded ``resume_at``), but the run sleeps less than asked."""
+    resolve = instance.resolve_wake_time
+
+    def rounded(duration: Any, now: datetime) -> datetime:
+        return resolve(duration, now).replace(microsecond=0)
+
+    monkeypatch.setattr(instance, "resolve_wake_time", rounded)
+
+
+@mutant("order")
+def retry_delay_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry delay is read in the wrong unit (milliseconds for seconds): the next attempt is
+    due a thousand times too soon, and the log, recording that due time, agrees with itself."""
+    failure_event = Engine._failure_event
+
+    def too_soon(self: Engine, *args: Any) -> Event:
+        event = failure_event(self, *args)
+        if event.type is EventType.STEP_RETRYING and event.timestamp is not None:
+            delay = datetime.fromisoformat(event.data["resume_at"]) - event.timestamp
+            event.data["resume_at"] = (event.timestamp + delay / 1000).isoformat()
+        return event
+
+    monkeypatch.setattr(Engine, "_failure_event", too_soon)
+
+
 # -- delivery ------------------------------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ async def race(label: str) -> dict[str, Any]:
     return {"total": await quote, "audited": await check}
 
 
-@workflow(name="zoo_long")
+@workflow(name="zoo_long", max_recovery_attempts=10)  # about the lease, not the budget
 async def long(label: str) -> str:
     return f"{await warm(label)}, {await slow(label)}"
 
