@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pyworkflow.context import StepInfo
 from pyworkflow.core.exceptions import (
     HookAlreadyReceivedError,
     HookNotFoundError,
@@ -40,7 +39,6 @@ from pyworkflow.core.registry import (
     list_workflows,
     workflow_definition_of,
 )
-from pyworkflow.engine.activation import invoke_body
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
 from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
@@ -427,21 +425,9 @@ class Simulation:
             kwargs,
             record.run_id,
             started.timestamp,
-            self._reference_step,
+            self.world.run_body,
             lambda position, _name: received.get(position),
         )
-
-    async def _reference_step(
-        self,
-        definition: StepDefinition,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        info: StepInfo,
-    ) -> Any:
-        mock = self.mocks.get(definition.name)
-        if mock is not None:
-            return await mock(definition, args, kwargs)
-        return await invoke_body(definition, args, kwargs, info)
 
     def check(self) -> None:
         """Every oracle; raises ``SimulationFailure`` naming the seed and how to reproduce it.
