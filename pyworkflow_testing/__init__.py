@@ -12,6 +12,7 @@ from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import SimulationDeadlock
 from pyworkflow_testing.shrink import Tape, shrink
 from pyworkflow_testing.simulation import SimRun, Simulation, SimulationFailure
+from pyworkflow_testing.world import lose_worker
 
 __all__ = [
     "Faults",
@@ -20,6 +21,7 @@ __all__ = [
     "SimulationDeadlock",
     "SimulationFailure",
     "Tape",
+    "lose_worker",
     "replay_history",
     "shrink",
 ]

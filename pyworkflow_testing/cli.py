@@ -463,7 +463,10 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--faults",
             default="all",
             show_default=True,
-            help="all, none, or a comma list of crash,drop,duplicate,reorder,storage,restart.",
+            help=(
+                "all, none, or a comma list of"
+                " crash,drop,duplicate,reorder,storage,restart,interleave."
+            ),
         ),
         click.option(
             "--workers", type=int, default=DEFAULT_WORKERS, show_default=True, help="Workers."

@@ -13,14 +13,19 @@ fault schedule. Kinds:
 - ``storage``: a storage call fails before doing anything (transient), or a write is applied and
   the caller still sees an error (the ambiguous commit);
 - ``restart``: every worker dies at once and the broker forgets its queue: recovery from storage
-  alone (timers and the lease sweeper).
+  alone (timers and the lease sweeper);
+- ``interleave``: a storage call yields to the event loop (once or a few times) before it runs,
+  so other workers' activations, step executors and hook receipts run between one activation's
+  read and its write, as they do against a real database. Drawn from a stream of its own (the
+  other choices of a seed stay where they were) and not counted among the faults a run had: it
+  excuses nothing, and ``max_faults`` does not limit it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-KINDS = ("crash", "drop", "duplicate", "reorder", "storage", "restart")
+KINDS = ("crash", "drop", "duplicate", "reorder", "storage", "restart", "interleave")
 CRASH_POINTS = ("before_step", "after_step", "before_commit", "after_commit", "before_ack")
 
 DEFAULT_RATES = {
@@ -30,6 +35,7 @@ DEFAULT_RATES = {
     "reorder": 0.3,
     "storage": 0.02,
     "restart": 0.01,
+    "interleave": 0.2,
 }
 
 _HIGHEST = {"duplicate": 0.9}

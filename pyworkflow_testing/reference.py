@@ -64,7 +64,9 @@ from pyworkflow.serialization import (
 )
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
+from pyworkflow_testing.world import WorkerCrash
 
+MAX_LOST_WORKERS = 100  # a body that always takes its worker down (``world.lose_worker``)
 MAX_LOOP_ITERATIONS = 1_000_000  # a step body spinning on asyncio.sleep(0) must not hang us
 _WAITS_FOREVER = "nothing can run and nothing is scheduled: it waits for what nobody will bring"
 _MICROSECOND = timedelta(microseconds=1)
@@ -278,7 +280,12 @@ class _ReferenceWorkflow:
         scope = asyncio.timeout(seconds)  # None: no timeout
         try:
             async with scope:
-                return await self.invoke_step(definition, args, kwargs, info)
+                for _ in range(MAX_LOST_WORKERS):
+                    try:
+                        return await self.invoke_step(definition, args, kwargs, info)
+                    except WorkerCrash:
+                        continue  # the body took its worker down: the engine runs it again
+                raise WorkflowError(f"step {definition.name!r} lost its worker every time")
         except TimeoutError:
             if scope.expired():
                 raise StepTimeoutError(

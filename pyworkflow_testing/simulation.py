@@ -34,6 +34,7 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.core.registry import (
     StepDefinition,
+    WorkflowDefinition,
     get_workflow,
     list_steps,
     list_workflows,
@@ -41,14 +42,14 @@ from pyworkflow.core.registry import (
 )
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
-from pyworkflow.storage.schemas import HookStatus, RunStatus, WorkflowRun
+from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
 from pyworkflow_testing.reference import ReferenceCall, run_references
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
-from pyworkflow_testing.world import World
+from pyworkflow_testing.world import World, scripted_action
 
 T = TypeVar("T")
 
@@ -88,6 +89,7 @@ class _Action:
     kind: str  # "start" | "hook" | "run_for" | "wait_hook" | "idle"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # a start's idempotency key
 
 
 class SimRun:
@@ -209,18 +211,69 @@ class Simulation:
         """Virtual time since the simulation began."""
         return timedelta(seconds=self._loop.time())
 
-    async def start(self, workflow: Any, *args: Any, **kwargs: Any) -> SimRun:
-        """Start a run; like Celery, the caller records it and a worker picks it up."""
-        return await self._call(self._start(workflow, args, kwargs))
+    async def start(
+        self, workflow: Any, *args: Any, idempotency_key: str | None = None, **kwargs: Any
+    ) -> SimRun:
+        """Start a run; like Celery, the caller records it and a worker picks it up.
 
-    async def _start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SimRun:
+        With ``idempotency_key``, a key already used gives back that run (the same ``SimRun``);
+        with the ``duplicate`` fault on, the start is sometimes sent twice at once, to two
+        workers, and both must get the same run (a violation otherwise).
+        """
+        return await self._call(self._start(workflow, args, kwargs, idempotency_key))
+
+    async def _start(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> SimRun:
         definition = workflow_definition_of(workflow)
-        run, _ = await self.world.any_engine.start_run(definition, args, kwargs)
-        await self.world.broker.enqueue_activation(run.run_id)
-        self.script.append(_Action("start", (definition.name, *args), kwargs))
+        self.script.append(_Action("start", (definition.name, *args), kwargs, idempotency_key))
+        with scripted_action():
+            run = await self._start_run(definition, args, kwargs, idempotency_key)
+        world = self.world
+        for handle in self.runs:
+            if handle.run_id == run.run_id:
+                return handle  # the key named a run this simulation started
+        await world.broker.enqueue_activation(run.run_id)
         handle = SimRun(self, len(self.runs), run.run_id)
         self.runs.append(handle)
         return handle
+
+    async def _start_run(
+        self,
+        definition: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> WorkflowRun:
+        world = self.world
+        if idempotency_key is not None and world.chooser.fault("duplicate", "start"):
+            # A client that retried its request (or two clients racing): two starts at once.
+            both = await asyncio.gather(
+                world.engines[0].start_run(
+                    definition, args, kwargs, idempotency_key=idempotency_key
+                ),
+                world.engines[-1].start_run(
+                    definition, args, kwargs, idempotency_key=idempotency_key
+                ),
+            )
+            (run, _), (other, _) = both
+            if sum(created for _, created in both) > 1 or other.run_id != run.run_id:
+                world.errors.append(
+                    RuntimeError(
+                        f"two concurrent starts with idempotency key {idempotency_key!r} gave"
+                        f" runs {run.run_id} and {other.run_id}"
+                        f" ({sum(created for _, created in both)} created)"
+                    )
+                )
+        else:
+            run, _ = await world.any_engine.start_run(
+                definition, args, kwargs, idempotency_key=idempotency_key
+            )
+        return run
 
     async def run_until_idle(self) -> None:
         """Run everything to quiescence, jumping virtual time; faults stop once it is reached.
@@ -268,8 +321,9 @@ class Simulation:
         idle = False
         while True:
             hooks = await storage.list_hooks(run_id, HookStatus.PENDING)
-            if any(hook.name == name for hook in hooks):
-                return True
+            for hook in hooks:
+                if hook.name == name and await self._token_known(run_id, hook) is not None:
+                    return True
             record = await storage.get_run(run_id)
             if idle or record is None or record.status.is_terminal:
                 return False
@@ -287,9 +341,18 @@ class Simulation:
         matching = [hook for hook in hooks if hook.name == name]
         if not matching:
             raise HookNotFoundError(f"run {run.run_id} has no pending hook {name!r}")
+        token = await self._token_known(run.run_id, matching[0])
+        if token is None:
+            raise HookNotFoundError(
+                f"run {run.run_id}: hook {name!r} was created with on_created, which was never"
+                " called: nobody outside was handed its token"
+            )
         self.script.append(_Action("hook", (run.index, name, payload)))
+        with scripted_action():
+            await self._deliver_payload(run, name, token, payload)
+
+    async def _deliver_payload(self, run: SimRun, name: str, token: str, payload: Any) -> None:
         world = self.world
-        token = matching[0].token
         if not world.chooser.fault("duplicate", "hook"):
             await world.any_engine.receive_hook(token, payload)
             return
@@ -306,6 +369,18 @@ class Simulation:
             world.errors.append(
                 WorkflowError(f"hook {name!r} of run {run.run_id} accepted the same payload twice")
             )
+
+    async def _token_known(self, run_id: str, hook: Hook) -> str | None:
+        """The token whoever answers ``hook`` has: the one its ``on_created`` was handed (None
+        before that call), or, for a hook created without ``on_created``, the stored one (the
+        way the code hands it out is its own business)."""
+        announced = self.world.ledger.token(run_id, hook.hook_id)
+        if announced is not None:
+            return announced
+        for event in await self.world.storage.inner.get_events(run_id):
+            if event.type is EventType.HOOK_CREATED and event.data.get("hook_id") == hook.hook_id:
+                return None if event.data.get("announce") else hook.token
+        return hook.token
 
     def mock_step(
         self,
@@ -369,12 +444,13 @@ class Simulation:
             record = await storage.get_run(run.run_id)
             assert record is not None
             events = await storage.get_events(run.run_id)
-            hooks = await storage.list_hooks(run.run_id, HookStatus.PENDING)
+            hooks = await storage.list_hooks(run.run_id)
+            pending = sum(hook.status is HookStatus.PENDING for hook in hooks)
             prefix = f"run {run.index} ({run.run_id})"
             problems = oracles.well_formed(record, events)
-            problems += self.world.ledger.violations(run.run_id, events)
+            problems += self.world.ledger.violations(run.run_id, events, hooks)
             problems += await oracles.replays_the_same(record.workflow_name, events)
-            problems += oracles.finished(record, len(hooks))
+            problems += oracles.finished(record, pending)
             found += [f"{prefix}: {problem}" for problem in problems]
         return found
 
@@ -487,7 +563,7 @@ class Simulation:
         saved = random.getstate()
         random.seed(self.seed)
         try:
-            twin.run_sync(twin.play(self.script))
+            twin.replay_script(self.script)
         finally:
             random.setstate(saved)
         return twin
@@ -540,23 +616,32 @@ class Simulation:
                 return f"run {index}: {len(first)} events first, {len(second)} the second time"
         return "the logs differ in their data or timestamps"
 
-    async def play(self, script: list[_Action]) -> None:
-        """Perform a recorded script on this simulation (on its own thread)."""
+    def replay_script(self, script: list[_Action]) -> None:
+        """Perform a recorded script on this simulation, from synchronous code.
+
+        One action per turn of the simulation's loop, as the original performed them (each
+        awaited call runs the loop until that call is done, and the loop stops there): work
+        still ready when an action ends runs before the next action begins, in the same order.
+        Running the whole script as one coroutine would start the next action earlier.
+        """
+        for action in script:
+            self.run_sync(self._play(action))
+
+    async def _play(self, action: _Action) -> None:
         from pyworkflow.core.registry import get_workflow
 
-        for action in script:
-            if action.kind == "start":
-                name, *args = action.args
-                await self._start(get_workflow(name).func, tuple(args), action.kwargs)
-            elif action.kind == "hook":
-                index, name, payload = action.args
-                await self._resume_hook(self.runs[index], name, payload)
-            elif action.kind == "run_for":
-                await self._run_for(action.args[0])
-            elif action.kind == "wait_hook":
-                await self._wait_for_hook(*action.args)
-            else:
-                await self._run_until_idle()
+        if action.kind == "start":
+            name, *args = action.args
+            await self._start(get_workflow(name).func, tuple(args), action.kwargs, action.key)
+        elif action.kind == "hook":
+            index, name, payload = action.args
+            await self._resume_hook(self.runs[index], name, payload)
+        elif action.kind == "run_for":
+            await self._run_for(action.args[0])
+        elif action.kind == "wait_hook":
+            await self._wait_for_hook(*action.args)
+        else:
+            await self._run_until_idle()
 
     def reproduce_command(self) -> str:
         if self.reproduce:

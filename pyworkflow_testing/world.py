@@ -18,10 +18,10 @@ import contextvars
 import heapq
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pyworkflow.context import StepInfo
 from pyworkflow.core.exceptions import NonDeterminismError, WorkflowError
@@ -146,11 +146,35 @@ _delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
 )
 
 
+# Set while the simulation performs one action of its script (a start, a hook payload): storage
+# calls made then may interleave (calls made from outside the script, which a rerun of the script
+# would not make, must not draw from the interleaving stream).
+_scripted: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pyworkflow_sim_scripted", default=False
+)
+
+
+@contextlib.contextmanager
+def scripted_action() -> Iterator[None]:
+    token = _scripted.set(True)
+    try:
+        yield
+    finally:
+        _scripted.reset(token)
+
+
 def crash_point(point: str) -> None:
     """Die here if the current delivery was fated to."""
     delivery = _delivery.get()
     if delivery is not None and delivery.crash_at == point:
         raise WorkerCrash(point)
+
+
+def lose_worker() -> NoReturn:
+    """Called from a step body (a mock): the simulated worker running it dies here, now. The
+    simulation counts it as a fault of the run (the step running again is excused); the
+    reference model runs the body again, as the engine's recovery does."""
+    raise WorkerCrash("in_step")
 
 
 class FaultyStorage(StorageBackend):
@@ -163,6 +187,16 @@ class FaultyStorage(StorageBackend):
         self.active = True
         self.events_recorded = 0  # by successful commits and run creations: progress
         self.early_claims: list[str] = []  # timers handed out before they were due
+        self._interleaving = random.Random(f"interleave:{chooser.seed}")
+
+    async def _interleave(self) -> None:
+        """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
+        rate = self.chooser.faults.rate("interleave")
+        if not rate or not self.active or (_delivery.get() is None and not _scripted.get()):
+            return
+        if self._interleaving.random() < rate:
+            for _ in range(1 + self._interleaving.randrange(3)):
+                await asyncio.sleep(0)
 
     def _maybe_fail(self, what: str) -> None:
         delivery = _delivery.get()
@@ -171,21 +205,25 @@ class FaultyStorage(StorageBackend):
             raise StorageFault(f"simulated storage error in {what}")
 
     async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        await self._interleave()
         created = await self.inner.create_run(run, events)
         self.events_recorded += len(events)
         return created
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
+        await self._interleave()
         self._maybe_fail("get_run")
         return await self.inner.get_run(run_id)
 
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        await self._interleave()
         return await self.inner.get_run_by_idempotency_key(key)
 
     async def list_runs(self, **kwargs: Any) -> tuple[list[WorkflowRun], str | None]:
         return await self.inner.list_runs(**kwargs)
 
     async def commit(self, commit: Commit) -> int:
+        await self._interleave()
         crash_point("before_commit")
         self._maybe_fail("commit")
         head = await self.inner.commit(commit)
@@ -200,6 +238,7 @@ class FaultyStorage(StorageBackend):
     async def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None
     ) -> list[Event]:
+        await self._interleave()
         self._maybe_fail("get_events")
         return await self.inner.get_events(run_id, after_sequence, command_id)
 
@@ -209,6 +248,7 @@ class FaultyStorage(StorageBackend):
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
+        await self._interleave()
         timers = await self.inner.claim_due_timers(now, limit, claim_for)
         self.early_claims += [
             f"the timer of run {timer.run_id} was claimed at {now.isoformat()}, before it was"
@@ -219,11 +259,13 @@ class FaultyStorage(StorageBackend):
         return timers
 
     async def get_timer(self, run_id: str) -> Timer | None:
+        await self._interleave()
         return await self.inner.get_timer(run_id)
 
     async def acquire_lease(
         self, run_id: str, owner: str, expires_at: datetime, now: datetime
     ) -> bool:
+        await self._interleave()
         return await self.inner.acquire_lease(run_id, owner, expires_at, now)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
@@ -232,9 +274,11 @@ class FaultyStorage(StorageBackend):
     async def claim_expired_leases(
         self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
     ) -> list[str]:
+        await self._interleave()
         return await self.inner.claim_expired_leases(now, owner, expires_at, limit)
 
     async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        await self._interleave()
         # A real read waits on I/O, and concurrent receipts of one hook (a webhook delivered
         # twice) interleave there, between the receipt's check and its commit: so here too.
         hook = await self.inner.get_hook(run_id, hook_id)
@@ -389,6 +433,7 @@ class World:
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set
+        engine.hook_listener = self.ledger.announced
         return engine
 
     def _timer_set(self, run_id: str, fire_at: datetime) -> None:
@@ -443,6 +488,7 @@ class World:
                 await engine.execute_step(message.run_id, message.step_id, message.attempt)
             crash_point("before_ack")
         except WorkerCrash:
+            self.ledger.fault(message.run_id, "crash")  # fated, or lost in a step body
             self._crash(index, message)
         except NonDeterminismError as exc:
             self.errors.append(exc)

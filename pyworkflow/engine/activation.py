@@ -168,6 +168,8 @@ class Engine:
         self.ids = ids or RandomIds()
         self.options = options or EngineOptions()
         self.timer_listener: Callable[[str, datetime], None] | None = None
+        # Told (run id, hook id, token) before each on_created call (the simulator's ledger).
+        self.hook_listener: Callable[[str, str, str], None] | None = None
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
@@ -697,6 +699,17 @@ class Engine:
     ) -> None:
         now = self.clock.now()
         owner = self.options.owner
+        follow_up: datetime | None | _Unset = UNSET
+        if self._lets_go_unannounced(inst, status, lease, completed):
+            # This commit lets go of the run while a hook's on_created has not been called:
+            # its timer is due no later than lease_ttl from now, so that should this process
+            # die before hook.announced is committed, the run is activated again and that
+            # activation calls on_created (same token): at least once. A follow-up commit
+            # records hook.announced and puts the timer this commit asked for back.
+            follow_up = inst.timer if isinstance(timer, _Unset) else timer
+            guard = now + self.options.lease_ttl
+            if follow_up is None or follow_up > guard:
+                timer = guard
         if status is None and (inst.status is not RunStatus.RUNNING or inst.lease_owner != owner):
             # The first commit of an activation takes the run (see _needs_lease).
             status = RunStatus.RUNNING
@@ -737,7 +750,62 @@ class Engine:
             inst.timer = timer
             if timer is not None and self.timer_listener is not None:
                 self.timer_listener(inst.run_id, timer)
-        await self._publish(inst, events, hooks)
+        for hook, cmd in hooks:
+            inst.hook_tokens[cmd.position] = hook.token
+        await self._publish(inst, events)
+        if not completed and inst.unannounced():
+            await self._announce(inst)
+            if not isinstance(follow_up, _Unset):
+                await self._commit(inst, status=inst.status, timer=follow_up)
+
+    def _lets_go_unannounced(
+        self,
+        inst: WorkflowInstance,
+        status: RunStatus | None,
+        lease: tuple[str, datetime] | None | _Unset,
+        completed: bool,
+    ) -> bool:
+        """Whether a commit lets go of the run while a hook still waits for its ``on_created``
+        call (see ``_announce``). A commit that keeps the run leased to this activation needs
+        no guard: its lease brings the run back."""
+        if completed or not inst.unannounced():
+            return False
+        if status is None:
+            return False  # the commit takes the run, or keeps it (see _commit)
+        owner = inst.lease_owner if isinstance(lease, _Unset) else lease and lease[0]
+        return status is not RunStatus.RUNNING or owner != self.options.owner
+
+    async def _announce(self, inst: WorkflowInstance) -> None:
+        """Call ``on_created(token)`` of the hooks waiting for it; buffer ``hook.announced``.
+
+        Called after a commit that made the hook durable. Until ``hook.announced`` is committed,
+        either this activation's lease or a timer due within ``lease_ttl`` (see ``_commit``)
+        brings the run back should the process die, and the activation that replays it calls
+        ``on_created`` again: at least once, always with the token storage holds. A callback that
+        raises is logged and not called again (the token stays readable from storage:
+        ``get_hook``, ``list_hooks``).
+        """
+        for cmd in inst.unannounced():
+            assert cmd.hook_id is not None
+            token = inst.hook_tokens.get(cmd.position)
+            if token is None:  # created by an earlier activation
+                hook = await self.storage.get_hook(inst.run_id, cmd.hook_id)
+                if hook is None or hook.status is not HookStatus.PENDING:
+                    continue  # resolved meanwhile: the next replay resolves it
+                token = hook.token
+            if self.hook_listener is not None:
+                self.hook_listener(inst.run_id, cmd.hook_id, token)
+            try:
+                maybe = cmd.on_created(token)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            except Exception:  # noqa: BLE001 - a callback must not break the run
+                logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", cmd.name)
+            self._emit(
+                inst,
+                EventType.HOOK_ANNOUNCED,
+                {"command_id": cmd.command_id, "hook_id": cmd.hook_id},
+            )
 
     def _hooks_created(
         self, inst: WorkflowInstance, events: list[Event]
@@ -749,27 +817,13 @@ class Engine:
                 hooks.append((build_hook(inst.run_id, cmd, event, self.ids.new_secret()), cmd))
         return hooks
 
-    async def _publish(
-        self,
-        inst: WorkflowInstance,
-        events: list[Event],
-        hooks: list[tuple[Hook, Command]],
-    ) -> None:
+    async def _publish(self, inst: WorkflowInstance, events: list[Event]) -> None:
         """After a commit: send what the committed events ask the outside world to do."""
         for event in events:
             if event.type is EventType.STEP_STARTED and event.data.get("dispatched"):
                 await self.queue.enqueue_step(
                     inst.run_id, event.data["command_id"], event.data["attempt"]
                 )
-        for hook, cmd in hooks:
-            if cmd.on_created is None:
-                continue
-            try:
-                maybe = cmd.on_created(hook.token)
-                if inspect.isawaitable(maybe):
-                    await maybe
-            except Exception:  # noqa: BLE001 - a callback must not break the run
-                logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", hook.name)
 
     async def _block(self, act: _Activation, deadline: datetime | None) -> Outcome:
         inst = act.inst

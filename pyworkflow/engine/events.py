@@ -16,7 +16,10 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 - ``step.failed``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``error_type``,
   ``exception``
 - ``sleep.started``: ``command_id``, ``resume_at``;  ``sleep.completed``: ``command_id``
-- ``hook.created``: ``command_id``, ``hook_id``, ``name``, ``expires_at``
+- ``hook.created``: ``command_id``, ``hook_id``, ``name``, ``expires_at`` (and ``announce: true``
+  when the code passed ``on_created``)
+- ``hook.announced``: ``command_id``, ``hook_id``: ``on_created`` was called with the hook's token
+  (recorded after the call: a crash before it makes the next activation call it again)
 - ``hook.received``: ``command_id``, ``hook_id``, ``payload``;  ``hook.expired``: ``command_id``,
   ``hook_id``
 """
@@ -46,6 +49,7 @@ class EventType(StrEnum):
     HOOK_RECEIVED = "hook.received"
     HOOK_EXPIRED = "hook.expired"
     HOOK_PROCESSED = "hook.processed"
+    HOOK_ANNOUNCED = "hook.announced"
     CANCELLATION_REQUESTED = "cancellation.requested"
     CHILD_WORKFLOW_STARTED = "child_workflow.started"
     CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"

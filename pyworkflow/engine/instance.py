@@ -42,7 +42,11 @@ _COMMAND_RECORDS = frozenset(
 _STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
 _SLEEP_STARTED, _SLEEP_COMPLETED = EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED
 # Events that change command state but wake no workflow code.
-_PASSIVE = _COMMAND_RECORDS | {EventType.STEP_RETRYING, EventType.WORKFLOW_INTERRUPTED}
+_PASSIVE = _COMMAND_RECORDS | {
+    EventType.STEP_RETRYING,
+    EventType.WORKFLOW_INTERRUPTED,
+    EventType.HOOK_ANNOUNCED,
+}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
 
@@ -136,6 +140,9 @@ class WorkflowInstance:
         self._max_recorded = 0
         self.sequence = 0
         self.buffer: list[Event] = []  # command records issued but not yet committed
+        self.announced: set[int] = set()  # positions of hooks whose on_created has been called
+        self._announcing: dict[int, Command] = {}  # hooks issued with an on_created
+        self.hook_tokens: dict[int, str] = {}  # tokens of the hooks this instance created
         self.failure: NonDeterminismError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
@@ -295,6 +302,9 @@ class WorkflowInstance:
             cmd.done = True
             self.open.pop(cmd.position, None)
             _RESOLVERS[etype](self, cmd, event)
+            return
+        if etype is EventType.HOOK_ANNOUNCED:
+            self.announced.add(_position(data["command_id"]))
             return
         if etype is EventType.WORKFLOW_INTERRUPTED:
             self.losses_counted = True
@@ -498,18 +508,24 @@ class WorkflowInstance:
         if recorded is not None and recorded.data["command_id"] == cmd.command_id:
             raw = recorded.data.get("expires_at")
             cmd.wake_at = datetime.fromisoformat(raw) if raw else None
+            if on_created is not None and recorded.data.get("announce"):
+                # (A hook recorded without ``announce`` had its on_created called after the
+                # commit, by an engine older than hook.announced: not called again.)
+                self._announcing[cmd.position] = cmd
         else:
+            if on_created is not None and cmd.position:
+                self._announcing[cmd.position] = cmd
             cmd.wake_at = expires_at
             if cmd.position:
-                self._record(
-                    EventType.HOOK_CREATED,
-                    {
-                        "command_id": cmd.command_id,
-                        "hook_id": cmd.hook_id,
-                        "name": name,
-                        "expires_at": expires_at.isoformat() if expires_at else None,
-                    },
-                )
+                data: dict[str, Any] = {
+                    "command_id": cmd.command_id,
+                    "hook_id": cmd.hook_id,
+                    "name": name,
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                }
+                if on_created is not None:
+                    data["announce"] = True
+                self._record(EventType.HOOK_CREATED, data)
         if cmd.recorded:
             self._resolve_from_history(cmd)
         return cmd.future
@@ -552,6 +568,18 @@ class WorkflowInstance:
                 earliest = cmd.wake_at
         return earliest
 
+    def unannounced(self) -> list[Command]:
+        """Hooks waiting for a payload whose ``on_created`` has not been called (as far as the
+        log knows): the activation calls it while it holds the run, then records
+        ``hook.announced``."""
+        announcing = self._announcing
+        if not announcing:
+            return []
+        for position, cmd in list(announcing.items()):
+            if position in self.announced or not cmd.waiting:
+                del announcing[position]
+        return list(announcing.values())
+
     def teardown(self) -> None:
         """Cancel the workflow's tasks; commands issued while they unwind are ignored."""
         if self._closed:
@@ -570,6 +598,7 @@ class WorkflowInstance:
         self.commands = []
         self.open = {}
         self.buffer = []
+        self._announcing = {}
 
 
 def _position(command_id: str) -> int:

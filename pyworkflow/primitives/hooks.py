@@ -3,7 +3,8 @@
 ``await hook("approval")`` suspends the run until ``resume_hook(token, payload)`` delivers a
 payload (validated against ``payload_schema`` before anything is recorded), or until ``timeout``
 passes, which raises ``HookExpiredError`` at the ``await``. ``on_created(token)`` is called once
-the hook is durably recorded, to hand the token to whoever will answer.
+the hook is durably recorded, to hand the token to whoever will answer: at least once (again
+after a crash before the call was recorded), always with the same token, so make it idempotent.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pyworkflow import (
     resume_hook,
     workflow,
 )
+from pyworkflow.core.registry import workflow_definition_of
 from tests.conftest import Env
 
 tokens: list[str] = []
@@ -74,6 +75,7 @@ async def events_of(env: Env, run_id: str) -> list[str]:
 async def test_hook_payload_resumes_the_workflow(env: Env) -> None:
     run_id = await env.start(approval_flow)
     assert (await env.storage.get_run(run_id)).status is RunStatus.SUSPENDED
+    assert await env.storage.get_timer(run_id) is None  # no guard left behind
     assert len(tokens) == 1
     token = tokens[0]
     assert token.startswith(f"{run_id}:") and len(token.rsplit(":", 1)[1]) >= 20
@@ -187,3 +189,60 @@ async def test_hook_outside_a_workflow_is_an_error() -> None:
         await hook("nope")
     with pytest.raises(TypeError, match="pydantic"):
         define_hook("bad", dict)  # type: ignore[type-var]
+
+
+async def test_on_created_is_called_once_with_the_stored_token_and_recorded(env: Env) -> None:
+    run_id = await env.start(raw_hook_flow)
+    await env.settle()
+    assert len(tokens) == 1
+    hooks = await env.storage.list_hooks(run_id)
+    assert [hook.token for hook in hooks] == tokens
+    events = await get_workflow_events(run_id, storage=env.storage)
+    created = [e for e in events if e.type is EventType.HOOK_CREATED]
+    announced = [e for e in events if e.type is EventType.HOOK_ANNOUNCED]
+    assert created[0].data["announce"] is True
+    assert [e.data["hook_id"] for e in announced] == [created[0].data["hook_id"]]
+    assert (await env.storage.get_run(run_id)).status is RunStatus.SUSPENDED
+    assert await env.storage.get_timer(run_id) is None  # no guard left behind
+
+
+class _WorkerDied(BaseException):
+    """The process running the activation died (what no ``except Exception`` stops)."""
+
+
+announced_tokens: list[str] = []
+
+
+def _die_the_first_time(token: str) -> None:
+    announced_tokens.append(token)
+    if len(announced_tokens) == 1:
+        raise _WorkerDied
+
+
+@workflow()
+async def fragile_link_flow() -> object:
+    return await hook("link", on_created=_die_the_first_time)
+
+
+async def test_on_created_is_called_again_after_a_crash_before_it_was_recorded(env: Env) -> None:
+    """The worker dies inside on_created (after the hook.created commit suspended the run):
+    the run's timer, due within lease_ttl, wakes it, and that activation calls on_created
+    again, same token."""
+    announced_tokens.clear()
+    engine = env.engine
+    run, _ = await engine.start_run(workflow_definition_of(fragile_link_flow), (), {})
+    with pytest.raises(_WorkerDied):
+        await engine.advance(run.run_id)
+    assert (await env.storage.get_run(run.run_id)).status is RunStatus.SUSPENDED
+    assert "hook.announced" not in await events_of(env, run.run_id)
+    guard = await env.storage.get_timer(run.run_id)
+    assert guard is not None and guard.fire_at <= env.clock.now() + engine.options.lease_ttl
+    env.clock.advance(engine.options.lease_ttl.total_seconds())
+    assert await engine.fire_due_timers() == [run.run_id]
+    await env.settle()
+    assert len(announced_tokens) == 2 and announced_tokens[0] == announced_tokens[1]
+    assert (await env.storage.list_hooks(run.run_id))[0].token == announced_tokens[0]
+    assert (await events_of(env, run.run_id)).count("hook.announced") == 1
+    assert await env.storage.get_timer(run.run_id) is None  # the guard is gone: nothing due
+    await resume_hook(announced_tokens[0], {"ok": True}, storage=env.storage)
+    assert await get_workflow_result(run.run_id, timeout=5, storage=env.storage) == {"ok": True}

@@ -462,3 +462,77 @@ def run_ids_bypass_id_source(monkeypatch: pytest.MonkeyPatch) -> None:
         return await start_run(self, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "start_run", start_with_uuid)
+
+
+# -- hooks announced, results matched, budgets ---------------------------------------------------
+
+
+@mutant("onboard")
+def on_created_after_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``on_created`` is called after the commit that suspends the run, as one more thing to
+    publish: a crash between the two loses the call, and nothing ever makes it again."""
+
+    def never_hold(self: Engine, *args: Any) -> bool:
+        del self, args
+        return False
+
+    publish = Engine._publish
+
+    async def publish_and_announce(
+        self: Engine, inst: WorkflowInstance, events: list[Event]
+    ) -> None:
+        await publish(self, inst, events)
+        if any(event.type is EventType.HOOK_CREATED for event in events):
+            await self._announce(inst)
+
+    monkeypatch.setattr(Engine, "_lets_go_unannounced", never_hold)
+    monkeypatch.setattr(Engine, "_publish", publish_and_announce)
+
+
+@mutant("twins")
+def step_result_matched_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's outcome goes to the first open call of that step, not to the call at the
+    position its command id names: parallel identical calls get each other's results."""
+    issued = WorkflowInstance._issued
+
+    def by_name(self: WorkflowInstance, event: Event) -> instance.Command:
+        cmd = issued(self, event)
+        if cmd.kind != "step" or event.type is EventType.STEP_RETRYING:
+            return cmd
+        for other in self.open.values():  # in issue order
+            if other.kind == "step" and other.name == cmd.name and not other.done:
+                return other
+        return cmd
+
+    monkeypatch.setattr(WorkflowInstance, "_issued", by_name)
+
+
+# -- interleaving --------------------------------------------------------------------------------
+
+
+@mutant("onboard")
+def idempotency_check_then_create(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine looks the idempotency key up, then creates the run; storage no longer refuses
+    a second run with a key it holds. Atomic only while nothing runs between the two calls:
+    two starts with one key at once (a client retrying its request) make two runs."""
+    start_run = Engine.start_run
+
+    async def check_then_create(
+        self: Engine, definition: Any, args: Any, kwargs: Any, **options: Any
+    ) -> Any:
+        key = options.get("idempotency_key")
+        if key is not None:
+            existing = await self.storage.get_run_by_idempotency_key(key)
+            if existing is not None:
+                return existing, False
+        return await start_run(self, definition, args, kwargs, **options)
+
+    create_run = memory.MemoryStore.create_run
+
+    def key_not_checked(self: memory.MemoryStore, run: Any, events: Any, now: datetime) -> Any:
+        key = run.idempotency_key
+        self._idempotency.pop(key, None)  # the bug: the last run created takes the key
+        return create_run(self, run, events, now)
+
+    monkeypatch.setattr(Engine, "start_run", check_then_create)
+    monkeypatch.setattr(memory.MemoryStore, "create_run", key_not_checked)

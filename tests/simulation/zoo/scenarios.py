@@ -27,6 +27,8 @@ worker finishes its step past the deadline), so a replay can reach the payload b
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,9 +37,21 @@ from typing import Any
 
 import pytest
 
-from pyworkflow import HookAlreadyReceivedError, HookNotFoundError, get_step_info
+from pyworkflow import (
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    get_step_info,
+)
 from pyworkflow.core.exceptions import WorkflowError
-from pyworkflow_testing import Faults, SimRun, Simulation, SimulationDeadlock, SimulationFailure
+from pyworkflow_testing import (
+    Faults,
+    SimRun,
+    Simulation,
+    SimulationDeadlock,
+    SimulationFailure,
+    lose_worker,
+)
 from pyworkflow_testing.world import World
 from tests.simulation.zoo import workflows as wf
 
@@ -48,6 +62,7 @@ from tests.simulation.zoo import workflows as wf
 LIVENESS = timedelta(minutes=15)
 ORDER_RUNS = 2
 STAMP_RUNS = 3
+FRAGILE_LOSSES = 3  # the default max_recovery_attempts: the most losses in a row a run survives
 
 
 class Ledger:
@@ -212,6 +227,74 @@ async def drive_long(sim: Simulation, ledger: Ledger) -> list[str]:
     return problems
 
 
+async def drive_twins(sim: Simulation, ledger: Ledger) -> list[str]:
+    del ledger  # parallel steps: no order to check
+    run = await sim.start(wf.twins, "t")
+    await sim.run_until_idle()
+    return await _result_problems(run, wf.expected_twins("t"))
+
+
+async def _refused(sim: Simulation, token: str, payload: Any, why: str) -> list[str]:
+    """A payload the engine must refuse, leaving no trace in the log."""
+    try:
+        await sim.world.any_engine.receive_hook(token, payload)
+    except (HookNotFoundError, HookAlreadyReceivedError, HookExpiredError):
+        return []
+    return [f"a payload {why} was accepted"]
+
+
+async def drive_onboard(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Hooks answered only with the token ``on_created`` was handed: the first run's twice
+    (two starts with one idempotency key give one run), the second run's never, then late: after
+    it expired, and again after the run ended."""
+    del ledger
+    first = await sim.start(wf.onboard, "ada", idempotency_key="signup-ada")
+    again = await sim.start(wf.onboard, "ada", idempotency_key="signup-ada")
+    late = await sim.start(wf.onboard, "bob", wf.ACTIVATE_TIMEOUT)
+    problems = [] if again is first else ["one idempotency key gave two runs"]
+    if not await _to_idle(sim):
+        return problems
+    try:
+        await sim.resume_hook(first, "activate", {"via": "link"})
+    except HookNotFoundError as exc:
+        return [*problems, f"run {first.index} cannot be answered: {exc}"]
+    await sim.run_until_idle()
+    announced = sim.world.ledger.announcements
+    tokens = {(run_id, hook_id): sent[-1] for (run_id, hook_id), sent in announced.items()}
+    for (run_id, _), token in tokens.items():
+        if run_id == first.run_id:  # clicked once more, after the run went on
+            problems += sim.run_sync(_refused(sim, token, {"via": "again"}, "sent twice"))
+    problems += await _result_problems(first, wf.expected_onboard("ada", "link"))
+    problems += await _result_problems(late, wf.expected_onboard("bob", "expired"))
+    for (run_id, _), token in tokens.items():
+        if run_id == late.run_id:  # the link is clicked after the hook expired and the run ended
+            problems += sim.run_sync(_refused(sim, token, {"via": "late"}, "after expiry"))
+    if not any(run_id == late.run_id for run_id, _ in tokens):
+        problems.append(f"run {late.index}: on_created was never called")
+    return problems
+
+
+async def drive_fragile(sim: Simulation, ledger: Ledger) -> list[str]:
+    """The step's first three executions take their worker down: three losses in a row,
+    within the default recovery budget (3), so the fourth execution finishes the run."""
+    del ledger
+    losses: Counter[tuple[int, str]] = Counter()
+
+    async def fragile_body(label: str) -> str:
+        # Counted per event loop: check()'s reruns (each on its own loop) and the reference
+        # model see the same three losses.
+        key = (id(asyncio.get_running_loop()), get_step_info().run_id)
+        losses[key] += 1
+        if losses[key] <= FRAGILE_LOSSES:
+            lose_worker()
+        return await wf.sturdy_body(label)
+
+    sim.mock_step(wf.sturdy, side_effect=fragile_body)
+    run = await sim.start(wf.fragile, "f")
+    await sim.run_until_idle()
+    return await _result_problems(run, "f sturdy")
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -223,6 +306,9 @@ SCENARIOS = {
         Scenario("stamps", drive_stamps),
         Scenario("stamps_inline", drive_stamps, dispatch_steps=False),
         Scenario("long_inline", drive_long, dispatch_steps=False),
+        Scenario("twins", drive_twins),
+        Scenario("onboard", drive_onboard),
+        Scenario("fragile_inline", drive_fragile, dispatch_steps=False, faults=Faults.none()),
     )
 }
 

@@ -12,6 +12,12 @@
   timer claim (30s) runs out while the long step still runs, so the timer fires again.
 - ``zoo_stamps``: four steps in a row (the first two: the same step with the same arguments),
   a sleep, one more. Each result names the command that ran it: two calls never share one.
+- ``zoo_twins``: three identical calls of one step in parallel (``asyncio.gather``), the later
+  calls finishing first; each result names its command, so results matched to the wrong call
+  show, inline and dispatched alike.
+- ``zoo_onboard``: a step, a hook with a timeout whose token is handed out by ``on_created``
+  (the only way the outside world learns it), then a step that says how the hook ended.
+- ``zoo_fragile``: one step whose first executions take their worker down with them.
 
 Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
 to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
@@ -23,12 +29,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyworkflow import FatalError, RetryableError, get_step_info, hook, sleep, step, workflow
+from pyworkflow import (
+    FatalError,
+    HookExpiredError,
+    RetryableError,
+    get_step_info,
+    hook,
+    sleep,
+    step,
+    workflow,
+)
 
 STEP_TIME = 1.0  # seconds of virtual time every step body takes
 RESERVE_FAILURES = 2  # zoo_reserve fails its first two attempts
 FLAKY_FAILURES = 3  # zoo_flaky fails its first three attempts
 FANOUT_WIDTH = 3
+TWINS = 3
+ACTIVATE_TIMEOUT = "10m"  # within the zoo's liveness bound
 LONG_STEP_TIME = 45.0  # longer than a timer claim (lease_ttl, 30s)
 
 
@@ -83,6 +100,27 @@ async def slow_body(label: str) -> str:
 async def stamp_body(label: str) -> str:
     await asyncio.sleep(STEP_TIME)
     return f"{label}@{get_step_info().step_id}"
+
+
+async def twin_body(label: str) -> str:
+    position = int(get_step_info().step_id.rpartition(":")[2])
+    await asyncio.sleep(STEP_TIME * (TWINS + 1 - position))  # the last call finishes first
+    return f"{label}@{get_step_info().step_id}"
+
+
+async def greet_body(user: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"greeted {user}"
+
+
+async def enroll_body(user: str, via: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"enrolled {user} ({via})"
+
+
+async def sturdy_body(label: str) -> str:
+    await asyncio.sleep(STEP_TIME)
+    return f"{label} sturdy"
 
 
 @step(name="zoo_reserve", max_retries=3, retry_delay="5s")
@@ -179,6 +217,52 @@ async def stamps() -> list[str]:
     return results
 
 
+@step(name="zoo_twin")
+async def twin(label: str) -> str:
+    return await twin_body(label)
+
+
+@step(name="zoo_greet")
+async def greet(user: str) -> str:
+    return await greet_body(user)
+
+
+@step(name="zoo_enroll")
+async def enroll(user: str, via: str) -> str:
+    return await enroll_body(user, via)
+
+
+@step(name="zoo_sturdy")
+async def sturdy(label: str) -> str:
+    return await sturdy_body(label)
+
+
+@workflow(name="zoo_twins")
+async def twins(label: str) -> list[str]:
+    return list(await asyncio.gather(*(twin(label) for _ in range(TWINS))))
+
+
+def send_link(token: str) -> None:
+    """The user code's on_created: mails the token (the simulator records what it is handed)."""
+    del token
+
+
+@workflow(name="zoo_onboard")
+async def onboard(user: str, timeout: str | None = None) -> dict[str, str]:
+    greeting = await greet(user)
+    try:
+        answer = await hook("activate", timeout=timeout, on_created=send_link)
+        via = str(answer["via"])
+    except HookExpiredError:
+        via = "expired"
+    return {"greeting": greeting, "enrolled": await enroll(user, via)}
+
+
+@workflow(name="zoo_fragile")
+async def fragile(label: str) -> str:
+    return await sturdy(label)
+
+
 @workflow(name="zoo_doomed")
 async def doomed(item: str) -> list[Any]:
     """Fails at once while a slower parallel step is still running on a worker."""
@@ -203,6 +287,14 @@ def expected_race(label: str) -> dict[str, Any]:
     return {"total": 10, "audited": f"audited {label}"}
 
 
+def expected_twins(label: str) -> list[str]:
+    return [f"{label}@step:zoo_twin:{i}" for i in range(1, TWINS + 1)]
+
+
+def expected_onboard(user: str, via: str) -> dict[str, str]:
+    return {"greeting": f"greeted {user}", "enrolled": f"enrolled {user} ({via})"}
+
+
 EXPECTED_STAMPS = [
     "x@step:zoo_stamp:1",
     "x@step:zoo_stamp:2",
@@ -221,4 +313,8 @@ STEP_BODIES = {
     stamp: stamp_body,
     warm: warm_body,
     slow: slow_body,
+    twin: twin_body,
+    greet: greet_body,
+    enroll: enroll_body,
+    sturdy: sturdy_body,
 }
