@@ -306,11 +306,11 @@ def leases_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
 def cache_not_invalidated(monkeypatch: pytest.MonkeyPatch) -> None:
     """An activation that lost a commit race keeps its cached instance (and its lost events)."""
 
-    async def activate(self: Engine, run_id: str, new_run: Any) -> Outcome:
+    async def activate(self: Engine, run_id: str, new_run: Any, carried: Any) -> Outcome:
         loaded = await self._load(run_id, new_run)
         if isinstance(loaded, Outcome):
             return loaded
-        act = _Activation(loaded)
+        act = _Activation(loaded, carried=carried)
         try:
             outcome = await self._drive(act)
         except SequenceConflictError:

@@ -65,6 +65,9 @@ async def test_simulator_catches_mutant(
         f"mutant {name} ({mutant.bug}) survived seeds {SEARCH.start}..{SEARCH.stop - 1}"
         f" of scenario {mutant.scenario!r}"
     )
+    # A patch that no longer fits the code it replaces (a changed signature) fails at once and
+    # would pass for a catch: its own functions show in the error.
+    assert f"{name}.<locals>" not in catch.detail, f"mutant {name} is broken: {catch}"
     record_property("caught_at", str(catch))  # type: ignore[operator]
     print(f"{name}: caught in scenario {mutant.scenario!r} at {catch}")
 
