@@ -11,8 +11,11 @@ would record: the outcome, every step attempt and every timer, on virtual time f
 Commands are numbered as the engine numbers them: 1, 2, ... in call order across steps, durable
 sleeps, hooks and the loop timers of workflow code (``asyncio.sleep``, ``call_later``, timeouts),
 so positions match the engine's command ids (``step:<name>:<pos>``, ``sleep:<pos>``,
-``timer:<pos>``, ``hook:<name>:<pos>``). Arguments, results, errors and payloads are round-tripped
-through ``pyworkflow.serialization`` where the engine records them.
+``timer:<pos>``, ``hook:<name>:<pos>``). Arguments, results and payloads are round-tripped through
+``pyworkflow.serialization`` where the engine records them (JSON is JSON). A step's error is
+rebuilt the way the engine's contract says it is delivered (``as_delivered``), without the codec's
+exception code: a codec that loses an error's type or arguments loses it in every run alike, and
+only a model that does not share that code sees it.
 
 This module must never import the engine (``pyworkflow.engine.*``) or storage: a reference that
 shared the engine's code would share its bugs. It never reads the wall clock and never does I/O.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib
 import inspect
 import math
 import os
@@ -54,13 +58,12 @@ from pyworkflow.core.exceptions import (
 )
 from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 from pyworkflow.serialization import (
+    RemoteError,
     deserialize_args,
-    deserialize_exception,
     dumps,
     error_type_name,
     loads,
     serialize_args,
-    serialize_exception,
 )
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
@@ -259,7 +262,7 @@ class _ReferenceWorkflow:
                     else definition.retry.decide(exc, attempt)
                 )
                 if delay is None:
-                    _settle(future, error=deserialize_exception(serialize_exception(exc)))
+                    _settle(future, error=as_delivered(exc))
                     return
                 retry: asyncio.Future[None] = self.loop.create_future()
                 self.asked[(step_id, attempt)] = (delay, self.now() + delay)
@@ -356,6 +359,51 @@ class _ReferenceWorkflow:
 
 def _expire(future: asyncio.Future[Any], name: str) -> None:
     _settle(future, error=HookExpiredError(f"hook {name!r} expired before a payload arrived"))
+
+
+def as_delivered(exc: BaseException) -> BaseException:
+    """A failed step's error as the workflow gets it, by the engine's contract rather than by its
+    codec (so a codec that loses the type or the arguments shows): the same class rebuilt from
+    its arguments (as data, the way they cross a process boundary) and its attributes; or
+    ``RemoteError(type, message)`` when the class cannot be imported by name, or its arguments
+    cannot cross, or it refuses them."""
+    cls = type(exc)
+    name, message = error_type_name(exc), _text_of(exc)
+    if not _importable(cls):
+        return RemoteError(name, message)
+    try:
+        args = tuple(loads(dumps(list(exc.args), what="exception arguments")))
+    except SerializationError:
+        return RemoteError(name, message)
+    try:
+        rebuilt = cls(*args)
+    except Exception:  # noqa: BLE001 - built the way pickle does it, then
+        try:
+            rebuilt = cls.__new__(cls, *args)
+            rebuilt.args = args
+        except Exception:  # noqa: BLE001 - then it cannot be rebuilt at all
+            return RemoteError(name, message)
+    for attribute, value in vars(exc).items():
+        with contextlib.suppress(Exception):
+            setattr(rebuilt, attribute, loads(dumps(value, what="an exception attribute")))
+    return rebuilt
+
+
+def _importable(cls: type) -> bool:
+    try:
+        found: Any = importlib.import_module(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            found = getattr(found, part)
+    except Exception:  # noqa: BLE001 - not importable by name, whatever the reason
+        return False
+    return found is cls
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+        return f"<unprintable {type(exc).__qualname__}>"
 
 
 async def _announce(on_created: Callable[[str], Any], token: str) -> None:

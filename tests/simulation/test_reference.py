@@ -23,8 +23,9 @@ from pyworkflow import (
 )
 from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.events import Event, EventType
+from pyworkflow.serialization import deserialize_exception, serialize_exception
 from pyworkflow_testing import Simulation
-from pyworkflow_testing.reference import ReferenceOutcome, StepStart, run_reference
+from pyworkflow_testing.reference import ReferenceOutcome, StepStart, as_delivered, run_reference
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -470,3 +471,50 @@ async def test_max_duration_fails_the_run_as_the_engine_does() -> None:
     assert record.error == outcome.error_message
     assert failed.data["error_type"] == outcome.error_type
     assert failed.timestamp == outcome.ended_at
+
+
+class _TwoArgs(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+
+
+class _KeywordOnly(Exception):
+    def __init__(self, *, reason: str) -> None:
+        super().__init__(reason)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def _local_error() -> Exception:
+    class Local(Exception):
+        pass
+
+    return Local("made in a function")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad value"),
+        FatalError("card declined"),
+        RetryableError("busy", retry_after="5s"),
+        _TwoArgs(7, "seven"),
+        _KeywordOnly(reason="only by keyword"),
+        _Unprintable(),
+        _local_error(),
+        KeyError(("a", 1)),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_the_model_delivers_step_errors_as_the_codec_does(exc: Exception) -> None:
+    """``as_delivered`` is the contract written apart from the codec: on the real codec both
+    agree on the type and the message (so the reference oracle raises no false alarm)."""
+    model = as_delivered(exc)
+    codec = deserialize_exception(serialize_exception(exc))
+    assert type(model) is type(codec)
+    assert isinstance(exc, _Unprintable) or str(model) == str(codec)
+    assert model.args == codec.args

@@ -364,3 +364,35 @@ def test_a_forked_child_gets_its_own_simulation_thread() -> None:
         assert child.exitcode == 0
     finally:
         parent.close()
+
+
+async def _onboarding_seed_912() -> Simulation:
+    """Seed 912 of the onboarding sweep: crashes, a dropped message and two restarts in a row
+    make the run lose its worker 4 times (max_recovery_attempts=3), and it fails."""
+    sim = Simulation(912, "all", workers=3)
+    run = await sim.start(onboarding, user_id="user-1")
+    if await sim.wait_for_hook(run, "activation"):
+        await sim.resume_hook(run, "activation", {"via": "simulated click"})
+    await sim.run_until_idle()
+    record = await run.record()
+    assert record.status.value == "failed" and record.recovery_attempts == 4
+    return sim
+
+
+async def test_a_recovery_budget_spent_on_faults_is_not_a_fault_free_difference() -> None:
+    sim = await _onboarding_seed_912()
+    try:
+        sim.check()  # every loss the engine counted has a fault that struck the run
+    finally:
+        sim.close()
+
+
+async def test_a_recovery_budget_spent_without_faults_to_blame_is_reported() -> None:
+    sim = await _onboarding_seed_912()
+    try:
+        sim.world.ledger.faults.clear()  # as if the engine had counted losses nobody caused
+        sim.world.ledger.global_faults = 0
+        with pytest.raises(SimulationFailure, match="with faults it ended"):
+            sim.check()
+    finally:
+        sim.close()

@@ -24,7 +24,7 @@ from pyworkflow.engine import activation, instance
 from pyworkflow.engine.activation import Engine, Outcome, _Activation
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
-from pyworkflow.serialization import serialize_args
+from pyworkflow.serialization import codec, serialize_args
 from pyworkflow.storage import base, memory
 from pyworkflow.storage.schemas import UNSET, Commit
 from pyworkflow_testing.world import SimBroker, World
@@ -505,6 +505,20 @@ def step_result_matched_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
         return cmd
 
     monkeypatch.setattr(WorkflowInstance, "_issued", by_name)
+
+
+@mutant("checkout")
+def exception_args_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codec stores an exception without its arguments: every step error comes back as a
+    ``RemoteError``, with and without faults alike, so only a model without the engine sees it."""
+    encode = codec._encode_exception
+
+    def without_args(exc: BaseException) -> dict[str, Any]:
+        encoded = encode(exc)
+        encoded.pop("args", None)
+        return encoded
+
+    monkeypatch.setattr(codec, "_encode_exception", without_args)
 
 
 # -- interleaving --------------------------------------------------------------------------------

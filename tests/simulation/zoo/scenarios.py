@@ -295,6 +295,13 @@ async def drive_fragile(sim: Simulation, ledger: Ledger) -> list[str]:
     return await _result_problems(run, "f sturdy")
 
 
+async def drive_checkout(sim: Simulation, ledger: Ledger) -> list[str]:
+    del ledger
+    run = await sim.start(wf.checkout, "cart")
+    await sim.run_until_idle()
+    return await _result_problems(run, "declined: card declined for cart")
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -309,6 +316,7 @@ SCENARIOS = {
         Scenario("twins", drive_twins),
         Scenario("onboard", drive_onboard),
         Scenario("fragile_inline", drive_fragile, dispatch_steps=False, faults=Faults.none()),
+        Scenario("checkout", drive_checkout),
     )
 }
 

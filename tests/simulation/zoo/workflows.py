@@ -18,6 +18,7 @@
 - ``zoo_onboard``: a step, a hook with a timeout whose token is handed out by ``on_created``
   (the only way the outside world learns it), then a step that says how the hook ended.
 - ``zoo_fragile``: one step whose first executions take their worker down with them.
+- ``zoo_checkout``: a step that fails for good (``FatalError``), caught by the workflow by type.
 
 Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
 to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
@@ -261,6 +262,14 @@ async def onboard(user: str, timeout: str | None = None) -> dict[str, str]:
 @workflow(name="zoo_fragile")
 async def fragile(label: str) -> str:
     return await sturdy(label)
+
+
+@workflow(name="zoo_checkout")
+async def checkout(item: str) -> str:
+    try:
+        return await declined(item)
+    except FatalError as exc:
+        return f"declined: {exc}"
 
 
 @workflow(name="zoo_doomed")
