@@ -14,18 +14,15 @@ from typing import Any
 
 from pyworkflow.config import get_config, get_storage, runtime_name
 from pyworkflow.core.exceptions import (
-    CancellationError,
     ConfigurationError,
-    WorkflowError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.activation import Outcome
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.events import Event
+from pyworkflow.engine.outcome import outcome_of
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.runtime.local import LocalRuntime
-from pyworkflow.serialization import deserialize_exception, loads
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import RunStatus, WorkflowRun
@@ -101,18 +98,6 @@ async def _find_run(run_id: str, storage: StorageBackend | None) -> tuple[Workfl
     return run, store
 
 
-def _raise_or_return(outcome: Outcome) -> Any:
-    if outcome.status is RunStatus.COMPLETED:
-        return None if outcome.result is None else loads(outcome.result)
-    if outcome.status is RunStatus.FAILED:
-        if outcome.exception:
-            raise deserialize_exception(outcome.exception)
-        raise WorkflowError(f"run {outcome.run_id} failed")
-    if outcome.status is RunStatus.CANCELLED:
-        raise CancellationError(f"run {outcome.run_id} was cancelled")
-    return None
-
-
 async def start(
     workflow_func: Any,
     *args: Any,
@@ -140,7 +125,7 @@ async def start(
         definition, args, kwargs, storage=store, idempotency_key=idempotency_key
     )
     if outcome is not None and outcome.status is RunStatus.FAILED:
-        _raise_or_return(outcome)
+        outcome.value()  # raises the run's error
     return run_id
 
 
@@ -152,7 +137,7 @@ async def resume(
     Idempotent: completed steps are never run again, and a finished run is only reported.
     """
     _, store = await _find_run(run_id, storage)
-    return _raise_or_return(await get_runtime(runtime).resume(run_id, storage=store))
+    return (await get_runtime(runtime).resume(run_id, storage=store)).value()
 
 
 async def get_workflow_run(
@@ -232,17 +217,7 @@ async def get_workflow_result(
 
 
 async def _result_of(run: WorkflowRun, store: StorageBackend) -> Any:
-    if run.status is RunStatus.COMPLETED:
-        return None if run.result is None else loads(run.result)
-    if run.status is RunStatus.FAILED:
-        tail = await store.get_events(run.run_id, after_sequence=max(run.last_sequence - 2, 0))
-        for event in reversed(tail):
-            if event.type is EventType.WORKFLOW_FAILED and event.data.get("exception"):
-                raise deserialize_exception(event.data["exception"])
-        raise WorkflowError(run.error or f"run {run.run_id} failed")
-    if run.status is RunStatus.CANCELLED:
-        raise CancellationError(f"run {run.run_id} was cancelled")
-    return None
+    return (await outcome_of(store, run)).value()
 
 
 async def resume_hook(

@@ -41,7 +41,8 @@ from pyworkflow.core.registry import (
     workflow_definition_of,
 )
 from pyworkflow.engine.events import Event, EventType
-from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
+from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
@@ -114,14 +115,10 @@ class SimRun:
     async def result(self) -> Any:
         """The run's return value; raises its error if it failed, or if it is not finished."""
         run = await self.record()
-        if run.status is RunStatus.COMPLETED:
-            return None if run.result is None else loads(run.result)
-        if run.status is RunStatus.FAILED:
-            for event in reversed(await self.events()):
-                if event.type is EventType.WORKFLOW_FAILED:
-                    raise deserialize_exception(event.data["exception"])
-            raise WorkflowError(f"run {self.run_id} failed: {run.error}")  # no terminal event
-        raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
+        if not run.status.is_terminal:
+            raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
+        storage = self.sim.world.storage.inner
+        return (await self.sim._call(outcome_of(storage, run))).value()
 
     def __repr__(self) -> str:
         return f"SimRun({self.index}, {self.run_id})"

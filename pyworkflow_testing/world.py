@@ -26,8 +26,10 @@ from typing import Any, NoReturn
 from pyworkflow.context import StepInfo
 from pyworkflow.core.exceptions import NonDeterminismError, WorkflowError
 from pyworkflow.core.registry import StepDefinition
-from pyworkflow.engine.activation import Engine, EngineOptions, invoke_body
+from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.attempts import invoke_body
 from pyworkflow.engine.events import Event
+from pyworkflow.engine.options import EngineOptions
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun

@@ -1,4 +1,4 @@
-"""The engine: activations (``advance``), step attempts, timer firing and lease recovery.
+"""The engine's activations (``advance``): replay, continue, commit, publish, block, finish.
 
 An activation loads a run (or takes its cached instance plus only the events it has not seen),
 replays, then continues past the end of the log until the workflow is blocked or finished:
@@ -19,120 +19,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import inspect
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
 
-from pyworkflow.context import StepInfo, step_scope
 from pyworkflow.core.exceptions import (
-    DuplicateCompletionError,
     EventLimitExceededError,
-    FatalError,
     HookAlreadyReceivedError,
-    HookExpiredError,
-    HookNotFoundError,
-    InvalidTokenError,
     LeaseHeldError,
-    RunFinishedError,
     SequenceConflictError,
     SerializationError,
-    StepTimeoutError,
     WorkflowError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.core.registry import StepDefinition, WorkflowDefinition, get_step, get_workflow
+from pyworkflow.core.registry import get_workflow
+from pyworkflow.engine.attempts import StepAttempts, invoke_body
+from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
 from pyworkflow.engine.events import Event, EventType
-from pyworkflow.engine.hooks import build_hook, parse_token, validate_payload
+from pyworkflow.engine.hooks import HookDelivery
 from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.leases import HANDED_BACK, RECOVERED, STARTING, STEP_EXECUTORS
+from pyworkflow.engine.options import EngineOptions, StepInvoker
+from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
-from pyworkflow.serialization import (
-    deserialize_args,
-    dumps,
-    error_type_name,
-    loads,
-    serialize_args,
-    serialize_exception,
-)
+from pyworkflow.engine.recovery import Recovery
+from pyworkflow.engine.runs import RunLifecycle
+from pyworkflow.serialization import dumps, error_fields, serialize_args
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.schemas import (
-    RESERVED_LEASE_PREFIX,
     UNSET,
     Commit,
-    Hook,
-    HookStatus,
     RunStatus,
     WorkflowRun,
     _Unset,
 )
 
 MAX_CONFLICT_RETRIES = 20
-# Reserved lease owners (``RESERVED_LEASE_PREFIX``): any activation may take these over, while a
-# lease an activation holds is exclusive until it expires (``Commit.owner``).
-# - the executors of a run's dispatched steps, once its activation blocked waiting on them:
-#   every process executing one renews it (``Engine.renew_leases``), so the lease runs out, and
-#   a sweeper recovers the run, only when no attempt made progress anywhere for a lease_ttl;
-STEP_EXECUTORS = f"{RESERVED_LEASE_PREFIX}step-executors"
-# - a run created by a caller that leaves its first activation to a worker (Celery, simulator);
-STARTING = f"{RESERVED_LEASE_PREFIX}starting"
-# - a run the sweeper took back from a lost worker, until an activation takes it;
-RECOVERED = f"{RESERVED_LEASE_PREFIX}recovered"
-# - a run whose activation failed (storage or broker away): whoever comes next carries on.
-HANDED_BACK = f"{RESERVED_LEASE_PREFIX}handed-back"
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so
 # the activation's closing commit rewrites it.
 _TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
-
-
-StepInvoker = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any], StepInfo], Awaitable[Any]]
-
-
-async def invoke_body(
-    definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any], info: StepInfo
-) -> Any:
-    """The default ``StepInvoker``: run the body (validated arguments, ``timeout`` enforced)."""
-    del info
-    if definition.timeout is None:
-        return await definition.invoke(args, kwargs)
-    return await _with_timeout(definition, args, kwargs)
-
-
-@dataclass(slots=True)
-class EngineOptions:
-    """Knobs of an engine. ``owner`` names this process in leases."""
-
-    owner: str = "local"
-    dispatch_steps: bool = False
-    lease_ttl: timedelta = timedelta(seconds=30)
-    # How long a run blocked on dispatched steps stays leased to their executors before the
-    # sweeper takes it back (None: lease_ttl). Until a worker takes the step's message nobody
-    # renews that lease, so it must outlast the longest wait in the queue: a runtime with a
-    # real broker sets it to the broker's redelivery time (Celery: the visibility timeout).
-    dispatch_lease_ttl: timedelta | None = None
-    event_limit: int = 50_000
-    cache_size: int = 1_000
-    # How a step body is invoked: ``(definition, args, kwargs, info) -> result``. Runtimes that
-    # test the engine (the simulator) wrap it to mock steps and to inject faults around bodies.
-    invoke_step: StepInvoker | None = None
-    default_max_recovery_attempts: int = 3
-
-
-@dataclass(slots=True)
-class Outcome:
-    """Where a run stands after an activation."""
-
-    run_id: str
-    status: RunStatus
-    result: str | None = None  # JSON text of the return value when completed
-    exception: str | None = None  # serialized exception when failed
-    # Another activation holds the run: this one did nothing (see ``LeaseHeldError``).
-    held_by: str | None = None
 
 
 # An inline attempt, by (command id, attempt): its outcome events, or the task still running it.
@@ -150,8 +80,14 @@ class _Activation:
     carried: _Carried = field(default_factory=dict)
 
 
-class Engine:
-    """Runs activations of the runs in one storage backend. Shared by every runtime."""
+class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
+    """Runs activations of the runs in one storage backend. Shared by every runtime.
+
+    Its other parts live in their own modules, one concept each: starting runs and waiting for
+    their end (``runs.RunLifecycle``), step attempts (``attempts.StepAttempts``), hook tokens out
+    and payloads in (``hooks.HookDelivery``), timers and recovery (``recovery.Recovery``). What is
+    due when is in ``due``.
+    """
 
     def __init__(
         self,
@@ -175,64 +111,6 @@ class Engine:
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.active: set[str] = set()
         self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
-
-    # -- starting runs -------------------------------------------------------------------------
-
-    async def start_run(
-        self,
-        definition: WorkflowDefinition,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        run_id: str | None = None,
-        activate_here: bool = False,
-    ) -> tuple[WorkflowRun, bool]:
-        """Record a new run and its ``workflow.started`` atomically; nothing runs yet.
-
-        Returns the run and whether it was created (False: ``idempotency_key`` named one).
-        ``activate_here``: this engine runs the first activation at once (``advance`` with
-        ``new_run``), so the run starts leased to it; otherwise the lease is a reservation any
-        worker's activation takes over (and the sweeper recovers, should nobody come).
-        """
-        try:
-            definition.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"workflow {definition.name!r}: {exc}") from None
-        args_json, kwargs_json = serialize_args(args, kwargs)
-        now = self.clock.now()
-        run_id = run_id or self.ids.new_run_id()
-        run = WorkflowRun(
-            run_id=run_id,
-            workflow_name=definition.name,
-            status=RunStatus.RUNNING,
-            created_at=now,
-            updated_at=now,
-            started_at=now,
-            input_args=args_json,
-            input_kwargs=kwargs_json,
-            idempotency_key=idempotency_key,
-            max_duration=(
-                None
-                if definition.max_duration is None
-                else f"{definition.max_duration.total_seconds()}s"
-            ),
-            recover_on_worker_loss=definition.recover_on_worker_loss is not False,
-            max_recovery_attempts=(
-                self.options.default_max_recovery_attempts
-                if definition.max_recovery_attempts is None
-                else definition.max_recovery_attempts
-            ),
-            lease_owner=self.options.owner if activate_here else STARTING,
-            lease_expires_at=now + self.options.lease_ttl,
-        )
-        started = Event(
-            run_id=run_id,
-            type=EventType.WORKFLOW_STARTED,
-            data={"workflow_name": definition.name, "args": args_json, "kwargs": kwargs_json},
-            timestamp=now,
-        )
-        return await self.storage.create_run(run, [started])
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -378,7 +256,7 @@ class Engine:
 
     async def _drive(self, act: _Activation) -> Outcome:
         inst = act.inst
-        deadline = _deadline(inst.run)
+        deadline = deadline_of(inst.run)
         while True:
             inst.loop.run_ready()
             if inst.failure is not None:
@@ -428,7 +306,7 @@ class Engine:
                     await self._expire_hook(inst, cmd)
                     return True
             elif cmd.position not in act.running:
-                attempt = _next_attempt(cmd, now)
+                attempt = next_attempt(cmd, now)
                 if attempt is None:
                     continue
                 if cmd.dispatched:
@@ -440,7 +318,7 @@ class Engine:
             await self._commit(inst)
         if not ready_steps and not act.running:
             return False
-        wake = _wake(inst)
+        wake = next_wake(inst)
         if (
             ready_steps
             and not act.running
@@ -556,133 +434,6 @@ class Engine:
                 f"hook {cmd.hook_id} of {inst.run_id} was received"
             ) from None
 
-    # -- step attempts -------------------------------------------------------------------------
-
-    async def run_attempt(
-        self,
-        run_id: str,
-        command_id: str,
-        definition: StepDefinition,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
-        step_context: Any,
-    ) -> Event:
-        """Run one attempt of a step body; return its outcome event (completed/retrying/failed)."""
-        info = StepInfo(run_id, command_id, definition.name, attempt, step_context, self.storage)
-        base = {"command_id": command_id, "step_name": definition.name, "attempt": attempt}
-        invoke = self.options.invoke_step or invoke_body
-        with step_scope(info):
-            try:
-                result = await invoke(definition, args, kwargs, info)
-                result_json = dumps(result, what=f"the result of step {definition.name!r}")
-            except Exception as exc:  # noqa: BLE001 - every step failure is recorded
-                return self._failure_event(run_id, definition, base, exc, attempt)
-        return Event(
-            run_id=run_id,
-            type=EventType.STEP_COMPLETED,
-            data={**base, "result": result_json},
-            timestamp=self.clock.now(),
-        )
-
-    def _failure_event(
-        self,
-        run_id: str,
-        definition: StepDefinition,
-        base: dict[str, Any],
-        exc: Exception,
-        attempt: int,
-    ) -> Event:
-        now = self.clock.now()
-        delay = (
-            None if isinstance(exc, SerializationError) else definition.retry.decide(exc, attempt)
-        )
-        message = str(exc) or type(exc).__name__
-        if delay is not None:
-            logger.bind(run_id=run_id, step_id=base["command_id"]).info(
-                "step {} attempt {} failed ({}); retrying in {}s",
-                definition.name,
-                attempt,
-                message,
-                delay.total_seconds(),
-            )
-            return Event(
-                run_id=run_id,
-                type=EventType.STEP_RETRYING,
-                data={
-                    **base,
-                    "error": message,
-                    "error_type": error_type_name(exc),
-                    "resume_at": (now + delay).isoformat(),
-                },
-                timestamp=now,
-            )
-        return Event(
-            run_id=run_id,
-            type=EventType.STEP_FAILED,
-            data={
-                **base,
-                "error": message,
-                "error_type": error_type_name(exc),
-                "exception": serialize_exception(exc),
-                "fatal": isinstance(exc, FatalError),
-            },
-            timestamp=now,
-        )
-
-    async def execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
-        """Run a dispatched step attempt (a worker's task) and record its outcome once."""
-        self.executing[run_id] += 1
-        try:
-            await self._execute_step(run_id, step_id, attempt)
-        finally:
-            self.executing[run_id] -= 1
-            if self.executing[run_id] <= 0:
-                del self.executing[run_id]
-
-    async def renew_leases(self) -> None:
-        """Extend the leases this process keeps alive: runs it activates, and runs whose
-        dispatched steps it executes (leased to ``STEP_EXECUTORS`` while their activation waits).
-        Runtimes call this every ``lease_ttl / 3``."""
-        expires = self.clock.now() + self.options.lease_ttl
-        if self.active:
-            await self.storage.renew_leases(sorted(self.active), self.options.owner, expires)
-        if self.executing:
-            await self.storage.renew_leases(sorted(self.executing), STEP_EXECUTORS, expires)
-
-    async def _execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
-        events = await self.storage.get_events(run_id, command_id=step_id)
-        started = None
-        for event in events:
-            if event.type is EventType.STEP_STARTED and event.data.get("attempt") == attempt:
-                started = event
-            elif event.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) or (
-                event.type is EventType.STEP_RETRYING and event.data.get("attempt") == attempt
-            ):
-                return  # already recorded: a duplicate delivery
-        if started is None:
-            logger.warning(
-                "step {} attempt {} of run {} was never started", step_id, attempt, run_id
-            )
-            return
-        data = started.data
-        definition = get_step(data["step_name"])
-        args, kwargs = deserialize_args(data["args"], data["kwargs"])
-        context = loads(data["step_context"]) if "step_context" in data else None
-        outcome = await self.run_attempt(
-            run_id, step_id, definition, args, kwargs, attempt, context
-        )
-        try:
-            now = self.clock.now()
-            # timer=now: should the enqueue below be lost, the timer service still wakes the run.
-            # recovery_attempts=0: a recorded result is progress (see _progress_made).
-            await self.storage.commit(
-                Commit(run_id=run_id, events=[outcome], now=now, timer=now, recovery_attempts=0)
-            )
-        except (DuplicateCompletionError, RunFinishedError):
-            return  # recorded already, or the run ended without needing this result
-        await self.queue.enqueue_activation(run_id)
-
     # -- commits -------------------------------------------------------------------------------
 
     async def _commit(
@@ -719,7 +470,7 @@ class Engine:
                 # served now: replace it, or it fires again once its claim runs out, in the
                 # middle of a long step. While this activation holds the run, its lease is what
                 # brings the run back should the process die.
-                timer = _wake(inst)
+                timer = next_wake(inst)
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
         commit = Commit(
@@ -758,65 +509,6 @@ class Engine:
             if not isinstance(follow_up, _Unset):
                 await self._commit(inst, status=inst.status, timer=follow_up)
 
-    def _lets_go_unannounced(
-        self,
-        inst: WorkflowInstance,
-        status: RunStatus | None,
-        lease: tuple[str, datetime] | None | _Unset,
-        completed: bool,
-    ) -> bool:
-        """Whether a commit lets go of the run while a hook still waits for its ``on_created``
-        call (see ``_announce``). A commit that keeps the run leased to this activation needs
-        no guard: its lease brings the run back."""
-        if completed or not inst.unannounced():
-            return False
-        if status is None:
-            return False  # the commit takes the run, or keeps it (see _commit)
-        owner = inst.lease_owner if isinstance(lease, _Unset) else lease and lease[0]
-        return status is not RunStatus.RUNNING or owner != self.options.owner
-
-    async def _announce(self, inst: WorkflowInstance) -> None:
-        """Call ``on_created(token)`` of the hooks waiting for it; buffer ``hook.announced``.
-
-        Called after a commit that made the hook durable. Until ``hook.announced`` is committed,
-        either this activation's lease or a timer due within ``lease_ttl`` (see ``_commit``)
-        brings the run back should the process die, and the activation that replays it calls
-        ``on_created`` again: at least once, always with the token storage holds. A callback that
-        raises is logged and not called again (the token stays readable from storage:
-        ``get_hook``, ``list_hooks``).
-        """
-        for cmd in inst.unannounced():
-            assert cmd.hook_id is not None
-            token = inst.hook_tokens.get(cmd.position)
-            if token is None:  # created by an earlier activation
-                hook = await self.storage.get_hook(inst.run_id, cmd.hook_id)
-                if hook is None or hook.status is not HookStatus.PENDING:
-                    continue  # resolved meanwhile: the next replay resolves it
-                token = hook.token
-            if self.hook_listener is not None:
-                self.hook_listener(inst.run_id, cmd.hook_id, token)
-            try:
-                maybe = cmd.on_created(token)
-                if inspect.isawaitable(maybe):
-                    await maybe
-            except Exception:  # noqa: BLE001 - a callback must not break the run
-                logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", cmd.name)
-            self._emit(
-                inst,
-                EventType.HOOK_ANNOUNCED,
-                {"command_id": cmd.command_id, "hook_id": cmd.hook_id},
-            )
-
-    def _hooks_created(
-        self, inst: WorkflowInstance, events: list[Event]
-    ) -> list[tuple[Hook, Command]]:
-        hooks = []
-        for event in events:
-            if event.type is EventType.HOOK_CREATED:
-                cmd = inst.command(event.data["command_id"])
-                hooks.append((build_hook(inst.run_id, cmd, event, self.ids.new_secret()), cmd))
-        return hooks
-
     async def _publish(self, inst: WorkflowInstance, events: list[Event]) -> None:
         """After a commit: send what the committed events ask the outside world to do."""
         for event in events:
@@ -832,7 +524,7 @@ class Engine:
             cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending and cmd.waiting
             for cmd in inst.open.values()
         )
-        wake = _wake(inst, deadline)
+        wake = next_wake(inst, deadline)
         status = RunStatus.RUNNING if on_workers else RunStatus.SUSPENDED
         # Waiting on dispatched attempts, the run is kept alive by their executors.
         lease: tuple[str, datetime] | None = (
@@ -889,184 +581,21 @@ class Engine:
                 lease=None,
             )
             return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
-        exception_json = serialize_exception(error)
-        message = str(error) or type(error).__name__
-        data: dict[str, Any] = {
-            "error": message,
-            "error_type": error_type_name(error),
-            "exception": exception_json,
-        }
+        data: dict[str, Any] = error_fields(error)
         if imposed:
             data["imposed"] = True
         self._emit(inst, EventType.WORKFLOW_FAILED, data)
         await self._commit(
-            inst, status=RunStatus.FAILED, error=message, completed=True, timer=None, lease=None
+            inst,
+            status=RunStatus.FAILED,
+            error=data["error"],
+            completed=True,
+            timer=None,
+            lease=None,
         )
-        return Outcome(inst.run_id, RunStatus.FAILED, exception=exception_json)
-
-    # -- outcomes ------------------------------------------------------------------------------
-
-    async def _outcome_of(self, run: WorkflowRun) -> Outcome:
-        if run.status is RunStatus.FAILED:
-            tail = await self.storage.get_events(run.run_id, after_sequence=run.last_sequence - 1)
-            for event in tail:
-                if event.type is EventType.WORKFLOW_FAILED:
-                    return Outcome(run.run_id, run.status, exception=event.data.get("exception"))
-        return Outcome(run.run_id, run.status, result=run.result)
-
-    async def _outcome_of_finished(self, inst: WorkflowInstance) -> Outcome:
-        """Another activation finished the run while this one caught up: report its ending."""
-        run = await self.storage.get_run(inst.run_id)
-        assert run is not None
-        return await self._outcome_of(run)
-
-    def _notify_finished(self, outcome: Outcome) -> None:
-        for waiter in self._finished.pop(outcome.run_id, []):
-            if not waiter.done():
-                waiter.set_result(outcome)
-
-    def finished_waiter(self, run_id: str) -> asyncio.Future[Outcome]:
-        """A future resolved when an activation in this engine finishes ``run_id``.
-
-        The run may finish elsewhere (another process): give the future back with
-        ``forget_waiter`` when done waiting, or the engine keeps it.
-        """
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._finished.setdefault(run_id, []).append(future)
-        return future
-
-    def forget_waiter(self, run_id: str, future: asyncio.Future[Outcome]) -> None:
-        waiters = self._finished.get(run_id)
-        if waiters is None:
-            return
-        with contextlib.suppress(ValueError):
-            waiters.remove(future)
-        if not waiters:
-            del self._finished[run_id]
-
-    # -- hooks ---------------------------------------------------------------------------------
-
-    async def receive_hook(self, token: str, payload: Any) -> tuple[str, str]:
-        """Record a hook's payload (validated first) and ask for an activation.
-
-        Returns ``(run_id, hook_id)``. Raises ``InvalidTokenError``, ``HookNotFoundError``,
-        ``HookAlreadyReceivedError``, ``HookExpiredError`` or ``HookPayloadError``; on any error
-        nothing was recorded.
-        """
-        run_id, hook_id = parse_token(token)
-        hook = await self.storage.get_hook(run_id, hook_id)
-        if hook is None:
-            raise HookNotFoundError(f"no hook {hook_id!r} in run {run_id!r}")
-        if not hmac.compare_digest(hook.token.encode(), token.encode()):
-            raise InvalidTokenError("the hook token does not match (wrong or tampered secret)")
-        now = self.clock.now()
-        _check_hook_open(hook, now)
-        payload_json = validate_payload(hook, payload)
-        event = Event(
-            run_id=run_id,
-            type=EventType.HOOK_RECEIVED,
-            data={"command_id": hook.command_id, "hook_id": hook_id, "payload": payload_json},
-            timestamp=now,
+        return Outcome(
+            inst.run_id, RunStatus.FAILED, exception=data["exception"], error=data["error"]
         )
-        try:
-            await self.storage.commit(
-                Commit(
-                    run_id=run_id,
-                    events=[event],
-                    now=now,
-                    hook_received=(hook_id, payload_json),
-                    timer=now,  # wakes the run even if the enqueue below is lost
-                )
-            )
-        except RunFinishedError:
-            # A concurrent receipt may have won and its activation finished the run first.
-            fresh = await self.storage.get_hook(run_id, hook_id)
-            if fresh is not None and fresh.status is HookStatus.RECEIVED:
-                raise HookAlreadyReceivedError(
-                    f"hook {hook.name!r} already has its payload"
-                ) from None
-            raise HookNotFoundError(f"run {run_id} has already finished") from None
-        except DuplicateCompletionError:
-            fresh = await self.storage.get_hook(run_id, hook_id)
-            _check_hook_open(fresh or hook, now)
-            raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload") from None
-        await self.queue.enqueue_activation(run_id)
-        return run_id, hook_id
-
-    # -- timers and recovery -------------------------------------------------------------------
-
-    async def fire_due_timers(self, limit: int = 100) -> list[str]:
-        """Claim due timers and enqueue their activations; returns the run ids."""
-        timers = await self.storage.claim_due_timers(
-            self.clock.now(), limit, claim_for=self.options.lease_ttl
-        )
-        for timer in timers:
-            await self.queue.enqueue_activation(timer.run_id)
-        return [timer.run_id for timer in timers]
-
-    async def recover_expired(self, limit: int = 100, *, until_done: bool = False) -> list[str]:
-        """The sweeper: take over runs whose activation lease expired, and resume them.
-
-        Claims at most ``limit`` runs; with ``until_done``, claims batch after batch until one
-        comes back short (after a whole fleet restarted, thousands of runs may be waiting).
-        """
-        recovered = []
-        while True:
-            now = self.clock.now()
-            claimed = await self.storage.claim_expired_leases(
-                now, RECOVERED, now + self.options.lease_ttl, limit
-            )
-            for run_id in claimed:
-                if run_id in self.active:
-                    continue
-                if await self._record_interruption(run_id):
-                    self.evict(run_id)
-                    await self.queue.enqueue_activation(run_id)
-                    recovered.append(run_id)
-            if not until_done or len(claimed) < limit:
-                return recovered
-
-    async def _record_interruption(self, run_id: str) -> bool:
-        """Note a lost worker on the log; False when the run must not be resumed."""
-        run = await self.storage.get_run(run_id)
-        if run is None or run.status.is_terminal:
-            return False
-        now = self.clock.now()
-        attempts = run.recovery_attempts + 1
-        event = Event(
-            run_id=run_id,
-            type=EventType.WORKFLOW_INTERRUPTED,
-            data={"recovery_attempt": attempts},
-            timestamp=now,
-        )
-        commit = Commit(run_id=run_id, events=[event], now=now, recovery_attempts=attempts)
-        resume = True
-        if not run.recover_on_worker_loss:
-            commit.status, commit.lease, resume = RunStatus.INTERRUPTED, None, False
-        elif attempts > run.max_recovery_attempts:
-            error = WorkflowError(
-                f"run {run_id} lost its worker {attempts} times"
-                f" (max_recovery_attempts={run.max_recovery_attempts})"
-            )
-            failed = Event(
-                run_id=run_id,
-                type=EventType.WORKFLOW_FAILED,
-                data={
-                    "error": str(error),
-                    "error_type": error_type_name(error),
-                    "exception": serialize_exception(error),
-                    "imposed": True,  # by the recovery budget, not the code (see _finish)
-                },
-                timestamp=now,
-            )
-            commit.events.append(failed)
-            commit.status, commit.error, commit.completed_at = RunStatus.FAILED, str(error), now
-            commit.lease, commit.timer, resume = None, None, False
-        try:
-            await self.storage.commit(commit)
-        except (SequenceConflictError, DuplicateCompletionError):
-            return False
-        return resume
 
 
 def _carry_inline_work(act: _Activation) -> None:
@@ -1105,60 +634,14 @@ def _progress_made(events: list[Event]) -> bool:
     return any(event.completion_key is not None for event in events)
 
 
-def _next_attempt(cmd: Command, now: datetime) -> int | None:
-    """Which attempt of a step command should start now, if any."""
-    if cmd.attempt == 0:
-        return 1
-    if cmd.retry_pending:
-        if cmd.wake_at is not None and cmd.wake_at <= now:
-            return cmd.attempt + 1
-        return None
-    if cmd.lost_attempt:
-        return cmd.attempt
-    return None
-
-
-def _wake(inst: WorkflowInstance, deadline: datetime | None | _Unset = UNSET) -> datetime | None:
-    """When the run next needs an activation of its own: its earliest sleep, hook expiry or retry,
-    or its ``max_duration`` deadline if that comes first."""
-    if isinstance(deadline, _Unset):
-        deadline = _deadline(inst.run)
-    wake = inst.next_wake()
-    if deadline is not None and (wake is None or deadline < wake):
-        return deadline
-    return wake
-
-
-def _deadline(run: WorkflowRun) -> datetime | None:
-    if not run.max_duration or run.started_at is None:
-        return None
-    return run.started_at + timedelta(seconds=float(run.max_duration.rstrip("s")))
-
-
-async def _with_timeout(
-    definition: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    assert definition.timeout is not None
-    seconds = definition.timeout.total_seconds()
-    scope = asyncio.timeout(seconds)
-    try:
-        async with scope:
-            return await definition.invoke(args, kwargs)
-    except TimeoutError:
-        if scope.expired():
-            raise StepTimeoutError(f"step {definition.name!r} timed out after {seconds}s") from None
-        raise
-
-
-def _check_hook_open(hook: Hook, now: datetime) -> None:
-    if hook.status is HookStatus.RECEIVED:
-        raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload")
-    if hook.status is HookStatus.EXPIRED or (
-        hook.expires_at is not None and now >= hook.expires_at
-    ):
-        raise HookExpiredError(f"hook {hook.name!r} expired at {hook.expires_at}")
-    if hook.status is not HookStatus.PENDING:
-        raise HookNotFoundError(f"hook {hook.name!r} is {hook.status.value}")
-
-
-__all__ = ["Engine", "EngineOptions", "Outcome"]
+__all__ = [
+    "HANDED_BACK",
+    "RECOVERED",
+    "STARTING",
+    "STEP_EXECUTORS",
+    "Engine",
+    "EngineOptions",
+    "Outcome",
+    "StepInvoker",
+    "invoke_body",
+]

@@ -1,23 +1,41 @@
-"""Hook tokens, hook rows and payload validation.
+"""Hooks from outside the workflow: tokens, hook rows, payload validation, receipts.
 
 A token is ``<run_id>:<hook_id>:<secret>``: the run and hook say where the payload goes, the
 random secret makes it unguessable. Payloads are validated against the hook's pydantic schema
 before anything is recorded. Payload schemas are found by import path, or in this process's
 registry of schemas seen by hook calls (for classes that cannot be imported by path).
+``HookDelivery`` hands a new hook's token to ``on_created`` (at least once: ``_announce``) and
+records a payload (exactly one per hook: ``receive_hook``); it never runs workflow code.
 """
 
 from __future__ import annotations
 
+import hmac
 import importlib
-from typing import Any
+import inspect
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from loguru import logger
 from pydantic import BaseModel, ValidationError
 
-from pyworkflow.core.exceptions import HookPayloadError, InvalidTokenError
-from pyworkflow.engine.events import Event
-from pyworkflow.engine.instance import Command
+from pyworkflow.core.exceptions import (
+    DuplicateCompletionError,
+    HookAlreadyReceivedError,
+    HookExpiredError,
+    HookNotFoundError,
+    HookPayloadError,
+    InvalidTokenError,
+    RunFinishedError,
+)
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.ports import Clock, IdSource, TaskQueue
 from pyworkflow.serialization import dumps
-from pyworkflow.storage.schemas import Hook
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, _Unset
 
 _schemas: dict[str, type[BaseModel]] = {}
 
@@ -88,4 +106,139 @@ def validate_payload(hook: Hook, payload: Any) -> str:
     return dumps(payload, what=f"the payload of hook {hook.name!r}")
 
 
-__all__ = ["build_hook", "parse_token", "schema_path", "validate_payload"]
+class HookDelivery:
+    """The hook part of ``Engine`` (a mixin: the engine provides the attributes): handing a new
+    hook's token out (``on_created``, at least once) and taking its payload in (exactly once)."""
+
+    storage: StorageBackend
+    clock: Clock
+    queue: TaskQueue
+    ids: IdSource
+    options: EngineOptions
+    hook_listener: Callable[[str, str, str], None] | None
+
+    if TYPE_CHECKING:
+
+        def _emit(
+            self, inst: WorkflowInstance, event_type: EventType, data: dict[str, Any]
+        ) -> None: ...
+
+    def _lets_go_unannounced(
+        self,
+        inst: WorkflowInstance,
+        status: RunStatus | None,
+        lease: tuple[str, datetime] | None | _Unset,
+        completed: bool,
+    ) -> bool:
+        """Whether a commit lets go of the run while a hook still waits for its ``on_created``
+        call (see ``_announce``). A commit that keeps the run leased to this activation needs
+        no guard: its lease brings the run back."""
+        if completed or not inst.unannounced():
+            return False
+        if status is None:
+            return False  # the commit takes the run, or keeps it (see _commit)
+        owner = inst.lease_owner if isinstance(lease, _Unset) else lease and lease[0]
+        return status is not RunStatus.RUNNING or owner != self.options.owner
+
+    async def _announce(self, inst: WorkflowInstance) -> None:
+        """Call ``on_created(token)`` of the hooks waiting for it; buffer ``hook.announced``.
+
+        Called after a commit that made the hook durable. Until ``hook.announced`` is committed,
+        either this activation's lease or a timer due within ``lease_ttl`` (see ``_commit``)
+        brings the run back should the process die, and the activation that replays it calls
+        ``on_created`` again: at least once, always with the token storage holds. A callback that
+        raises is logged and not called again (the token stays readable from storage:
+        ``get_hook``, ``list_hooks``).
+        """
+        for cmd in inst.unannounced():
+            assert cmd.hook_id is not None
+            token = inst.hook_tokens.get(cmd.position)
+            if token is None:  # created by an earlier activation
+                hook = await self.storage.get_hook(inst.run_id, cmd.hook_id)
+                if hook is None or hook.status is not HookStatus.PENDING:
+                    continue  # resolved meanwhile: the next replay resolves it
+                token = hook.token
+            if self.hook_listener is not None:
+                self.hook_listener(inst.run_id, cmd.hook_id, token)
+            try:
+                maybe = cmd.on_created(token)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            except Exception:  # noqa: BLE001 - a callback must not break the run
+                logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", cmd.name)
+            self._emit(
+                inst,
+                EventType.HOOK_ANNOUNCED,
+                {"command_id": cmd.command_id, "hook_id": cmd.hook_id},
+            )
+
+    def _hooks_created(
+        self, inst: WorkflowInstance, events: list[Event]
+    ) -> list[tuple[Hook, Command]]:
+        hooks = []
+        for event in events:
+            if event.type is EventType.HOOK_CREATED:
+                cmd = inst.command(event.data["command_id"])
+                hooks.append((build_hook(inst.run_id, cmd, event, self.ids.new_secret()), cmd))
+        return hooks
+
+    async def receive_hook(self, token: str, payload: Any) -> tuple[str, str]:
+        """Record a hook's payload (validated first) and ask for an activation.
+
+        Returns ``(run_id, hook_id)``. Raises ``InvalidTokenError``, ``HookNotFoundError``,
+        ``HookAlreadyReceivedError``, ``HookExpiredError`` or ``HookPayloadError``; on any error
+        nothing was recorded.
+        """
+        run_id, hook_id = parse_token(token)
+        hook = await self.storage.get_hook(run_id, hook_id)
+        if hook is None:
+            raise HookNotFoundError(f"no hook {hook_id!r} in run {run_id!r}")
+        if not hmac.compare_digest(hook.token.encode(), token.encode()):
+            raise InvalidTokenError("the hook token does not match (wrong or tampered secret)")
+        now = self.clock.now()
+        _check_hook_open(hook, now)
+        payload_json = validate_payload(hook, payload)
+        event = Event(
+            run_id=run_id,
+            type=EventType.HOOK_RECEIVED,
+            data={"command_id": hook.command_id, "hook_id": hook_id, "payload": payload_json},
+            timestamp=now,
+        )
+        try:
+            await self.storage.commit(
+                Commit(
+                    run_id=run_id,
+                    events=[event],
+                    now=now,
+                    hook_received=(hook_id, payload_json),
+                    timer=now,  # wakes the run even if the enqueue below is lost
+                )
+            )
+        except RunFinishedError:
+            # A concurrent receipt may have won and its activation finished the run first.
+            fresh = await self.storage.get_hook(run_id, hook_id)
+            if fresh is not None and fresh.status is HookStatus.RECEIVED:
+                raise HookAlreadyReceivedError(
+                    f"hook {hook.name!r} already has its payload"
+                ) from None
+            raise HookNotFoundError(f"run {run_id} has already finished") from None
+        except DuplicateCompletionError:
+            fresh = await self.storage.get_hook(run_id, hook_id)
+            _check_hook_open(fresh or hook, now)
+            raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload") from None
+        await self.queue.enqueue_activation(run_id)
+        return run_id, hook_id
+
+
+def _check_hook_open(hook: Hook, now: datetime) -> None:
+    if hook.status is HookStatus.RECEIVED:
+        raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload")
+    if hook.status is HookStatus.EXPIRED or (
+        hook.expires_at is not None and now >= hook.expires_at
+    ):
+        raise HookExpiredError(f"hook {hook.name!r} expired at {hook.expires_at}")
+    if hook.status is not HookStatus.PENDING:
+        raise HookNotFoundError(f"hook {hook.name!r} is {hook.status.value}")
+
+
+__all__ = ["HookDelivery", "build_hook", "parse_token", "schema_path", "validate_payload"]

@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from pyworkflow.core.registry import WorkflowDefinition
-from pyworkflow.engine.activation import Engine, Outcome
+from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.outcome import Outcome
 from pyworkflow.storage.base import StorageBackend
 
 

@@ -20,7 +20,9 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.core.registry import WorkflowDefinition
-from pyworkflow.engine.activation import Engine, EngineOptions, Outcome
+from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
 from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService

@@ -145,6 +145,16 @@ def deserialize_exception(text: str) -> BaseException:
     return value
 
 
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """What the log records of an error that ends a step or a run: ``error`` (its message, or
+    its class name when the message is empty), ``error_type`` and ``exception`` (serialized)."""
+    return {
+        "error": _safe_str(exc) or type(exc).__name__,
+        "error_type": error_type_name(exc),
+        "exception": serialize_exception(exc),
+    }
+
+
 def error_type_name(exc: BaseException) -> str:
     """The exception's class as ``module:QualName``."""
     return _class_path(type(exc))

@@ -15,7 +15,9 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.activation import STEP_EXECUTORS, Engine, EngineOptions
+from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.leases import STEP_EXECUTORS
+from pyworkflow.engine.options import EngineOptions
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from tests.conftest import Env, ManualClock
 

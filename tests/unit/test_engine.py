@@ -29,7 +29,7 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.activation import STARTING
+from pyworkflow.engine.leases import STARTING
 from pyworkflow.engine.replay import replay_history
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.memory import InMemoryStorageBackend

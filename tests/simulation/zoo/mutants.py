@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from pyworkflow.core.exceptions import SequenceConflictError
-from pyworkflow.engine import activation, instance
-from pyworkflow.engine.activation import Engine, Outcome, _Activation
+from pyworkflow.engine import activation, attempts, hooks, instance
+from pyworkflow.engine.activation import Engine, _Activation
 from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.engine.outcome import Outcome
 from pyworkflow.serialization import codec, serialize_args
 from pyworkflow.storage import base, memory
 from pyworkflow.storage.schemas import UNSET, Commit
@@ -152,7 +153,7 @@ def retry_before_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
             return cmd.attempt
         return None
 
-    monkeypatch.setattr(activation, "_next_attempt", next_attempt)
+    monkeypatch.setattr(activation, "next_attempt", next_attempt)
 
 
 @mutant("order")
@@ -234,7 +235,9 @@ def _completions_set_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
             kwargs["timer"] = UNSET
         return Commit(*args, **kwargs)
 
-    monkeypatch.setattr(activation, "Commit", commit_without_timer)
+    # The completion writers: hook receipts (engine.hooks) and step workers (engine.attempts).
+    monkeypatch.setattr(hooks, "Commit", commit_without_timer)
+    monkeypatch.setattr(attempts, "Commit", commit_without_timer)
     monkeypatch.setattr(Engine, "receive_hook", _as_completion_writer(Engine.receive_hook))
     monkeypatch.setattr(Engine, "execute_step", _as_completion_writer(Engine.execute_step))
 

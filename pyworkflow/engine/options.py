@@ -1,0 +1,39 @@
+"""What an engine is told: its ``EngineOptions``, and how it invokes a step body.
+
+Plain configuration, read by every part of the engine; nothing here runs anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pyworkflow.context import StepInfo
+from pyworkflow.core.registry import StepDefinition
+
+StepInvoker = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any], StepInfo], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    """Knobs of an engine. ``owner`` names this process in leases."""
+
+    owner: str = "local"
+    dispatch_steps: bool = False
+    lease_ttl: timedelta = timedelta(seconds=30)
+    # How long a run blocked on dispatched steps stays leased to their executors before the
+    # sweeper takes it back (None: lease_ttl). Until a worker takes the step's message nobody
+    # renews that lease, so it must outlast the longest wait in the queue: a runtime with a
+    # real broker sets it to the broker's redelivery time (Celery: the visibility timeout).
+    dispatch_lease_ttl: timedelta | None = None
+    event_limit: int = 50_000
+    cache_size: int = 1_000
+    # How a step body is invoked: ``(definition, args, kwargs, info) -> result``. Runtimes that
+    # test the engine (the simulator) wrap it to mock steps and to inject faults around bodies.
+    invoke_step: StepInvoker | None = None
+    default_max_recovery_attempts: int = 3
+
+
+__all__ = ["EngineOptions", "StepInvoker"]

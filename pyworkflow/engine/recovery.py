@@ -1,0 +1,123 @@
+"""Timers and recovery: fire due timers, keep leases alive, take runs back from lost workers.
+
+The timer service calls ``fire_due_timers`` and ``recover_expired`` on a schedule and
+``renew_leases`` every ``lease_ttl / 3``. A due timer only asks for an activation (the activation
+decides from the log and the clock what is due); an expired lease is a lost worker, noted on the
+log as ``workflow.interrupted`` and counted against ``max_recovery_attempts``. This module never
+runs workflow code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from pyworkflow.core.exceptions import (
+    DuplicateCompletionError,
+    SequenceConflictError,
+    WorkflowError,
+)
+from pyworkflow.engine.events import Event, EventType
+from pyworkflow.engine.leases import RECOVERED, STEP_EXECUTORS
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.ports import Clock, TaskQueue
+from pyworkflow.serialization import error_fields
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.schemas import Commit, RunStatus
+
+
+class Recovery:
+    """The timer and recovery part of ``Engine`` (a mixin: the engine provides the attributes)."""
+
+    storage: StorageBackend
+    clock: Clock
+    queue: TaskQueue
+    options: EngineOptions
+    active: set[str]  # runs with an activation in this process
+    executing: Counter[str]  # run id -> its step attempts running in this process
+
+    if TYPE_CHECKING:
+
+        def evict(self, run_id: str | None = None) -> None: ...
+
+    async def renew_leases(self) -> None:
+        """Extend the leases this process keeps alive: runs it activates, and runs whose
+        dispatched steps it executes (leased to ``STEP_EXECUTORS`` while their activation waits).
+        Runtimes call this every ``lease_ttl / 3``."""
+        expires = self.clock.now() + self.options.lease_ttl
+        if self.active:
+            await self.storage.renew_leases(sorted(self.active), self.options.owner, expires)
+        if self.executing:
+            await self.storage.renew_leases(sorted(self.executing), STEP_EXECUTORS, expires)
+
+    async def fire_due_timers(self, limit: int = 100) -> list[str]:
+        """Claim due timers and enqueue their activations; returns the run ids."""
+        timers = await self.storage.claim_due_timers(
+            self.clock.now(), limit, claim_for=self.options.lease_ttl
+        )
+        for timer in timers:
+            await self.queue.enqueue_activation(timer.run_id)
+        return [timer.run_id for timer in timers]
+
+    async def recover_expired(self, limit: int = 100, *, until_done: bool = False) -> list[str]:
+        """The sweeper: take over runs whose activation lease expired, and resume them.
+
+        Claims at most ``limit`` runs; with ``until_done``, claims batch after batch until one
+        comes back short (after a whole fleet restarted, thousands of runs may be waiting).
+        """
+        recovered = []
+        while True:
+            now = self.clock.now()
+            claimed = await self.storage.claim_expired_leases(
+                now, RECOVERED, now + self.options.lease_ttl, limit
+            )
+            for run_id in claimed:
+                if run_id in self.active:
+                    continue
+                if await self._record_interruption(run_id):
+                    self.evict(run_id)
+                    await self.queue.enqueue_activation(run_id)
+                    recovered.append(run_id)
+            if not until_done or len(claimed) < limit:
+                return recovered
+
+    async def _record_interruption(self, run_id: str) -> bool:
+        """Note a lost worker on the log; False when the run must not be resumed."""
+        run = await self.storage.get_run(run_id)
+        if run is None or run.status.is_terminal:
+            return False
+        now = self.clock.now()
+        attempts = run.recovery_attempts + 1
+        event = Event(
+            run_id=run_id,
+            type=EventType.WORKFLOW_INTERRUPTED,
+            data={"recovery_attempt": attempts},
+            timestamp=now,
+        )
+        commit = Commit(run_id=run_id, events=[event], now=now, recovery_attempts=attempts)
+        resume = True
+        if not run.recover_on_worker_loss:
+            commit.status, commit.lease, resume = RunStatus.INTERRUPTED, None, False
+        elif attempts > run.max_recovery_attempts:
+            error = WorkflowError(
+                f"run {run_id} lost its worker {attempts} times"
+                f" (max_recovery_attempts={run.max_recovery_attempts})"
+            )
+            failed = Event(
+                run_id=run_id,
+                type=EventType.WORKFLOW_FAILED,
+                # imposed: by the recovery budget, not the code (see Engine._finish)
+                data={**error_fields(error), "imposed": True},
+                timestamp=now,
+            )
+            commit.events.append(failed)
+            commit.status, commit.error, commit.completed_at = RunStatus.FAILED, str(error), now
+            commit.lease, commit.timer, resume = None, None, False
+        try:
+            await self.storage.commit(commit)
+        except (SequenceConflictError, DuplicateCompletionError):
+            return False
+        return resume
+
+
+__all__ = ["Recovery"]
