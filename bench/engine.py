@@ -27,7 +27,7 @@ from typing import Any
 
 from pyworkflow import sleep, step, workflow
 from pyworkflow.api import resume, start
-from pyworkflow.engine.events import Event
+from pyworkflow.model.events import Event
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.schemas import Commit, RunStatus, WorkflowRun
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import Commit, RunStatus, WorkflowRun
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 
 WARMUP = 50

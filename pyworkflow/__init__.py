@@ -1,6 +1,6 @@
 """PyWorkflow: durable, event-sourced workflows written as plain async Python.
 
-Everything users need is importable from here; see ``docs/`` and ``../shared/api.md``.
+Everything users need is importable from here; see ``docs/`` (``docs/api.md``: the contract).
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ from pyworkflow.context import (
     save_step_checkpoint,
     set_step_context,
 )
-from pyworkflow.core.exceptions import (
+from pyworkflow.core.step import step
+from pyworkflow.core.workflow import workflow
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     CancellationError,
     ChildWorkflowError,
     ChildWorkflowFailedError,
@@ -60,14 +63,12 @@ from pyworkflow.core.exceptions import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.core.step import step
-from pyworkflow.core.workflow import workflow
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.observability.logging import configure_logging
-from pyworkflow.primitives.helpers import now, random, shield, uuid4
+from pyworkflow.primitives.cancellation import shield
+from pyworkflow.primitives.deterministic import now, random, uuid4
 from pyworkflow.primitives.hooks import TypedHook, define_hook, hook
 from pyworkflow.primitives.sleep import sleep
-from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 
 __version__ = "0.5.0"
 

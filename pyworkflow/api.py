@@ -8,24 +8,23 @@ then talk only to the ``Runtime`` port and the ``StorageBackend`` port.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from pyworkflow.config import get_config, get_storage, runtime_name
-from pyworkflow.core.exceptions import (
-    ConfigurationError,
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.events import Event
-from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.runtime.local import LocalRuntime
+from pyworkflow.runtime.registry import runtime_factory
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 _runtimes: dict[str, Runtime] = {}
 _transient: InMemoryStorageBackend | None = None
@@ -61,16 +60,8 @@ def get_runtime(runtime: str | Runtime | None = None) -> Runtime:
             lease_ttl=config.lease_ttl,
             event_limit=config.event_limit,
         )
-    elif name == "celery":
-        try:
-            module = importlib.import_module("pyworkflow.celery.runtime")
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"the celery runtime is not available ({exc}); install pyworkflow-engine[celery]"
-            ) from None
-        made = module.CeleryRuntime()
     else:
-        raise ConfigurationError(f"unknown runtime {name!r} (expected 'local' or 'celery')")
+        made = runtime_factory(name)()  # registered by its package (runtime/registry.py)
     _runtimes[name] = made
     return made
 

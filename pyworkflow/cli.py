@@ -26,9 +26,9 @@ import click
 from pyworkflow import __version__
 from pyworkflow.api import get_workflow_run, resume
 from pyworkflow.config import configure, configure_from_yaml, get_config, get_storage
-from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.model.exceptions import WorkflowError
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.storage.file import FileStorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from pyworkflow_testing.cli import simulate
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.serialization import set_allow_pickle
 from pyworkflow.storage.base import StorageBackend
 

@@ -34,10 +34,10 @@ from typing import Any
 
 import click
 
-from pyworkflow.core.exceptions import NonDeterminismError, WorkflowNotFoundError
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import NonDeterminismError, WorkflowNotFoundError
 from pyworkflow.utils.duration import parse_duration
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.shrink import Tape

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pyworkflow.engine.events import TERMINAL_EVENT_TYPES, Event, EventType
-from pyworkflow.storage.schemas import Hook
+from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType
+from pyworkflow.model.schemas import Hook
 
 _OUTCOMES = frozenset({EventType.STEP_COMPLETED, EventType.STEP_FAILED, EventType.STEP_RETRYING})
 _RECORDS = frozenset({EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED})

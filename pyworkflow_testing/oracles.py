@@ -18,11 +18,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pyworkflow.core.exceptions import NonDeterminismError
-from pyworkflow.engine.events import TERMINAL_EVENT_TYPES, Event, EventType
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType
+from pyworkflow.model.exceptions import NonDeterminismError
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import loads
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from pyworkflow_testing.reference import ReferenceOutcome
 
 LATE_BOUND = timedelta(minutes=5)

@@ -49,14 +49,14 @@ from pyworkflow.context import (
     set_current_workflow,
     step_scope,
 )
-from pyworkflow.core.exceptions import (
+from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
+from pyworkflow.model.exceptions import (
     HookExpiredError,
     SerializationError,
     StepTimeoutError,
     WorkflowError,
     WorkflowTimeoutError,
 )
-from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 from pyworkflow.serialization import (
     RemoteError,
     deserialize_args,

@@ -27,11 +27,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from pyworkflow.core.exceptions import (
-    HookAlreadyReceivedError,
-    HookNotFoundError,
-    WorkflowError,
-)
 from pyworkflow.core.registry import (
     StepDefinition,
     WorkflowDefinition,
@@ -40,10 +35,15 @@ from pyworkflow.core.registry import (
     list_workflows,
     workflow_definition_of,
 )
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
+    HookAlreadyReceivedError,
+    HookNotFoundError,
+    WorkflowError,
+)
+from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_args, loads
-from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing import oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop

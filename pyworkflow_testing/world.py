@@ -24,15 +24,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from pyworkflow.context import StepInfo
-from pyworkflow.core.exceptions import NonDeterminismError, WorkflowError
 from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
-from pyworkflow.engine.events import Event
 from pyworkflow.engine.options import EngineOptions
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import NonDeterminismError, WorkflowError
+from pyworkflow.model.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow_testing.faults import CRASH_POINTS, Faults
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop

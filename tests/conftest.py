@@ -14,10 +14,10 @@ import pytest
 
 from pyworkflow import api
 from pyworkflow.config import reset_config
+from pyworkflow.model.schemas import RunStatus
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import RunStatus
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from tests import servers
 

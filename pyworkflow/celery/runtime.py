@@ -25,12 +25,12 @@ from loguru import logger
 
 from pyworkflow.celery.app import CelerySettings, celery_app, configure_app
 from pyworkflow.celery.queue import BrokerQueue, Publisher
-from pyworkflow.core.exceptions import ConfigurationError
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend

@@ -9,8 +9,9 @@ Each task body runs one coroutine on the worker process's persistent event loop
   unless its outcome is already recorded; at most one outcome per attempt is ever recorded. The
   run's lease is renewed while the attempt runs, and the worker then continues the run itself
   (see ``queue.py``).
-- ``pyworkflow.fire_timers()`` / ``pyworkflow.sweep()`` — what every worker's ``WorkerService``
-  does anyway, for deployments that also drive them from ``celery beat``.
+- ``pyworkflow.fire_timers()`` / ``pyworkflow.sweep()`` — what every worker's
+  ``EngineService`` (``pyworkflow.runtime.service``) does anyway, for deployments that also
+  drive them from ``celery beat``.
 
 A task that fails is logged and acknowledged, never retried through a broker countdown: the run
 it was for is woken by its timer row or recovered by the sweeper when its lease runs out. A task
@@ -33,7 +34,7 @@ from pyworkflow.celery.app import (
     celery_app,
 )
 from pyworkflow.celery.process import HandedBack, Work, WorkerProcess
-from pyworkflow.core.exceptions import WorkflowNotFoundError
+from pyworkflow.model.exceptions import WorkflowNotFoundError
 
 _TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,

@@ -2,7 +2,8 @@
 
 The engine sets the workflow context while it steps a workflow's event loop and the step context
 while a step body runs. Decorators and primitives only ask these; they never import the engine.
-This module must never import anything above the data model.
+This package sits above the leaves (it serializes step checkpoints) and the data model, and must
+never import anything above them (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError, validate_call
 
-from pyworkflow.core.exceptions import StepValidationError, WorkflowNotFoundError
 from pyworkflow.core.retry import RetryPolicy
+from pyworkflow.model.exceptions import StepValidationError, WorkflowNotFoundError
 
 
 @dataclass(slots=True)

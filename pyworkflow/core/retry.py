@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pyworkflow.core.exceptions import FatalError, RetryableError
+from pyworkflow.model.exceptions import FatalError, RetryableError
 from pyworkflow.utils.duration import parse_duration
 
 EXPONENTIAL_BASE = timedelta(seconds=1)

@@ -27,7 +27,19 @@ from typing import Any
 
 from loguru import logger
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.core.registry import get_workflow
+from pyworkflow.engine.attempts import StepAttempts, invoke_body
+from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
+from pyworkflow.engine.hooks import HookDelivery
+from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.leases import HANDED_BACK, RECOVERED, STARTING, STEP_EXECUTORS
+from pyworkflow.engine.options import EngineOptions, StepInvoker
+from pyworkflow.engine.outcome import Outcome
+from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
+from pyworkflow.engine.recovery import Recovery
+from pyworkflow.engine.runs import RunLifecycle
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     EventLimitExceededError,
     HookAlreadyReceivedError,
     LeaseHeldError,
@@ -37,27 +49,15 @@ from pyworkflow.core.exceptions import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.core.registry import get_workflow
-from pyworkflow.engine.attempts import StepAttempts, invoke_body
-from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
-from pyworkflow.engine.events import Event, EventType
-from pyworkflow.engine.hooks import HookDelivery
-from pyworkflow.engine.instance import Command, WorkflowInstance
-from pyworkflow.engine.leases import HANDED_BACK, RECOVERED, STARTING, STEP_EXECUTORS
-from pyworkflow.engine.options import EngineOptions, StepInvoker
-from pyworkflow.engine.outcome import Outcome
-from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
-from pyworkflow.engine.recovery import Recovery
-from pyworkflow.engine.runs import RunLifecycle
-from pyworkflow.serialization import dumps, error_fields, serialize_args
-from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import (
+from pyworkflow.model.schemas import (
     UNSET,
     Commit,
     RunStatus,
     WorkflowRun,
     _Unset,
 )
+from pyworkflow.serialization import dumps, error_fields, serialize_args
+from pyworkflow.storage.base import StorageBackend
 
 MAX_CONFLICT_RETRIES = 20
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so

@@ -17,17 +17,18 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.context import StepInfo, step_scope
-from pyworkflow.core.exceptions import (
+from pyworkflow.core.registry import StepDefinition, get_step
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.ports import Clock, TaskQueue
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     DuplicateCompletionError,
     FatalError,
     RunFinishedError,
     SerializationError,
     StepTimeoutError,
 )
-from pyworkflow.core.registry import StepDefinition, get_step
-from pyworkflow.engine.events import Event, EventType
-from pyworkflow.engine.options import EngineOptions
-from pyworkflow.engine.ports import Clock, TaskQueue
+from pyworkflow.model.schemas import Commit
 from pyworkflow.serialization import (
     deserialize_args,
     dumps,
@@ -36,7 +37,6 @@ from pyworkflow.serialization import (
     loads,
 )
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Commit
 
 
 async def invoke_body(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pyworkflow.engine.instance import Command, WorkflowInstance
-from pyworkflow.storage.schemas import UNSET, WorkflowRun, _Unset
+from pyworkflow.model.schemas import UNSET, WorkflowRun, _Unset
 
 
 def next_attempt(cmd: Command, now: datetime) -> int | None:

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from pydantic import BaseModel, ValidationError
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.ports import Clock, IdSource, TaskQueue
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     DuplicateCompletionError,
     HookAlreadyReceivedError,
     HookExpiredError,
@@ -29,13 +33,9 @@ from pyworkflow.core.exceptions import (
     InvalidTokenError,
     RunFinishedError,
 )
-from pyworkflow.engine.events import Event, EventType
-from pyworkflow.engine.instance import Command, WorkflowInstance
-from pyworkflow.engine.options import EngineOptions
-from pyworkflow.engine.ports import Clock, IdSource, TaskQueue
+from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, _Unset
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, _Unset
 
 _schemas: dict[str, type[BaseModel]] = {}
 

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyworkflow.context import StepContext, set_current_workflow
-from pyworkflow.core.exceptions import HookExpiredError, NonDeterminismError
 from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.loop import WorkflowEventLoop
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import HookExpiredError, NonDeterminismError
+from pyworkflow.model.schemas import WorkflowRun
 from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
-from pyworkflow.storage.schemas import WorkflowRun
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 
 _COMMAND_RECORDS = frozenset(

@@ -8,7 +8,7 @@ and any activation takes them over. Pure names: this module imports only the dat
 
 from __future__ import annotations
 
-from pyworkflow.storage.schemas import RESERVED_LEASE_PREFIX
+from pyworkflow.model.schemas import RESERVED_LEASE_PREFIX
 
 # - the executors of a run's dispatched steps, once its activation blocked waiting on them:
 #   every process executing one renews it (``Engine.renew_leases``), so the lease runs out, and

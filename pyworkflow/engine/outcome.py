@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pyworkflow.core.exceptions import CancellationError, WorkflowError
-from pyworkflow.engine.events import EventType
+from pyworkflow.model.events import EventType
+from pyworkflow.model.exceptions import CancellationError, WorkflowError
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_exception, loads
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 
 @dataclass(slots=True)

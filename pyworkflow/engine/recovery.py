@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.engine.leases import RECOVERED, STEP_EXECUTORS
+from pyworkflow.engine.options import EngineOptions
+from pyworkflow.engine.ports import Clock, TaskQueue
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     DuplicateCompletionError,
     SequenceConflictError,
     WorkflowError,
 )
-from pyworkflow.engine.events import Event, EventType
-from pyworkflow.engine.leases import RECOVERED, STEP_EXECUTORS
-from pyworkflow.engine.options import EngineOptions
-from pyworkflow.engine.ports import Clock, TaskQueue
+from pyworkflow.model.schemas import Commit, RunStatus
 from pyworkflow.serialization import error_fields
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import Commit, RunStatus
 
 
 class Recovery:

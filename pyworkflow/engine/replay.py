@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyworkflow.core.exceptions import NonDeterminismError
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import NonDeterminismError
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_exception, dumps, loads
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 
 def _run_from(events: list[Event], workflow_name: str) -> WorkflowRun:

@@ -13,15 +13,15 @@ import contextlib
 from typing import Any
 
 from pyworkflow.core.registry import WorkflowDefinition
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
 from pyworkflow.engine.leases import STARTING
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome, outcome_of
 from pyworkflow.engine.ports import Clock, IdSource
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import serialize_args
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 
 
 class RunLifecycle:

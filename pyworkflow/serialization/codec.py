@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import cloudpickle
 from pydantic import BaseModel
 
-from pyworkflow.core.exceptions import SerializationError, WorkflowError
+from pyworkflow.model.exceptions import SerializationError, WorkflowError
 from pyworkflow.serialization.jsontext import dump_text, load_text
 
 TAG = "__pw__"

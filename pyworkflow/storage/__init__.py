@@ -10,11 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.config import config_to_storage, storage_to_config
-from pyworkflow.storage.file import FileStorageBackend
-from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import (
+from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,
@@ -22,6 +18,10 @@ from pyworkflow.storage.schemas import (
     Timer,
     WorkflowRun,
 )
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.config import config_to_storage, storage_to_config
+from pyworkflow.storage.file import FileStorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 
 # Backends whose client library is an optional extra: attribute -> (module, extra). They are left

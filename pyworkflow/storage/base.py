@@ -25,7 +25,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import (
     DuplicateCompletionError,
     HookAlreadyReceivedError,
     HookExpiredError,
@@ -37,8 +38,7 @@ from pyworkflow.core.exceptions import (
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
 )
-from pyworkflow.engine.events import Event
-from pyworkflow.storage.schemas import (
+from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,

@@ -22,7 +22,7 @@ import importlib
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend

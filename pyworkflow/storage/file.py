@@ -43,11 +43,9 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from pyworkflow.core.exceptions import ConfigurationError
-from pyworkflow.engine.events import Event
-from pyworkflow.storage.base import StorageBackend, retry_while_busy
-from pyworkflow.storage.memory import MemoryStore, StoreTables
-from pyworkflow.storage.schemas import (
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schemas import (
     UNSET,
     Commit,
     Hook,
@@ -56,6 +54,8 @@ from pyworkflow.storage.schemas import (
     Timer,
     WorkflowRun,
 )
+from pyworkflow.storage.base import StorageBackend, retry_while_busy
+from pyworkflow.storage.memory import MemoryStore, StoreTables
 
 if sys.platform != "win32":
     import fcntl

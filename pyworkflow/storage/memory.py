@@ -24,7 +24,16 @@ import heapq
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from pyworkflow.engine.events import Event
+from pyworkflow.model.events import Event
+from pyworkflow.model.schemas import (
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+    _Unset,
+)
 from pyworkflow.storage.base import (
     LEASABLE_STATUSES,
     StorageBackend,
@@ -38,15 +47,6 @@ from pyworkflow.storage.base import (
     new_run_record,
     number_events,
     run_not_found,
-)
-from pyworkflow.storage.schemas import (
-    Commit,
-    Hook,
-    HookStatus,
-    RunStatus,
-    Timer,
-    WorkflowRun,
-    _Unset,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

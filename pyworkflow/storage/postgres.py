@@ -58,8 +58,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
-from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
-from pyworkflow.engine.events import Event
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schemas import (
+    RESERVED_LEASE_PREFIX,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     StorageBackend,
@@ -71,15 +80,6 @@ from pyworkflow.storage.base import (
     new_run_record,
     number_events,
     run_not_found,
-)
-from pyworkflow.storage.schemas import (
-    RESERVED_LEASE_PREFIX,
-    Commit,
-    Hook,
-    HookStatus,
-    RunStatus,
-    Timer,
-    WorkflowRun,
 )
 from pyworkflow.storage.sql import (
     COMPLETION_KEY_INDEX,

@@ -71,8 +71,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schemas import (
+    RESERVED_LEASE_PREFIX,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import (
     LEASABLE_STATUSES,
@@ -87,15 +96,6 @@ from pyworkflow.storage.base import (
     new_run_record,
     number_events,
     run_not_found,
-)
-from pyworkflow.storage.schemas import (
-    RESERVED_LEASE_PREFIX,
-    Commit,
-    Hook,
-    HookStatus,
-    RunStatus,
-    Timer,
-    WorkflowRun,
 )
 from pyworkflow.storage.sql import micros
 from pyworkflow.utils.urls import shown_url

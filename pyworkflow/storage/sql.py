@@ -26,11 +26,11 @@ from typing import Any
 
 import orjson
 
-from pyworkflow.core.exceptions import ConfigurationError
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import LEASABLE_STATUSES, decode_run_cursor, encode_run_cursor
-from pyworkflow.storage.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 
 Row = Sequence[Any]
 Params = tuple[Any, ...]

@@ -32,8 +32,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
-from pyworkflow.engine.events import Event
+from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     StorageBackend,
@@ -47,7 +48,6 @@ from pyworkflow.storage.base import (
     retry_while_busy,
     run_not_found,
 )
-from pyworkflow.storage.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
 from pyworkflow.storage.sql import (
     LEASABLE,
     SQLITE,

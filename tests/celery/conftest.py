@@ -32,9 +32,9 @@ from celery import Celery
 
 from pyworkflow import api, configure
 from pyworkflow.celery import CeleryRuntime, CelerySettings
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.storage import SQLiteStorageBackend, config_to_storage
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.schemas import RunStatus, WorkflowRun
 from tests import polling
 from tests.servers import RedisServer
 

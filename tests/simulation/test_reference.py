@@ -22,7 +22,7 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import StepDefinition
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
 from pyworkflow.serialization import deserialize_exception, serialize_exception
 from pyworkflow_testing import Simulation
 from pyworkflow_testing.reference import ReferenceOutcome, StepStart, as_delivered, run_reference

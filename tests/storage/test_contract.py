@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     ConfigurationError,
     DuplicateCompletionError,
     HookAlreadyReceivedError,
@@ -34,12 +35,7 @@ from pyworkflow.core.exceptions import (
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
 )
-from pyworkflow.engine.events import Event, EventType
-from pyworkflow.storage import config_to_storage, storage_to_config
-from pyworkflow.storage.base import SCHEMA_VERSION, StorageBackend, StorageBusyError
-from pyworkflow.storage.file import FileStorageBackend
-from pyworkflow.storage.memory import InMemoryStorageBackend
-from pyworkflow.storage.schemas import (
+from pyworkflow.model.schemas import (
     RESERVED_LEASE_PREFIX,
     UNSET,
     Commit,
@@ -49,6 +45,10 @@ from pyworkflow.storage.schemas import (
     Timer,
     WorkflowRun,
 )
+from pyworkflow.storage import config_to_storage, storage_to_config
+from pyworkflow.storage.base import SCHEMA_VERSION, StorageBackend, StorageBusyError
+from pyworkflow.storage.file import FileStorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from tests.storage.conftest import Backends
 
@@ -952,9 +952,9 @@ async def test_races_between_backends_on_one_store_have_one_winner(durable: Back
 
 _WORKER = """
 import asyncio, sys
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
 from pyworkflow.storage.config import config_to_storage
-from pyworkflow.storage.schemas import Commit
+from pyworkflow.model.schemas import Commit
 
 async def main(config, worker):
     backend = config_to_storage(config)

@@ -17,11 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pyworkflow.core.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schemas import Commit
 from pyworkflow.storage import config_to_storage, storage_to_config
 from pyworkflow.storage.base import SCHEMA_VERSION
 from pyworkflow.storage.postgres import PostgresStorageBackend
-from pyworkflow.storage.schemas import Commit
 from tests.conftest import namespace_for
 from tests.servers import PostgresServer, free_port, wait_for_port
 from tests.storage.test_contract import at, new_run, step_completed, step_started

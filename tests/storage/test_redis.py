@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from pyworkflow.core.exceptions import ConfigurationError
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schemas import Commit, HookStatus, RunStatus, Timer, WorkflowRun
 from pyworkflow.storage import config_to_storage, storage_to_config
 from pyworkflow.storage.redis import LAYOUT_VERSION, MAX_IDLE_CONNECTIONS, RedisStorageBackend
-from pyworkflow.storage.schemas import Commit, HookStatus, RunStatus, Timer, WorkflowRun
 from tests.conftest import namespace_for
 from tests.servers import RedisServer, free_port
 from tests.storage.test_contract import (

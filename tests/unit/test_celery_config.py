@@ -24,7 +24,7 @@ from pyworkflow.celery.app import (
 )
 from pyworkflow.celery.queue import BrokerQueue
 from pyworkflow.celery.worker import WorkerStartupError, parse_queues
-from pyworkflow.core.exceptions import ConfigurationError
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.storage import InMemoryStorageBackend, SQLiteStorageBackend
 from pyworkflow.utils.urls import redact_url
 

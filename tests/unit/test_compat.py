@@ -2,7 +2,7 @@
 
 The snippets below are the old documentation's, kept as users wrote them (``storage.get_run``,
 ``json.loads(run.result)``, ``from pyworkflow.storage.schemas import RunStatus``). Names that
-api.md promises but that have not landed yet are listed in ``PENDING`` (and not checked);
+docs/api.md promises but that have not landed yet are listed in ``PENDING`` (and not checked);
 everything else must import. Take a name out of ``PENDING`` when it lands.
 """
 
@@ -33,7 +33,8 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.config import Config
-from pyworkflow.core.exceptions import (
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import (
     ChildWorkflowError,
     ChildWorkflowFailedError,
     EventLimitExceededError,
@@ -41,10 +42,9 @@ from pyworkflow.core.exceptions import (
     RetryableError,
     WorkflowError,
 )
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.schemas import RunStatus
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage import InMemoryStorageBackend, SQLiteStorageBackend, WorkflowRun
-from pyworkflow.storage.schemas import RunStatus
 
 # -- the old quick start and testing guide ----------------------------------------------------
 
@@ -149,7 +149,7 @@ NAMES = {
     "pyworkflow.storage.schemas": "WorkflowRun RunStatus Hook HookStatus",
 }
 
-# Promised by api.md, not implemented yet in this repository (remove a name when it lands).
+# Promised by docs/api.md, not implemented yet in this repository (remove a name when it lands).
 PENDING = {
     ("pyworkflow", name)
     for name in [
@@ -189,7 +189,7 @@ def test_api_md_name_is_importable(module: str, name: str) -> None:
 
 def test_storage_modules_and_top_level_share_the_same_objects() -> None:
     import pyworkflow
-    import pyworkflow.storage.schemas as schemas
+    import pyworkflow.model.schemas as schemas
 
     assert pyworkflow.RunStatus is schemas.RunStatus is RunStatus
     assert pyworkflow.WorkflowRun is WorkflowRun

@@ -1,4 +1,4 @@
-"""The layering of the package, checked by walking every import (design.md, "Layers").
+"""The layering of the package, checked by walking every import (docs/architecture.md, "Layers").
 
 Each module of ``pyworkflow`` and ``pyworkflow_testing`` is parsed with ``ast``; every ``import``
 and ``from ... import`` counts, including those inside functions (a lazy import is still a
@@ -21,16 +21,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pyworkflow", "pyworkflow_testing")
 
-# Bottom to top. A rule is an exact module name or, ending in "*", the name and everything below
-# it. The most specific matching rule wins, so "pyworkflow.engine.events" (data model) beats
-# "pyworkflow.engine*" (engine).
-# The data model sits below the leaves: it imports nothing of the package at all, and leaves
-# (serialization raising SerializationError) may use it.
+# Bottom to top: the one layer order, as docs/architecture.md ("Layers") and CLAUDE.md state it.
+# A rule is an exact module name or, ending in "*", the name and everything below it; no module
+# matches two rules (checked below). The old homes of the data model (pyworkflow.engine.events,
+# pyworkflow.storage.schemas, pyworkflow.core.exceptions) are re-exports in their packages'
+# layers; the package's own code imports pyworkflow.model.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "data model",
-        ("pyworkflow.engine.events", "pyworkflow.storage.schemas", "pyworkflow.core.exceptions"),
-    ),
+    ("data model", ("pyworkflow.model*",)),
     ("leaves", ("pyworkflow.serialization*", "pyworkflow.utils*", "pyworkflow.observability*")),
     ("context", ("pyworkflow.context*",)),
     ("storage", ("pyworkflow.storage*",)),
@@ -41,12 +38,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("celery", ("pyworkflow.celery*",)),
     ("testing", ("pyworkflow_testing*",)),
     ("cli", ("pyworkflow.cli*", "pyworkflow", "pyworkflow.__main__")),
-)
-DATA_MODEL = 0  # layer index
-DATA_MODEL_MODULES = (
-    "pyworkflow.engine.events",
-    "pyworkflow.storage.schemas",
-    "pyworkflow.core.exceptions",
 )
 EMPTY_PACKAGES = ("pyworkflow.engine", "pyworkflow.core")  # their __init__ imports nothing eagerly
 
@@ -71,14 +62,10 @@ def _matches(rule: str, module: str) -> bool:
 
 def layer_of(module: str) -> int | None:
     """The layer index of ``module``, or None when no rule covers it."""
-    best: tuple[int, int] | None = None  # (specificity, layer)
     for index, (_, rules) in enumerate(LAYERS):
-        for rule in rules:
-            if _matches(rule, module):
-                specificity = len(rule.rstrip("*")) * 2 + (0 if rule.endswith("*") else 1)
-                if best is None or specificity > best[0]:
-                    best = (specificity, index)
-    return None if best is None else best[1]
+        if any(_matches(rule, module) for rule in rules):
+            return index
+    return None
 
 
 def _layer_label(module: str) -> str:
@@ -169,7 +156,7 @@ def find_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[s
         if layer_of(module) is None:
             problems.append(
                 f"{module} is not placed in any layer: add it to LAYERS in"
-                " tests/unit/test_layers.py (and to the Layers section of design.md)"
+                " tests/unit/test_layers.py (and to the Layers section of docs/architecture.md)"
             )
     for imp in imports:
         where = f"at {imp.path}:{imp.line}"
@@ -186,8 +173,6 @@ def find_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[s
             continue
         if high is None:
             problems.append(f"{edge}: the imported module is not placed in any layer")
-        elif imp.importer in DATA_MODEL_MODULES and high > DATA_MODEL:
-            problems.append(f"{edge}: the data model imports nothing but the data model")
         elif low is not None and high > low:
             problems.append(f"{edge}: upward import")
     return problems
@@ -231,25 +216,38 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not problems, _report(problems)
 
 
-def _layer_or_top(module: str) -> int:
-    layer = layer_of(module)
-    return len(LAYERS) if layer is None else layer
+def test_every_module_sits_in_exactly_one_layer() -> None:
+    _, modules = _all_imports()
+    for module in modules:
+        matching = [name for name, rules in LAYERS if any(_matches(r, module) for r in rules)]
+        assert len(matching) == 1, f"{module} matches layers {matching}"
 
 
-@pytest.mark.parametrize("module", DATA_MODEL_MODULES)
-def test_data_model_modules_import_only_the_data_model(module: str) -> None:
+def test_the_data_model_imports_nothing_of_the_package_but_itself() -> None:
     imports, _ = _all_imports()
-    upward = [
-        i.imported
+    outside = [
+        f"{i.importer} -> {i.imported}"
         for i in imports
-        if i.importer == module and _ours(i.imported) and _layer_or_top(i.imported) > DATA_MODEL
+        if _matches("pyworkflow.model*", i.importer)
+        and _ours(i.imported)
+        and not _matches("pyworkflow.model*", i.imported)
     ]
-    assert not upward, f"{module} imports {upward}"
+    assert not outside, outside
+
+
+def test_the_layer_order_is_the_one_the_docs_state() -> None:
+    """docs/architecture.md and CLAUDE.md list the same layers, in this order (top first)."""
+    names = [name for name, _ in reversed(LAYERS)]
+    for doc in ("docs/architecture.md", "CLAUDE.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        positions = [text.find(f"<!-- layer: {name} -->") for name in names]
+        assert -1 not in positions, f"{doc} does not mark every layer: {names}"
+        assert positions == sorted(positions), f"{doc} lists the layers in another order"
 
 
 # -- the checker checks ---------------------------------------------------------------------------
 
-KNOWN = ["pyworkflow.storage.fake", "pyworkflow.engine.activation", "pyworkflow.engine.events"]
+KNOWN = ["pyworkflow.storage.fake", "pyworkflow.engine.activation", "pyworkflow.model.events"]
 
 
 def _check(module: str, source: str, *, is_package: bool = False) -> list[str]:
@@ -261,7 +259,7 @@ def _check(module: str, source: str, *, is_package: bool = False) -> list[str]:
 def test_checker_catches_a_planted_upward_import_inside_a_function() -> None:
     source = (
         '"""A storage module that reaches up into the engine."""\n'
-        "from pyworkflow.engine.events import Event\n"
+        "from pyworkflow.model.events import Event\n"
         "\n"
         "def lazy() -> None:\n"
         "    from pyworkflow.engine.activation import Engine\n"
@@ -306,7 +304,9 @@ def test_checker_enforces_the_extra_rules() -> None:
     lazy = "def __getattr__(name: str) -> object:\n    import importlib\n    return name\n"
     assert _check("pyworkflow.core", lazy, is_package=True) == []
     assert any("unplaced" in p or "not placed" in p for p in _check("pyworkflow.gadget", ""))
-    assert _check("pyworkflow.engine.events", "from pyworkflow.storage.schemas import Hook\n") == []
+    assert _check("pyworkflow.model.events", "from pyworkflow.model.schemas import Hook\n") == []
+    upward = _check("pyworkflow.model.events", "from pyworkflow.serialization import dumps\n")
+    assert any("upward import" in p for p in upward)
 
 
 # -- the celery layer ----------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pyworkflow.engine.events import Event, EventType
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.schemas import UNSET, Commit, RunStatus, WorkflowRun
 from pyworkflow.storage.memory import MemoryStore
-from pyworkflow.storage.schemas import UNSET, Commit, RunStatus, WorkflowRun
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASABLE = (RunStatus.PENDING, RunStatus.RUNNING)

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from pyworkflow.core.exceptions import (
+from pyworkflow.model.exceptions import (
     NonDeterminismError,
     RetryableError,
     SerializationError,

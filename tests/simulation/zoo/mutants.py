@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from pyworkflow.core.exceptions import SequenceConflictError
 from pyworkflow.engine import activation, attempts, hooks, instance
 from pyworkflow.engine.activation import Engine, _Activation
-from pyworkflow.engine.events import Event, EventType
 from pyworkflow.engine.instance import WorkflowInstance
 from pyworkflow.engine.outcome import Outcome
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import SequenceConflictError
+from pyworkflow.model.schemas import UNSET, Commit
 from pyworkflow.serialization import codec, serialize_args
 from pyworkflow.storage import base, memory
-from pyworkflow.storage.schemas import UNSET, Commit
 from pyworkflow_testing.world import SimBroker, World
 
 Patch = Callable[[pytest.MonkeyPatch], None]

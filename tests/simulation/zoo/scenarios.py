@@ -43,7 +43,7 @@ from pyworkflow import (
     HookNotFoundError,
     get_step_info,
 )
-from pyworkflow.core.exceptions import WorkflowError
+from pyworkflow.model.exceptions import WorkflowError
 from pyworkflow_testing import (
     Faults,
     SimRun,

@@ -1,4 +1,4 @@
-"""Deterministic helpers for workflow code: ``now()``, ``random()``, ``uuid4()``, ``shield()``.
+"""Deterministic values for workflow code: ``now()``, ``random()``, ``uuid4()``.
 
 Inside a workflow they return the same values on every replay (logical time, a PRNG seeded by the
 run id); outside a workflow they fall back to the real thing.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import random as _random
 import uuid as _uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from pyworkflow.context import current_workflow
@@ -33,14 +31,4 @@ def uuid4() -> _uuid.UUID:
     return ctx.uuid4() if ctx is not None else _uuid.uuid4()
 
 
-@asynccontextmanager
-async def shield() -> AsyncIterator[None]:
-    """Defer cancellation of the workflow while the block runs.
-
-    Workflow cancellation requests are delivered between durable calls; inside ``shield()`` they
-    wait until the block exits, so clean-up steps run to completion.
-    """
-    yield
-
-
-__all__ = ["now", "random", "shield", "uuid4"]
+__all__ = ["now", "random", "uuid4"]

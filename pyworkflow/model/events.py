@@ -1,0 +1,251 @@
+"""The event model: every state change of a run is one immutable ``Event`` in its log.
+
+Pure data. This module imports nothing of the package, so storage can use it without depending on
+the engine. It also states the two facts storage enforces about events: which events are
+*completions* of a command (at most one per ``completion_key``), and which are terminal.
+
+Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``step:charge:3``):
+
+- ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text)
+- ``workflow.completed``: ``result``;  ``workflow.failed``: ``error``, ``error_type``, ``exception``
+  (and ``imposed: true`` when the engine ended the run from outside its code, e.g. max_duration)
+- ``step.started``: ``command_id``, ``step_name``, ``attempt`` (and ``args``/``kwargs`` when the
+  step is dispatched to a queue)
+- ``step.completed``: ``command_id``, ``step_name``, ``attempt``, ``result``
+- ``step.retrying``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``resume_at``
+- ``step.failed``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``error_type``,
+  ``exception``
+- ``sleep.started``: ``command_id``, ``resume_at``;  ``sleep.completed``: ``command_id``
+- ``hook.created``: ``command_id``, ``hook_id``, ``name``, ``expires_at`` (and ``announce: true``
+  when the code passed ``on_created``)
+- ``hook.announced``: ``command_id``, ``hook_id``: ``on_created`` was called with the hook's token
+  (recorded after the call: a crash before it makes the next activation call it again)
+- ``hook.received``: ``command_id``, ``hook_id``, ``payload``;  ``hook.expired``: ``command_id``,
+  ``hook_id``
+- ``workflow.interrupted``: ``recovery_attempt`` (a lost worker, noted by the sweeper)
+
+Reserved, never recorded by this release (the contract's names for features not landed yet):
+``workflow.suspended``, ``workflow.cancelled``, ``workflow.continued_as_new``,
+``hook.processed``, ``cancellation.requested`` and the ``child_workflow.*`` events. Replay
+already treats the terminal ones as terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_SUSPENDED = "workflow.suspended"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKFLOW_CONTINUED_AS_NEW = "workflow.continued_as_new"
+    WORKFLOW_INTERRUPTED = "workflow.interrupted"
+    STEP_STARTED = "step.started"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    STEP_RETRYING = "step.retrying"
+    SLEEP_STARTED = "sleep.started"
+    SLEEP_COMPLETED = "sleep.completed"
+    HOOK_CREATED = "hook.created"
+    HOOK_RECEIVED = "hook.received"
+    HOOK_EXPIRED = "hook.expired"
+    HOOK_PROCESSED = "hook.processed"
+    HOOK_ANNOUNCED = "hook.announced"
+    CANCELLATION_REQUESTED = "cancellation.requested"
+    CHILD_WORKFLOW_STARTED = "child_workflow.started"
+    CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"
+    CHILD_WORKFLOW_FAILED = "child_workflow.failed"
+    CHILD_WORKFLOW_CANCELLED = "child_workflow.cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_EVENT_TYPES = frozenset(
+    {
+        EventType.WORKFLOW_COMPLETED,
+        EventType.WORKFLOW_FAILED,
+        EventType.WORKFLOW_CANCELLED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+    }
+)
+
+# Events that resolve a command. Two events with the same completion key never both enter a log.
+_FINAL_COMPLETIONS = frozenset(
+    {
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.SLEEP_COMPLETED,
+        EventType.HOOK_RECEIVED,
+        EventType.HOOK_EXPIRED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+        EventType.CHILD_WORKFLOW_FAILED,
+        EventType.CHILD_WORKFLOW_CANCELLED,
+    }
+)
+
+
+def completion_key(event_type: EventType, data: dict[str, Any]) -> str | None:
+    """The uniqueness key storage enforces per run, or None for events that are not completions.
+
+    A command has one final completion (``<command_id>#done``); each failed step attempt that is
+    retried has its own (``<command_id>#retry#<attempt>``); a run has one terminal event.
+    """
+    if event_type in _FINAL_COMPLETIONS:
+        return f"{data['command_id']}#done"
+    if event_type is EventType.STEP_RETRYING:
+        return f"{data['command_id']}#retry#{data['attempt']}"
+    if event_type in TERMINAL_EVENT_TYPES:
+        return "#terminal"
+    return None
+
+
+_new = object.__new__
+
+
+class Event:
+    """One entry of a run's log. ``sequence`` is 1-based and contiguous within a run.
+
+    A plain class with slots rather than a dataclass: a cold replay builds one per stored event,
+    and ``restore`` builds them without running ``__init__``, converting the timestamp to a
+    ``datetime`` or formatting ``event_id`` only when someone reads them (replay reads neither).
+    """
+
+    __slots__ = ("run_id", "type", "data", "sequence", "_timestamp", "_micros", "_event_id")
+
+    run_id: str
+    type: EventType
+    data: dict[str, Any]
+    sequence: int
+
+    def __init__(
+        self,
+        run_id: str,
+        type: EventType | str,  # noqa: A002 - the public field name
+        data: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        sequence: int = 0,
+        event_id: str = "",
+    ) -> None:
+        self.run_id = run_id
+        self.type = type if type.__class__ is EventType else EventType(type)
+        self.data = {} if data is None else data
+        self.sequence = sequence
+        self._timestamp = timestamp
+        self._micros: int | None = None
+        self._event_id = event_id
+
+    @classmethod
+    def restore(
+        cls,
+        run_id: str,
+        type: EventType,
+        data: dict[str, Any],
+        micros: int,
+        sequence: int,  # noqa: A002
+    ) -> Event:
+        """An event read back from storage: its timestamp given in microseconds since the epoch."""
+        event: Event = _new(cls)
+        event.run_id = run_id
+        event.type = type
+        event.data = data
+        event.sequence = sequence
+        event._timestamp = None
+        event._micros = micros
+        event._event_id = ""
+        return event
+
+    @property
+    def timestamp(self) -> datetime | None:
+        value = self._timestamp
+        if value is None and self._micros is not None:
+            # Exact below 2**53 microseconds (until year 2255): the division is correctly rounded
+            # and fromtimestamp rounds back to the nearest microsecond.
+            value = self._timestamp = datetime.fromtimestamp(self._micros / 1_000_000, UTC)
+        return value
+
+    @timestamp.setter
+    def timestamp(self, value: datetime | None) -> None:
+        self._timestamp, self._micros = value, None
+
+    def epoch_seconds(self) -> float:
+        """The timestamp as seconds since the epoch (the workflow loop's clock)."""
+        if self._micros is not None:
+            return self._micros / 1_000_000
+        assert self._timestamp is not None, "an event without a timestamp"
+        return self._timestamp.timestamp()
+
+    @property
+    def event_id(self) -> str:
+        if not self._event_id and self.sequence:
+            return f"{self.run_id}:{self.sequence}"
+        return self._event_id
+
+    @event_id.setter
+    def event_id(self, value: str) -> None:
+        self._event_id = value
+
+    def place(self, sequence: int, now: datetime) -> None:
+        """Number the event as storage appends it (its id follows), stamping it if unstamped."""
+        if self.sequence != sequence:
+            self.sequence = sequence
+            self._event_id = ""  # derived from run_id:sequence when read
+        if self._timestamp is None and self._micros is None:
+            self._timestamp = now
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.run_id, self.type, self.data, self.timestamp, self.sequence, self.event_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    # Mutable, so unhashable, like the dataclass it replaced.
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(run_id={self.run_id!r}, type={self.type!r}, data={self.data!r},"
+            f" timestamp={self.timestamp!r}, sequence={self.sequence!r},"
+            f" event_id={self.event_id!r})"
+        )
+
+    @property
+    def command_id(self) -> str | None:
+        value = self.data.get("command_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def completion_key(self) -> str | None:
+        return completion_key(self.type, self.data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "run_id": self.run_id,
+            "type": self.type.value,
+            "timestamp": self.timestamp.isoformat() if self.timestamp else None,
+            "data": self.data,
+            "sequence": self.sequence,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        ts = raw.get("timestamp")
+        return cls(
+            run_id=raw["run_id"],
+            type=EventType(raw["type"]),
+            data=raw.get("data") or {},
+            timestamp=datetime.fromisoformat(ts) if ts else None,
+            sequence=int(raw.get("sequence", 0)),
+            event_id=raw.get("event_id", ""),
+        )
+
+
+__all__ = ["TERMINAL_EVENT_TYPES", "Event", "EventType", "completion_key"]

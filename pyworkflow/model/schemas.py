@@ -1,0 +1,205 @@
+"""Records that storage keeps: runs, hooks, timers, and the ``Commit`` an activation writes.
+
+Pure data: imports only the event model and the standard library. The run ``status`` column is a
+cache of what the log says; the log is the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum, StrEnum
+from typing import Any
+
+from pyworkflow.model.events import Event
+
+
+class RunStatus(StrEnum):
+    """Where a run stands. The values are the contract's (``docs/api.md``); three are reserved
+    for features not landed yet and never set by this release: ``PENDING`` (a run is created
+    ``running``), ``CANCELLED`` (``cancel_workflow``) and ``CONTINUED_AS_NEW``
+    (``continue_as_new``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    CONTINUED_AS_NEW = "continued_as_new"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CONTINUED_AS_NEW}
+)
+
+
+class HookStatus(StrEnum):
+    PENDING = "pending"
+    RECEIVED = "received"
+    EXPIRED = "expired"
+    DISPOSED = "disposed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(slots=True)
+class WorkflowRun:
+    """A run of a workflow. ``input_args``/``input_kwargs``/``result``/``error`` hold JSON text."""
+
+    run_id: str
+    workflow_name: str
+    status: RunStatus = RunStatus.PENDING
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    input_args: str = "[]"
+    input_kwargs: str = "{}"
+    result: str | None = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    max_duration: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    recovery_attempts: int = 0
+    max_recovery_attempts: int = 3
+    recover_on_worker_loss: bool = True
+    parent_run_id: str | None = None
+    nesting_depth: int = 0
+    continued_from_run_id: str | None = None
+    continued_to_run_id: str | None = None
+    # Engine bookkeeping: the head of the log and the activation lease.
+    last_sequence: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, RunStatus):
+            self.status = RunStatus(self.status)
+
+    def copy(self, **changes: Any) -> WorkflowRun:
+        return replace(self, **changes)
+
+
+@dataclass(slots=True)
+class Hook:
+    """A webhook a run waits on. ``token`` is ``<run_id>:<hook_id>:<secret>``."""
+
+    hook_id: str
+    run_id: str
+    name: str
+    token: str
+    command_id: str
+    status: HookStatus = HookStatus.PENDING
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    received_at: datetime | None = None
+    payload: str | None = None
+    schema_path: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, HookStatus):
+            self.status = HookStatus(self.status)
+
+
+@dataclass(slots=True, frozen=True)
+class Timer:
+    """A run's next durable wake-up. A run has at most one timer row: its earliest due time."""
+
+    run_id: str
+    fire_at: datetime
+
+
+# Lease owners that stand for "some activation should take this run soon" rather than for an
+# activation at work: the caller that created the run, the sweeper that recovered it, the
+# executors of its dispatched steps, an activation that gave up. Any activation may take such a
+# lease over; a lease held by an activation is exclusive until it expires (see ``Commit.owner``).
+RESERVED_LEASE_PREFIX = "pyworkflow:"
+
+
+def lease_blocks(
+    owner: str,
+    lease_owner: str | None,
+    lease_expires_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Whether ``owner`` must not take a run whose lease is ``(lease_owner, lease_expires_at)``:
+    another activation holds it and it has not run out (a lease without an expiry never does)."""
+    return (
+        lease_owner is not None
+        and lease_owner != owner
+        and not lease_owner.startswith(RESERVED_LEASE_PREFIX)
+        and (lease_expires_at is None or lease_expires_at > now)
+    )
+
+
+class _Unset(Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+
+
+@dataclass(slots=True)
+class Commit:
+    """One atomic write to a run: appended events plus the run-row and side-table changes.
+
+    Storage applies all of it or nothing:
+
+    - ``events`` are appended; when ``expected_sequence`` is given the write succeeds only if the
+      log head is still there (else ``SequenceConflictError``) and the events must carry the
+      sequences that follow it. With ``expected_sequence=None`` storage numbers the events from
+      the current head (used by writers that do not replay: hook receipts, step workers).
+    - any event whose ``completion_key`` is already in the log fails the whole commit with
+      ``DuplicateCompletionError``.
+    - ``status``, ``result``, ``error``, ``started_at``, ``completed_at``, ``recovery_attempts``
+      update the run row when not None; ``updated_at`` is always set.
+    - ``timer``: a datetime sets the run's next wake-up, None clears it, UNSET leaves it.
+    - ``lease``: ``(owner, expires_at)`` sets the lease, None releases it, UNSET leaves it.
+    - ``owner``: the activation committing. When set, storage refuses the whole commit with
+      ``LeaseHeldError`` if another activation holds the run's lease and it has not expired
+      (``lease_blocks``): the sequence check alone lets an event-less commit take a run from an
+      activation that is still running a step.
+    - ``hooks_created`` are inserted; ``hook_received`` / ``hook_expired`` move that hook from
+      pending (else ``HookAlreadyReceivedError`` / ``HookExpiredError`` fail the commit).
+    """
+
+    run_id: str
+    events: list[Event] = field(default_factory=list)
+    expected_sequence: int | None = None
+    now: datetime | None = None
+    status: RunStatus | None = None
+    result: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    recovery_attempts: int | None = None
+    timer: datetime | None | _Unset = UNSET
+    lease: tuple[str, datetime] | None | _Unset = UNSET
+    hooks_created: list[Hook] = field(default_factory=list)
+    hook_received: tuple[str, str] | None = None  # (hook_id, payload JSON)
+    hook_expired: str | None = None  # hook_id
+    owner: str | None = None
+
+
+__all__ = [
+    "RESERVED_LEASE_PREFIX",
+    "UNSET",
+    "Commit",
+    "Hook",
+    "HookStatus",
+    "RunStatus",
+    "Timer",
+    "WorkflowRun",
+    "lease_blocks",
+]
