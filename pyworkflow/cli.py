@@ -28,8 +28,6 @@ from pyworkflow.api import get_workflow_run, resume
 from pyworkflow.config import configure, configure_from_yaml, get_config, get_storage
 from pyworkflow.model.exceptions import WorkflowError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
-from pyworkflow.storage.file import FileStorageBackend
-from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from pyworkflow_testing.cli import simulate
 
 DEFAULT_CONFIG_FILE = "pyworkflow.config.yaml"
@@ -98,17 +96,13 @@ def _refuse_missing_storage() -> None:
     nothing, as if the runs were gone.)
     """
     storage = get_storage()
-    if isinstance(storage, SQLiteStorageBackend) and storage.db_path != ":memory:":
-        where, what = Path(storage.db_path), "SQLite database"
-        hint = "; URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db"
-    elif isinstance(storage, FileStorageBackend):
-        where, what, hint = storage.base_path, "file storage", ""
-    else:
+    where = storage.local_path()
+    if where is None or where.exists():
         return
-    if not where.exists():
-        raise click.ClickException(
-            f"no {what} at {where.resolve()} (nothing has run with this storage yet{hint})"
-        )
+    hint = f"; {storage.url_hint}" if storage.url_hint else ""
+    raise click.ClickException(
+        f"no {storage.kind} at {where.resolve()} (nothing has run with this storage yet{hint})"
+    )
 
 
 @runs.command("list")

@@ -182,6 +182,12 @@ def lose_worker() -> NoReturn:
 class FaultyStorage(StorageBackend):
     """In-memory storage that fails the way real storage does, when the seed says so."""
 
+    shared_between_processes = False
+    kind = "simulated storage"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "memory"}
+
     def __init__(self, chooser: Chooser, ledger: ExecutionLedger | None = None) -> None:
         self.inner = InMemoryStorageBackend()
         self.chooser = chooser

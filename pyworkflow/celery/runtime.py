@@ -34,7 +34,6 @@ from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.utils.urls import redact_url
 
 
@@ -108,10 +107,10 @@ class CeleryRuntime(Runtime):
         storage: StorageBackend,
         idempotency_key: str | None = None,
     ) -> tuple[str, Outcome | None]:
-        if isinstance(storage, InMemoryStorageBackend):
+        if not storage.shared_between_processes:
             raise ConfigurationError(
                 "the celery runtime needs storage its workers share (sqlite, postgres, redis or"
-                " file), not in-process memory; configure storage, or start with durable=True"
+                f" file), not {storage.kind}; configure storage, or start with durable=True"
             )
         engine = self.engine_for(storage)
         run, created = await engine.start_run(

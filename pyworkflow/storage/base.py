@@ -23,7 +23,8 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import (
@@ -53,6 +54,23 @@ SCHEMA_VERSION = 2
 
 class StorageBackend(ABC):
     """Async storage port. See the module docstring for the guarantees every backend gives."""
+
+    # Whether other processes see what this backend stores (the Celery runtime's workers must).
+    shared_between_processes: bool = True
+    # What the backend is, in the words of an error message ("SQLite database"), and how its
+    # location is written in a storage URL (for messages about a location that holds nothing).
+    kind: str = "storage"
+    url_hint: str = ""
+
+    @abstractmethod
+    def to_config(self) -> dict[str, Any]:
+        """The config dict ``config_to_storage`` turns back into an equivalent backend."""
+
+    def local_path(self) -> Path | None:
+        """The file or folder this backend keeps its data in on this machine; None when the data
+        lives elsewhere (a server) or nowhere durable (memory). Inspecting commands use it to
+        refuse a path that holds nothing rather than create storage there."""
+        return None
 
     async def connect(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Open connections and migrate the schema. Idempotent; every method calls it lazily."""

@@ -88,20 +88,8 @@ def config_to_storage(config: dict[str, Any]) -> StorageBackend:
 
 
 def storage_to_config(backend: StorageBackend) -> dict[str, Any]:
-    """The config dict that ``config_to_storage`` turns back into an equivalent backend.
-
-    Backends this module does not know describe themselves with a ``to_config()`` method.
-    """
-    if isinstance(backend, InMemoryStorageBackend):
-        return {"type": "memory"}
-    if isinstance(backend, FileStorageBackend):
-        return {"type": "file", "base_path": str(backend.base_path)}
-    if isinstance(backend, SQLiteStorageBackend):
-        return {"type": "sqlite", "db_path": backend.db_path}
-    to_config = getattr(backend, "to_config", None)
-    if callable(to_config):
-        return dict(to_config())
-    raise ConfigurationError(f"{type(backend).__name__} cannot be described as a storage config")
+    """The config dict that ``config_to_storage`` turns back into an equivalent backend."""
+    return dict(backend.to_config())
 
 
 # -- builders -----------------------------------------------------------------------------------

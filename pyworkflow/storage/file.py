@@ -67,6 +67,14 @@ _JSON_SEPARATORS = (",", ":")
 class FileStorageBackend(StorageBackend):
     """Storage in JSON files under ``base_path``, safe to share between processes on one host."""
 
+    kind = "file storage"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "file", "base_path": str(self.base_path)}
+
+    def local_path(self) -> Path | None:
+        return Path(self.base_path)
+
     def __init__(
         self,
         base_path: str | os.PathLike[str] = "./pyworkflow_data",

@@ -23,6 +23,7 @@ import copy
 import heapq
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.schemas import (
@@ -476,6 +477,12 @@ def _copy_hook(hook: Hook, run_id: str | None = None) -> Hook:
 
 class InMemoryStorageBackend(StorageBackend):
     """Storage that lives as long as the process: for tests, the simulator and local runs."""
+
+    shared_between_processes = False  # one process's memory
+    kind = "in-memory storage"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "memory"}
 
     def __init__(self) -> None:
         self._store = MemoryStore()

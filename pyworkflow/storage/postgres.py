@@ -525,6 +525,8 @@ class PostgresStorageBackend(StorageBackend):
     long a call keeps retrying a server it cannot reach (see the module docstring).
     """
 
+    kind = "PostgreSQL database"
+
     def __init__(
         self,
         dsn: str | None = None,

@@ -97,7 +97,7 @@ from pyworkflow.storage.base import (
     number_events,
     run_not_found,
 )
-from pyworkflow.storage.sql import micros
+from pyworkflow.storage.values import micros
 from pyworkflow.utils.urls import shown_url
 
 LAYOUT_VERSION = 1
@@ -748,6 +748,8 @@ class RedisStorageBackend(StorageBackend):
     Constructing does no I/O; the first call connects, records the layout version and loads the
     scripts.
     """
+
+    kind = "Redis database"
 
     def __init__(self, url: str = DEFAULT_URL, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url

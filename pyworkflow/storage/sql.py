@@ -8,10 +8,11 @@ on the session's ``search_path`` (which keeps it usable behind pgbouncer's trans
 A template can also be rendered with expressions in place of its placeholders: that is how
 PostgreSQL's commit function (a PL/pgSQL body) runs the very statements SQLite's commit runs.
 
-Values are stored the same way by both: times as integer microseconds since the Unix epoch (exact,
-compact and ordered; they come back as aware UTC datetimes), event ``data``, run ``context`` and
-hook ``metadata`` as compact JSON text. A row is any sequence of column values (an ``sqlite3`` row
-tuple or an ``asyncpg.Record``), in the column order of the statement that read it.
+Values are stored the same way by both: times as integer microseconds since the Unix epoch
+(``storage/values.py``: exact, compact and ordered; they come back as aware UTC datetimes),
+event ``data``, run ``context`` and hook ``metadata`` as compact JSON text. A row is any sequence
+of column values (an ``sqlite3`` row tuple or an ``asyncpg.Record``), in the column order of the
+statement that read it.
 
 This module must never import a database driver, the engine (only its event model) or a runtime.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,40 +32,17 @@ from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import LEASABLE_STATUSES, decode_run_cursor, encode_run_cursor
+from pyworkflow.storage.values import EPOCH, micros, micros_or_none, time_of, time_or_none
 
 Row = Sequence[Any]
 Params = tuple[Any, ...]
 
 # -- values -------------------------------------------------------------------------------------
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 dumps: Callable[[Any], str] = dump_text
 # Event data is written by the engine (str keys, strings, small ints, bools): orjson reads it.
 loads: Callable[[str | bytes], Any] = orjson.loads
 _EVENT_TYPES = {event_type.value: event_type for event_type in EventType}
-
-
-def micros(value: datetime) -> int:
-    """Microseconds since the epoch; naive datetimes are rejected (storage keeps UTC)."""
-    if value.tzinfo is None:
-        raise ValueError(f"storage needs aware datetimes (UTC), got naive {value.isoformat()}")
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def micros_or_none(value: datetime | None) -> int | None:
-    return micros(value) if value is not None else None
-
-
-def time_of(value: int) -> datetime:
-    """The aware UTC datetime of a microsecond count (the inverse of ``micros``)."""
-    # Exact for every microsecond count below 2**53 (until year 2255): the float division is
-    # correctly rounded and fromtimestamp rounds back to the nearest microsecond.
-    return datetime.fromtimestamp(value / 1_000_000, UTC)
-
-
-def time_or_none(value: int | None) -> datetime | None:
-    return EPOCH + timedelta(microseconds=value) if value is not None else None
 
 
 # -- records <-> rows ---------------------------------------------------------------------------

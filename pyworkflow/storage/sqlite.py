@@ -30,7 +30,7 @@ import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
@@ -145,6 +145,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 class SQLiteStorageBackend(StorageBackend):
     """Storage in one SQLite database file (WAL); safe to share between processes of a host."""
+
+    kind = "SQLite database"
+    url_hint = "URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "sqlite", "db_path": self.db_path}
+
+    def local_path(self) -> Path | None:
+        return None if self.db_path == ":memory:" else Path(self.db_path)
 
     def __init__(
         self,
