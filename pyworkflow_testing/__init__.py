@@ -8,11 +8,11 @@ checks oracles after every run. A failing seed prints one command that reproduce
 from __future__ import annotations
 
 from pyworkflow.engine.replay import replay_history
+from pyworkflow_testing.fate import lose_worker
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import SimulationDeadlock
 from pyworkflow_testing.shrink import Tape, shrink
 from pyworkflow_testing.simulation import SimRun, Simulation, SimulationFailure
-from pyworkflow_testing.world import lose_worker
 
 __all__ = [
     "Faults",

@@ -66,8 +66,8 @@ from pyworkflow.serialization import (
     serialize_args,
 )
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
+from pyworkflow_testing.fate import WorkerCrash
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
-from pyworkflow_testing.world import WorkerCrash
 
 MAX_LOST_WORKERS = 100  # a body that always takes its worker down (``world.lose_worker``)
 MAX_LOOP_ITERATIONS = 1_000_000  # a step body spinning on asyncio.sleep(0) must not hang us

@@ -18,22 +18,29 @@ import contextvars
 import heapq
 import math
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from pyworkflow.context import StepInfo
 from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
 from pyworkflow.engine.options import EngineOptions
-from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import NonDeterminismError, WorkflowError
-from pyworkflow.model.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
-from pyworkflow.storage.base import StorageBackend
-from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow_testing.fate import (
+    Chooser,
+    Delivery,
+    StorageFault,
+    WorkerCrash,
+    _delivery,
+    crash_point,
+    lose_worker,
+    scripted_action,
+)
 from pyworkflow_testing.faults import CRASH_POINTS, Faults
+from pyworkflow_testing.faulty_storage import FaultyStorage
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 
@@ -43,66 +50,6 @@ SIM_CACHE_SIZE = 20_000  # cached workflow instances per simulated worker
 # fails every time, or a timer that fires again at every claim, would otherwise spin until the
 # liveness bound (30 virtual days: millions of deliveries, an apparently hung sweep).
 STALL_DELIVERIES = 5_000
-
-
-class WorkerCrash(BaseException):  # noqa: N818 - it is an event, not an error
-    """The simulated worker died here. A BaseException, so no ``except Exception`` stops it."""
-
-    def __init__(self, point: str) -> None:
-        super().__init__(point)
-        self.point = point
-
-
-class StorageFault(WorkflowError):
-    """A simulated storage failure (the connection dropped, the server said no)."""
-
-
-class Chooser:
-    """The one seeded random stream, with a record of the faults it injected.
-
-    ``suppress`` holds ordinals of fault draws that must not fire (shrinking a failing schedule);
-    the draw still happens, so every other choice stays where it was.
-    """
-
-    def __init__(self, seed: int, faults: Faults, suppress: frozenset[int] = frozenset()) -> None:
-        self.seed = seed
-        self.random = random.Random(seed)
-        self._rates: dict[str, float] = {}
-        self.faults = faults
-        self.suppress = suppress
-        self.draws = 0
-        self.fired: list[tuple[int, str, str]] = []  # (ordinal, kind, detail)
-        self.max_faults: int | None = None
-
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        self._faults = faults
-        # Only the kinds that can strike: a kind switched off costs one failed dict lookup.
-        self._rates = {kind: rate for kind, rate in faults.rates.items() if rate > 0}
-
-    def fault(self, kind: str, detail: str = "") -> bool:
-        rate = self._rates.get(kind)
-        if rate is None:
-            return False
-        ordinal = self.draws
-        self.draws += 1
-        hit = self.random.random() < rate
-        if not hit or ordinal in self.suppress:
-            return False
-        if self.max_faults is not None and len(self.fired) >= self.max_faults:
-            return False
-        self.fired.append((ordinal, kind, detail))
-        return True
-
-    def pick(self, count: int) -> int:
-        return self.random.randrange(count) if count > 1 else 0
-
-    def uniform(self, low: float, high: float) -> float:
-        return self.random.uniform(low, high)
 
 
 class VirtualClock:
@@ -132,180 +79,6 @@ class SeededIds:
 
     def new_secret(self) -> str:
         return f"{self._random.getrandbits(128):032x}"
-
-
-@dataclass
-class Delivery:
-    """What the worker handling the current delivery is fated to do."""
-
-    worker: int
-    crash_at: str | None
-    run_id: str = ""
-
-
-_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
-    "pyworkflow_sim_delivery", default=None
-)
-
-
-# Set while the simulation performs one action of its script (a start, a hook payload): storage
-# calls made then may interleave (calls made from outside the script, which a rerun of the script
-# would not make, must not draw from the interleaving stream).
-_scripted: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "pyworkflow_sim_scripted", default=False
-)
-
-
-@contextlib.contextmanager
-def scripted_action() -> Iterator[None]:
-    token = _scripted.set(True)
-    try:
-        yield
-    finally:
-        _scripted.reset(token)
-
-
-def crash_point(point: str) -> None:
-    """Die here if the current delivery was fated to."""
-    delivery = _delivery.get()
-    if delivery is not None and delivery.crash_at == point:
-        raise WorkerCrash(point)
-
-
-def lose_worker() -> NoReturn:
-    """Called from a step body (a mock): the simulated worker running it dies here, now. The
-    simulation counts it as a fault of the run (the step running again is excused); the
-    reference model runs the body again, as the engine's recovery does."""
-    raise WorkerCrash("in_step")
-
-
-class FaultyStorage(StorageBackend):
-    """In-memory storage that fails the way real storage does, when the seed says so."""
-
-    shared_between_processes = False
-    kind = "simulated storage"
-
-    def to_config(self) -> dict[str, Any]:
-        return {"type": "memory"}
-
-    def __init__(self, chooser: Chooser, ledger: ExecutionLedger | None = None) -> None:
-        self.inner = InMemoryStorageBackend()
-        self.chooser = chooser
-        self.ledger = ledger or ExecutionLedger()
-        self.active = True
-        self.events_recorded = 0  # by successful commits and run creations: progress
-        self.early_claims: list[str] = []  # timers handed out before they were due
-        self._interleaving = random.Random(f"interleave:{chooser.seed}")
-
-    async def _interleave(self) -> None:
-        """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
-        rate = self.chooser.faults.rate("interleave")
-        if not rate or not self.active or (_delivery.get() is None and not _scripted.get()):
-            return
-        if self._interleaving.random() < rate:
-            for _ in range(1 + self._interleaving.randrange(3)):
-                await asyncio.sleep(0)
-
-    def _maybe_fail(self, what: str) -> None:
-        delivery = _delivery.get()
-        if self.active and delivery is not None and self.chooser.fault("storage", what):
-            self.ledger.fault(delivery.run_id, "storage")
-            raise StorageFault(f"simulated storage error in {what}")
-
-    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
-        await self._interleave()
-        created = await self.inner.create_run(run, events)
-        self.events_recorded += len(events)
-        return created
-
-    async def get_run(self, run_id: str) -> WorkflowRun | None:
-        await self._interleave()
-        self._maybe_fail("get_run")
-        return await self.inner.get_run(run_id)
-
-    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
-        await self._interleave()
-        return await self.inner.get_run_by_idempotency_key(key)
-
-    async def list_runs(self, **kwargs: Any) -> tuple[list[WorkflowRun], str | None]:
-        return await self.inner.list_runs(**kwargs)
-
-    async def commit(self, commit: Commit) -> int:
-        await self._interleave()
-        crash_point("before_commit")
-        self._maybe_fail("commit")
-        head = await self.inner.commit(commit)
-        self.events_recorded += len(commit.events)
-        delivery = _delivery.get()
-        if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
-            self.ledger.fault(delivery.run_id, "storage")
-            raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
-        crash_point("after_commit")
-        return head
-
-    async def get_events(
-        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
-    ) -> list[Event]:
-        await self._interleave()
-        self._maybe_fail("get_events")
-        return await self.inner.get_events(run_id, after_sequence, command_id)
-
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        await self.inner.schedule_timer(run_id, fire_at)
-
-    async def claim_due_timers(
-        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
-    ) -> list[Timer]:
-        await self._interleave()
-        timers = await self.inner.claim_due_timers(now, limit, claim_for)
-        self.early_claims += [
-            f"the timer of run {timer.run_id} was claimed at {now.isoformat()}, before it was"
-            f" due ({timer.fire_at.isoformat()})"
-            for timer in timers
-            if timer.fire_at > now
-        ]
-        return timers
-
-    async def get_timer(self, run_id: str) -> Timer | None:
-        await self._interleave()
-        return await self.inner.get_timer(run_id)
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        await self._interleave()
-        return await self.inner.acquire_lease(run_id, owner, expires_at, now)
-
-    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
-        await self.inner.renew_leases(run_ids, owner, expires_at)
-
-    async def claim_expired_leases(
-        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
-    ) -> list[str]:
-        await self._interleave()
-        return await self.inner.claim_expired_leases(now, owner, expires_at, limit)
-
-    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
-        await self._interleave()
-        # A real read waits on I/O, and concurrent receipts of one hook (a webhook delivered
-        # twice) interleave there, between the receipt's check and its commit: so here too.
-        hook = await self.inner.get_hook(run_id, hook_id)
-        await asyncio.sleep(0)  # the answer travels back
-        return hook
-
-    async def list_hooks(
-        self, run_id: str | None = None, status: HookStatus | None = None
-    ) -> list[Hook]:
-        return await self.inner.list_hooks(run_id, status)
-
-    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
-        await self.inner.put_checkpoint(run_id, step_id, data)
-
-    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
-        return await self.inner.get_checkpoint(run_id, step_id)
-
-    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
-        await self.inner.delete_checkpoint(run_id, step_id)
 
 
 @dataclass
@@ -684,10 +457,14 @@ class World:
 __all__ = [
     "EPOCH",
     "Chooser",
+    "Delivery",
     "FaultyStorage",
     "SimBroker",
     "StorageFault",
     "VirtualClock",
     "WorkerCrash",
     "World",
+    "crash_point",
+    "lose_worker",
+    "scripted_action",
 ]

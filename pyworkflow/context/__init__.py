@@ -8,10 +8,13 @@ never import anything above them (docs/architecture.md, "Layers").
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
+
+from pydantic import BaseModel
 
 from pyworkflow.context.step_context import (
     StepContext,
@@ -27,29 +30,42 @@ from pyworkflow.context.step_context import (
     step_scope,
 )
 
+if TYPE_CHECKING:  # the registry sits above this layer: only its type is named here
+    from pyworkflow.core.registry import StepDefinition
+
+# What a duration may be wherever the API takes one: "30s", "1h30m", seconds, a timedelta, or
+# (for sleep) a future datetime.
+Duration = str | int | float | timedelta | datetime
+
 
 class WorkflowContext(Protocol):
-    """What a running workflow can do. The engine's workflow instance implements it."""
+    """What a running workflow can do. The engine's workflow instance implements it (and the
+    simulator's reference model, with no engine at all)."""
 
     run_id: str
     workflow_name: str
 
-    def call_step(self, step: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_step(
+        self, step: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
         """Issue a step command; returns an awaitable of its result."""
+        ...
 
-    def sleep(self, duration: Any) -> Any:
+    def sleep(self, duration: Duration) -> Awaitable[None]:
         """Issue a durable sleep; returns an awaitable."""
+        ...
 
     def hook(
         self,
         name: str,
         *,
-        timeout: Any = None,
-        on_created: Any = None,
-        payload_schema: Any = None,
-        on_received: Any = None,
-    ) -> Any:
+        timeout: Duration | None = None,
+        on_created: Callable[[str], Any] | None = None,
+        payload_schema: type[BaseModel] | None = None,
+        on_received: Callable[[Any], Any] | None = None,
+    ) -> Awaitable[Any]:
         """Issue a hook command; returns an awaitable of the payload."""
+        ...
 
     def now(self) -> datetime: ...
 
@@ -86,6 +102,7 @@ def in_workflow() -> bool:
 
 
 __all__ = [
+    "Duration",
     "StepContext",
     "StepInfo",
     "WorkflowContext",

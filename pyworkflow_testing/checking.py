@@ -1,0 +1,318 @@
+"""``Simulation.check()``: every oracle over a finished simulation, in order.
+
+Per-run oracles first (``oracles``, the execution ledger), then the script run again without
+faults (outcomes must not change), with the same seed (the log must be byte-identical), and the
+reference model (``reference``). This module reads what the simulation recorded and reruns its
+script; it never injects a fault itself and never changes the simulation it checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import orjson
+
+from pyworkflow.core.registry import get_workflow
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
+from pyworkflow.serialization import deserialize_args, loads
+from pyworkflow_testing import oracles
+from pyworkflow_testing.faults import Faults
+from pyworkflow_testing.reference import ReferenceCall, run_references
+from pyworkflow_testing.world import World
+
+if TYPE_CHECKING:
+    from pyworkflow_testing.simulation import SimRun, _Action
+
+T = TypeVar("T")
+
+
+class SimulationFailure(AssertionError):
+    """An oracle failed. Carries the seed, one command that reproduces it, and what differed."""
+
+    def __init__(self, seed: int, reproduce: str, diff: str, violations: list[str]) -> None:
+        self.seed = seed
+        self.reproduce_command = reproduce
+        self.diff = diff
+        self.violations = violations
+        super().__init__(f"simulation seed {seed} failed:\n{diff}\nreproduce with:\n  {reproduce}")
+
+
+class Checks:
+    """The checking part of ``Simulation`` (a mixin: the simulation provides the attributes)."""
+
+    seed: int
+    faults: Faults
+    workers: int
+    dispatch_steps: bool
+    max_faults: int | None
+    liveness: timedelta
+    suppress: frozenset[int]
+    mocks: dict[str, Any]
+    script: list[_Action]
+    runs: list[SimRun]
+    timed_out: bool
+    world: World
+    check_seconds: dict[str, float]
+    _checked_at: int | None
+    _executor: ThreadPoolExecutor
+
+    if TYPE_CHECKING:
+
+        def run_sync(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+        async def _call(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+        def replay_script(self, script: list[_Action]) -> None: ...
+
+        def reproduce_command(self) -> str: ...
+
+        def close(self) -> None: ...
+
+        def __init__(
+            self,
+            seed: int = 0,
+            faults: Faults | str | None = None,
+            workers: int = 1,
+            *,
+            dispatch_steps: bool | None = None,
+            max_faults: int | None = 10,
+            liveness: timedelta = ...,
+            suppress: frozenset[int] | set[int] = frozenset(),
+            reproduce: str | None = None,
+        ) -> None: ...
+
+    def log_hash(self) -> str:
+        """A hash of every run's log (types, data, timestamps): equal seeds give equal hashes."""
+        return self.run_sync(self._log_hash())
+
+    async def _log_hash(self) -> str:
+        digest = hashlib.sha256()
+        for run in self.runs:
+            events = await self.world.storage.inner.get_events(run.run_id)
+            # Event data is plain JSON (the engine writes it): orjson, keys sorted. Event ids
+            # derive from the run id and the sequence, which are in.
+            log = [
+                (event.sequence, event.type.value, event.epoch_seconds(), event.data)
+                for event in events
+            ]
+            digest.update(orjson.dumps([run.run_id, log], option=orjson.OPT_SORT_KEYS))
+        return digest.hexdigest()
+
+    async def violations(self) -> list[str]:
+        """What the oracles found wrong with this simulation so far (empty: all good)."""
+        return await self._call(self._violations())
+
+    async def _violations(self) -> list[str]:
+        found = list(
+            dict.fromkeys(f"engine error: {type(e).__name__}: {e}" for e in self.world.errors)
+        )
+        found += self.world.storage.early_claims[:3]
+        if self.timed_out:
+            found.append(
+                f"liveness: {self.world.stalled}"
+                if self.world.stalled
+                else f"liveness: runs still going after {self.liveness} of virtual time"
+            )
+        storage = self.world.storage.inner
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            assert record is not None
+            events = await storage.get_events(run.run_id)
+            hooks = await storage.list_hooks(run.run_id)
+            pending = sum(hook.status is HookStatus.PENDING for hook in hooks)
+            prefix = f"run {run.index} ({run.run_id})"
+            problems = oracles.well_formed(record, events)
+            problems += self.world.ledger.violations(run.run_id, events, hooks)
+            problems += await oracles.replays_the_same(record.workflow_name, events)
+            problems += oracles.finished(record, pending)
+            found += [f"{prefix}: {problem}" for problem in problems]
+        return found
+
+    async def _compare_with_reference(self) -> list[str]:
+        """Each run against its workflow function run with no engine (``run_reference``): hooks
+        get the payloads the run received, when it received them."""
+        storage = self.world.storage.inner
+        checked: list[tuple[SimRun, WorkflowRun, list[Event]]] = []
+        calls: list[ReferenceCall] = []
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            events = await storage.get_events(run.run_id)
+            if record is None or not events or events[0].type is not EventType.WORKFLOW_STARTED:
+                continue
+            checked.append((run, record, events))
+            calls.append(self._reference_call(record, events))
+        saved = random.getstate()
+        random.seed(self.seed)  # as the reruns do: user code drawing from ``random`` starts alike
+        try:
+            models = await run_references(calls)
+        finally:
+            random.setstate(saved)
+        faulted = bool(self.world.chooser.fired)
+        found = []
+        for (run, record, events), model in zip(checked, models, strict=True):
+            problems = oracles.agrees_with_reference(record, events, model, faults=faulted)
+            found += [
+                f"run {run.index} ({run.run_id}): against the reference model: {problem}"
+                for problem in problems
+            ]
+        return found
+
+    def _reference_call(self, record: WorkflowRun, events: list[Event]) -> ReferenceCall:
+        started = events[0]
+        args, kwargs = deserialize_args(started.data["args"], started.data["kwargs"])
+        received = {
+            int(str(e.data["command_id"]).rpartition(":")[2]): (
+                e.timestamp,
+                loads(e.data["payload"]),
+            )
+            for e in events
+            if e.type is EventType.HOOK_RECEIVED and e.timestamp is not None
+        }
+        assert started.timestamp is not None
+        return ReferenceCall(
+            get_workflow(record.workflow_name).func,
+            args,
+            kwargs,
+            record.run_id,
+            started.timestamp,
+            self.world.run_body,
+            lambda position, _name: received.get(position),
+        )
+
+    def check(self) -> None:
+        """Every oracle; raises ``SimulationFailure`` naming the seed and how to reproduce it.
+
+        Besides the per-run oracles this runs the same script twice more: without faults (each
+        finished run's result must be the same) and with the same seed (same log hash); then it
+        runs each workflow function once with no engine at all (``run_reference``) and compares.
+        """
+        if self._checked_at == len(self.script):
+            return  # nothing happened since the last check, which passed
+        timings = self.check_seconds = {}
+        started = time.perf_counter()
+        found = self.run_sync(self._violations())
+        timings["per_run"] = time.perf_counter() - started
+        if self.faults.enabled and not found:
+            started = time.perf_counter()
+            found += self._compare_with_fault_free()
+            timings["fault_free_rerun"] = time.perf_counter() - started
+        if not found:
+            started = time.perf_counter()
+            found += self._compare_with_same_seed()
+            timings["same_seed_rerun"] = time.perf_counter() - started
+        if not found:  # last: a more specific oracle names most of what it would find
+            started = time.perf_counter()
+            found += self.run_sync(self._compare_with_reference())
+            timings["reference"] = time.perf_counter() - started
+        if found:
+            raise SimulationFailure(
+                self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found
+            )
+        self._checked_at = len(self.script)
+
+    def _outcomes(self) -> list[tuple[str, str | None]]:
+        async def collect() -> list[tuple[str, str | None]]:
+            out = []
+            for run in self.runs:
+                record = await self.world.storage.inner.get_run(run.run_id)
+                assert record is not None
+                out.append((record.status.value, record.result or record.error))
+            return out
+
+        return self.run_sync(collect())
+
+    def _rerun(self, faults: Faults) -> Self:
+        twin = type(self)(
+            self.seed,
+            faults,
+            self.workers,
+            dispatch_steps=self.dispatch_steps,
+            max_faults=self.max_faults,
+            liveness=self.liveness,
+            suppress=self.suppress,
+        )
+        twin.mocks.update(self.mocks)
+        # User code that draws from ``random`` starts where the CLI and the pytest plugin start
+        # it: seeded with the seed. The caller's random state is put back afterwards.
+        saved = random.getstate()
+        random.seed(self.seed)
+        try:
+            twin.replay_script(self.script)
+        finally:
+            random.setstate(saved)
+        return twin
+
+    def _compare_with_fault_free(self) -> list[str]:
+        twin = self._rerun(Faults.none())
+        try:
+            expected, actual = twin._outcomes(), self._outcomes()
+        finally:
+            twin.close()
+        excused = self.run_sync(self._budget_spent_on_faults())
+        return [
+            f"run {i}: with faults it ended {a}, without faults {e}"
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            if e != a and RunStatus(a[0]).is_terminal and i not in excused
+        ]
+
+    async def _budget_spent_on_faults(self) -> set[int]:
+        """Runs the engine failed for losing their worker more than ``max_recovery_attempts``
+        times, where every loss it counted can be laid on a fault that struck the run: the
+        ending production would reach too, not a difference the faults should not make."""
+        ledger, storage = self.world.ledger, self.world.storage.inner
+        excused = set()
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            if record is None or record.status is not RunStatus.FAILED:
+                continue
+            if record.recovery_attempts <= record.max_recovery_attempts:
+                continue
+            if ledger.faults[run.run_id] + ledger.global_faults >= record.recovery_attempts:
+                excused.add(run.index)
+        return excused
+
+    def _compare_with_same_seed(self) -> list[str]:
+        twin = self._rerun(self.faults)
+        try:
+            if twin.log_hash() == self.log_hash():
+                return []
+            where = self._first_difference(twin)
+            return [
+                "not deterministic: the same seed gave a different log (workflow code reading"
+                f" the real clock or randomness?): {where}"
+            ]
+        finally:
+            twin.close()
+
+    def _first_difference(self, twin: Self) -> str:
+        def shape(sim: Checks) -> list[list[str]]:
+            async def collect() -> list[list[str]]:
+                logs = []
+                for run in sim.runs:
+                    events = await sim.world.storage.inner.get_events(run.run_id)
+                    logs.append([f"{e.type.value} {e.command_id or ''}".strip() for e in events])
+                return logs
+
+            return sim.run_sync(collect())
+
+        mine, theirs = shape(self), shape(twin)
+        for index, (first, second) in enumerate(zip(mine, theirs, strict=False)):
+            for position, (a, b) in enumerate(zip(first, second, strict=False), start=1):
+                if a != b:
+                    return (
+                        f"run {index}, event {position}: expected: {a!r} (first run),"
+                        f" actual: {b!r} (same seed again)"
+                    )
+            if len(first) != len(second):
+                return f"run {index}: {len(first)} events first, {len(second)} the second time"
+        return "the logs differ in their data or timestamps"
+
+
+__all__ = ["Checks", "SimulationFailure"]

@@ -1,0 +1,160 @@
+"""``FaultyStorage``: the simulation's in-memory storage, failing the way real storage does.
+
+When the seed says so, a call fails before doing anything (transient), a commit is applied and
+the caller still sees an error (the ambiguous commit), a call yields to other workers first
+(``interleave``), and a crash strikes right before or after a commit. It also watches what
+storage hands out: a timer claimed before it is due is recorded (an oracle reads it). It never
+changes what the inner storage stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from pyworkflow.model.events import Event
+from pyworkflow.model.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
+from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.memory import InMemoryStorageBackend
+from pyworkflow_testing.fate import (
+    Chooser,
+    StorageFault,
+    _delivery,
+    _scripted,
+    crash_point,
+)
+from pyworkflow_testing.ledger import ExecutionLedger
+
+
+class FaultyStorage(StorageBackend):
+    """In-memory storage that fails the way real storage does, when the seed says so."""
+
+    shared_between_processes = False
+    kind = "simulated storage"
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "memory"}
+
+    def __init__(self, chooser: Chooser, ledger: ExecutionLedger | None = None) -> None:
+        self.inner = InMemoryStorageBackend()
+        self.chooser = chooser
+        self.ledger = ledger or ExecutionLedger()
+        self.active = True
+        self.events_recorded = 0  # by successful commits and run creations: progress
+        self.early_claims: list[str] = []  # timers handed out before they were due
+        self._interleaving = random.Random(f"interleave:{chooser.seed}")
+
+    async def _interleave(self) -> None:
+        """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
+        rate = self.chooser.faults.rate("interleave")
+        if not rate or not self.active or (_delivery.get() is None and not _scripted.get()):
+            return
+        if self._interleaving.random() < rate:
+            for _ in range(1 + self._interleaving.randrange(3)):
+                await asyncio.sleep(0)
+
+    def _maybe_fail(self, what: str) -> None:
+        delivery = _delivery.get()
+        if self.active and delivery is not None and self.chooser.fault("storage", what):
+            self.ledger.fault(delivery.run_id, "storage")
+            raise StorageFault(f"simulated storage error in {what}")
+
+    async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
+        await self._interleave()
+        created = await self.inner.create_run(run, events)
+        self.events_recorded += len(events)
+        return created
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        await self._interleave()
+        self._maybe_fail("get_run")
+        return await self.inner.get_run(run_id)
+
+    async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
+        await self._interleave()
+        return await self.inner.get_run_by_idempotency_key(key)
+
+    async def list_runs(self, **kwargs: Any) -> tuple[list[WorkflowRun], str | None]:
+        return await self.inner.list_runs(**kwargs)
+
+    async def commit(self, commit: Commit) -> int:
+        await self._interleave()
+        crash_point("before_commit")
+        self._maybe_fail("commit")
+        head = await self.inner.commit(commit)
+        self.events_recorded += len(commit.events)
+        delivery = _delivery.get()
+        if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
+            self.ledger.fault(delivery.run_id, "storage")
+            raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
+        crash_point("after_commit")
+        return head
+
+    async def get_events(
+        self, run_id: str, after_sequence: int = 0, command_id: str | None = None
+    ) -> list[Event]:
+        await self._interleave()
+        self._maybe_fail("get_events")
+        return await self.inner.get_events(run_id, after_sequence, command_id)
+
+    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        await self.inner.schedule_timer(run_id, fire_at)
+
+    async def claim_due_timers(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
+    ) -> list[Timer]:
+        await self._interleave()
+        timers = await self.inner.claim_due_timers(now, limit, claim_for)
+        self.early_claims += [
+            f"the timer of run {timer.run_id} was claimed at {now.isoformat()}, before it was"
+            f" due ({timer.fire_at.isoformat()})"
+            for timer in timers
+            if timer.fire_at > now
+        ]
+        return timers
+
+    async def get_timer(self, run_id: str) -> Timer | None:
+        await self._interleave()
+        return await self.inner.get_timer(run_id)
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, expires_at: datetime, now: datetime
+    ) -> bool:
+        await self._interleave()
+        return await self.inner.acquire_lease(run_id, owner, expires_at, now)
+
+    async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
+        await self.inner.renew_leases(run_ids, owner, expires_at)
+
+    async def claim_expired_leases(
+        self, now: datetime, owner: str, expires_at: datetime, limit: int = 100
+    ) -> list[str]:
+        await self._interleave()
+        return await self.inner.claim_expired_leases(now, owner, expires_at, limit)
+
+    async def get_hook(self, run_id: str, hook_id: str) -> Hook | None:
+        await self._interleave()
+        # A real read waits on I/O, and concurrent receipts of one hook (a webhook delivered
+        # twice) interleave there, between the receipt's check and its commit: so here too.
+        hook = await self.inner.get_hook(run_id, hook_id)
+        await asyncio.sleep(0)  # the answer travels back
+        return hook
+
+    async def list_hooks(
+        self, run_id: str | None = None, status: HookStatus | None = None
+    ) -> list[Hook]:
+        return await self.inner.list_hooks(run_id, status)
+
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        await self.inner.put_checkpoint(run_id, step_id, data)
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return await self.inner.get_checkpoint(run_id, step_id)
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        await self.inner.delete_checkpoint(run_id, step_id)
+
+
+__all__ = ["FaultyStorage"]
