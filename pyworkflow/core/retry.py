@@ -52,7 +52,8 @@ class RetryPolicy:
         """The wait before attempt ``next_attempt`` (2 for the first retry)."""
         retry_index = max(next_attempt - 2, 0)
         if self.kind == "exponential":
-            return min(EXPONENTIAL_BASE * (2**retry_index), EXPONENTIAL_CAP)
+            delay: timedelta = EXPONENTIAL_BASE * (2**retry_index)
+            return min(delay, EXPONENTIAL_CAP)
         return self.delays[min(retry_index, len(self.delays) - 1)]
 
     def decide(self, error: BaseException, attempt: int) -> timedelta | None:

@@ -53,7 +53,10 @@ def step(
         return _make_step(name, None, max_retries, retry_delay, timeout, metadata, force_local)
 
     def decorate(func: F) -> F:
-        return _make_step(func, name, max_retries, retry_delay, timeout, metadata, force_local)
+        wrapped: F = _make_step(
+            func, name, max_retries, retry_delay, timeout, metadata, force_local
+        )
+        return wrapped
 
     return decorate
 

@@ -58,14 +58,14 @@ def workflow(
 
 
 def _make_workflow(
-    func: Any,
+    func: F,
     name: str | None,
     durable: bool | None,
     max_duration: Any,
     tags: list[str] | None,
     recover_on_worker_loss: bool | None,
     max_recovery_attempts: int | None,
-) -> Any:
+) -> F:
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"@workflow decorates an async function; {func!r} is not one")
     tag_list = tuple(tags or ())
@@ -83,8 +83,9 @@ def _make_workflow(
         max_recovery_attempts=max_recovery_attempts,
     )
     register_workflow(definition)
-    func.__pyworkflow_workflow__ = definition
-    func.workflow_name = definition.name
+    marked: Any = func  # the function itself, marked: the registry finds it by these
+    marked.__pyworkflow_workflow__ = definition
+    marked.workflow_name = definition.name
     return func
 
 

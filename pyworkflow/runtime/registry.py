@@ -33,7 +33,7 @@ def runtime_factory(name: str) -> Callable[[], Runtime]:
         return factory
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
         try:
-            loaded = entry.load()
+            loaded: Callable[[], Runtime] = entry.load()
         except ImportError as exc:
             raise ConfigurationError(
                 f"the {name} runtime is not available ({exc});"

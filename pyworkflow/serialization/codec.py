@@ -392,12 +392,12 @@ def _decode_timedelta(obj: dict[str, Any]) -> timedelta:
 
 
 def _decode_enum(obj: dict[str, Any]) -> Enum:
-    cls = _import_class(obj["cls"], Enum, "an Enum")
+    cls: type[Enum] = _import_class(obj["cls"], Enum, "an Enum")
     return cls(obj["v"])
 
 
 def _decode_model(obj: dict[str, Any]) -> BaseModel:
-    cls = _import_class(obj["cls"], BaseModel, "a pydantic model")
+    cls: type[BaseModel] = _import_class(obj["cls"], BaseModel, "a pydantic model")
     return cls.model_validate(obj["v"])
 
 

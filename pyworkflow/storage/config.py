@@ -19,6 +19,7 @@ This module must never import the engine or a runtime, or connect to anything.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -156,9 +157,10 @@ _BUILDERS = {
 }
 
 
-def _optional_backend(module: str, name: str, missing: str) -> Any:
+def _optional_backend(module: str, name: str, missing: str) -> Callable[..., StorageBackend]:
     try:
-        return getattr(importlib.import_module(module), name)
+        backend: Callable[..., StorageBackend] = getattr(importlib.import_module(module), name)
+        return backend
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(f"{missing} ({exc})") from None
 

@@ -289,7 +289,7 @@ class SQLiteStorageBackend(StorageBackend):
             self._check_hook_pending(conn, run_id, expired)
         if events:
             _insert_events(conn, run_id, events, now)
-        head = row[0] + len(events)
+        head: int = row[0] + len(events)
         fields = (
             commit.status.value if commit.status is not None else None,
             commit.result,
