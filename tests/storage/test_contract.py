@@ -1211,7 +1211,7 @@ def test_server_backends_without_their_driver_name_the_extra(
 ) -> None:
     # As if the extra were not installed: importing the driver fails.
     for name in list(sys.modules):
-        if name in (module, driver) or name.startswith(driver + "."):
+        if name in (module, driver) or name.startswith((module + ".", driver + ".")):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, driver, None)
     with pytest.raises(ConfigurationError, match=f"'{extra}' extra") as error:
