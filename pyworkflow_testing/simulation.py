@@ -30,7 +30,7 @@ from pyworkflow.core.registry import (
     list_workflows,
     workflow_definition_of,
 )
-from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.engine.outcome import Outcome, outcome_of
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     HookAlreadyReceivedError,
@@ -97,11 +97,16 @@ class SimRun:
 
     async def result(self) -> Any:
         """The run's return value; raises its error if it failed, or if it is not finished."""
-        run = await self.record()
+        # One trip to the simulation's thread (each costs about as much as a delivery).
+        return (await self.sim._call(self._outcome())).value()
+
+    async def _outcome(self) -> Outcome:
+        storage = self.sim.world.storage.inner
+        run = await storage.get_run(self.run_id)
+        assert run is not None
         if not run.status.is_terminal:
             raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
-        storage = self.sim.world.storage.inner
-        return (await self.sim._call(outcome_of(storage, run))).value()
+        return await outcome_of(storage, run)
 
     def __repr__(self) -> str:
         return f"SimRun({self.index}, {self.run_id})"
