@@ -36,7 +36,7 @@ from pyworkflow.engine.leases import HANDED_BACK, RECOVERED, STARTING, STEP_EXEC
 from pyworkflow.engine.options import EngineOptions, StepInvoker
 from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
-from pyworkflow.engine.recovery import Recovery
+from pyworkflow.engine.recovery import Recovery, progress_made
 from pyworkflow.engine.runs import RunLifecycle
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
@@ -486,7 +486,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
             lease=lease,
             hooks_created=[hook for hook, _ in hooks],
             hook_expired=hook_expired,
-            recovery_attempts=0 if inst.losses_counted and _progress_made(events) else None,
+            recovery_attempts=0 if inst.losses_counted and progress_made(events) else None,
             owner=owner,
         )
         inst.sequence = await self.storage.commit(commit)
@@ -621,17 +621,6 @@ def _carry_inline_work(act: _Activation) -> None:
 def _unplaced(event: Event) -> Event:
     """A copy of ``event`` without the sequence a refused commit gave it."""
     return Event(event.run_id, event.type, event.data, timestamp=event.timestamp)
-
-
-def _progress_made(events: list[Event]) -> bool:
-    """Whether a commit of ``events`` records a completion, which resets ``recovery_attempts``.
-
-    ``max_recovery_attempts`` bounds the worker losses in a row *without progress*: a run that
-    keeps completing steps between losses is not a crash loop, and a lease that expired while a
-    dispatched step was still in a queue (its message lost, redelivered after the broker's
-    visibility timeout) must not use up the budget of a long run.
-    """
-    return any(event.completion_key is not None for event in events)
 
 
 __all__ = [

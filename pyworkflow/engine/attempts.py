@@ -174,7 +174,7 @@ class StepAttempts:
         try:
             now = self.clock.now()
             # timer=now: should the enqueue below be lost, the timer service still wakes the run.
-            # recovery_attempts=0: a recorded result is progress (see _progress_made).
+            # recovery_attempts=0: a recorded result is progress (see recovery.progress_made).
             await self.storage.commit(
                 Commit(run_id=run_id, events=[outcome], now=now, timer=now, recovery_attempts=0)
             )

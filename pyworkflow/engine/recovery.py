@@ -120,4 +120,15 @@ class Recovery:
         return resume
 
 
-__all__ = ["Recovery"]
+def progress_made(events: list[Event]) -> bool:
+    """Whether a commit of ``events`` records a completion, which resets ``recovery_attempts``.
+
+    ``max_recovery_attempts`` bounds the worker losses in a row *without progress*: a run that
+    keeps completing steps between losses is not a crash loop, and a lease that expired while a
+    dispatched step was still in a queue (its message lost, redelivered after the broker's
+    visibility timeout) must not use up the budget of a long run.
+    """
+    return any(event.completion_key is not None for event in events)
+
+
+__all__ = ["Recovery", "progress_made"]
