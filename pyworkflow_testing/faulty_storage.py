@@ -99,9 +99,6 @@ class FaultyStorage(StorageBackend):
         self._maybe_fail("get_events")
         return await self.inner.get_events(run_id, after_sequence, command_id)
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        await self.inner.schedule_timer(run_id, fire_at)
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -118,12 +115,6 @@ class FaultyStorage(StorageBackend):
     async def get_timer(self, run_id: str) -> Timer | None:
         await self._interleave()
         return await self.inner.get_timer(run_id)
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        await self._interleave()
-        return await self.inner.acquire_lease(run_id, owner, expires_at, now)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         await self.inner.renew_leases(run_ids, owner, expires_at)

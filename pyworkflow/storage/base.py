@@ -126,10 +126,6 @@ class StorageBackend(ABC):
     # -- timers -------------------------------------------------------------------------------
 
     @abstractmethod
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        """Set the run's next wake-up (replacing any earlier one and its claim)."""
-
-    @abstractmethod
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -144,12 +140,6 @@ class StorageBackend(ABC):
     async def get_timer(self, run_id: str) -> Timer | None: ...
 
     # -- leases -------------------------------------------------------------------------------
-
-    @abstractmethod
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        """Take the run's activation lease if free, expired, or already ``owner``'s."""
 
     @abstractmethod
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:

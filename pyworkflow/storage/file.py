@@ -174,15 +174,6 @@ class FileStorageBackend(StorageBackend):
 
     # -- timers -------------------------------------------------------------------------------
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        def schedule() -> None:
-            self._store.schedule_timer(run_id, fire_at)
-            self._append(
-                _line({"op": "schedule_timer", "run_id": run_id, "fire_at": fire_at.isoformat()})
-            )
-
-        await self._locked(True, schedule)
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -206,17 +197,6 @@ class FileStorageBackend(StorageBackend):
         return await self._locked(False, lambda: self._store.get_timer(run_id))
 
     # -- leases -------------------------------------------------------------------------------
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        def acquire() -> bool:
-            acquired = self._store.acquire_lease(run_id, owner, expires_at, now)
-            if acquired:
-                self._append_leases([run_id], owner, expires_at)
-            return acquired
-
-        return await self._locked(True, acquire)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         def renew() -> None:

@@ -255,6 +255,8 @@ class MemoryStore:
     # -- timers -------------------------------------------------------------------------------
 
     def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
+        """Set a run's timer alone: replays ``schedule_timer`` lines of file-storage journals
+        written before timers were set only by commits."""
         self._set_timer(run_id, fire_at, None)
 
     def _set_timer(self, run_id: str, fire_at: datetime, claimed_until: datetime | None) -> None:
@@ -307,17 +309,6 @@ class MemoryStore:
         return Timer(run_id, entry[0]) if entry is not None else None
 
     # -- leases -------------------------------------------------------------------------------
-
-    def acquire_lease(self, run_id: str, owner: str, expires_at: datetime, now: datetime) -> bool:
-        log = self._runs.get(run_id)
-        if log is None:
-            return False
-        run = log.run
-        if run.lease_owner != owner and not _lease_free(run, now):
-            return False
-        run.lease_owner, run.lease_expires_at = owner, expires_at
-        self._index_lease(run)
-        return True
 
     def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> list[str]:
         """Extend ``owner``'s leases among ``run_ids``; returns the ids it extended."""
@@ -448,12 +439,6 @@ def _run_order(run: WorkflowRun) -> tuple[datetime, str]:
     return run.created_at, run.run_id
 
 
-def _lease_free(run: WorkflowRun, now: datetime) -> bool:
-    """No lease, or one that ran out (a lease without an expiry never runs out)."""
-    expires_at = run.lease_expires_at
-    return run.lease_owner is None or (expires_at is not None and expires_at <= now)
-
-
 def _new_completion_keys(run_id: str, events: list[Event], recorded: set[str]) -> list[str]:
     """The completion keys ``events`` add; fails if one is recorded or repeats among them."""
     keys: list[str] = []
@@ -518,9 +503,6 @@ class InMemoryStorageBackend(StorageBackend):
     ) -> list[Event]:
         return self._store.get_events(run_id, after_sequence, command_id)
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        self._store.schedule_timer(run_id, fire_at)
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -528,11 +510,6 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def get_timer(self, run_id: str) -> Timer | None:
         return self._store.get_timer(run_id)
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        return self._store.acquire_lease(run_id, owner, expires_at, now)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         self._store.renew_leases(run_ids, owner, expires_at)

@@ -402,11 +402,6 @@ T_DUE_TIMERS = (
 )
 T_SELECT_TIMER = "SELECT fire_at FROM {timers} WHERE run_id = ?"
 
-# Bound with (owner, expires_at, run_id, now, owner).
-T_ACQUIRE_LEASE = (
-    "UPDATE {runs} SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
-    " AND (lease_owner IS NULL OR lease_expires_at <= ? OR lease_owner = ?)"
-)
 T_RENEW_LEASE = "UPDATE {runs} SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ?"
 # Bound with (*LEASABLE, now): pending or running, and no lease or an expired one.
 T_EXPIRED_LEASES_WHERE = (
@@ -464,7 +459,6 @@ class Statements:
         self.clear_timer = sql(T_CLEAR_TIMER)
         self.due_timers = sql(T_DUE_TIMERS)
         self.select_timer = sql(T_SELECT_TIMER)
-        self.acquire_lease = sql(T_ACQUIRE_LEASE)
         self.renew_lease = sql(T_RENEW_LEASE)
         self.expired_leases = sql(T_EXPIRED_LEASES)
         self.insert_hook = sql(T_INSERT_HOOK)

@@ -343,10 +343,6 @@ class SQLiteStorageBackend(StorageBackend):
 
     # -- timers -------------------------------------------------------------------------------
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        params = (run_id, micros(fire_at))
-        await self._write(lambda conn: conn.execute(_SQL.set_timer, params))
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -368,13 +364,6 @@ class SQLiteStorageBackend(StorageBackend):
         return Timer(run_id, time_of(row[0])) if row is not None else None
 
     # -- leases -------------------------------------------------------------------------------
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        params = (owner, micros(expires_at), run_id, micros(now), owner)
-        changed = await self._write(lambda conn: conn.execute(_SQL.acquire_lease, params).rowcount)
-        return changed == 1
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         until = micros(expires_at)

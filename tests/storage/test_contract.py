@@ -113,6 +113,11 @@ async def new_run(backend: StorageBackend, run_id: str = "run-1", **changes: Any
     return run
 
 
+async def set_timer(backend: StorageBackend, run_id: str, fire_at: datetime) -> None:
+    """Set a run's timer the way the engine does: with a commit."""
+    await backend.commit(Commit(run_id, now=T0, timer=fire_at))
+
+
 async def with_hook(backend: StorageBackend, run_id: str = "run-1", hook_id: str = "h1") -> None:
     await new_run(backend, run_id)
     await backend.commit(Commit(run_id, now=at(1), hooks_created=[a_hook(run_id, hook_id)]))
@@ -606,15 +611,6 @@ async def test_get_events_after_a_sequence_and_for_a_command(backend: StorageBac
 # -- timers -----------------------------------------------------------------------------------
 
 
-async def test_schedule_and_replace_a_timer(backend: StorageBackend) -> None:
-    await new_run(backend)
-    assert await backend.get_timer("run-1") is None
-    await backend.schedule_timer("run-1", at(10))
-    assert await backend.get_timer("run-1") == Timer("run-1", at(10))
-    await backend.schedule_timer("run-1", at(5))
-    assert await backend.get_timer("run-1") == Timer("run-1", at(5))
-
-
 async def test_commit_sets_clears_or_keeps_the_timer(backend: StorageBackend) -> None:
     await new_run(backend)
     await backend.commit(Commit("run-1", now=at(1), timer=at(10)))
@@ -628,7 +624,7 @@ async def test_commit_sets_clears_or_keeps_the_timer(backend: StorageBackend) ->
 async def test_claim_due_timers_in_fire_order_up_to_the_limit(backend: StorageBackend) -> None:
     for run_id, fire_at in (("a", 3), ("b", 1), ("c", 2), ("d", 10)):
         await new_run(backend, run_id)
-        await backend.schedule_timer(run_id, at(fire_at))
+        await set_timer(backend, run_id, at(fire_at))
 
     claim_for = timedelta(seconds=30)
     first = await backend.claim_due_timers(at(5), limit=2, claim_for=claim_for)
@@ -644,7 +640,7 @@ async def test_claim_due_timers_in_fire_order_up_to_the_limit(backend: StorageBa
 async def test_concurrent_claims_hand_each_timer_out_once(backend: StorageBackend) -> None:
     for i in range(10):
         await new_run(backend, f"run-{i}")
-        await backend.schedule_timer(f"run-{i}", at(i))
+        await set_timer(backend, f"run-{i}", at(i))
 
     claims = await asyncio.gather(*(backend.claim_due_timers(at(20), limit=3) for _ in range(100)))
 
@@ -654,9 +650,9 @@ async def test_concurrent_claims_hand_each_timer_out_once(backend: StorageBacken
 
 async def test_rescheduling_a_timer_drops_its_claim(backend: StorageBackend) -> None:
     await new_run(backend)
-    await backend.schedule_timer("run-1", at(1))
+    await set_timer(backend, "run-1", at(1))
     assert len(await backend.claim_due_timers(at(2))) == 1
-    await backend.schedule_timer("run-1", at(2))
+    await set_timer(backend, "run-1", at(2))
     assert await backend.claim_due_timers(at(3)) == [Timer("run-1", at(2))]
     await backend.commit(Commit("run-1", now=at(3), timer=at(3)))
     assert await backend.claim_due_timers(at(4)) == [Timer("run-1", at(3))]
@@ -665,23 +661,10 @@ async def test_rescheduling_a_timer_drops_its_claim(backend: StorageBackend) -> 
 # -- leases -----------------------------------------------------------------------------------
 
 
-async def test_acquire_a_free_expired_or_own_lease(backend: StorageBackend) -> None:
-    await new_run(backend)
-
-    assert await backend.acquire_lease("run-1", "a", at(30), now=at(0))
-    assert not await backend.acquire_lease("run-1", "b", at(40), now=at(10))
-    assert await backend.acquire_lease("run-1", "a", at(50), now=at(20))  # own: renewed
-    assert not await backend.acquire_lease("run-1", "b", at(60), now=at(49))
-    assert await backend.acquire_lease("run-1", "b", at(80), now=at(50))  # expired
-    run = await backend.get_run("run-1")
-    assert run is not None and (run.lease_owner, run.lease_expires_at) == ("b", at(80))
-    assert not await backend.acquire_lease("nope", "a", at(30), now=at(0))
-
-
 async def test_renew_leases_extends_only_the_owners(backend: StorageBackend) -> None:
     for run_id, owner in (("r1", "a"), ("r2", "b"), ("r3", "a")):
         await new_run(backend, run_id)
-        assert await backend.acquire_lease(run_id, owner, at(30), now=at(0))
+        await backend.commit(Commit(run_id, now=at(0), lease=(owner, at(30)), owner=owner))
 
     await backend.renew_leases(["r1", "r2", "nope"], "a", at(90))
 
@@ -702,11 +685,11 @@ async def test_claim_expired_leases_takes_over_stuck_runs(backend: StorageBacken
         "suspended": RunStatus.SUSPENDED,
         "running-free": RunStatus.RUNNING,
     }
+    leases = {"running-expired": ("dead", at(20)), "running-held": ("alive", at(100))}
     for i, (run_id, status) in enumerate(statuses.items()):
         await new_run(backend, run_id)
-        await backend.commit(Commit(run_id, now=at(10 - i), status=status))
-    await backend.acquire_lease("running-expired", "dead", at(20), now=at(0))
-    await backend.acquire_lease("running-held", "alive", at(100), now=at(0))
+        lease = leases.get(run_id, UNSET)
+        await backend.commit(Commit(run_id, now=at(10 - i), status=status, lease=lease))
 
     claimed = await backend.claim_expired_leases(at(50), "sweeper", at(80), limit=2)
     # Oldest update first: running-free (updated at 5) before running-expired (at 9).
@@ -895,11 +878,12 @@ async def test_two_backends_on_one_store_see_each_other(durable: Backends) -> No
     again, created = await b.create_run(a_run("run-2", idempotency_key="k"), [])
     assert not created and again.run_id == "run-1"
 
-    await a.schedule_timer("run-1", at(1))
+    await set_timer(a, "run-1", at(1))
     claims = await asyncio.gather(*(x.claim_due_timers(at(2)) for x in (a, b, a, b)))
     assert sum(len(batch) for batch in claims) == 1
-    assert await a.acquire_lease("run-1", "a", at(30), now=at(0))
-    assert not await b.acquire_lease("run-1", "b", at(30), now=at(1))
+    await a.commit(Commit("run-1", now=at(0), lease=("a", at(30)), owner="a"))
+    with pytest.raises(LeaseHeldError):
+        await b.commit(Commit("run-1", now=at(1), lease=("b", at(31)), owner="b"))
 
 
 async def test_races_between_backends_on_one_store_have_one_winner(durable: Backends) -> None:
@@ -909,7 +893,7 @@ async def test_races_between_backends_on_one_store_have_one_winner(durable: Back
     await with_hook(racers[0])
     for i in range(10):
         await new_run(racers[0], f"timer-{i}")
-        await racers[0].schedule_timer(f"timer-{i}", at(i))
+        await set_timer(racers[0], f"timer-{i}", at(i))
 
     appends = await asyncio.gather(
         *(
@@ -973,7 +957,7 @@ async def test_processes_share_one_store(durable: Backends) -> None:
     await new_run(backend)
     for i in range(30):
         await new_run(backend, f"timer-{i}")
-        await backend.schedule_timer(f"timer-{i}", at(i))
+        await set_timer(backend, f"timer-{i}", at(i))
     config = storage_to_config(backend)
     script = textwrap.dedent(_WORKER) + textwrap.dedent(f"""
         from datetime import datetime
@@ -1073,7 +1057,7 @@ async def test_sqlite_stores_instants_in_utc(tmp_path: Path) -> None:
     assert run is not None and run.created_at == plus_two
     assert run.created_at.tzinfo is UTC
     with pytest.raises(ValueError, match="naive"):
-        await backend.schedule_timer("run-1", datetime(2025, 1, 1))
+        await backend.commit(Commit("run-1", now=T0, timer=datetime(2025, 1, 1)))
     await backend.close()
 
 

@@ -134,7 +134,7 @@ async def _exercise(backend: PostgresStorageBackend) -> None:
     await backend.commit(Commit("run-1", [step_completed("run-1", "s1")], timer=at(1)))
     assert len(await backend.get_events("run-1")) == 3
     assert [timer.run_id for timer in await backend.claim_due_timers(at(2))] == ["run-1"]
-    assert await backend.acquire_lease("run-1", "w", at(30), at(0))
+    await backend.renew_leases(["run-1"], "w", at(30))
     runs, _ = await backend.list_runs()
     assert [run.run_id for run in runs] == ["run-1"]
 
@@ -277,11 +277,14 @@ async def test_a_connection_lost_mid_read_is_retried(
 ) -> None:
     backend = backend_at(opened, postgres_server.dsn, schema=schema, max_size=1)
     await new_run(backend)
-    async with admin.transaction():  # holds the run row, so the lease update waits for it
+    await backend.commit(Commit("run-1", now=at(0), lease=("w", at(30)), owner="w"))
+    async with admin.transaction():  # holds the run row, so the lease renewal waits for it
         await admin.execute(f"SELECT 1 FROM \"{schema}\".runs WHERE run_id = 'run-1' FOR UPDATE")
-        lease = asyncio.create_task(backend.acquire_lease("run-1", "w", at(30), at(0)))
+        renewal = asyncio.create_task(backend.renew_leases(["run-1"], "w", at(60)))
         await _terminate_waiting(admin)
-    assert await lease  # it ran again on a fresh connection
+    await renewal  # it ran again on a fresh connection
+    run = await backend.get_run("run-1")
+    assert run is not None and run.lease_expires_at == at(60)
 
 
 async def test_a_commit_that_lost_its_connection_is_reported_not_repeated(

@@ -255,7 +255,8 @@ async def test_timers_claimed_by_many_backends_fire_once(
     backends = [RedisStorageBackend(redis_server.url, prefix=prefix) for _ in range(4)]
     run_ids = [f"run-{i}" for i in range(50)]
     for i, run_id in enumerate(run_ids):
-        await backends[i % 4].schedule_timer(run_id, at(i))
+        await new_run(backends[i % 4], run_id)
+        await backends[i % 4].commit(Commit(run_id, now=at(0), timer=at(i)))
     claim_for = timedelta(seconds=30)
 
     async def claim_all(now: datetime) -> list[str]:

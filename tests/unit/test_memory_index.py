@@ -106,7 +106,7 @@ def test_heaps_agree_with_a_scan(seed: int) -> None:
             store.renew_leases(rng.sample(list(store._runs), 2), owner, some_time())
         elif op == 5 and store._runs:
             run_id = rng.choice(list(store._runs))
-            store.acquire_lease(run_id, rng.choice(["a", "b"]), some_time(), now)
+            store.set_leases([run_id], rng.choice(["a", "b"]), some_time())
         elif op == 6 and store._runs:
             store.schedule_timer(rng.choice(list(store._runs)), some_time())
         assert store.next_wakeup() == _scanned_wakeup(store)

@@ -320,10 +320,6 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
 
     # -- timers -------------------------------------------------------------------------------
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        at = micros(fire_at)
-        await self._run(lambda conn: conn.execute(self._sql.set_timer, run_id, at))
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -339,13 +335,6 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         return Timer(run_id, time_of(fire_at)) if fire_at is not None else None
 
     # -- leases -------------------------------------------------------------------------------
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        params = (owner, micros(expires_at), run_id, micros(now), owner)
-        status = await self._run(lambda conn: conn.execute(self._sql.acquire_lease, *params))
-        return bool(status == "UPDATE 1")
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         if run_ids:

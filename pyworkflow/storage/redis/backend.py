@@ -276,9 +276,6 @@ class RedisStorageBackend(StorageBackend):
 
     # -- timers -------------------------------------------------------------------------------
 
-    async def schedule_timer(self, run_id: str, fire_at: datetime) -> None:
-        await self._scripts.run("schedule_timer", run_id, micros(fire_at))
-
     async def claim_due_timers(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=30)
     ) -> list[Timer]:
@@ -297,14 +294,6 @@ class RedisStorageBackend(StorageBackend):
         return Timer(run_id, from_micros(fire_at)) if fire_at is not None else None
 
     # -- leases -------------------------------------------------------------------------------
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, expires_at: datetime, now: datetime
-    ) -> bool:
-        taken = await self._scripts.run(
-            "acquire_lease", run_id, owner, micros(expires_at), micros(now)
-        )
-        return bool(taken == 1)
 
     async def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> None:
         if run_ids:

@@ -304,13 +304,6 @@ end
 return records
 """
 
-# ARGV: prefix, run_id, fire_at.
-_SCHEDULE_TIMER = """
-redis.call('HSET', P .. ':timer', ARGV[2], ARGV[3])
-redis.call('ZADD', P .. ':timers:free', ARGV[3], ARGV[2])
-redis.call('ZREM', P .. ':timers:claimed', ARGV[2])
-"""
-
 # ARGV: prefix, now, limit, claimed_until. Due timers are the unclaimed ones with fire_at <= now
 # and the claimed ones whose claim ran out; the first ``limit`` by (fire_at, run_id) are claimed.
 # Returns {run_id, fire_at, ...}.
@@ -336,18 +329,6 @@ for i = 1, math.min(limit, #due) do
   out[#out + 1] = due[i][3]
 end
 return out
-"""
-
-# ARGV: prefix, run_id, owner, expires_at, now. Returns 1 when the lease was taken.
-_ACQUIRE_LEASE = """
-local r = lease_state(ARGV[2])
-if not r[1] then return 0 end
-if r[2] and r[2] ~= ARGV[3] and not (r[3] and tonumber(r[3]) <= tonumber(ARGV[5])) then
-  return 0
-end
-redis.call('HSET', P .. ':run:' .. ARGV[2], 'lease_owner', ARGV[3], 'lease_expires_at', ARGV[4])
-move_lease(ARGV[2], r, {r[1], ARGV[3], ARGV[4], r[4]})
-return 1
 """
 
 # ARGV: prefix, owner, expires_at, run_id...
@@ -401,9 +382,7 @@ SCRIPTS = {
         "commit": _COMMIT,
         "command_events": _COMMAND_EVENTS,
         "range_records": _RANGE_RECORDS,
-        "schedule_timer": _SCHEDULE_TIMER,
         "claim_due_timers": _CLAIM_DUE_TIMERS,
-        "acquire_lease": _ACQUIRE_LEASE,
         "renew_leases": _RENEW_LEASES,
         "claim_expired_leases": _CLAIM_EXPIRED_LEASES,
     }.items()
