@@ -150,6 +150,35 @@ class _Unset(Enum):
 UNSET = _Unset.UNSET
 
 
+class Change(Enum):
+    """What a commit does to one of a run's side rows (its lease, its timer)."""
+
+    KEEP = "keep"
+    CLEAR = "clear"
+    SET = "set"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseChange:
+    """A commit's lease, decoded once for every backend (``Commit.lease_change``)."""
+
+    change: Change
+    owner: str | None = None  # set when change is SET
+    expires_at: datetime | None = None  # set when change is SET
+
+
+@dataclass(frozen=True, slots=True)
+class TimerChange:
+    """A commit's timer, decoded once for every backend (``Commit.timer_change``)."""
+
+    change: Change
+    fire_at: datetime | None = None  # set when change is SET
+
+
+_KEEP_LEASE, _CLEAR_LEASE = LeaseChange(Change.KEEP), LeaseChange(Change.CLEAR)
+_KEEP_TIMER, _CLEAR_TIMER = TimerChange(Change.KEEP), TimerChange(Change.CLEAR)
+
+
 @dataclass(slots=True)
 class Commit:
     """One atomic write to a run: appended events plus the run-row and side-table changes.
@@ -166,6 +195,8 @@ class Commit:
       update the run row when not None; ``updated_at`` is always set.
     - ``timer``: a datetime sets the run's next wake-up, None clears it, UNSET leaves it.
     - ``lease``: ``(owner, expires_at)`` sets the lease, None releases it, UNSET leaves it.
+      Backends read both through ``timer_change`` / ``lease_change``: explicit keep / clear /
+      set operations, decoded here once.
     - ``owner``: the activation committing. When set, storage refuses the whole commit with
       ``LeaseHeldError`` if another activation holds the run's lease and it has not expired
       (``lease_blocks``): the sequence check alone lets an event-less commit take a run from an
@@ -191,15 +222,38 @@ class Commit:
     hook_expired: str | None = None  # hook_id
     owner: str | None = None
 
+    @property
+    def lease_change(self) -> LeaseChange:
+        """``lease`` as an explicit operation: keep, clear, or set ``(owner, expires_at)``."""
+        lease = self.lease
+        if isinstance(lease, _Unset):
+            return _KEEP_LEASE
+        if lease is None:
+            return _CLEAR_LEASE
+        return LeaseChange(Change.SET, lease[0], lease[1])
+
+    @property
+    def timer_change(self) -> TimerChange:
+        """``timer`` as an explicit operation: keep, clear, or set ``fire_at``."""
+        timer = self.timer
+        if isinstance(timer, _Unset):
+            return _KEEP_TIMER
+        if timer is None:
+            return _CLEAR_TIMER
+        return TimerChange(Change.SET, timer)
+
 
 __all__ = [
     "RESERVED_LEASE_PREFIX",
     "UNSET",
+    "Change",
     "Commit",
     "Hook",
+    "LeaseChange",
     "HookStatus",
     "RunStatus",
     "Timer",
+    "TimerChange",
     "WorkflowRun",
     "lease_blocks",
 ]

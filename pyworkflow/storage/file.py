@@ -47,6 +47,7 @@ from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.model.schemas import (
     UNSET,
+    Change,
     Commit,
     Hook,
     HookStatus,
@@ -490,12 +491,14 @@ def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
         "hook_received": commit.hook_received,
         "hook_expired": commit.hook_expired,
     }
-    # An absent key means UNSET (leave as is); null means clear.
-    if isinstance(commit.timer, datetime) or commit.timer is None:
-        raw["timer"] = _format_time(commit.timer)
-    if isinstance(commit.lease, tuple):
-        raw["lease"] = [commit.lease[0], commit.lease[1].isoformat()]
-    elif commit.lease is None:
+    # An absent key means keep (leave as is); null means clear.
+    timer, lease = commit.timer_change, commit.lease_change
+    if timer.change is not Change.KEEP:
+        raw["timer"] = _format_time(timer.fire_at)
+    if lease.change is Change.SET:
+        assert lease.expires_at is not None
+        raw["lease"] = [lease.owner, lease.expires_at.isoformat()]
+    elif lease.change is Change.CLEAR:
         raw["lease"] = None
     return raw
 

@@ -27,13 +27,13 @@ from typing import Any
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.schemas import (
+    Change,
     Commit,
     Hook,
     HookStatus,
     RunStatus,
     Timer,
     WorkflowRun,
-    _Unset,
 )
 from pyworkflow.storage.base import (
     LEASABLE_STATUSES,
@@ -200,14 +200,15 @@ class MemoryStore:
         log.events.extend(events)
         log.completion_keys.update(new_keys)
         self._update_run(run, commit, now)
-        if commit.status is not None or not isinstance(commit.lease, _Unset):
+        if commit.status is not None or commit.lease_change.change is not Change.KEEP:
             self._index_lease(run)
         run.last_sequence += len(events)
-        timer = commit.timer
-        if timer is None:
+        timer = commit.timer_change
+        if timer.change is Change.CLEAR:
             self._timers.pop(run_id, None)
-        elif isinstance(timer, datetime):
-            self._set_timer(run_id, timer, None)
+        elif timer.change is Change.SET:
+            assert timer.fire_at is not None
+            self._set_timer(run_id, timer.fire_at, None)
         for hook in commit.hooks_created:
             if (run_id, hook.hook_id) not in self._hooks:
                 self._hooks[(run_id, hook.hook_id)] = _copy_hook(hook, run_id=run_id)
@@ -234,11 +235,9 @@ class MemoryStore:
         if commit.recovery_attempts is not None:
             run.recovery_attempts = commit.recovery_attempts
         run.updated_at = now
-        lease = commit.lease
-        if lease is None:
-            run.lease_owner = run.lease_expires_at = None
-        elif isinstance(lease, tuple):
-            run.lease_owner, run.lease_expires_at = lease
+        lease = commit.lease_change
+        if lease.change is not Change.KEEP:  # cleared: both None
+            run.lease_owner, run.lease_expires_at = lease.owner, lease.expires_at
 
     def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None

@@ -34,7 +34,15 @@ from typing import Any, TypeVar
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
-from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
+from pyworkflow.model.schemas import (
+    Change,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     StorageBackend,
@@ -300,17 +308,16 @@ class SQLiteStorageBackend(StorageBackend):
             micros(now),
             head,
         )
-        lease = commit.lease
-        if isinstance(lease, tuple):
-            conn.execute(_SQL.update_run_and_lease, (*fields, lease[0], micros(lease[1]), run_id))
-        elif lease is None:
-            conn.execute(_SQL.update_run_and_lease, (*fields, None, None, run_id))
-        else:
+        lease = commit.lease_change
+        if lease.change is Change.KEEP:
             conn.execute(_SQL.update_run, (*fields, run_id))
-        timer = commit.timer
-        if isinstance(timer, datetime):
-            conn.execute(_SQL.set_timer, (run_id, micros(timer)))
-        elif timer is None:
+        else:  # set, or cleared (owner and expiry None)
+            expires = micros_or_none(lease.expires_at)
+            conn.execute(_SQL.update_run_and_lease, (*fields, lease.owner, expires, run_id))
+        timer = commit.timer_change
+        if timer.change is Change.SET:
+            conn.execute(_SQL.set_timer, (run_id, micros_or_none(timer.fire_at)))
+        elif timer.change is Change.CLEAR:
             conn.execute(_SQL.clear_timer, (run_id,))
         if commit.hooks_created:
             conn.executemany(

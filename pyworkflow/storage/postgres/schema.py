@@ -36,7 +36,7 @@ import asyncpg
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import SequenceConflictError
-from pyworkflow.model.schemas import RESERVED_LEASE_PREFIX, Commit, HookStatus, RunStatus
+from pyworkflow.model.schemas import RESERVED_LEASE_PREFIX, Change, Commit, HookStatus, RunStatus
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
     check_hook_pending,
@@ -285,7 +285,7 @@ def commit_args(commit: Commit, events: list[Event], now: datetime) -> tuple[Any
     run_id = commit.run_id
     rows = event_rows(run_id, events, now)
     types, stamps, data, command_ids, keys = list(zip(*rows, strict=True))[2:] if rows else [()] * 5
-    lease, timer = commit.lease, commit.timer
+    lease, timer = commit.lease_change, commit.timer_change
     hooks = (
         dumps([hook_params(run_id, hook)[1:] for hook in commit.hooks_created])
         if commit.hooks_created
@@ -307,11 +307,11 @@ def commit_args(commit: Commit, events: list[Event], now: datetime) -> tuple[Any
         micros_or_none(commit.started_at),
         micros_or_none(commit.completed_at),
         commit.recovery_attempts,
-        lease is None or isinstance(lease, tuple),
-        lease[0] if isinstance(lease, tuple) else None,
-        micros(lease[1]) if isinstance(lease, tuple) else None,
-        timer is None or isinstance(timer, datetime),
-        micros(timer) if isinstance(timer, datetime) else None,
+        lease.change is not Change.KEEP,  # then owner and expiry are set, or both None
+        lease.owner,
+        micros_or_none(lease.expires_at),
+        timer.change is not Change.KEEP,
+        micros_or_none(timer.fire_at),
         hooks,
         received[0] if received is not None else None,
         received[1] if received is not None else None,

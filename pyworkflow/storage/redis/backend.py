@@ -19,7 +19,15 @@ from redis.exceptions import ResponseError
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
-from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, Timer, WorkflowRun
+from pyworkflow.model.schemas import (
+    Change,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    Timer,
+    WorkflowRun,
+)
 from pyworkflow.storage.base import (
     StorageBackend,
     already_exists,
@@ -226,15 +234,18 @@ class RedisStorageBackend(StorageBackend):
             ("completed_at", commit.completed_at),
         ):
             add_optional(fields, name, micros(instant) if instant is not None else None)
-        lease, lease_expires = commit.lease, ""
-        if isinstance(lease, tuple):
-            lease_arg, lease_expires = "=" + lease[0], str(micros(lease[1]))
-        else:
-            lease_arg = "-" if lease is None else ""
-        timer, timer_arg = commit.timer, ""
-        if isinstance(timer, datetime):
-            timer_arg = str(micros(timer))
-        elif timer is None:
+        # The script's encoding of a change: "" keep, "-" clear, else the value ("=" + owner).
+        lease, lease_arg, lease_expires = commit.lease_change, "", ""
+        if lease.change is Change.SET:
+            assert lease.owner is not None and lease.expires_at is not None
+            lease_arg, lease_expires = "=" + lease.owner, str(micros(lease.expires_at))
+        elif lease.change is Change.CLEAR:
+            lease_arg = "-"
+        timer, timer_arg = commit.timer_change, ""
+        if timer.change is Change.SET:
+            assert timer.fire_at is not None
+            timer_arg = str(micros(timer.fire_at))
+        elif timer.change is Change.CLEAR:
             timer_arg = "-"
         received = commit.hook_received
         hooks: Fields = [len(commit.hooks_created)]
