@@ -9,6 +9,7 @@ resume part-way after a crash. Must never import anything above the data model.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,8 +115,21 @@ def has_step_context() -> bool:
     return _workflow_step_context()[1] is not None
 
 
-def set_step_context(ctx: StepContext | None) -> None:
-    """Set the step context for the steps the workflow calls from now on (workflow code only)."""
+class _Applied:
+    """What ``set_step_context`` returns: the context is already set, and awaiting this (as
+    code written for pyworkflow-engine 0.4, where the function was a coroutine, does) is a
+    no-op."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+
+def set_step_context(ctx: StepContext | None) -> _Applied:
+    """Set the step context for the steps the workflow calls from now on (workflow code only).
+
+    Takes effect at once; ``await set_step_context(ctx)`` works too."""
     if _current_step.get() is not None:
         raise RuntimeError("the step context is read-only inside a step")
     if ctx is not None and not isinstance(ctx, StepContext):
@@ -126,6 +140,7 @@ def set_step_context(ctx: StepContext | None) -> None:
     if wf is None:
         raise RuntimeError("set_step_context() can only be called inside a workflow")
     wf.set_step_context(ctx)
+    return _Applied()
 
 
 def _checkpoint_target() -> tuple[StepInfo, CheckpointStore]:

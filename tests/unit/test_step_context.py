@@ -136,3 +136,14 @@ async def test_configure_logging_sends_engine_logs_to_a_file(env: Env, tmp_path)
     text = log_file.read_text()
     assert "step logged_flaky attempt 1 failed (first attempt fails)" in text
     assert run_id in text  # run_id is bound on the record
+
+
+@workflow()
+async def awaiting_set_step_context() -> str:
+    await set_step_context(Tenant(tenant="awaited"))  # as 0.4 code wrote it (a coroutine there)
+    return str(get_step_context().tenant)
+
+
+async def test_set_step_context_can_be_awaited_as_in_0_4(env: Env) -> None:
+    run_id = await env.start(awaiting_set_step_context)
+    assert await get_workflow_result(run_id, storage=env.storage) == "awaited"
