@@ -28,7 +28,7 @@ from typing import Any
 from loguru import logger
 
 from pyworkflow.core.registry import get_workflow
-from pyworkflow.engine.attempts import StepAttempts, invoke_body
+from pyworkflow.engine.attempts import StepAttempts, carry_inline_work, invoke_body
 from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
 from pyworkflow.engine.hooks import HookDelivery
 from pyworkflow.engine.instance import Command, WorkflowInstance
@@ -222,7 +222,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
             outcome = await self._drive(act)
         except BaseException as exc:
             if isinstance(exc, SequenceConflictError):
-                _carry_inline_work(act)
+                carry_inline_work(act)
             for task in act.running.values():
                 task.cancel()
             inst.teardown()
@@ -596,31 +596,6 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
         return Outcome(
             inst.run_id, RunStatus.FAILED, exception=data["exception"], error=data["error"]
         )
-
-
-def _carry_inline_work(act: _Activation) -> None:
-    """The activation lost a commit race: keep what its inline attempts did for the next try.
-
-    The lease made it the only activation running the run's inline steps, so an attempt it ran
-    (its outcome still in the uncommitted buffer) or is running must not run again: the next try
-    records that outcome, or waits for that task, when its replay reaches the same attempt.
-    """
-    buffer = act.inst.buffer
-    for started, outcome in zip(buffer, buffer[1:], strict=False):
-        if started.type is not EventType.STEP_STARTED or started.data.get("dispatched"):
-            continue
-        key = (started.data["command_id"], started.data["attempt"])
-        if (outcome.data.get("command_id"), outcome.data.get("attempt")) == key:
-            act.carried[key] = [_unplaced(started), _unplaced(outcome)]
-    for position, task in act.running.items():
-        cmd = act.inst.commands[position - 1]
-        act.carried[(cmd.command_id, act.attempts[position])] = task
-    act.running = {}
-
-
-def _unplaced(event: Event) -> Event:
-    """A copy of ``event`` without the sequence a refused commit gave it."""
-    return Event(event.run_id, event.type, event.data, timestamp=event.timestamp)
 
 
 __all__ = [

@@ -4,15 +4,17 @@
 (``execute_step``, a worker's task, which records the outcome itself and wakes the run). The
 outcome is ``step.completed``, ``step.retrying`` (the retry policy wants another attempt, at
 ``resume_at``) or ``step.failed``. A step body may run more than once (at-least-once execution);
-an outcome is recorded at most once (storage refuses a second completion). This module never
-decides what the workflow does next: that is the activation's business.
+an outcome is recorded at most once (storage refuses a second completion). An inline attempt an
+activation ran, or is running, when it lost a commit race is carried to its next try
+(``carry_inline_work``), never run again. This module never decides what the workflow does
+next: that is the activation's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -37,6 +39,9 @@ from pyworkflow.serialization import (
     loads,
 )
 from pyworkflow.storage.base import StorageBackend
+
+if TYPE_CHECKING:
+    from pyworkflow.engine.activation import _Activation
 
 
 async def invoke_body(
@@ -183,4 +188,29 @@ class StepAttempts:
         await self.queue.enqueue_activation(run_id)
 
 
-__all__ = ["StepAttempts", "invoke_body"]
+def carry_inline_work(act: _Activation) -> None:
+    """The activation lost a commit race: keep what its inline attempts did for the next try.
+
+    The lease made it the only activation running the run's inline steps, so an attempt it ran
+    (its outcome still in the uncommitted buffer) or is running must not run again: the next try
+    records that outcome, or waits for that task, when its replay reaches the same attempt.
+    """
+    buffer = act.inst.buffer
+    for started, outcome in zip(buffer, buffer[1:], strict=False):
+        if started.type is not EventType.STEP_STARTED or started.data.get("dispatched"):
+            continue
+        key = (started.data["command_id"], started.data["attempt"])
+        if (outcome.data.get("command_id"), outcome.data.get("attempt")) == key:
+            act.carried[key] = [_unplaced(started), _unplaced(outcome)]
+    for position, task in act.running.items():
+        cmd = act.inst.commands[position - 1]
+        act.carried[(cmd.command_id, act.attempts[position])] = task
+    act.running = {}
+
+
+def _unplaced(event: Event) -> Event:
+    """A copy of ``event`` without the sequence a refused commit gave it."""
+    return Event(event.run_id, event.type, event.data, timestamp=event.timestamp)
+
+
+__all__ = ["StepAttempts", "carry_inline_work", "invoke_body"]

@@ -43,7 +43,8 @@ class StepValidationError(FatalError):
 
 
 class CancellationError(WorkflowError):
-    """The workflow was cancelled."""
+    """The workflow was cancelled. (Reserved: cancellation is pending in this release; only
+    reading a run stored as cancelled raises it.)"""
 
 
 class WorkflowNotFoundError(WorkflowError):
@@ -83,7 +84,8 @@ class SerializationError(WorkflowError):
 
 
 class ChildWorkflowError(WorkflowError):
-    """Base class of child workflow failures."""
+    """Base class of child workflow failures. (Reserved: child workflows are pending in this
+    release, so it and its subclasses are never raised yet.)"""
 
 
 class ChildWorkflowFailedError(ChildWorkflowError):
@@ -91,7 +93,7 @@ class ChildWorkflowFailedError(ChildWorkflowError):
 
 
 class MaxNestingDepthError(WorkflowError):
-    """Child workflows nested deeper than allowed."""
+    """Child workflows nested deeper than allowed. (Reserved: child workflows are pending.)"""
 
 
 class EventLimitExceededError(FatalError):

@@ -43,6 +43,9 @@ _TERMINAL_STATUSES = frozenset(
 
 
 class HookStatus(StrEnum):
+    """A hook's state. ``DISPOSED`` is reserved (for hooks of cancelled runs) and never set by
+    this release."""
+
     PENDING = "pending"
     RECEIVED = "received"
     EXPIRED = "expired"

@@ -1,0 +1,238 @@
+"""Sweeping a workflow over seeds: what one seed runs (``run_seed``), in a fresh process when it
+can (``run_seed_isolated``), and many seeds over several processes (``run_sweep``).
+
+Used by ``pyworkflow simulate`` (``cli.py``) and by anyone scripting sweeps. Each seed is one
+fresh ``Simulation``; this module never prints (reporting is the CLI's) and never touches real
+storage, brokers or the wall clock of the workflows it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import json
+import multiprocessing
+import os
+import random
+import re
+import shlex
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.model.exceptions import WorkflowNotFoundError
+from pyworkflow.utils.duration import parse_duration
+from pyworkflow_testing.simulation import DEFAULT_LIVENESS, Simulation, SimulationFailure
+
+DEFAULT_WORKERS = 3
+HOOK_WAIT = timedelta(days=1)
+
+_SEED_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+
+
+def parse_seeds(text: str) -> range:
+    """``"A..B"`` (both included) or ``"N"`` (the single seed N); raises ``ValueError``."""
+    text = text.strip()
+    if text.isdigit():
+        return range(int(text), int(text) + 1)
+    match = _SEED_RANGE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"seeds must be A..B or N with whole numbers, got {text!r}")
+    first, last = int(match[1]), int(match[2])
+    if first > last:
+        raise ValueError(f"seed range {text!r} is empty: {first} is after {last}")
+    return range(first, last + 1)
+
+
+# -- what one sweep runs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything a seed needs, picklable so a worker process can rebuild the run by itself."""
+
+    target: str  # "module:attribute"
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    faults: str = "all"
+    workers: int = DEFAULT_WORKERS
+    answer_hooks: dict[str, Any] = field(default_factory=dict)
+    args_json: str | None = None  # the --args value, compact, for the reproduce line
+    search_path: str = ""  # the directory MODULE is imported from (put first on sys.path)
+    liveness: str | None = None  # the --liveness value (None: the simulator's default)
+
+    def reproduce(self, seed: int) -> str:
+        """The shell command that runs exactly this seed again."""
+        parts = ["pyworkflow", "simulate", self.target, "--seed", str(seed)]
+        parts += ["--faults", self.faults, "--workers", str(self.workers)]
+        if self.args_json is not None:
+            parts += ["--args", self.args_json]
+        if self.answer_hooks:
+            parts += ["--answer-hooks", json.dumps(self.answer_hooks, separators=(",", ":"))]
+        if self.liveness is not None:
+            parts += ["--liveness", self.liveness]
+        return " ".join(shlex.quote(part) for part in parts)
+
+    def liveness_bound(self) -> timedelta:
+        return DEFAULT_LIVENESS if self.liveness is None else parse_duration(self.liveness)
+
+
+@dataclass
+class SeedOutcome:
+    """How one seed went: no violations means it passed."""
+
+    seed: int
+    reproduce: str
+    violations: list[str]
+    virtual_seconds: float
+    statuses: list[str]
+    fired: list[tuple[int, str, str]] = field(default_factory=list)  # faults that struck
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def load_workflow(target: str, search_path: str | None = None) -> Any:
+    """Import ``module:attribute`` like ``python -m`` would; raises ``click.UsageError``."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.UsageError(f"expected MODULE:WORKFLOW, got {target!r}")
+    path = search_path if search_path is not None else os.getcwd()
+    if not sys.path or sys.path[0] != path:
+        sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+        raise click.UsageError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    found: Any = module
+    for name in attribute.split("."):
+        if not hasattr(found, name):
+            raise click.UsageError(f"module {module_name!r} has no attribute {attribute!r}")
+        found = getattr(found, name)
+    try:
+        workflow_definition_of(found)
+    except WorkflowNotFoundError:
+        raise click.UsageError(f"{target} is not a workflow: decorate it with @workflow") from None
+    return found
+
+
+def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset()) -> SeedOutcome:
+    """Simulate one seed of the sweep and check every oracle; always closes the simulation.
+
+    The process-wide ``random`` module is seeded with the seed for the duration, so workflow code
+    that (wrongly) calls ``random.random()`` fails the same way every time the seed is rerun.
+    """
+    workflow = load_workflow(spec.target, spec.search_path)
+    saved = random.getstate()
+    random.seed(seed)
+    sim = Simulation(
+        seed,
+        spec.faults,
+        spec.workers,
+        suppress=suppress,
+        reproduce=spec.reproduce(seed),
+        liveness=spec.liveness_bound(),
+    )
+    statuses: list[str] = []
+    try:
+        try:
+            statuses = asyncio.run(_play(sim, spec, workflow))
+            sim.check()
+            violations: list[str] = []
+        except SimulationFailure as failure:
+            violations = failure.violations
+        except Exception as exc:  # noqa: BLE001 - reported as this seed's failure
+            violations = [f"the simulation raised {type(exc).__name__}: {exc}"]
+        return SeedOutcome(
+            seed,
+            spec.reproduce(seed),
+            violations,
+            sim.elapsed.total_seconds(),
+            statuses,
+            sim.faults_injected,
+        )
+    finally:
+        sim.close()
+        random.setstate(saved)
+
+
+async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
+    run = await sim.start(workflow, *spec.args, **spec.kwargs)
+    for name, payload in spec.answer_hooks.items():
+        if await sim.wait_for_hook(run, name, within=HOOK_WAIT):
+            await sim.resume_hook(run, name, payload)
+    await sim.run_until_idle()
+    return [(await handle.status()).value for handle in sim.runs]
+
+
+def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
+    """``run_seed`` in a forked child: every seed starts from the process state the sweep had
+    before its first seed, so a cache a workflow, a step or the engine filled in one seed cannot
+    hide a bug from the next. Where ``fork`` does not exist, or other threads run in this process
+    (a simulation driven from a test suite: forking then may copy a lock another thread holds,
+    and the child would wait for it forever), the seed runs in this process."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return run_seed(spec, seed)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the seed, send its outcome as JSON, leave at once
+        code = 0
+        gc.disable()  # short-lived: a collection would touch (and so copy) the parent's heap
+        try:
+            os.close(read)
+            outcome = run_seed(spec, seed)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(json.dumps(asdict(outcome)).encode())
+        except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        sent = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not sent:
+        return SeedOutcome(
+            seed, spec.reproduce(seed), [f"the seed's process died (wait status {status})"], 0, []
+        )
+    fields = json.loads(sent)
+    fields["fired"] = [tuple(fault) for fault in fields["fired"]]
+    return SeedOutcome(**fields)
+
+
+def run_sweep(spec: SweepSpec, seeds: Iterable[int], jobs: int = 1) -> Iterator[SeedOutcome]:
+    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``), each
+    from clean process state (``run_seed_isolated``)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed_isolated(spec, seed)
+        return
+    # spawn, not fork: the simulator runs threads, and spawn behaves the same on every platform.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_seed_isolated, spec, seed) for seed in seeds]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+__all__ = [
+    "HOOK_WAIT",
+    "SeedOutcome",
+    "SweepSpec",
+    "load_workflow",
+    "parse_seeds",
+    "run_seed",
+    "run_seed_isolated",
+    "run_sweep",
+]
