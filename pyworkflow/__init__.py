@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyworkflow.api import (
     ResumeResult,
+    cancel_workflow,
     get_runtime,
     get_workflow_chain,
     get_workflow_events,
@@ -116,6 +117,7 @@ __all__ = [
     "get_step_context",
     "get_step_info",
     "get_storage",
+    "cancel_workflow",
     "get_workflow_chain",
     "get_workflow_events",
     "get_workflow_result",

@@ -181,6 +181,15 @@ async def get_workflow_result(
     process serves the run's timers (on the local runtime), so sleeping runs progress.
     """
     run, store = await _find_run(run_id, storage)
+    run = await _until_finished(run, store, timeout)
+    return await _result_of(run, store)
+
+
+async def _until_finished(
+    run: WorkflowRun, store: StorageBackend, timeout: float | None
+) -> WorkflowRun:
+    """Wait for ``run`` to reach a terminal status (``WorkflowTimeoutError`` after ``timeout``)."""
+    run_id = run.run_id
     runtime = get_runtime()
     await runtime.ensure_running(store)
     loop = asyncio.get_running_loop()
@@ -204,7 +213,31 @@ async def get_workflow_result(
             run = fresh
     finally:
         engine.forget_waiter(run_id, waiter)
-    return await _result_of(run, store)
+    return run
+
+
+async def cancel_workflow(
+    run_id: str,
+    reason: str | None = None,
+    wait: bool = False,
+    timeout: float | None = None,
+    storage: StorageBackend | None = None,
+) -> bool:
+    """Ask ``run_id`` to stop: a durable ``cancellation.requested`` in its log, then a wake-up.
+
+    True when the request was recorded, False when the run had already finished (a second
+    request is harmless). The workflow gets ``CancellationError`` at the durable call it waits
+    on (a step already running finishes first); ``shield()`` defers it. With ``wait``, returns
+    once the run is terminal (``WorkflowTimeoutError`` after ``timeout`` seconds). Unknown run:
+    ``WorkflowNotFoundError``.
+    """
+    run, store = await _find_run(run_id, storage)
+    runtime = get_runtime()
+    await runtime.ensure_running(store)
+    recorded = await runtime.engine_for(store).request_cancellation(run.run_id, reason)
+    if wait:
+        await _until_finished(run, store, timeout)
+    return recorded
 
 
 async def _result_of(run: WorkflowRun, store: StorageBackend) -> Any:
@@ -230,6 +263,7 @@ async def resume_hook(
 __all__ = [
     "ResumeResult",
     "get_runtime",
+    "cancel_workflow",
     "get_workflow_chain",
     "get_workflow_events",
     "get_workflow_result",

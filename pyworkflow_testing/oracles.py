@@ -124,8 +124,9 @@ async def replays_the_same(workflow: Any, events: list[Event]) -> list[str]:
         await replay_history(workflow, events)
     except NonDeterminismError as exc:
         return [f"replay from scratch diverges: {exc}"]
-    except Exception:  # noqa: BLE001 - a failed workflow re-raises its error on replay
-        if not events or events[-1].type is not EventType.WORKFLOW_FAILED:
+    except Exception:  # noqa: BLE001 - a failed or cancelled run re-raises its error on replay
+        ends = (EventType.WORKFLOW_FAILED, EventType.WORKFLOW_CANCELLED)
+        if not events or events[-1].type not in ends:
             raise
     return []
 
@@ -152,6 +153,8 @@ def agrees_with_reference(
     ending = events[-1] if events else None
     if ending is not None and ending.data.get("imposed"):
         return []  # an engine limit (the recovery budget, the event limit) decided this ending
+    if any(event.type is EventType.CANCELLATION_REQUESTED for event in events):
+        return []  # cancelled from outside: the model, which nobody cancels, is no yardstick
     problems = _ending_problems(run, ending, model)
     if problems:
         return problems

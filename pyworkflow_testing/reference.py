@@ -352,6 +352,12 @@ class _ReferenceWorkflow:
     def get_step_context(self) -> StepContext | None:
         return self.step_context
 
+    def enter_shield(self) -> None:
+        """Nothing to defer: the model never cancels (runs that were are not compared)."""
+
+    def exit_shield(self) -> None:
+        """See ``enter_shield``."""
+
     def time_out(self) -> None:
         self.timed_out = True
         self.loop.stop()

@@ -70,7 +70,7 @@ def _simulation_thread() -> ThreadPoolExecutor:
 
 @dataclass
 class _Action:
-    kind: str  # "start" | "hook" | "run_for" | "wait_hook" | "idle"
+    kind: str  # "start" | "hook" | "cancel" | "run_for" | "wait_hook" | "idle"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # a start's idempotency key
@@ -317,6 +317,17 @@ class Simulation(Checks):
                 return False
             idle = await self.world.run_until_idle(min(now + 1.0, deadline))
 
+    async def cancel(self, run: SimRun, reason: str | None = None) -> bool:
+        """Ask ``run`` to stop (``cancel_workflow``), now in virtual time; True when the request
+        was recorded (False: the run had finished). One recorded step of the script."""
+        return await self._call(self._cancel(run.index, reason))
+
+    async def _cancel(self, index: int, reason: str | None) -> bool:
+        self.script.append(_Action("cancel", (index, reason)))
+        with scripted_action():
+            engine = self.world.any_engine
+            return await engine.request_cancellation(self.runs[index].run_id, reason)
+
     async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
         """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
         await self._call(self._resume_hook(run, name, payload))
@@ -413,6 +424,8 @@ class Simulation(Checks):
             await self._run_for(action.args[0])
         elif action.kind == "wait_hook":
             await self._wait_for_hook(*action.args)
+        elif action.kind == "cancel":
+            await self._cancel(*action.args)
         else:
             await self._run_until_idle()
 

@@ -29,6 +29,7 @@ from loguru import logger
 
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.attempts import StepAttempts, carry_inline_work, invoke_body
+from pyworkflow.engine.cancellation import Cancellations
 from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
 from pyworkflow.engine.hooks import HookDelivery
 from pyworkflow.engine.instance import Command, WorkflowInstance
@@ -40,6 +41,7 @@ from pyworkflow.engine.recovery import Recovery, progress_made
 from pyworkflow.engine.runs import RunLifecycle
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
+    CancellationError,
     EventLimitExceededError,
     HookAlreadyReceivedError,
     LeaseHeldError,
@@ -80,12 +82,13 @@ class _Activation:
     carried: _Carried = field(default_factory=dict)
 
 
-class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
+class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
     """Runs activations of the runs in one storage backend. Shared by every runtime.
 
     Its other parts live in their own modules, one concept each: starting runs and waiting for
     their end (``runs.RunLifecycle``), step attempts (``attempts.StepAttempts``), hook tokens out
-    and payloads in (``hooks.HookDelivery``), timers and recovery (``recovery.Recovery``). What is
+    and payloads in (``hooks.HookDelivery``), cancellation requests
+    (``cancellation.Cancellations``), timers and recovery (``recovery.Recovery``). What is
     due when is in ``due``.
     """
 
@@ -581,6 +584,19 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Recovery):
                 lease=None,
             )
             return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
+        if isinstance(error, CancellationError) and inst.cancel_requested and not imposed:
+            # The request's CancellationError escaped the workflow: the run ends cancelled.
+            cancelled: dict[str, Any] = {**error_fields(error), "reason": inst.cancel_reason}
+            self._emit(inst, EventType.WORKFLOW_CANCELLED, cancelled)
+            await self._commit(
+                inst,
+                status=RunStatus.CANCELLED,
+                error=cancelled["error"],
+                completed=True,
+                timer=None,
+                lease=None,
+            )
+            return Outcome(inst.run_id, RunStatus.CANCELLED, exception=cancelled["exception"])
         data: dict[str, Any] = error_fields(error)
         if imposed:
             data["imposed"] = True

@@ -30,7 +30,7 @@ from pyworkflow.context import StepContext, set_current_workflow
 from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 from pyworkflow.engine.loop import WorkflowEventLoop
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.exceptions import HookExpiredError, NonDeterminismError
+from pyworkflow.model.exceptions import CancellationError, HookExpiredError, NonDeterminismError
 from pyworkflow.model.schemas import WorkflowRun
 from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
@@ -77,6 +77,10 @@ class Command:
     hook_id: str | None = None
     payload_schema: Any = None
     on_created: Any = None
+    # cancellation
+    shielded: bool = False  # issued inside ``shield()``: a cancellation request leaves it be
+    cancel_on_outcome: bool = False  # running when cancelled: its outcome is recorded, then
+    # the workflow gets CancellationError at its await instead of the result
 
     @property
     def waiting(self) -> bool:
@@ -143,6 +147,12 @@ class WorkflowInstance:
         self.announced: set[int] = set()  # positions of hooks whose on_created has been called
         self._announcing: dict[int, Command] = {}  # hooks issued with an on_created
         self.hook_tokens: dict[int, str] = {}  # tokens of the hooks this instance created
+        # Cancellation: requested (the log holds cancellation.requested), and how many
+        # ``shield()`` blocks the code is inside. While requested and unshielded, every durable
+        # call raises CancellationError; commands waiting when the request arrived get it too.
+        self.cancel_requested = False
+        self.cancel_reason: str | None = None
+        self.shield_depth = 0
         self.failure: NonDeterminismError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
@@ -306,6 +316,12 @@ class WorkflowInstance:
         if etype is EventType.HOOK_ANNOUNCED:
             self.announced.add(_position(data["command_id"]))
             return
+        if etype is EventType.CANCELLATION_REQUESTED:
+            if not self.cancel_requested:
+                self.cancel_requested = True
+                self.cancel_reason = data.get("reason")
+                self._deliver_cancellation()
+            return
         if etype is EventType.WORKFLOW_INTERRUPTED:
             self.losses_counted = True
             for cmd in self.open.values():
@@ -344,11 +360,55 @@ class WorkflowInstance:
 
     def _resolve_step_completed(self, cmd: Command, event: Event) -> None:
         if cmd.future is not None and not cmd.future.done():
-            cmd.future.set_result(loads(event.data["result"]))
+            if cmd.cancel_on_outcome:
+                cmd.future.set_exception(self._cancellation())
+            else:
+                cmd.future.set_result(loads(event.data["result"]))
 
     def _resolve_step_failed(self, cmd: Command, event: Event) -> None:
         if cmd.future is not None and not cmd.future.done():
-            cmd.future.set_exception(deserialize_exception(event.data["exception"]))
+            if cmd.cancel_on_outcome:
+                cmd.future.set_exception(self._cancellation())
+            else:
+                cmd.future.set_exception(deserialize_exception(event.data["exception"]))
+
+    # -- cancellation --------------------------------------------------------------------------
+
+    def _cancellation(self) -> CancellationError:
+        reason = f": {self.cancel_reason}" if self.cancel_reason else ""
+        return CancellationError(f"workflow run {self.run_id} was cancelled{reason}")
+
+    def _deliver_cancellation(self) -> None:
+        """The request arrived: every unshielded command the code waits on gets
+        ``CancellationError`` now, except a step attempt in flight, which gets it once its
+        outcome is recorded (a step that ran is never lost)."""
+        for cmd in list(self.open.values()):
+            if cmd.shielded or not cmd.waiting or cmd.kind == "timer":
+                continue
+            if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
+                cmd.cancel_on_outcome = True
+                continue
+            self._cancel_command(cmd)
+
+    def _cancel_command(self, cmd: Command) -> None:
+        cmd.done = True
+        self.open.pop(cmd.position, None)
+        if cmd.future is not None and not cmd.future.done():
+            cmd.future.set_exception(self._cancellation())
+
+    def _refused(self, cmd: Command) -> bool:
+        """A durable call issued while cancellation is requested and no shield is up: its future
+        raises ``CancellationError`` and nothing is recorded for it."""
+        if not self.cancel_requested or cmd.shielded or not cmd.position:
+            return False
+        self._cancel_command(cmd)
+        return True
+
+    def enter_shield(self) -> None:
+        self.shield_depth += 1
+
+    def exit_shield(self) -> None:
+        self.shield_depth -= 1
 
     def _resolve_sleep(self, cmd: Command, event: Event) -> None:  # noqa: ARG002
         if cmd.kind == "timer":
@@ -427,7 +487,7 @@ class WorkflowInstance:
             return Command(0, "", kind, name, future=self.loop.create_future())
         position = len(self.commands) + 1
         command_id = f"{kind}:{name}:{position}" if name else f"{kind}:{position}"
-        cmd = Command(position, command_id, kind, name)
+        cmd = Command(position, command_id, kind, name, shielded=self.shield_depth > 0)
         self.commands.append(cmd)
         self.open[position] = cmd
         recorded = self.recorded.get(position)
@@ -445,6 +505,8 @@ class WorkflowInstance:
     ) -> asyncio.Future[Any]:
         cmd = self._issue("step", definition.name)
         cmd.future = self.loop.create_future()
+        if self._refused(cmd):
+            return cmd.future
         cmd.step = definition
         cmd.args = args
         cmd.kwargs = kwargs
@@ -457,6 +519,8 @@ class WorkflowInstance:
         resume_at = resolve_wake_time(duration, self.logical_now())
         cmd = self._issue("sleep", "")
         cmd.future = self.loop.create_future()
+        if self._refused(cmd):
+            return cmd.future
         self._start_timer(cmd, resume_at)
         if cmd.recorded:
             self._resolve_from_history(cmd)
@@ -501,6 +565,8 @@ class WorkflowInstance:
         expires_at = None if timeout is None else self.logical_now() + parse_duration(timeout)
         cmd = self._issue("hook", name)
         cmd.future = self.loop.create_future()
+        if self._refused(cmd):
+            return cmd.future
         cmd.hook_id = f"hook-{cmd.position}"
         cmd.payload_schema = payload_schema
         cmd.on_created = on_created

@@ -39,16 +39,23 @@ class Outcome:
                 raise deserialize_exception(self.exception)
             raise WorkflowError(self.error or f"run {self.run_id} failed")
         if self.status is RunStatus.CANCELLED:
+            if self.exception:
+                raise deserialize_exception(self.exception)
             raise CancellationError(f"run {self.run_id} was cancelled")
         return None
 
 
 async def outcome_of(storage: StorageBackend, run: WorkflowRun) -> Outcome:
     """The ``Outcome`` of ``run`` as storage holds it (a failed run's error from its log)."""
-    if run.status is RunStatus.FAILED:
+    if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        ending = (
+            EventType.WORKFLOW_FAILED
+            if run.status is RunStatus.FAILED
+            else (EventType.WORKFLOW_CANCELLED)
+        )
         tail = await storage.get_events(run.run_id, after_sequence=max(run.last_sequence - 2, 0))
         for event in reversed(tail):
-            if event.type is EventType.WORKFLOW_FAILED and event.data.get("exception"):
+            if event.type is ending and event.data.get("exception"):
                 return Outcome(
                     run.run_id, run.status, exception=event.data["exception"], error=run.error
                 )

@@ -13,7 +13,7 @@ from typing import Any
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.instance import WorkflowInstance
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.exceptions import NonDeterminismError
+from pyworkflow.model.exceptions import CancellationError, NonDeterminismError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_exception, dumps, loads
 
@@ -72,6 +72,11 @@ def _check_ending(inst: WorkflowInstance) -> Any:
                 f"the code returned {replayed}",
             )
         return loads(replayed)
+    if terminal.type is EventType.WORKFLOW_CANCELLED:
+        exc = None if main.cancelled() else main.exception()
+        if not isinstance(exc, CancellationError):
+            _diverged(inst, "the workflow was cancelled", f"the code ended with {exc!r}")
+        raise exc  # type: ignore[misc]
     if terminal.type is EventType.WORKFLOW_FAILED and not main.cancelled():
         exc = main.exception()
         if exc is None:

@@ -23,11 +23,12 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 - ``hook.received``: ``command_id``, ``hook_id``, ``payload``;  ``hook.expired``: ``command_id``,
   ``hook_id``
 - ``workflow.interrupted``: ``recovery_attempt`` (a lost worker, noted by the sweeper)
+- ``cancellation.requested``: ``reason`` (``cancel_workflow``);  ``workflow.cancelled``: ``error``,
+  ``error_type``, ``exception``, ``reason``
 
 Reserved, never recorded by this release (the contract's names for features not landed yet):
-``workflow.suspended``, ``workflow.cancelled``, ``workflow.continued_as_new``,
-``hook.processed``, ``cancellation.requested`` and the ``child_workflow.*`` events. Replay
-already treats the terminal ones as terminal.
+``workflow.suspended``, ``workflow.continued_as_new``, ``hook.processed`` and the
+``child_workflow.*`` events. Replay already treats the terminal ones as terminal.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ class StepValidationError(FatalError):
 
 
 class CancellationError(WorkflowError):
-    """The workflow was cancelled. (Reserved: cancellation is pending in this release; only
-    reading a run stored as cancelled raises it.)"""
+    """The workflow was cancelled (``cancel_workflow``): raised at its durable calls outside
+    ``shield()``, and by ``get_workflow_result`` of a run that ended cancelled."""
 
 
 class WorkflowNotFoundError(WorkflowError):

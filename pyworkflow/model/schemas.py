@@ -15,10 +15,9 @@ from pyworkflow.model.events import Event
 
 
 class RunStatus(StrEnum):
-    """Where a run stands. The values are the contract's (``docs/api.md``); three are reserved
-    for features not landed yet and never set by this release: ``PENDING`` (a run is created
-    ``running``), ``CANCELLED`` (``cancel_workflow``) and ``CONTINUED_AS_NEW``
-    (``continue_as_new``)."""
+    """Where a run stands. The values are the contract's (``docs/api.md``); two are reserved
+    and never set by this release: ``PENDING`` (a run is created ``running``) and
+    ``CONTINUED_AS_NEW`` (``continue_as_new``, pending)."""
 
     PENDING = "pending"
     RUNNING = "running"

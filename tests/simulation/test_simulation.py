@@ -11,7 +11,19 @@ from datetime import timedelta
 import pytest
 
 from examples.onboarding import onboarding
-from pyworkflow import Event, EventType, RetryableError, WorkflowRun, hook, sleep, step, workflow
+from pyworkflow import (
+    CancellationError,
+    Event,
+    EventType,
+    RetryableError,
+    RunStatus,
+    WorkflowRun,
+    hook,
+    shield,
+    sleep,
+    step,
+    workflow,
+)
 from pyworkflow_testing import Faults, Simulation, SimulationFailure
 from pyworkflow_testing.oracles import well_formed
 
@@ -394,5 +406,44 @@ async def test_a_recovery_budget_spent_without_faults_to_blame_is_reported() -> 
         sim.world.ledger.global_faults = 0
         with pytest.raises(SimulationFailure, match="with faults it ended"):
             sim.check()
+    finally:
+        sim.close()
+
+
+undone: list[str] = []
+
+
+@step(name="sim_cancel_undo")
+async def undo_booking(item: str) -> str:
+    undone.append(item)
+    return f"undid {item}"
+
+
+@workflow(name="sim_cancel_booking")
+async def booking(item: str) -> str:
+    try:
+        await sleep("2d")
+    except CancellationError:
+        async with shield():
+            await undo_booking(item)
+        raise
+    return "kept"
+
+
+@pytest.mark.parametrize("seed", range(40))
+async def test_cancellation_with_shielded_cleanup_survives_faults(seed: int) -> None:
+    """Cancelled mid-sleep under every fault: the run ends cancelled, its shielded clean-up step
+    recorded exactly once, every oracle passes (the ledger excuses a repeat only with a fault)."""
+    sim = Simulation(seed, "all", workers=3)
+    try:
+        run = await sim.start(booking, "room")
+        await sim.run_for(timedelta(hours=1))
+        assert await sim.cancel(run, reason="changed plans")
+        await sim.run_until_idle()
+        assert await run.status() is RunStatus.CANCELLED
+        events = await run.events()
+        undos = [e for e in events if e.type is EventType.STEP_COMPLETED]
+        assert len(undos) == 1 and events[-1].type is EventType.WORKFLOW_CANCELLED
+        sim.check()
     finally:
         sim.close()

@@ -153,7 +153,6 @@ NAMES = {
 PENDING = {
     ("pyworkflow", name)
     for name in [
-        "cancel_workflow",
         "start_child_workflow",
         "continue_as_new",
         "scheduled_workflow",

@@ -524,6 +524,20 @@ def exception_args_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "_encode_exception", without_args)
 
 
+@mutant("shielded")
+def shield_forgets_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leaving a ``shield()`` drops a cancellation request that arrived inside it: the run
+    carries on as if nobody had asked it to stop."""
+    exit_shield = WorkflowInstance.exit_shield
+
+    def forgetful(self: WorkflowInstance) -> None:
+        exit_shield(self)
+        if self.shield_depth == 0:
+            self.cancel_requested = False
+
+    monkeypatch.setattr(WorkflowInstance, "exit_shield", forgetful)
+
+
 # -- interleaving --------------------------------------------------------------------------------
 
 

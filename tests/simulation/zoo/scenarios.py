@@ -44,6 +44,7 @@ from pyworkflow import (
     get_step_info,
 )
 from pyworkflow.model.exceptions import WorkflowError
+from pyworkflow.model.schemas import RunStatus
 from pyworkflow_testing import (
     Faults,
     SimRun,
@@ -302,6 +303,24 @@ async def drive_checkout(sim: Simulation, ledger: Ledger) -> list[str]:
     return await _result_problems(run, "declined: card declined for cart")
 
 
+async def drive_shielded(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Cancelled two minutes into the shielded five: the shield's step runs, the next does not,
+    and the run ends cancelled."""
+    run = await sim.start(wf.shielded, "s")
+    await sim.run_for(timedelta(minutes=2))
+    if not await sim.cancel(run, reason="zoo"):
+        return [f"run {run.index} had finished before its cancellation"]
+    await sim.run_until_idle()
+    problems: list[str] = []
+    status = await run.status()
+    if status is not RunStatus.CANCELLED:
+        problems.append(f"run {run.index} ended {status.value}, not cancelled")
+    executed = ledger.step_ids(run.run_id)
+    if executed != {"step:zoo_stamp:2"}:
+        problems.append(f"run {run.index}: step bodies ran for {sorted(executed)}")
+    return problems
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -317,6 +336,7 @@ SCENARIOS = {
         Scenario("onboard", drive_onboard),
         Scenario("fragile_inline", drive_fragile, dispatch_steps=False, faults=Faults.none()),
         Scenario("checkout", drive_checkout),
+        Scenario("shielded", drive_shielded),
     )
 }
 

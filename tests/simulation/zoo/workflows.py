@@ -19,6 +19,8 @@
   (the only way the outside world learns it), then a step that says how the hook ended.
 - ``zoo_fragile``: one step whose first executions take their worker down with them.
 - ``zoo_checkout``: a step that fails for good (``FatalError``), caught by the workflow by type.
+- ``zoo_shielded``: a sleep and a step inside ``shield()``, then one more step: cancelled during
+  the shielded sleep, the run finishes the shield and ends cancelled at the step after it.
 
 Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
 to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
@@ -36,6 +38,7 @@ from pyworkflow import (
     RetryableError,
     get_step_info,
     hook,
+    shield,
     sleep,
     step,
     workflow,
@@ -262,6 +265,14 @@ async def onboard(user: str, timeout: str | None = None) -> dict[str, str]:
 @workflow(name="zoo_fragile")
 async def fragile(label: str) -> str:
     return await sturdy(label)
+
+
+@workflow(name="zoo_shielded")
+async def shielded(label: str) -> list[str]:
+    async with shield():
+        await sleep("5m")
+        inside = await stamp(f"{label}-in")
+    return [inside, await stamp(f"{label}-after")]
 
 
 @workflow(name="zoo_checkout")

@@ -1,0 +1,182 @@
+"""Cancellation: a durable request, delivered at the durable call the workflow waits on;
+``shield()`` defers it; a step already running finishes first; the run ends ``cancelled``."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyworkflow import (
+    CancellationError,
+    RunStatus,
+    WorkflowNotFoundError,
+    cancel_workflow,
+    get_workflow_events,
+    get_workflow_result,
+    hook,
+    shield,
+    sleep,
+    step,
+    workflow,
+)
+from tests.conftest import Env
+
+ran: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    ran.clear()
+
+
+@step()
+async def note(what: str) -> str:
+    ran.append(what)
+    return what
+
+
+@workflow()
+async def sleeps_a_week() -> str:
+    await note("before")
+    await sleep("7d")
+    await note("after")  # never reached once cancelled
+    return "woke"
+
+
+@workflow()
+async def waits_on_a_hook() -> object:
+    return await hook("never")
+
+
+@workflow()
+async def cleans_up() -> str:
+    try:
+        await sleep("7d")
+    except CancellationError:
+        async with shield():
+            await note("undo")  # durable calls inside the shield run
+        raise
+    return "not cancelled"
+
+
+@workflow()
+async def catches_and_returns() -> str:
+    try:
+        await sleep("1d")
+    except CancellationError as exc:
+        return f"stopped: {exc}"
+    return "slept"
+
+
+@workflow()
+async def shielded_sleep() -> str:
+    async with shield():
+        await sleep("1h")  # the request waits for the block to end
+        await note("inside")
+    await note("after the shield")  # the first durable call after it raises
+    return "done"
+
+
+async def types(env: Env, run_id: str) -> list[str]:
+    return [e.type.value for e in await get_workflow_events(run_id, storage=env.storage)]
+
+
+async def test_a_sleeping_run_is_cancelled_now_not_in_a_week(env: Env) -> None:
+    run_id = await env.start(sleeps_a_week)
+    await env.settle()
+    assert await cancel_workflow(run_id, reason="user asked", storage=env.storage)
+    await env.settle()
+    run = await env.storage.get_run(run_id)
+    assert run.status is RunStatus.CANCELLED
+    assert env.clock.now() == run.created_at  # no virtual time passed: not in a week
+    with pytest.raises(CancellationError, match="user asked"):
+        await get_workflow_result(run_id, storage=env.storage)
+    assert ran == ["before"]
+    events = await types(env, run_id)
+    assert events[-2:] == ["cancellation.requested", "workflow.cancelled"]
+    assert await env.storage.get_timer(run_id) is None
+
+
+async def test_a_run_waiting_on_a_hook_wakes_cancelled(env: Env) -> None:
+    run_id = await env.start(waits_on_a_hook)
+    assert await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+
+
+async def test_cleanup_under_a_shield_runs_then_the_run_ends_cancelled(env: Env) -> None:
+    run_id = await env.start(cleans_up)
+    await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+    assert ran == ["undo"]
+    env.runtime.engine_for(env.storage).evict()  # a replay from scratch does not run it again
+    assert await cancel_workflow(run_id, storage=env.storage) is False  # finished already
+    assert ran == ["undo"]
+
+
+async def test_a_workflow_that_catches_the_error_completes(env: Env) -> None:
+    run_id = await env.start(catches_and_returns)
+    await cancel_workflow(run_id, reason="enough", storage=env.storage)
+    await env.settle()
+    result = await get_workflow_result(run_id, storage=env.storage)
+    assert result.startswith("stopped: ") and "enough" in result
+    assert (await env.storage.get_run(run_id)).status is RunStatus.COMPLETED
+
+
+async def test_a_shield_defers_the_error_to_the_first_call_after_it(env: Env) -> None:
+    run_id = await env.start(shielded_sleep)
+    await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.SUSPENDED  # still sleeping
+    run = await env.run_until_done(run_id)
+    assert run.status is RunStatus.CANCELLED
+    assert ran == ["inside"]
+
+
+async def test_cancelling_twice_or_after_the_end_and_unknown_runs(env: Env) -> None:
+    run_id = await env.start(sleeps_a_week)
+    assert await cancel_workflow(run_id, storage=env.storage)
+    assert await cancel_workflow(run_id, storage=env.storage)  # harmless
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+    assert await cancel_workflow(run_id, storage=env.storage) is False
+    with pytest.raises(WorkflowNotFoundError):
+        await cancel_workflow("run_nope", storage=env.storage)
+
+
+async def test_wait_returns_once_the_run_is_terminal(env: Env) -> None:
+    run_id = await env.start(sleeps_a_week)
+    assert await cancel_workflow(run_id, wait=True, timeout=10, storage=env.storage)
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+
+
+@workflow()
+async def one_step_then_more() -> str:
+    await note("in flight")
+    await note("next")  # never started: the request arrived while the first ran
+    return "done"
+
+
+async def test_a_step_in_flight_finishes_and_is_recorded_then_the_error_arrives(
+    dispatched_env: Env,
+) -> None:
+    env = dispatched_env
+    run_id = await env.start(one_step_then_more)  # its step is queued, not run yet
+    assert await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+    assert ran == ["in flight"]
+    events = await types(env, run_id)
+    assert "step.completed" in events and events[-1] == "workflow.cancelled"
+
+
+async def test_a_cancelled_history_replays_to_the_same_ending(env: Env) -> None:
+    from pyworkflow.engine.replay import replay_history
+
+    run_id = await env.start(cleans_up)
+    await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    history = await get_workflow_events(run_id, storage=env.storage)
+    with pytest.raises(CancellationError):
+        await replay_history(cleans_up, history)
+    assert ran == ["undo"]  # replay runs no step body
