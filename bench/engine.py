@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pyworkflow import sleep, step, workflow
-from pyworkflow.api import resume, start
+from pyworkflow.api import cancel_workflow, resume, start
 from pyworkflow.model.events import Event
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.storage.base import StorageBackend
@@ -43,6 +43,7 @@ TARGETS = {
     "memory_per_step_us": 30.0,
     "scaling_ratio": 12.0,
     "cold_resume_us_per_event": 3.0,
+    "cancel_sleeping_p50_us": 5_000.0,  # cancel -> terminal for a sleeping run, SQLite
 }
 
 
@@ -92,6 +93,12 @@ async def bench_tick_steps(n: int) -> None:
 @workflow(durable=True)
 async def bench_one_step() -> None:
     await noop()
+
+
+@workflow(name="bench_sleeper")
+async def bench_sleeper() -> str:
+    await sleep("1d")
+    return "woke"
 
 
 @workflow(durable=True)
@@ -210,6 +217,23 @@ async def bench_start(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
     return {"starts": sizes.starts, "us": _summary_us(samples)}
 
 
+async def bench_cancel_sleeping(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """Latency of ``await cancel_workflow(run_id, wait=True)`` for a run sleeping a day: the
+    request recorded, the run woken, ``CancellationError`` delivered, the run ended cancelled."""
+    rt = LocalRuntime(poll_interval=3600)
+    st = await _fresh(kind, tmp, "cancel")
+    samples = []
+    for index in range(sizes.starts + 10):
+        run_id = await start(bench_sleeper, runtime=rt, storage=st)
+        began = time.perf_counter_ns()
+        await cancel_workflow(run_id, wait=True, storage=st, runtime=rt)
+        if index >= 10:  # the first ten warm up
+            samples.append(time.perf_counter_ns() - began)
+    await rt.shutdown()
+    await st.close()
+    return {"runs": sizes.starts, "us": _summary_us(samples)}
+
+
 async def bench_scaling(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
     """Time of a large run over time of a small one; linear cost gives large/small."""
     rt = LocalRuntime(poll_interval=3600)
@@ -303,6 +327,7 @@ def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
     memory_step = results["per_step"]["memory"]["whole_run_us_per_step"]
     ratio = max(results["scaling"][kind]["ratio"] for kind in ("sqlite", "memory"))
     resume_us = results["cold_resume"]["sqlite"]["us_per_event"]
+    cancel_us = results["cancel_sleeping"]["sqlite"]["us"]["p50"]
     checks = {
         "sqlite_per_step_p50_us": (sqlite_p50, TARGETS["sqlite_per_step_p50_us"]),
         "sqlite_per_step_p50_us_stretch": (sqlite_p50, TARGETS["sqlite_per_step_p50_us_stretch"]),
@@ -310,6 +335,7 @@ def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
         "memory_per_step_us": (memory_step, TARGETS["memory_per_step_us"]),
         "scaling_ratio": (ratio, TARGETS["scaling_ratio"]),
         "cold_resume_us_per_event": (resume_us, TARGETS["cold_resume_us_per_event"]),
+        "cancel_sleeping_p50_us": (cancel_us, TARGETS["cancel_sleeping_p50_us"]),
     }
     return {
         name: {"value": value, "target": target, "met": value <= target}
@@ -328,6 +354,7 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
         "per_step": {},
         "start_one_step": {},
         "scaling": {},
+        "cancel_sleeping": {},
         "cold_resume": {},
     }
     with tempfile.TemporaryDirectory(prefix="pyworkflow-bench-") as tmp_name:
@@ -336,6 +363,7 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
             results["per_step"][kind] = await bench_per_step(kind, tmp, sizes)
             results["start_one_step"][kind] = await bench_start(kind, tmp, sizes)
             results["scaling"][kind] = await bench_scaling(kind, tmp, sizes)
+            results["cancel_sleeping"][kind] = await bench_cancel_sleeping(kind, tmp, sizes)
         results["cold_resume"]["sqlite"] = await bench_cold_resume_sqlite(tmp, sizes)
         results["cold_resume"]["memory_evicted"] = await bench_cold_resume_memory(sizes)
     results["targets"] = _verdicts(results)

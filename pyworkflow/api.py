@@ -186,11 +186,11 @@ async def get_workflow_result(
 
 
 async def _until_finished(
-    run: WorkflowRun, store: StorageBackend, timeout: float | None
+    run: WorkflowRun, store: StorageBackend, timeout: float | None, runtime: Runtime | None = None
 ) -> WorkflowRun:
     """Wait for ``run`` to reach a terminal status (``WorkflowTimeoutError`` after ``timeout``)."""
     run_id = run.run_id
-    runtime = get_runtime()
+    runtime = runtime or get_runtime()
     await runtime.ensure_running(store)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -222,6 +222,7 @@ async def cancel_workflow(
     wait: bool = False,
     timeout: float | None = None,
     storage: StorageBackend | None = None,
+    runtime: str | Runtime | None = None,
 ) -> bool:
     """Ask ``run_id`` to stop: a durable ``cancellation.requested`` in its log, then a wake-up.
 
@@ -232,11 +233,11 @@ async def cancel_workflow(
     ``WorkflowNotFoundError``.
     """
     run, store = await _find_run(run_id, storage)
-    runtime = get_runtime()
-    await runtime.ensure_running(store)
-    recorded = await runtime.engine_for(store).request_cancellation(run.run_id, reason)
+    chosen = get_runtime(runtime)
+    await chosen.ensure_running(store)
+    recorded = await chosen.engine_for(store).request_cancellation(run.run_id, reason)
     if wait:
-        await _until_finished(run, store, timeout)
+        await _until_finished(run, store, timeout, chosen)
     return recorded
 
 
