@@ -49,7 +49,10 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
         "memory_per_step_us",
         "scaling_ratio",
         "cold_resume_us_per_event",
+        "cancel_sleeping_p50_us",
     }
+    for backend in ("sqlite", "memory"):
+        assert results["cancel_sleeping"][backend]["us"]["p50"] > 0
 
 
 def test_simulation_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:
