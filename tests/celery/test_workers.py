@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pyworkflow import EventType, HookStatus, resume_hook
+from pyworkflow import EventType, HookStatus, RunStatus, cancel_workflow, resume_hook
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.storage import SQLiteStorageBackend
 from pyworkflow_testing import oracles
@@ -245,3 +245,21 @@ async def test_a_step_longer_than_the_lease_keeps_its_run_leased(client: Client)
     types = [e.type.value for e in await client.events(run_id)]
     assert "workflow.interrupted" not in types
     assert len([line for line in client.ledger() if line["run_id"] == run_id]) == 1
+
+
+async def test_cancelling_a_run_sleeping_on_a_worker_ends_it_now(client: Client) -> None:
+    """The request is recorded by the caller, the broker wakes the run on a worker, the sleep
+    raises CancellationError there, and the run ends cancelled without the step after it."""
+    run_id = await client.start(wf.long_sleep, str(client.cluster.ledger), 3600)
+
+    async def sleeping() -> bool:
+        return any(e.type is EventType.SLEEP_STARTED for e in await client.events(run_id))
+
+    await until(sleeping, "the run to start its hour-long sleep")
+    assert await cancel_workflow(
+        run_id, reason="test", storage=client.storage, runtime=client.runtime
+    )
+    [run] = await client.finished([run_id])
+    assert run.status is RunStatus.CANCELLED
+    assert [e.type.value for e in await client.events(run_id)][-1] == "workflow.cancelled"
+    assert not [line for line in client.ledger() if line["run_id"] == run_id]
