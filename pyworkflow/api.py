@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyworkflow.config import get_config, get_storage, runtime_name
+from pyworkflow.core.lifecycle import register_cancel
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.outcome import outcome_of
 from pyworkflow.model.events import Event
@@ -260,6 +261,8 @@ async def resume_hook(
     run_id, hook_id = await runtime.engine_for(store).receive_hook(token, payload)
     return ResumeResult(run_id=run_id, hook_id=hook_id, status="received")
 
+
+register_cancel(cancel_workflow)  # pyworkflow.core.cancel_workflow (the 0.4 path)
 
 __all__ = [
     "ResumeResult",

@@ -180,3 +180,12 @@ async def test_a_cancelled_history_replays_to_the_same_ending(env: Env) -> None:
     with pytest.raises(CancellationError):
         await replay_history(cleans_up, history)
     assert ran == ["undo"]  # replay runs no step body
+
+
+async def test_the_0_4_import_path_cancels_too(env: Env) -> None:
+    from pyworkflow.core import cancel_workflow as core_cancel_workflow
+
+    run_id = await env.start(sleeps_a_week)
+    assert await core_cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED

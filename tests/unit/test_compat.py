@@ -145,6 +145,7 @@ NAMES = {
         " PostgresStorageBackend RedisStorageBackend WorkflowRun RunStatus Hook HookStatus"
         " config_to_storage storage_to_config"
     ),
+    "pyworkflow.core": "cancel_workflow",
     "pyworkflow.engine.events": "Event EventType",
     "pyworkflow.storage.schemas": "WorkflowRun RunStatus Hook HookStatus",
 }
