@@ -67,6 +67,11 @@ from pyworkflow.model.exceptions import (
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.observability.logging import configure_logging
 from pyworkflow.primitives.cancellation import shield
+from pyworkflow.primitives.children import (
+    ChildWorkflowHandle,
+    continue_as_new,
+    start_child_workflow,
+)
 from pyworkflow.primitives.deterministic import now, random, uuid4
 from pyworkflow.primitives.hooks import TypedHook, define_hook, hook
 from pyworkflow.primitives.sleep import sleep
@@ -74,8 +79,11 @@ from pyworkflow.primitives.sleep import sleep
 __version__ = "0.5.0"
 
 __all__ = [
+    "continue_as_new",
+    "start_child_workflow",
     "CancellationError",
     "ChildWorkflowError",
+    "ChildWorkflowHandle",
     "ChildWorkflowFailedError",
     "Config",
     "ConfigurationError",

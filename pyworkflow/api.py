@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyworkflow.config import get_config, get_storage, runtime_name
+from pyworkflow.context.runs import register_run_access
 from pyworkflow.core.lifecycle import register_cancel
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.outcome import outcome_of
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import (
+    ChildWorkflowError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
@@ -178,12 +180,26 @@ async def get_workflow_result(
 ) -> Any:
     """Wait for ``run_id`` to finish; return its result or raise the workflow's error.
 
-    Raises ``WorkflowTimeoutError`` when ``timeout`` seconds pass first. While waiting, this
-    process serves the run's timers (on the local runtime), so sleeping runs progress.
+    A run that continued as new (``continue_as_new``) answers for its chain: the result is the
+    last run's. Raises ``WorkflowTimeoutError`` when ``timeout`` seconds pass first. While
+    waiting, this process serves the run's timers (on the local runtime), so sleeping runs
+    progress.
     """
     run, store = await _find_run(run_id, storage)
-    run = await _until_finished(run, store, timeout)
-    return await _result_of(run, store)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        left = None if deadline is None else max(deadline - loop.time(), 0.0)
+        run = await _until_finished(run, store, left)
+        if run.status is not RunStatus.CONTINUED_AS_NEW or run.continued_to_run_id is None:
+            return await _result_of(run, store)
+        # The run continued as new: its result is its chain's (what Temporal users expect).
+        following = await store.get_run(run.continued_to_run_id)
+        if following is None:
+            raise WorkflowNotFoundError(
+                f"run {run.run_id} continued as {run.continued_to_run_id!r}, which is not stored"
+            )
+        run = following
 
 
 async def _until_finished(
@@ -262,7 +278,32 @@ async def resume_hook(
     return ResumeResult(run_id=run_id, hook_id=hook_id, status="received")
 
 
+class _DefaultRuns:
+    """``RunAccess`` over the configured storage: what a ``ChildWorkflowHandle`` used in
+    application code (not in its parent workflow, not in a step) reads and cancels through."""
+
+    async def start_child(
+        self, parent: Any, definition: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, str]:
+        del parent, args, kwargs
+        raise ChildWorkflowError(
+            f"start_child_workflow({definition.name!r}) outside a workflow or a step"
+        )
+
+    async def run_status(self, run_id: str) -> str:
+        chain = await get_workflow_chain(run_id)
+        return chain[-1].status.value
+
+    async def run_result(self, run_id: str, timeout: float | None) -> Any:
+        return await get_workflow_result(run_id, timeout=timeout)
+
+    async def cancel_run(self, run_id: str, reason: str | None) -> bool:
+        chain = await get_workflow_chain(run_id)
+        return await cancel_workflow(chain[-1].run_id, reason)
+
+
 register_cancel(cancel_workflow)  # pyworkflow.core.cancel_workflow (the 0.4 path)
+register_run_access(_DefaultRuns())  # ChildWorkflowHandle outside its parent and steps
 
 __all__ = [
     "ResumeResult",

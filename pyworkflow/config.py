@@ -32,7 +32,7 @@ class Config:
     lease_ttl: float = 30.0
     timer_poll_interval: float = 1.0
     dispatch_steps: bool = False
-    max_nesting_depth: int = 3  # reserved: read by child workflows, pending in this release
+    max_nesting_depth: int = 3  # children nest at most this deep (MaxNestingDepthError)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -40,6 +40,15 @@ _STATUS_OF_END = {
 }
 
 
+_UNMODELLED = frozenset(
+    {
+        EventType.CANCELLATION_REQUESTED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+    }
+)
+
+
 def _at(raw: Any) -> datetime | None:
     return datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
@@ -153,8 +162,10 @@ def agrees_with_reference(
     ending = events[-1] if events else None
     if ending is not None and ending.data.get("imposed"):
         return []  # an engine limit (the recovery budget, the event limit) decided this ending
-    if any(event.type is EventType.CANCELLATION_REQUESTED for event in events):
-        return []  # cancelled from outside: the model, which nobody cancels, is no yardstick
+    if any(event.type in _UNMODELLED for event in events):
+        # Cancelled from outside, or managing other runs (children, a chain): the model, which
+        # nobody cancels and which runs no other run, is no yardstick.
+        return []
     problems = _ending_problems(run, ending, model)
     if problems:
         return problems

@@ -167,6 +167,11 @@ def _received_payload(payload: Any, schema: Any) -> Any:
     return decoded
 
 
+class _NotModelled(BaseException):  # noqa: N818 - a signal that ends a model run, not an error
+    """The model reached a call it does not model (a child, a continuation): its run ends
+    there, unseen by workflow code's ``except Exception``."""
+
+
 @dataclass(eq=False)
 class _ReferenceWorkflow:
     """The ``WorkflowContext`` of a reference run; records what the run does."""
@@ -357,6 +362,31 @@ class _ReferenceWorkflow:
 
     def exit_shield(self) -> None:
         """See ``enter_shield``."""
+
+    # Runs that start children or continue as new are other runs' business: the model does not
+    # follow them, and the oracle does not compare such runs (their logs say so).
+
+    def start_child(
+        self,
+        definition: Any,  # noqa: ARG002
+        args: tuple[Any, ...],  # noqa: ARG002
+        kwargs: dict[str, Any],  # noqa: ARG002
+        *,
+        wait: bool,  # noqa: ARG002
+    ) -> tuple[Any, str]:
+        raise _NotModelled("child workflows")
+
+    def child_result(self, child_run_id: str) -> Any:  # noqa: ARG002
+        raise _NotModelled("child workflows")
+
+    def child_status(self, child_run_id: str) -> str:  # noqa: ARG002
+        raise _NotModelled("child workflows")
+
+    def cancel_child(self, child_run_id: str, reason: str | None) -> bool:  # noqa: ARG002
+        raise _NotModelled("child workflows")
+
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:  # noqa: ARG002
+        raise _NotModelled("continue_as_new")
 
     def time_out(self) -> None:
         self.timed_out = True

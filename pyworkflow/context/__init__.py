@@ -30,8 +30,8 @@ from pyworkflow.context.step_context import (
     step_scope,
 )
 
-if TYPE_CHECKING:  # the registry sits above this layer: only its type is named here
-    from pyworkflow.core.registry import StepDefinition
+if TYPE_CHECKING:  # the registry sits above this layer: only its types are named here
+    from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 
 # What a duration may be wherever the API takes one: "30s", "1h30m", seconds, a timedelta, or
 # (for sleep) a future datetime.
@@ -82,6 +82,34 @@ class WorkflowContext(Protocol):
     def exit_shield(self) -> None: ...
 
     def get_step_context(self) -> StepContext | None: ...
+
+    def start_child(
+        self,
+        definition: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        wait: bool,
+    ) -> tuple[Awaitable[Any], str]:
+        """Issue a child workflow command; returns the awaitable of its result and the child's
+        run id."""
+        ...
+
+    def child_result(self, child_run_id: str) -> Awaitable[Any]:
+        """``handle.result()``: an awaitable of a child's outcome."""
+        ...
+
+    def child_status(self, child_run_id: str) -> str:
+        """What the log knows of a child: ``running``, ``completed``, ``failed``, ``cancelled``."""
+        ...
+
+    def cancel_child(self, child_run_id: str, reason: str | None) -> bool:
+        """``handle.cancel()``: record the request (with the run's next write)."""
+        ...
+
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """End the run and start the next of its chain; the awaitable never resolves."""
+        ...
 
 
 _current_workflow: ContextVar[WorkflowContext | None] = ContextVar(

@@ -43,6 +43,9 @@ class StepInfo:
     attempt: int
     context: StepContext | None
     checkpoints: CheckpointStore | None
+    # Other runs, as this attempt's engine sees them (``pyworkflow.context.runs.RunAccess``):
+    # children started from the step, and their handles.
+    runs: Any = None
 
     @property
     def idempotency_key(self) -> str:

@@ -30,6 +30,14 @@ from loguru import logger
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.attempts import StepAttempts, carry_inline_work, invoke_body
 from pyworkflow.engine.cancellation import Cancellations
+from pyworkflow.engine.children import (
+    Children,
+    cancel_notice,
+    child_runs,
+    continued_run,
+    ending_notices,
+    open_children,
+)
 from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
 from pyworkflow.engine.hooks import HookDelivery
 from pyworkflow.engine.instance import Command, WorkflowInstance
@@ -54,6 +62,7 @@ from pyworkflow.model.exceptions import (
 from pyworkflow.model.schemas import (
     UNSET,
     Commit,
+    Notice,
     RunStatus,
     WorkflowRun,
     _Unset,
@@ -82,14 +91,14 @@ class _Activation:
     carried: _Carried = field(default_factory=dict)
 
 
-class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
+class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, Recovery):
     """Runs activations of the runs in one storage backend. Shared by every runtime.
 
     Its other parts live in their own modules, one concept each: starting runs and waiting for
     their end (``runs.RunLifecycle``), step attempts (``attempts.StepAttempts``), hook tokens out
     and payloads in (``hooks.HookDelivery``), cancellation requests
-    (``cancellation.Cancellations``), timers and recovery (``recovery.Recovery``). What is
-    due when is in ``due``.
+    (``cancellation.Cancellations``), children and other runs (``children.Children``), timers
+    and recovery (``recovery.Recovery``). What is due when is in ``due``.
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.active: set[str] = set()
         self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
+        self.step_children: dict[tuple[str, str, int], int] = {}
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -178,6 +188,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                 new_run,
                 get_workflow(new_run.workflow_name),
                 dispatch_steps=self.options.dispatch_steps,
+                max_nesting_depth=self.options.max_nesting_depth,
             )
             fresh.sequence = new_run.last_sequence  # just workflow.started
             fresh.loop.run_ready()
@@ -202,7 +213,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
         if run.status.is_terminal:
             return await self._outcome_of(run)
         definition = get_workflow(run.workflow_name)
-        inst = WorkflowInstance(run, definition, dispatch_steps=self.options.dispatch_steps)
+        inst = WorkflowInstance(
+            run,
+            definition,
+            dispatch_steps=self.options.dispatch_steps,
+            max_nesting_depth=self.options.max_nesting_depth,
+        )
         inst.status = run.status
         timer = await self.storage.get_timer(run_id)
         inst.timer = timer.fire_at if timer else None
@@ -266,6 +282,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                 raise inst.failure
             if inst.terminal is not None:
                 return await self._outcome_of_finished(inst)
+            if inst.continuation is not None:
+                return await self._continue_as_new(act)
             if inst.main.done():
                 return await self._finish(act)
             now = self.clock.now()
@@ -300,6 +318,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                     inst.open.pop(cmd.position, None)
                 continue
             kind = cmd.kind
+            if kind == "child":
+                continue  # its outcome arrives in the log (the child's notice)
             if kind == "sleep" or kind == "timer":
                 if cmd.wake_at is not None and cmd.wake_at <= now:
                     self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": cmd.command_id})
@@ -450,7 +470,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
         timer: datetime | None | _Unset = UNSET,
         lease: tuple[str, datetime] | None | _Unset = UNSET,
         hook_expired: str | None = None,
+        notices: list[Notice] | None = None,
+        continued: tuple[str, tuple[WorkflowRun, list[Event]]] | None = None,
     ) -> None:
+        """Commit the instance's buffered events with the given run-row changes (see
+        ``Commit``); ``notices`` go to other runs in the same write, ``continued`` is the next
+        run of the chain (its id and record) created by it."""
         now = self.clock.now()
         owner = self.options.owner
         follow_up: datetime | None | _Unset = UNSET
@@ -476,6 +501,15 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                 timer = next_wake(inst)
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
+        notices = list(notices) if notices else []
+        created: list[tuple[WorkflowRun, list[Event]]] = []
+        if inst.spawned:
+            created, told = child_runs(inst, events, self.options)
+            notices += told
+        continued_to = None
+        if continued is not None:
+            continued_to = continued[0]
+            created.append(continued[1])
         commit = Commit(
             run_id=inst.run_id,
             events=events,
@@ -491,8 +525,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
             hook_expired=hook_expired,
             recovery_attempts=0 if inst.losses_counted and progress_made(events) else None,
             owner=owner,
+            runs_created=created,
+            continued_to_run_id=continued_to,
+            notices=notices,
         )
         inst.sequence = await self.storage.commit(commit)
+        inst.spawned = 0
         if commit.recovery_attempts == 0:
             inst.losses_counted = False
         inst.buffer = []
@@ -507,6 +545,10 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
         for hook, cmd in hooks:
             inst.hook_tokens[cmd.position] = hook.token
         await self._publish(inst, events)
+        for run, _ in created:  # children and the chain's next run: they start now
+            await self.queue.enqueue_activation(run.run_id)
+        for notice in notices:  # the woken: a parent told of its child's end, children to stop
+            await self.queue.enqueue_activation(notice.run_id)
         if not completed and inst.unannounced():
             await self._announce(inst)
             if not isinstance(follow_up, _Unset):
@@ -574,7 +616,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
             except SerializationError as exc:
                 error = exc
         if error is None:
-            self._emit(inst, EventType.WORKFLOW_COMPLETED, {"result": result_json})
+            completed = {"result": result_json}
+            self._emit(inst, EventType.WORKFLOW_COMPLETED, completed)
             await self._commit(
                 inst,
                 status=RunStatus.COMPLETED,
@@ -582,6 +625,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                 completed=True,
                 timer=None,
                 lease=None,
+                notices=self._ending_notices(inst, RunStatus.COMPLETED, completed),
             )
             return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
         if isinstance(error, CancellationError) and inst.cancel_requested and not imposed:
@@ -595,6 +639,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
                 completed=True,
                 timer=None,
                 lease=None,
+                notices=self._ending_notices(inst, RunStatus.CANCELLED, cancelled),
             )
             return Outcome(inst.run_id, RunStatus.CANCELLED, exception=cancelled["exception"])
         data: dict[str, Any] = error_fields(error)
@@ -608,10 +653,48 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Recovery):
             completed=True,
             timer=None,
             lease=None,
+            notices=self._ending_notices(inst, RunStatus.FAILED, data),
         )
         return Outcome(
             inst.run_id, RunStatus.FAILED, exception=data["exception"], error=data["error"]
         )
+
+    def _ending_notices(
+        self, inst: WorkflowInstance, status: RunStatus, data: dict[str, Any]
+    ) -> list[Notice]:
+        run = inst.run
+        children = open_children(inst)
+        if not children and run.parent_run_id is None:
+            return []  # the common case: a root run with no children left running
+        return ending_notices(run, status, data, children, self.clock.now())
+
+    async def _continue_as_new(self, act: _Activation) -> Outcome:
+        """The code called ``continue_as_new``: end the run and create the next one of its
+        chain in one write (a crash leaves either both or neither)."""
+        inst = act.inst
+        for task in act.running.values():
+            task.cancel()
+        act.running.clear()
+        assert inst.continuation is not None
+        next_id = self.ids.new_run_id()
+        now = self.clock.now()
+        following, started = continued_run(inst, next_id, now, self.options)
+        args_json, kwargs_json = inst.continuation
+        data = {"continued_to_run_id": next_id, "args": args_json, "kwargs": kwargs_json}
+        self._emit(inst, EventType.WORKFLOW_CONTINUED_AS_NEW, data)
+        # Its children do not carry over: they are cancelled like those of any run that ends.
+        # A parent, on the other hand, knows the chain by its first run and hears from its end.
+        reason = f"parent run {inst.run_id} ended ({RunStatus.CONTINUED_AS_NEW.value})"
+        await self._commit(
+            inst,
+            status=RunStatus.CONTINUED_AS_NEW,
+            completed=True,
+            timer=None,
+            lease=None,
+            notices=[cancel_notice(child, reason, now) for child in open_children(inst)],
+            continued=(next_id, (following, [started])),
+        )
+        return Outcome(inst.run_id, RunStatus.CONTINUED_AS_NEW)
 
 
 __all__ = [

@@ -77,6 +77,7 @@ class StepAttempts:
     queue: TaskQueue
     options: EngineOptions
     executing: Counter[str]  # run id -> its step attempts running in this process
+    step_children: dict[tuple[str, str, int], int]  # see children.Children
 
     async def run_attempt(
         self,
@@ -89,7 +90,9 @@ class StepAttempts:
         step_context: Any,
     ) -> Event:
         """Run one attempt of a step body; return its outcome event (completed/retrying/failed)."""
-        info = StepInfo(run_id, command_id, definition.name, attempt, step_context, self.storage)
+        info = StepInfo(
+            run_id, command_id, definition.name, attempt, step_context, self.storage, self
+        )
         base = {"command_id": command_id, "step_name": definition.name, "attempt": attempt}
         invoke = self.options.invoke_step or invoke_body
         with step_scope(info):
@@ -98,6 +101,9 @@ class StepAttempts:
                 result_json = dumps(result, what=f"the result of step {definition.name!r}")
             except Exception as exc:  # noqa: BLE001 - every step failure is recorded
                 return self._failure_event(run_id, definition, base, exc, attempt)
+            finally:
+                if self.step_children:  # children it started: the count is the attempt's
+                    self.step_children.pop((run_id, command_id, attempt), None)
         return Event(
             run_id=run_id,
             type=EventType.STEP_COMPLETED,

@@ -30,14 +30,33 @@ from pyworkflow.context import StepContext, set_current_workflow
 from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 from pyworkflow.engine.loop import WorkflowEventLoop
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.exceptions import CancellationError, HookExpiredError, NonDeterminismError
+from pyworkflow.model.exceptions import (
+    CancellationError,
+    ChildWorkflowFailedError,
+    HookExpiredError,
+    MaxNestingDepthError,
+    NonDeterminismError,
+)
 from pyworkflow.model.schemas import WorkflowRun
-from pyworkflow.serialization import deserialize_args, deserialize_exception, loads
+from pyworkflow.serialization import (
+    deserialize_args,
+    deserialize_exception,
+    loads,
+    serialize_args,
+)
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 
 _COMMAND_RECORDS = frozenset(
-    {EventType.STEP_STARTED, EventType.SLEEP_STARTED, EventType.HOOK_CREATED}
+    {
+        EventType.STEP_STARTED,
+        EventType.SLEEP_STARTED,
+        EventType.HOOK_CREATED,
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_CANCEL_REQUESTED,
+    }
 )
+# How deep children nest by default: a root run is depth 0, its children 1, and so on.
+MAX_NESTING_DEPTH = 3
 # A command's record followed at once by its resolution: the common shapes replay takes at once.
 _STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
 _SLEEP_STARTED, _SLEEP_COMPLETED = EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED
@@ -57,7 +76,7 @@ class Command:
 
     position: int
     command_id: str
-    kind: str  # "step" | "sleep" | "timer" | "hook"
+    kind: str  # "step" | "sleep" | "timer" | "hook" | "child" | "cancel"
     name: str
     future: asyncio.Future[Any] | None = None
     handle: asyncio.TimerHandle | None = None
@@ -77,6 +96,10 @@ class Command:
     hook_id: str | None = None
     payload_schema: Any = None
     on_created: Any = None
+    # children
+    child_run_id: str | None = None
+    wait: bool = True  # start_child_workflow(wait_for_completion=...)
+    child_status: str | None = None  # "completed" | "failed" | "cancelled" once known
     # cancellation
     shielded: bool = False  # issued inside ``shield()``: a cancellation request leaves it be
     cancel_on_outcome: bool = False  # running when cancelled: its outcome is recorded, then
@@ -122,6 +145,7 @@ class WorkflowInstance:
         definition: WorkflowDefinition,
         *,
         dispatch_steps: bool = False,
+        max_nesting_depth: int = MAX_NESTING_DEPTH,
     ) -> None:
         self.run_id = run.run_id
         self.workflow_name = run.workflow_name
@@ -153,6 +177,15 @@ class WorkflowInstance:
         self.cancel_requested = False
         self.cancel_reason: str | None = None
         self.shield_depth = 0
+        # Children: by child run id; ``spawned`` counts child records not committed yet (the
+        # activation turns them into runs and notices); ``result_waiters`` are the futures of
+        # ``handle.result()`` calls, with whether each was issued inside a shield.
+        self.max_nesting_depth = max_nesting_depth
+        self.children: dict[str, Command] = {}
+        self.spawned = 0
+        self.result_waiters: list[tuple[asyncio.Future[Any], bool]] = []
+        # continue_as_new: the next run's (args JSON, kwargs JSON) once the code asked for it.
+        self.continuation: tuple[str, str] | None = None
         self.failure: NonDeterminismError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
@@ -372,6 +405,28 @@ class WorkflowInstance:
             else:
                 cmd.future.set_exception(deserialize_exception(event.data["exception"]))
 
+    def _resolve_child(self, cmd: Command, event: Event) -> None:
+        etype, data = event.type, event.data
+        cmd.child_status = etype.value.rpartition(".")[2]
+        future = cmd.future
+        if future is None or future.done():
+            return
+        if etype is EventType.CHILD_WORKFLOW_COMPLETED:
+            future.set_result(loads(data["result"]))
+            return
+        child_id = data.get("child_run_id", cmd.child_run_id)
+        ended = "was cancelled" if etype is EventType.CHILD_WORKFLOW_CANCELLED else "failed"
+        error = data.get("error") or ended
+        future.set_exception(
+            ChildWorkflowFailedError(
+                f"child workflow {cmd.name!r} (run {child_id}) {ended}: {error}",
+                child_run_id=child_id,
+                child_workflow_name=cmd.name,
+                error_type=data.get("error_type"),
+                error_message=data.get("error"),
+            )
+        )
+
     # -- cancellation --------------------------------------------------------------------------
 
     def _cancellation(self) -> CancellationError:
@@ -382,9 +437,14 @@ class WorkflowInstance:
         """The request arrived: every unshielded command the code waits on gets
         ``CancellationError`` now, except a step attempt in flight, which gets it once its
         outcome is recorded (a step that ran is never lost)."""
+        for waiter, shielded in self.result_waiters:
+            if not shielded and not waiter.done():
+                waiter.set_exception(self._cancellation())
         for cmd in list(self.open.values()):
             if cmd.shielded or not cmd.waiting or cmd.kind == "timer":
                 continue
+            if cmd.kind == "child" and not cmd.wait:
+                continue  # nobody awaits it here: handle.result() has its own waiter
             if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
                 cmd.cancel_on_outcome = True
                 continue
@@ -596,6 +656,136 @@ class WorkflowInstance:
             self._resolve_from_history(cmd)
         return cmd.future
 
+    def start_child(
+        self,
+        definition: WorkflowDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        wait: bool,
+    ) -> tuple[asyncio.Future[Any], str]:
+        """Issue a child workflow command; returns the future of the child's result (or
+        ``ChildWorkflowFailedError``) and the child's run id: this run's id and the command's
+        position, so the same call on replay names the same child, and two calls two."""
+        if self.run.nesting_depth >= self.max_nesting_depth:
+            raise MaxNestingDepthError(
+                f"workflow {self.workflow_name!r} (run {self.run_id}, nesting depth"
+                f" {self.run.nesting_depth}) cannot start child workflow {definition.name!r}:"
+                f" children nest at most {self.max_nesting_depth} levels deep"
+            )
+        try:
+            definition.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"child workflow {definition.name!r}: {exc}") from None
+        args_json, kwargs_json = serialize_args(args, kwargs)
+        cmd = self._issue("child", definition.name)
+        cmd.wait = wait
+        future = cmd.future = self.loop.create_future()
+        if not wait:
+            future.add_done_callback(_retrieve)
+        cmd.child_run_id = f"{self.run_id}.c{cmd.position}"
+        if self._refused(cmd):
+            return future, cmd.child_run_id
+        if cmd.position:
+            self.children[cmd.child_run_id] = cmd
+        recorded = self.recorded.get(cmd.position)
+        if recorded is not None and recorded.data["command_id"] == cmd.command_id:
+            cmd.child_run_id = recorded.data["child_run_id"]
+            self.children[cmd.child_run_id] = cmd
+        elif cmd.position:
+            self._record(
+                EventType.CHILD_WORKFLOW_STARTED,
+                {
+                    "command_id": cmd.command_id,
+                    "child_run_id": cmd.child_run_id,
+                    "child_workflow_name": definition.name,
+                    "args": args_json,
+                    "kwargs": kwargs_json,
+                },
+            )
+            self.spawned += 1
+        if cmd.recorded and wait:
+            self._resolve_from_history(cmd)
+        return future, cmd.child_run_id
+
+    def _child(self, child_run_id: str) -> Command:
+        cmd = self.children.get(child_run_id)
+        if cmd is None:
+            raise ValueError(f"run {self.run_id} started no child workflow {child_run_id!r}")
+        return cmd
+
+    def child_result(self, child_run_id: str) -> asyncio.Future[Any]:
+        """``handle.result()`` in the workflow: a waiter on the child's outcome, cancelled like
+        any durable call it waits on (unless issued inside ``shield()``)."""
+        cmd = self._child(child_run_id)
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        shielded = self.shield_depth > 0
+        if self.cancel_requested and not shielded:
+            waiter.set_exception(self._cancellation())
+            return waiter
+        self.result_waiters.append((waiter, shielded))
+        assert cmd.future is not None
+
+        def copy(done: asyncio.Future[Any]) -> None:
+            if waiter.done():
+                return
+            if done.cancelled():
+                waiter.cancel()
+            elif done.exception() is not None:
+                waiter.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                waiter.set_result(done.result())
+
+        if cmd.future.done():
+            copy(cmd.future)
+        else:
+            cmd.future.add_done_callback(copy)
+        return waiter
+
+    def child_status(self, child_run_id: str) -> str:
+        """What this run's log knows of a child: ``running``, or how it ended."""
+        return self._child(child_run_id).child_status or "running"
+
+    def cancel_child(self, child_run_id: str, reason: str | None) -> bool:
+        """``handle.cancel()`` in the workflow: a durable command whose record, committed with
+        the run's next write, carries the request to the child. True when the log knew the child
+        as still running."""
+        child = self._child(child_run_id)
+        running = child.child_status is None
+        cmd = self._issue("cancel", child.name)
+        cmd.done = True
+        self.open.pop(cmd.position, None)
+        recorded = self.recorded.get(cmd.position)
+        if recorded is not None and recorded.data["command_id"] == cmd.command_id:
+            return bool(recorded.data.get("running", running))
+        if cmd.position:
+            self._record(
+                EventType.CHILD_WORKFLOW_CANCEL_REQUESTED,
+                {
+                    "command_id": cmd.command_id,
+                    "child_run_id": child_run_id,
+                    "reason": reason,
+                    "running": running,
+                },
+            )
+            self.spawned += 1
+        return running
+
+    def continue_as_new(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """End this run and start a new one of the same workflow with ``args``: the activation
+        does both in one write. The returned future never resolves (the call never returns)."""
+        try:
+            self.definition.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"continue_as_new of {self.workflow_name!r}: {exc}") from None
+        encoded = serialize_args(args, kwargs)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        if self.cancel_requested and self.shield_depth == 0:
+            future.set_exception(self._cancellation())
+        elif self.continuation is None and not self._closed:
+            self.continuation = encoded
+        return future
+
     def command(self, command_id: str) -> Command:
         return self.commands[_position(command_id) - 1]
 
@@ -671,12 +861,21 @@ def _position(command_id: str) -> int:
     return int(command_id.rpartition(":")[2])
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an outcome nobody may await as seen (no "exception was never retrieved")."""
+    if not future.cancelled():
+        future.exception()
+
+
 _RESOLVERS: dict[EventType, Callable[[WorkflowInstance, Command, Event], None]] = {
     EventType.STEP_COMPLETED: WorkflowInstance._resolve_step_completed,
     EventType.STEP_FAILED: WorkflowInstance._resolve_step_failed,
     EventType.SLEEP_COMPLETED: WorkflowInstance._resolve_sleep,
     EventType.HOOK_RECEIVED: WorkflowInstance._resolve_hook_received,
     EventType.HOOK_EXPIRED: WorkflowInstance._resolve_hook_expired,
+    EventType.CHILD_WORKFLOW_COMPLETED: WorkflowInstance._resolve_child,
+    EventType.CHILD_WORKFLOW_FAILED: WorkflowInstance._resolve_child,
+    EventType.CHILD_WORKFLOW_CANCELLED: WorkflowInstance._resolve_child,
 }
 
-__all__ = ["Command", "WorkflowInstance", "describe"]
+__all__ = ["MAX_NESTING_DEPTH", "Command", "WorkflowInstance", "describe"]

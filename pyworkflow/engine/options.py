@@ -34,6 +34,8 @@ class EngineOptions:
     # test the engine (the simulator) wrap it to mock steps and to inject faults around bodies.
     invoke_step: StepInvoker | None = None
     default_max_recovery_attempts: int = 3
+    # How deep child workflows nest below a root run (MaxNestingDepthError beyond).
+    max_nesting_depth: int = 3
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from pyworkflow.engine.children import ending_notices, open_children_in
 from pyworkflow.engine.leases import RECOVERED, STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, TaskQueue
@@ -113,10 +114,16 @@ class Recovery:
             commit.events.append(failed)
             commit.status, commit.error, commit.completed_at = RunStatus.FAILED, str(error), now
             commit.lease, commit.timer, resume = None, None, False
+            # Ended without replaying its code: its log says which children it leaves running.
+            children = open_children_in(await self.storage.get_events(run_id))
+            if children or run.parent_run_id is not None:
+                commit.notices = ending_notices(run, RunStatus.FAILED, failed.data, children, now)
         try:
             await self.storage.commit(commit)
         except (SequenceConflictError, DuplicateCompletionError):
             return False
+        for notice in commit.notices:
+            await self.queue.enqueue_activation(notice.run_id)
         return resume
 
 

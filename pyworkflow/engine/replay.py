@@ -54,6 +54,17 @@ def _check_ending(inst: WorkflowInstance) -> Any:
     main = inst.main
     if terminal is None:
         return None  # the history ends while the run is still going: nothing more to compare
+    if terminal.type is EventType.WORKFLOW_CONTINUED_AS_NEW:
+        recorded = (terminal.data.get("args"), terminal.data.get("kwargs"))
+        if inst.continuation is None:
+            _diverged(inst, "the workflow continued as new", "the code did not")
+        elif recorded != (None, None) and inst.continuation != recorded:
+            _diverged(
+                inst,
+                f"continue_as_new with {recorded}",
+                f"continue_as_new with {inst.continuation}",
+            )
+        return None
     if not main.done():
         if terminal.type is EventType.WORKFLOW_FAILED and terminal.data.get("imposed"):
             # The engine ended the run (max_duration, the event limit, the recovery budget):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from pyworkflow.core.registry import WorkflowDefinition
@@ -22,6 +23,55 @@ from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import serialize_args
 from pyworkflow.storage.base import StorageBackend
+
+
+def build_run(
+    definition: WorkflowDefinition,
+    run_id: str,
+    args_json: str,
+    kwargs_json: str,
+    now: datetime,
+    options: EngineOptions,
+    *,
+    lease_owner: str = STARTING,
+    **links: Any,
+) -> tuple[WorkflowRun, Event]:
+    """A new run's record and its ``workflow.started``: for ``start_run``, for a child, for the
+    next run of a chain (``links``: ``parent_run_id``, ``nesting_depth``, ``context``,
+    ``continued_from_run_id``, ``idempotency_key``). Leased to ``lease_owner`` for ``lease_ttl``:
+    the ``STARTING`` reservation lets any worker's activation take it, and the sweeper recovers
+    it should nobody come."""
+    run = WorkflowRun(
+        run_id=run_id,
+        workflow_name=definition.name,
+        status=RunStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+        started_at=now,
+        input_args=args_json,
+        input_kwargs=kwargs_json,
+        max_duration=(
+            None
+            if definition.max_duration is None
+            else f"{definition.max_duration.total_seconds()}s"
+        ),
+        recover_on_worker_loss=definition.recover_on_worker_loss is not False,
+        max_recovery_attempts=(
+            options.default_max_recovery_attempts
+            if definition.max_recovery_attempts is None
+            else definition.max_recovery_attempts
+        ),
+        lease_owner=lease_owner,
+        lease_expires_at=now + options.lease_ttl,
+        **links,
+    )
+    started = Event(
+        run_id=run_id,
+        type=EventType.WORKFLOW_STARTED,
+        data={"workflow_name": definition.name, "args": args_json, "kwargs": kwargs_json},
+        timestamp=now,
+    )
+    return run, started
 
 
 class RunLifecycle:
@@ -57,35 +107,15 @@ class RunLifecycle:
         args_json, kwargs_json = serialize_args(args, kwargs)
         now = self.clock.now()
         run_id = run_id or self.ids.new_run_id()
-        run = WorkflowRun(
-            run_id=run_id,
-            workflow_name=definition.name,
-            status=RunStatus.RUNNING,
-            created_at=now,
-            updated_at=now,
-            started_at=now,
-            input_args=args_json,
-            input_kwargs=kwargs_json,
-            idempotency_key=idempotency_key,
-            max_duration=(
-                None
-                if definition.max_duration is None
-                else f"{definition.max_duration.total_seconds()}s"
-            ),
-            recover_on_worker_loss=definition.recover_on_worker_loss is not False,
-            max_recovery_attempts=(
-                self.options.default_max_recovery_attempts
-                if definition.max_recovery_attempts is None
-                else definition.max_recovery_attempts
-            ),
+        run, started = build_run(
+            definition,
+            run_id,
+            args_json,
+            kwargs_json,
+            now,
+            self.options,
             lease_owner=self.options.owner if activate_here else STARTING,
-            lease_expires_at=now + self.options.lease_ttl,
-        )
-        started = Event(
-            run_id=run_id,
-            type=EventType.WORKFLOW_STARTED,
-            data={"workflow_name": definition.name, "args": args_json, "kwargs": kwargs_json},
-            timestamp=now,
+            idempotency_key=idempotency_key,
         )
         return await self.storage.create_run(run, [started])
 
@@ -123,4 +153,4 @@ class RunLifecycle:
             del self._finished[run_id]
 
 
-__all__ = ["RunLifecycle"]
+__all__ = ["RunLifecycle", "build_run"]

@@ -26,9 +26,17 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 - ``cancellation.requested``: ``reason`` (``cancel_workflow``);  ``workflow.cancelled``: ``error``,
   ``error_type``, ``exception``, ``reason``
 
-Reserved, never recorded by this release (the contract's names for features not landed yet):
-``workflow.suspended``, ``workflow.continued_as_new``, ``hook.processed`` and the
-``child_workflow.*`` events. Replay already treats the terminal ones as terminal.
+- ``workflow.continued_as_new``: ``continued_to_run_id``, ``args``, ``kwargs`` (the next run's)
+- ``child_workflow.started``: ``command_id``, ``child_run_id``, ``child_workflow_name``,
+  ``args``, ``kwargs`` (the child run is created by the same write)
+- ``child_workflow.completed``: ``command_id``, ``child_run_id``, ``result``;
+  ``child_workflow.failed``: ``command_id``, ``child_run_id``, ``error``, ``error_type``,
+  ``exception``; ``child_workflow.cancelled``: the same and ``reason``. Appended to the parent's
+  log by the child's terminal write (a ``Notice``).
+- ``child_workflow.cancel_requested``: ``command_id``, ``child_run_id``, ``reason``, ``running``
+  (``handle.cancel()`` in the parent; the child's ``cancellation.requested`` goes with it)
+
+Reserved, never recorded by this release: ``workflow.suspended`` and ``hook.processed``.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ class EventType(StrEnum):
     CHILD_WORKFLOW_COMPLETED = "child_workflow.completed"
     CHILD_WORKFLOW_FAILED = "child_workflow.failed"
     CHILD_WORKFLOW_CANCELLED = "child_workflow.cancelled"
+    CHILD_WORKFLOW_CANCEL_REQUESTED = "child_workflow.cancel_requested"
 
     def __str__(self) -> str:
         return self.value
@@ -198,6 +207,10 @@ class Event:
             self._event_id = ""  # derived from run_id:sequence when read
         if self._timestamp is None and self._micros is None:
             self._timestamp = now
+
+    def copy_for(self, run_id: str) -> Event:
+        """An unnumbered copy of this event for ``run_id``'s log (a ``Notice`` delivered)."""
+        return Event(run_id, self.type, dict(self.data), self.timestamp)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.run_id, self.type, self.data, self.timestamp, self.sequence, self.event_id)

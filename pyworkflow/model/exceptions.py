@@ -84,16 +84,34 @@ class SerializationError(WorkflowError):
 
 
 class ChildWorkflowError(WorkflowError):
-    """Base class of child workflow failures. (Reserved: child workflows are pending in this
-    release, so it and its subclasses are never raised yet.)"""
+    """Base class of child workflow errors (``start_child_workflow``, ``ChildWorkflowHandle``)."""
 
 
 class ChildWorkflowFailedError(ChildWorkflowError):
-    """A child workflow failed."""
+    """A child workflow failed or was cancelled: raised where the parent awaits its result.
+
+    ``child_run_id`` and ``child_workflow_name`` name the child; ``error_type`` is the class of
+    the child's error (``module:QualName``) and ``error_message`` its message.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        child_run_id: str | None = None,
+        child_workflow_name: str | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.child_run_id = child_run_id
+        self.child_workflow_name = child_workflow_name
+        self.error_type = error_type
+        self.error_message = error_message
 
 
 class MaxNestingDepthError(WorkflowError):
-    """Child workflows nested deeper than allowed. (Reserved: child workflows are pending.)"""
+    """A child workflow would nest deeper than allowed (3 levels below the root run)."""
 
 
 class EventLimitExceededError(FatalError):

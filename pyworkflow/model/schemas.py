@@ -16,8 +16,7 @@ from pyworkflow.model.events import Event
 
 class RunStatus(StrEnum):
     """Where a run stands. The values are the contract's (``docs/api.md``); two are reserved
-    and never set by this release: ``PENDING`` (a run is created ``running``) and
-    ``CONTINUED_AS_NEW`` (``continue_as_new``, pending)."""
+    and never set by this release: ``PENDING`` (a run is created ``running``)."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -182,6 +181,24 @@ _KEEP_TIMER, _CLEAR_TIMER = TimerChange(Change.KEEP), TimerChange(Change.CLEAR)
 
 
 @dataclass(slots=True)
+class Notice:
+    """An event a commit appends to *another* run's log, in the same atomic write.
+
+    How a finishing child tells its parent, and how an ending parent cancels its children: the
+    notice and the commit that causes it are durable together, so a notice is never lost between
+    two writes. Storage appends ``event`` (numbered from the target's head) and, when
+    ``wake_at`` is set, sets the target's timer to it; it skips the notice, silently, when the
+    target does not exist, has ended, or already holds the event's completion key (a notice is
+    delivered at most once). A target that ended by continuing as new is followed along its
+    chain (``continued_to_run_id``) to the run that carries it on.
+    """
+
+    run_id: str
+    event: Event
+    wake_at: datetime | None = None
+
+
+@dataclass(slots=True)
 class Commit:
     """One atomic write to a run: appended events plus the run-row and side-table changes.
 
@@ -205,6 +222,12 @@ class Commit:
       activation that is still running a step.
     - ``hooks_created`` are inserted; ``hook_received`` / ``hook_expired`` move that hook from
       pending (else ``HookAlreadyReceivedError`` / ``HookExpiredError`` fail the commit).
+    - ``runs_created`` are inserted with their first events (numbered from 1), as ``create_run``
+      would, idempotency keys aside (they must have none); a run id already taken fails the
+      whole commit with ``WorkflowAlreadyRunningError``. Children and the next run of a chain
+      are created this way, atomically with the record that names them.
+    - ``continued_to_run_id`` is set on the run row when not None.
+    - ``notices`` are appended to other runs' logs after everything above (see ``Notice``).
     """
 
     run_id: str
@@ -223,6 +246,9 @@ class Commit:
     hook_received: tuple[str, str] | None = None  # (hook_id, payload JSON)
     hook_expired: str | None = None  # hook_id
     owner: str | None = None
+    runs_created: list[tuple[WorkflowRun, list[Event]]] = field(default_factory=list)
+    continued_to_run_id: str | None = None
+    notices: list[Notice] = field(default_factory=list)
 
     @property
     def lease_change(self) -> LeaseChange:
@@ -253,6 +279,7 @@ __all__ = [
     "Hook",
     "LeaseChange",
     "HookStatus",
+    "Notice",
     "RunStatus",
     "Timer",
     "TimerChange",

@@ -51,6 +51,7 @@ from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,
+    Notice,
     RunStatus,
     Timer,
     WorkflowRun,
@@ -491,6 +492,23 @@ def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
         "hook_received": commit.hook_received,
         "hook_expired": commit.hook_expired,
     }
+    # Absent when empty: journals written before children and chains read the same.
+    if commit.runs_created:
+        raw["runs_created"] = [
+            {"run": _encode_record(run), "events": [event.to_dict() for event in events]}
+            for run, events in commit.runs_created
+        ]
+    if commit.continued_to_run_id is not None:
+        raw["continued_to_run_id"] = commit.continued_to_run_id
+    if commit.notices:
+        raw["notices"] = [
+            {
+                "run_id": notice.run_id,
+                "event": notice.event.to_dict(),
+                "wake_at": _format_time(notice.wake_at),
+            }
+            for notice in commit.notices
+        ]
     # An absent key means keep (leave as is); null means clear.
     timer, lease = commit.timer_change, commit.lease_change
     if timer.change is not Change.KEEP:
@@ -518,6 +536,22 @@ def _decode_commit(raw: dict[str, Any]) -> Commit:
         hooks_created=[_decode_hook(hook) for hook in raw["hooks_created"]],
         hook_received=(received[0], received[1]) if received else None,
         hook_expired=raw["hook_expired"],
+        runs_created=[
+            (
+                WorkflowRun(**_decode_fields(entry["run"], _RUN_TIMES)),
+                [Event.from_dict(event) for event in entry["events"]],
+            )
+            for entry in raw.get("runs_created", ())
+        ],
+        continued_to_run_id=raw.get("continued_to_run_id"),
+        notices=[
+            Notice(
+                entry["run_id"],
+                Event.from_dict(entry["event"]),
+                _parse_time(entry["wake_at"]) if entry["wake_at"] else None,
+            )
+            for entry in raw.get("notices", ())
+        ],
     )
     timer = raw.get("timer", UNSET)
     commit.timer = _parse_time(timer) if isinstance(timer, str) else timer

@@ -31,6 +31,7 @@ from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,
+    Notice,
     RunStatus,
     Timer,
     WorkflowRun,
@@ -134,13 +135,10 @@ class MemoryStore:
         if run.run_id in self._runs:
             raise already_exists(run.run_id)
         record, numbered = new_run_record(run, events, now)
-        completion_keys = _new_completion_keys(run.run_id, numbered, set())
-        stored = _copy_run(record)
-        self._runs[run.run_id] = _RunLog(stored, numbered, set(completion_keys))
-        self._index_lease(stored)
+        self._insert_run(record, numbered)
         if key is not None:
             self._idempotency[key] = run.run_id
-        return _copy_run(stored), True
+        return _copy_run(record), True
 
     def get_run(self, run_id: str) -> WorkflowRun | None:
         log = self._runs.get(run_id)
@@ -196,6 +194,7 @@ class MemoryStore:
             hook_id = commit.hook_expired
             check_hook_pending(run_id, hook_id, self._hook_status(run_id, hook_id))
         new_keys = _new_completion_keys(run_id, events, log.completion_keys)
+        created = self._check_runs_created(commit, now)
         # Everything is checked: from here on nothing can fail.
         log.events.extend(events)
         log.completion_keys.update(new_keys)
@@ -218,7 +217,53 @@ class MemoryStore:
             hook.status, hook.payload, hook.received_at = HookStatus.RECEIVED, received[1], now
         if commit.hook_expired is not None:
             self._hooks[(run_id, commit.hook_expired)].status = HookStatus.EXPIRED
-        return run.last_sequence
+        head = run.last_sequence
+        for record, numbered in created:
+            self._insert_run(record, numbered)
+        for notice in commit.notices:
+            self._deliver(notice, now)
+        return head
+
+    def _check_runs_created(
+        self, commit: Commit, now: datetime
+    ) -> list[tuple[WorkflowRun, list[Event]]]:
+        created = []
+        ids = set()
+        for run, events in commit.runs_created:
+            if run.run_id in self._runs or run.run_id in ids:
+                raise already_exists(run.run_id)
+            if run.idempotency_key is not None:
+                raise ValueError("a run created by a commit cannot have an idempotency key")
+            ids.add(run.run_id)
+            created.append(new_run_record(run, events, now))
+        return created
+
+    def _insert_run(self, record: WorkflowRun, numbered: list[Event]) -> None:
+        completion_keys = _new_completion_keys(record.run_id, numbered, set())
+        stored = _copy_run(record)
+        self._runs[record.run_id] = _RunLog(stored, numbered, set(completion_keys))
+        self._index_lease(stored)
+
+    def _deliver(self, notice: Notice, now: datetime) -> None:
+        """Append a notice to its run (followed along a chain), or skip it (see ``Notice``)."""
+        log = self._runs.get(notice.run_id)
+        while log is not None and log.run.continued_to_run_id is not None:
+            log = self._runs.get(log.run.continued_to_run_id)
+        if log is None or log.run.status.is_terminal:
+            return
+        run = log.run
+        key = notice.event.completion_key
+        if key is not None and key in log.completion_keys:
+            return
+        event = notice.event.copy_for(run.run_id)
+        event.place(run.last_sequence + 1, now)
+        log.events.append(event)
+        if key is not None:
+            log.completion_keys.add(key)
+        run.last_sequence += 1
+        run.updated_at = now
+        if notice.wake_at is not None:
+            self._set_timer(run.run_id, notice.wake_at, None)
 
     @staticmethod
     def _update_run(run: WorkflowRun, commit: Commit, now: datetime) -> None:
@@ -234,6 +279,8 @@ class MemoryStore:
             run.completed_at = commit.completed_at
         if commit.recovery_attempts is not None:
             run.recovery_attempts = commit.recovery_attempts
+        if commit.continued_to_run_id is not None:
+            run.continued_to_run_id = commit.continued_to_run_id
         run.updated_at = now
         lease = commit.lease_change
         if lease.change is not Change.KEEP:  # cleared: both None

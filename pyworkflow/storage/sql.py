@@ -388,6 +388,21 @@ T_SELECT_COMMAND_EVENTS = (
     " WHERE run_id = ? AND sequence > ? AND command_id = ? ORDER BY sequence"
 )
 
+# What commits that reach other runs (``runs_created``, ``notices``, chains) run besides.
+T_RUN_EXISTS = "SELECT 1 FROM {runs} WHERE run_id = ?"
+T_SET_CONTINUED_TO = "UPDATE {runs} SET continued_to_run_id = ? WHERE run_id = ?"
+# Where a notice goes: the run's head, whether it ended, and the run it continued as, if any.
+T_SELECT_NOTICE_TARGET = (
+    "SELECT last_sequence, status, continued_to_run_id FROM {runs} WHERE run_id = ?"
+)
+# A notice's event, unless its completion key is already recorded: the unique index decides
+# without an error, which would abort a PostgreSQL transaction (a notice is skipped, not refused).
+T_INSERT_EVENT_ONCE = (
+    T_INSERT_EVENT
+    + " ON CONFLICT (run_id, completion_key) WHERE completion_key IS NOT NULL DO NOTHING"
+)
+T_ADVANCE_RUN = "UPDATE {runs} SET last_sequence = ?, updated_at = ? WHERE run_id = ?"
+
 T_SET_TIMER = (
     "INSERT INTO {timers} (run_id, fire_at, claimed_until) VALUES (?, ?, NULL)"
     " ON CONFLICT (run_id) DO UPDATE SET fire_at = excluded.fire_at, claimed_until = NULL"
@@ -455,6 +470,11 @@ class Statements:
         self.insert_event = sql(T_INSERT_EVENT)
         self.select_events = sql(T_SELECT_EVENTS)
         self.select_command_events = sql(T_SELECT_COMMAND_EVENTS)
+        self.run_exists = sql(T_RUN_EXISTS)
+        self.set_continued_to = sql(T_SET_CONTINUED_TO)
+        self.select_notice_target = sql(T_SELECT_NOTICE_TARGET)
+        self.insert_event_once = sql(T_INSERT_EVENT_ONCE)
+        self.advance_run = sql(T_ADVANCE_RUN)
         self.set_timer = sql(T_SET_TIMER)
         self.clear_timer = sql(T_CLEAR_TIMER)
         self.due_timers = sql(T_DUE_TIMERS)

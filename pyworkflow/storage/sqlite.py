@@ -39,6 +39,7 @@ from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,
+    Notice,
     RunStatus,
     Timer,
     WorkflowRun,
@@ -330,7 +331,49 @@ class SQLiteStorageBackend(StorageBackend):
             )
         if expired is not None:
             conn.execute(_SQL.expire_hook, (HookStatus.EXPIRED.value, run_id, expired))
+        if commit.continued_to_run_id is not None:
+            conn.execute(_SQL.set_continued_to, (commit.continued_to_run_id, run_id))
+        for run, first in commit.runs_created:
+            self._insert_created_run(conn, run, first, now)
+        for notice in commit.notices:
+            self._deliver(conn, notice, now)
         return head
+
+    @staticmethod
+    def _insert_created_run(
+        conn: sqlite3.Connection, run: WorkflowRun, first: list[Event], now: datetime
+    ) -> None:
+        """Insert a run of ``Commit.runs_created`` as ``create_run`` would; a taken id raises
+        (and the transaction, so the whole commit, rolls back)."""
+        if run.idempotency_key is not None:
+            if conn.execute(_SQL.run_exists, (run.run_id,)).fetchone() is not None:
+                raise already_exists(run.run_id)
+            raise ValueError("a run created by a commit cannot have an idempotency key")
+        record, numbered = new_run_record(run, first, now)
+        try:
+            conn.execute(_SQL.insert_run, run_params(record))
+        except sqlite3.IntegrityError:
+            raise already_exists(record.run_id) from None
+        assert record.created_at is not None
+        _insert_events(conn, record.run_id, numbered, record.created_at)
+
+    @staticmethod
+    def _deliver(conn: sqlite3.Connection, notice: Notice, now: datetime) -> None:
+        """Append a notice to its run (followed along a chain), or skip it (see ``Notice``)."""
+        run_id = notice.run_id
+        row = conn.execute(_SQL.select_notice_target, (run_id,)).fetchone()
+        while row is not None and row[2] is not None:
+            run_id = row[2]
+            row = conn.execute(_SQL.select_notice_target, (run_id,)).fetchone()
+        if row is None or RunStatus(row[1]).is_terminal:
+            return
+        event = notice.event.copy_for(run_id)  # the caller's event stays as it is
+        event.place(row[0] + 1, now)
+        if conn.execute(_SQL.insert_event_once, *event_rows(run_id, [event], now)).rowcount == 0:
+            return  # its completion key is already recorded: delivered before
+        conn.execute(_SQL.advance_run, (event.sequence, micros(now), run_id))
+        if notice.wake_at is not None:
+            conn.execute(_SQL.set_timer, (run_id, micros(notice.wake_at)))
 
     @staticmethod
     def _check_hook_pending(conn: sqlite3.Connection, run_id: str, hook_id: str) -> None:

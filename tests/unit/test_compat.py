@@ -226,8 +226,12 @@ def test_run_status_and_event_type_values() -> None:
         "cancellation.requested",
         *(f"child_workflow.{x}" for x in ["started", "completed", "failed", "cancelled"]),
     }
-    # The contract's values all stay; hook.announced (on_created called) is this engine's own.
-    assert {t.value for t in EventType} == expected | {"hook.announced"}
+    # The contract's values all stay; hook.announced (on_created called) and
+    # child_workflow.cancel_requested (handle.cancel() in the parent) are this engine's own.
+    assert {t.value for t in EventType} == expected | {
+        "hook.announced",
+        "child_workflow.cancel_requested",
+    }
 
 
 def test_record_fields() -> None:

@@ -3,8 +3,9 @@
 ``PostgresStorageBackend`` turns each call of the port into statements (``schema.py``: the tables,
 the commit function and what its refusals mean) run on a pooled connection (``pool.py``: the
 pool and the retries), with the server named by ``dsn.py`` and conditional commits grouped by
-``group_commit.py``. Constructing does no I/O; the first call migrates the schema and opens the
-pool, once per event loop.
+``group_commit.py`` (except those that write other runs too: one explicit transaction each).
+Constructing does no I/O; the first call migrates the schema and opens the pool, once per event
+loop.
 
 This module must never talk to the server except through ``_run`` (and ``_run_on`` for the
 migration, while opening the pool), never hold a connection across calls, never retry by itself
@@ -27,6 +28,7 @@ from pyworkflow.model.schemas import (
     Commit,
     Hook,
     HookStatus,
+    Notice,
     RunStatus,
     Timer,
     WorkflowRun,
@@ -79,6 +81,15 @@ from pyworkflow.storage.sql import (
 _T = TypeVar("_T")
 
 DEFAULT_SCHEMA = "public"
+
+
+class _Refused(Exception):
+    """Carries what refuses a commit out of its transaction (which rolls back) to the caller,
+    so the connection is handed back for reuse rather than closed as for an unknown error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class PostgresStorageBackend(GroupCommit, StorageBackend):
@@ -291,6 +302,11 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         # the sequences and the events are numbered again from what it returns.
         events = number_events(commit, commit.expected_sequence or 0, now)
         args = commit_args(commit, events, now)
+        if commit.runs_created or commit.notices or commit.continued_to_run_id is not None:
+            reached = await self._commit_reaching_out(commit, events, now, args)
+            if commit.expected_sequence is None and events:
+                number_events(commit, reached - len(events), now)
+            return reached
         if commit.expected_sequence is not None:
             # The new head is known in advance, so the commit can join a group (see _flush).
             pending = PendingCommit(commit, events, now, args, asyncio.get_running_loop())
@@ -306,6 +322,87 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         if commit.expected_sequence is None and events:
             number_events(commit, head - len(events), now)
         return head
+
+    async def _commit_reaching_out(
+        self, commit: Commit, events: list[Event], now: datetime, args: tuple[Any, ...]
+    ) -> int:
+        """A commit that also writes other runs (``runs_created``, ``notices``) or links its
+        chain (``continued_to_run_id``): the commit function, then those writes, in one explicit
+        transaction. It never joins a group, so no other commit depends on what it refuses; such
+        commits are rare (a child started or ended, a chain continued), the extra round trips
+        are theirs alone."""
+
+        async def work(conn: Any) -> int | Exception:
+            try:
+                async with conn.transaction():
+                    if commit.notices:  # the runs it writes, locked in one order: no deadlock
+                        targets = [commit.run_id, *(notice.run_id for notice in commit.notices)]
+                        await conn.execute(self._sql.lock_runs, targets)
+                    head: int = await conn.fetchval(self._sql.commit, *args)
+                    if commit.continued_to_run_id is not None:
+                        await conn.execute(
+                            self._sql.set_continued_to, commit.continued_to_run_id, commit.run_id
+                        )
+                    for run, first in commit.runs_created:
+                        await self._insert_created_run(conn, run, first, now)
+                    for notice in commit.notices:
+                        await self._deliver(conn, notice, now)
+                    return head
+            except _Refused as refused:  # rolled back: the connection is fit for the next call
+                return refused.error
+
+        try:
+            outcome = await self._run(work, retry=False)
+        except asyncpg.PostgresError as exc:
+            raise commit_error(commit, events, now, exc) from None
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _insert_created_run(
+        self, conn: Any, run: WorkflowRun, first: list[Event], now: datetime
+    ) -> None:
+        """Insert a run of ``Commit.runs_created`` as ``create_run`` would, or refuse the commit
+        (``_Refused``) when its id is taken."""
+        if run.idempotency_key is not None:
+            if await conn.fetchval(self._sql.run_exists, run.run_id) is not None:
+                raise _Refused(already_exists(run.run_id))
+            raise _Refused(ValueError("a run created by a commit cannot have an idempotency key"))
+        try:
+            record, numbered = new_run_record(run, first, now)
+        except ValueError as exc:
+            raise _Refused(exc) from None
+        assert record.created_at is not None
+        rows = event_rows(record.run_id, numbered, record.created_at)
+        columns = list(zip(*rows, strict=True))[2:] if rows else [()] * 5
+        try:
+            inserted = await conn.fetchval(self._sql.create_run, *run_params(record), *columns)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != COMPLETION_KEY_INDEX:
+                raise
+            keys = [key for key in (e.completion_key for e in numbered) if key is not None]
+            raise _Refused(duplicate_completion(record.run_id, keys)) from None
+        if not inserted:
+            raise _Refused(already_exists(record.run_id))
+
+    async def _deliver(self, conn: Any, notice: Notice, now: datetime) -> None:
+        """Append a notice to its run (followed along a chain), or skip it (see ``Notice``).
+        Nothing here fails on a skipped notice: an error would abort the whole transaction."""
+        run_id = notice.run_id
+        row = await conn.fetchrow(self._sql.lock_notice_target, run_id)
+        while row is not None and row[2] is not None:
+            run_id = row[2]
+            row = await conn.fetchrow(self._sql.lock_notice_target, run_id)
+        if row is None or RunStatus(row[1]).is_terminal:
+            return
+        event = notice.event.copy_for(run_id)  # the caller's event stays as it is
+        event.place(row[0] + 1, now)
+        (values,) = event_rows(run_id, [event], now)
+        if await conn.fetchval(self._sql.insert_notice_event, *values) is None:
+            return  # its completion key is already recorded: delivered before
+        await conn.execute(self._sql.advance_run, event.sequence, micros(now), run_id)
+        if notice.wake_at is not None:
+            await conn.execute(self._sql.set_timer, run_id, micros(notice.wake_at))
 
     async def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None

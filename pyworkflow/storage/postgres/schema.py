@@ -9,7 +9,9 @@
   back and nothing of the ``Commit`` stays; the unique index on ``(run_id, completion_key)`` turns a
   duplicate completion into a unique violation the same way. ``commit_args`` lays a ``Commit`` out
   as the function's arguments and ``commit_error`` turns what it refused into the port's exception,
-  so the function's signature and SQLSTATEs are written and read in this one module.
+  so the function's signature and SQLSTATEs are written and read in this one module. A commit
+  that also writes other runs (``runs_created``, ``notices``) or links its chain calls the same
+  function in an explicit transaction, followed by those writes (``backend.py``).
   ``create_run`` is one statement too (two data-modifying CTEs).
 - **Timestamps** are ``BIGINT`` microseconds since the epoch, as in SQLite: exact round trips, no
   time zone conversion, and the row mapping is shared. Identifiers are ``TEXT COLLATE "C"``, so
@@ -55,10 +57,12 @@ from pyworkflow.storage.sql import (
     T_EXPIRED_LEASES_WHERE,
     T_HOOK_STATUS,
     T_INSERT_EVENT,
+    T_INSERT_EVENT_ONCE,
     T_INSERT_HOOK,
     T_INSERT_RUN,
     T_RECEIVE_HOOK,
     T_SELECT_HEAD,
+    T_SELECT_NOTICE_TARGET,
     T_SET_TIMER,
     T_UPDATE_RUN,
     T_UPDATE_RUN_AND_LEASE,
@@ -232,6 +236,16 @@ class PostgresStatements(Statements):
             " WITH ORDINALITY AS e(type, stamp, data, command_id, completion_key, n))"
             " SELECT count(*) FROM run"
         )
+        # A commit with notices locks its run and theirs first, in run id order (as group commits
+        # lock theirs), so a parent and a child noticing each other cannot deadlock.
+        self.lock_runs = sql(
+            "SELECT run_id FROM {runs} WHERE run_id = ANY(?::text[]) ORDER BY run_id FOR UPDATE"
+        )
+        # A commit's notice locks the run it goes to (and each run of the chain it follows), so
+        # it is numbered from a head no other commit can move before this one ends.
+        self.lock_notice_target = sql(T_SELECT_NOTICE_TARGET + " FOR UPDATE")
+        # Returns the sequence, or no row when the completion key is already recorded.
+        self.insert_notice_event = sql(T_INSERT_EVENT_ONCE + " RETURNING sequence")
         # Bound with (claimed_until, now, now, limit).
         self.claim_timers = sql(
             "UPDATE {timers} SET claimed_until = ? WHERE run_id IN (SELECT run_id FROM {timers}"

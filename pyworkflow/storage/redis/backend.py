@@ -52,6 +52,8 @@ from pyworkflow.storage.redis.codec import (
     hook_from_hash,
     hook_member,
     key_name,
+    new_run_args,
+    notice_args,
     opt,
     pairs,
     run_fields,
@@ -82,6 +84,11 @@ def _refuse_commit(commit: Commit, what: str, detail: str) -> NoReturn:
         raise duplicate_completion(run_id, [detail])
     if what == "LEASED":
         raise lease_held(run_id, detail)
+    if what == "TAKEN":  # <index> of the run created
+        raise already_exists(commit.runs_created[int(detail)][0].run_id)
+    if what == "CREATED_DUPLICATE":  # <index> of the run created, <completion key>
+        index, _, key = detail.partition(" ")
+        raise duplicate_completion(commit.runs_created[int(index)][0].run_id, [key])
     assert what == "HOOK", what
     move, state = detail.split(" ")
     received, expired = commit.hook_received, commit.hook_expired
@@ -227,6 +234,7 @@ class RedisStorageBackend(StorageBackend):
             ("result", commit.result),
             ("error", commit.error),
             ("recovery_attempts", commit.recovery_attempts),
+            ("continued_to_run_id", commit.continued_to_run_id),
         ):
             add_optional(fields, name, value)
         for name, instant in (
@@ -253,7 +261,7 @@ class RedisStorageBackend(StorageBackend):
             hook_record = hook_fields(run_id, hook)
             hooks += (hook_member(run_id, hook.hook_id), hook.status.value, len(hook_record))
             hooks += hook_record
-        return [
+        args: Fields = [
             run_id,
             "" if commit.expected_sequence is None else commit.expected_sequence,
             micros(now),
@@ -270,6 +278,17 @@ class RedisStorageBackend(StorageBackend):
             *hooks,
             opt(commit.owner),
         ]
+        if commit.runs_created or commit.notices:
+            # The trailing section, sent only by commits that reach other runs.
+            args.append(len(commit.runs_created))
+            for run, events in commit.runs_created:
+                if run.idempotency_key is not None:
+                    raise ValueError("a run created by a commit cannot have an idempotency key")
+                args += new_run_args(*new_run_record(run, events, now))
+            args.append(len(commit.notices))
+            for notice in commit.notices:
+                args += notice_args(notice, now)
+        return args
 
     async def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None

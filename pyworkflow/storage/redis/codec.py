@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
+from pyworkflow.model.schemas import Hook, HookStatus, Notice, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.values import micros
 
@@ -238,6 +238,37 @@ def event_args(run_id: str, events: list[Event], now: datetime) -> Fields:
         entry = _dumps([event.type.value, micros(event.timestamp or now), event.data])
         args += (entry, event.completion_key or "", opt(event.command_id))
     return args
+
+
+def new_run_args(record: WorkflowRun, events: list[Event]) -> Fields:
+    """A run a commit creates (``new_run_record``'s), as the commit script reads it: its id,
+    index member, status, workflow name, hash fields (count first) and first events."""
+    assert record.created_at is not None
+    fields = run_fields(record)
+    return [
+        record.run_id,
+        run_index_member(record.created_at, record.run_id),
+        record.status.value,
+        record.workflow_name,
+        len(fields),
+        *fields,
+        *event_args(record.run_id, events, record.created_at),
+    ]
+
+
+def notice_args(notice: Notice, now: datetime) -> Fields:
+    """Five script arguments per notice: its run, wake-up ("" for none), and its event's log
+    entry, completion key and command id (stamped ``now`` if unstamped; the event is left as is,
+    whatever run the script appends it to)."""
+    event = notice.event
+    entry = _dumps([event.type.value, micros(event.timestamp or now), event.data])
+    return [
+        notice.run_id,
+        micros(notice.wake_at) if notice.wake_at is not None else "",
+        entry,
+        event.completion_key or "",
+        opt(event.command_id),
+    ]
 
 
 def events_from_entries(run_id: str, first: int, entries: list[str]) -> list[Event]:

@@ -156,6 +156,50 @@ local function move_hook(member, from, to)
   redis.call('ZREM', P .. ':hooks:status:' .. from, member)
   redis.call('ZADD', P .. ':hooks:status:' .. to, 0, member)
 end
+
+-- set the run's timer to fire_at, unclaimed
+local function set_timer(run_id, fire_at)
+  redis.call('HSET', P .. ':timer', run_id, fire_at)
+  redis.call('ZADD', P .. ':timers:free', fire_at, run_id)
+  redis.call('ZREM', P .. ':timers:claimed', run_id)
+end
+
+-- store a new run: its hash fields ARGV[from..to], its first n events (3 arguments each, from
+-- ARGV[first]) and its list_runs and lease index entries (<ix> ix)
+local function insert_run(run_id, ix, status, name, from, to, first, n)
+  redis.call('HSET', P .. ':run:' .. run_id, unpack(ARGV, from, to))
+  append_events(run_id, 0, first, n)
+  redis.call('ZADD', P .. ':runs', 0, ix)
+  redis.call('ZADD', P .. ':runs:name:' .. name, 0, ix)
+  index_status(ix, status, name, true)
+  move_lease(run_id, {}, lease_state(run_id))
+end
+
+-- append a notice (5 arguments from ARGV[at]: run_id, wake_at ('' none), then its event's 3) to
+-- the run that carries its run on (followed along continued_to_run_id), at now; skipped when
+-- that run does not exist, has ended or holds the event's completion key already
+local function deliver(at, now)
+  local fields = {'continued_to_run_id', 'status', 'last_sequence', 'lease_owner',
+    'lease_expires_at', 'updated_at'}
+  local target, seen = ARGV[at], {}
+  local row = redis.call('HMGET', P .. ':run:' .. target, unpack(fields))
+  while row[1] do
+    -- a chain that loops has no run carrying it on (and must not hang the server)
+    if seen[target] then return end
+    seen[target] = true
+    target = row[1]
+    row = redis.call('HMGET', P .. ':run:' .. target, unpack(fields))
+  end
+  local status = row[2]
+  if not status or TERMINAL[status] then return end
+  local key = ARGV[at + 3]
+  if key ~= '' and redis.call('SISMEMBER', P .. ':done:' .. target, key) == 1 then return end
+  local head = tonumber(row[3])
+  append_events(target, head, at + 2, 1)
+  redis.call('HSET', P .. ':run:' .. target, 'last_sequence', head + 1, 'updated_at', now)
+  move_lease(target, {status, row[4], row[5], row[6]}, {status, row[4], row[5], now})
+  if ARGV[at + 1] ~= '' then set_timer(target, ARGV[at + 1]) end
+end
 """
 )
 
@@ -176,20 +220,18 @@ local n_events = tonumber(ARGV[first - 1])
 local duplicate = duplicate_key(run_id, first, n_events)
 if duplicate then return fail('DUPLICATE ' .. duplicate) end
 -- checked; from here on nothing fails
-redis.call('HSET', run, unpack(ARGV, 8, 7 + n_fields))
-append_events(run_id, 0, first, n_events)
-redis.call('ZADD', P .. ':runs', 0, ix)
-redis.call('ZADD', P .. ':runs:name:' .. name, 0, ix)
-index_status(ix, status, name, true)
+insert_run(run_id, ix, status, name, 8, 7 + n_fields, first, n_events)
 if key then redis.call('HSET', P .. ':idem', key, run_id) end
-move_lease(run_id, {}, lease_state(run_id))
 return {1}
 """
 
 # ARGV: prefix, run_id, expected (''), now, status (''), lease ('' keep, '-' release,
 # '=owner' set), lease expiry, timer ('' keep, '-' clear, micros), hook received (opt), payload,
 # hook expired (opt), n, n run field values, events (count, 3 each), hooks created (count, then
-# member, status, n, n field values each), the committing owner (opt, last). Returns the new head.
+# member, status, n, n field values each), the committing owner (opt). Then, only when the commit
+# creates runs or sends notices, a trailing section: the runs created (count, then run_id, <ix>,
+# status, workflow_name, n, n field values, events (count, 3 each) each) and the notices (count,
+# then run_id, wake_at ('' none), event (3) each). Returns the new head.
 _COMMIT = """
 local run_id, now = ARGV[2], ARGV[4]
 local run = P .. ':run:' .. run_id
@@ -199,7 +241,14 @@ if not row[1] then return fail('NOT_FOUND') end
 local head, status = tonumber(row[1]), row[2]
 if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= head then return fail('CONFLICT ' .. head) end
 if TERMINAL[status] then return fail('FINISHED ' .. status) end
-local committer, holder = opt(ARGV[#ARGV]), row[5]
+local n_fields = tonumber(ARGV[12])
+local first = 13 + n_fields + 1
+local n_events = tonumber(ARGV[first - 1])
+local hooks_at = first + 3 * n_events
+local tail = hooks_at
+for _ = 1, tonumber(ARGV[hooks_at]) do tail = tail + 3 + tonumber(ARGV[tail + 3]) end
+tail = tail + 1
+local committer, holder = opt(ARGV[tail]), row[5]
 if committer and holder and holder ~= committer
     and string.sub(holder, 1, RESERVED_LENGTH) ~= RESERVED
     and (not row[6] or tonumber(row[6]) > tonumber(now)) then
@@ -214,11 +263,27 @@ for _, move in ipairs({{'received', received}, {'expired', expired}}) do
     if state ~= 'pending' then return fail('HOOK ' .. move[1] .. ' ' .. (state or '-')) end
   end
 end
-local n_fields = tonumber(ARGV[12])
-local first = 13 + n_fields + 1
-local n_events = tonumber(ARGV[first - 1])
 local duplicate = duplicate_key(run_id, first, n_events)
 if duplicate then return fail('DUPLICATE ' .. duplicate) end
+-- the runs created, {run_id, first argument, n fields, first event, n events} each
+local created, notices_at = {}, nil
+if #ARGV > tail then
+  local at, taken = tail + 2, {}
+  for i = 1, tonumber(ARGV[tail + 1]) do
+    local id, n = ARGV[at], tonumber(ARGV[at + 4])
+    if taken[id] or redis.call('EXISTS', P .. ':run:' .. id) == 1 then
+      return fail('TAKEN ' .. (i - 1))
+    end
+    taken[id] = true
+    local events_at = at + 5 + n
+    local count = tonumber(ARGV[events_at])
+    local repeated = duplicate_key(id, events_at + 1, count)
+    if repeated then return fail('CREATED_DUPLICATE ' .. (i - 1) .. ' ' .. repeated) end
+    created[i] = {id, at, n, events_at + 1, count}
+    at = events_at + 1 + 3 * count
+  end
+  notices_at = at
+end
 -- checked; from here on nothing fails
 local new_head = head + n_events
 append_events(run_id, head, first, n_events)
@@ -247,11 +312,9 @@ if timer == '-' then
   redis.call('ZREM', P .. ':timers:free', run_id)
   redis.call('ZREM', P .. ':timers:claimed', run_id)
 elseif timer ~= '' then
-  redis.call('HSET', P .. ':timer', run_id, timer)
-  redis.call('ZADD', P .. ':timers:free', timer, run_id)
-  redis.call('ZREM', P .. ':timers:claimed', run_id)
+  set_timer(run_id, timer)
 end
-local at = first + 3 * n_events
+local at = hooks_at
 for _ = 1, tonumber(ARGV[at]) do
   local member, hook_status, n = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
   local hook = P .. ':hook:' .. member
@@ -272,6 +335,14 @@ if expired then
   local member = run_id .. '\\0' .. expired
   redis.call('HSET', P .. ':hook:' .. member, 'status', 'expired')
   move_hook(member, 'pending', 'expired')
+end
+if notices_at then
+  for _, c in ipairs(created) do
+    local at = c[2]
+    insert_run(c[1], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], at + 5, at + 4 + c[3], c[4], c[5])
+  end
+  -- after everything above: a notice sees the runs and links this commit wrote
+  for i = 1, tonumber(ARGV[notices_at]) do deliver(notices_at + 5 * i - 4, now) end
 end
 return new_head
 """
