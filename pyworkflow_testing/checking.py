@@ -94,15 +94,15 @@ class Checks:
 
     async def _log_hash(self) -> str:
         digest = hashlib.sha256()
-        for run in self.runs:
-            events = await self.world.storage.inner.get_events(run.run_id)
+        for _, record in await self._every_run():
+            events = await self.world.storage.inner.get_events(record.run_id)
             # Event data is plain JSON (the engine writes it): orjson, keys sorted. Event ids
             # derive from the run id and the sequence, which are in.
             log = [
                 (event.sequence, event.type.value, event.epoch_seconds(), event.data)
                 for event in events
             ]
-            digest.update(orjson.dumps([run.run_id, log], option=orjson.OPT_SORT_KEYS))
+            digest.update(orjson.dumps([record.run_id, log], option=orjson.OPT_SORT_KEYS))
         return digest.hexdigest()
 
     async def violations(self) -> list[str]:
@@ -121,19 +121,44 @@ class Checks:
                 else f"liveness: runs still going after {self.liveness} of virtual time"
             )
         storage = self.world.storage.inner
-        for run in self.runs:
-            record = await storage.get_run(run.run_id)
-            assert record is not None
-            events = await storage.get_events(run.run_id)
-            hooks = await storage.list_hooks(run.run_id)
+        records: dict[str, WorkflowRun] = {}
+        logs: dict[str, list[Event]] = {}
+        for prefix, record in await self._every_run():
+            run_id = record.run_id
+            events = await storage.get_events(run_id)
+            records[run_id], logs[run_id] = record, events
+            hooks = await storage.list_hooks(run_id)
             pending = sum(hook.status is HookStatus.PENDING for hook in hooks)
-            prefix = f"run {run.index} ({run.run_id})"
             problems = oracles.well_formed(record, events)
-            problems += self.world.ledger.violations(run.run_id, events, hooks)
+            problems += self.world.ledger.violations(run_id, events, hooks)
             problems += await oracles.replays_the_same(record.workflow_name, events)
             problems += oracles.finished(record, pending)
             found += [f"{prefix}: {problem}" for problem in problems]
+        found += oracles.family(records, logs)
         return found
+
+    async def _every_run(self) -> list[tuple[str, WorkflowRun]]:
+        """Every stored run with how reports name it: the script's runs by index first, then the
+        runs the engine made (children, the next runs of chains) by id."""
+        storage = self.world.storage.inner
+        named: list[tuple[str, WorkflowRun]] = []
+        seen: set[str] = set()
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            assert record is not None
+            named.append((f"run {run.index} ({run.run_id})", record))
+            seen.add(run.run_id)
+        others: list[WorkflowRun] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await storage.list_runs(limit=500, cursor=cursor)
+            others += [record for record in page if record.run_id not in seen]
+            if cursor is None:
+                break
+        for record in sorted(others, key=lambda r: r.run_id):
+            kind = "child" if record.continued_from_run_id is None else "continued run"
+            named.append((f"{kind} {record.run_id}", record))
+        return named
 
     async def _compare_with_reference(self) -> list[str]:
         """Each run against its workflow function run with no engine (``run_reference``): hooks
@@ -220,9 +245,15 @@ class Checks:
     def _outcomes(self) -> list[tuple[str, str | None]]:
         async def collect() -> list[tuple[str, str | None]]:
             out = []
+            storage = self.world.storage.inner
             for run in self.runs:
-                record = await self.world.storage.inner.get_run(run.run_id)
+                record = await storage.get_run(run.run_id)
                 assert record is not None
+                while record.continued_to_run_id is not None:  # a chain ends at its last run
+                    following = await storage.get_run(record.continued_to_run_id)
+                    if following is None:
+                        break
+                    record = following
                 out.append((record.status.value, record.result or record.error))
             return out
 

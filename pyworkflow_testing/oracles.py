@@ -140,6 +140,109 @@ async def replays_the_same(workflow: Any, events: list[Event]) -> list[str]:
     return []
 
 
+def family(runs: dict[str, WorkflowRun], logs: dict[str, list[Event]]) -> list[str]:
+    """Across runs: children and chains (``runs``/``logs`` by run id, every run stored).
+
+    - every child is recorded exactly once in its parent (``child_workflow.started`` naming it),
+      and every child its parent recorded exists, with the parent's id;
+    - a child's ending reached its parent as it is: the outcome in the parent's log matches how
+      the child's chain ended (a parent that ended first hears nothing, and that is fine);
+    - no orphan: a child whose parent has ended has ended too (checked once faults stopped);
+    - every chain is linear: a run that continued names one next run, which names it back, and
+      no two runs continue from the same run.
+    """
+    problems: list[str] = []
+    started: dict[str, list[tuple[str, Event]]] = {}  # child id -> (parent id, record)
+    told: dict[tuple[str, str], Event] = {}  # (parent id, child id) -> its outcome in the parent
+    for run_id, events in logs.items():
+        for event in events:
+            if event.type is EventType.CHILD_WORKFLOW_STARTED:
+                started.setdefault(event.data["child_run_id"], []).append((run_id, event))
+            elif event.type in _CHILD_ENDINGS:
+                pair = (run_id, event.data["child_run_id"])
+                if pair in told:
+                    problems.append(
+                        f"child {pair[1]}'s ending reached its parent {run_id} twice (events"
+                        f" {told[pair].sequence} and {event.sequence})"
+                    )
+                told[pair] = event
+    for child_id, records in sorted(started.items()):
+        if len(records) > 1:
+            problems.append(f"child {child_id} is recorded {len(records)} times in its parent")
+        parent_id = records[0][0]
+        child = runs.get(child_id)
+        if child is None:
+            problems.append(f"run {parent_id} recorded child {child_id}, which does not exist")
+        elif child.parent_run_id != parent_id:
+            problems.append(f"child {child_id} names {child.parent_run_id} as its parent")
+    successors: dict[str, list[str]] = {}
+    for run_id, run in sorted(runs.items()):
+        if run.continued_from_run_id is not None:
+            successors.setdefault(run.continued_from_run_id, []).append(run_id)
+        if run.status is RunStatus.CONTINUED_AS_NEW:
+            following = runs.get(run.continued_to_run_id or "")
+            if following is None:
+                problems.append(f"run {run_id} continued as new, but its next run does not exist")
+            elif following.continued_from_run_id != run_id:
+                problems.append(f"run {run_id} continued as {following.run_id}, which disowns it")
+        if run.parent_run_id is None or run.continued_from_run_id is not None:
+            continue
+        parent = runs.get(run.parent_run_id)
+        child_id = run.context.get("child_run_id", run_id)
+        records = started.get(child_id, [])
+        if parent is None:
+            problems.append(f"child {run_id} has no parent run {run.parent_run_id}")
+            continue
+        if not records and run.context.get("parent_command_id"):
+            problems.append(f"child {run_id} is not recorded in its parent {parent.run_id}")
+        end = _chain_end(run, runs)
+        if parent.status.is_terminal and not end.status.is_terminal:
+            problems.append(
+                f"orphan: child {child_id} is {end.status.value} though its parent"
+                f" {parent.run_id} ended {parent.status.value}"
+            )
+        outcome = told.get((parent.run_id, child_id))
+        if outcome is not None:
+            problems += _agrees(child_id, outcome, end)
+    for run_id, nexts in sorted(successors.items()):
+        if len(nexts) > 1:
+            problems.append(f"run {run_id} has {len(nexts)} next runs: {sorted(nexts)}")
+    return problems
+
+
+_CHILD_ENDINGS = {
+    EventType.CHILD_WORKFLOW_COMPLETED: RunStatus.COMPLETED,
+    EventType.CHILD_WORKFLOW_FAILED: RunStatus.FAILED,
+    EventType.CHILD_WORKFLOW_CANCELLED: RunStatus.CANCELLED,
+}
+
+
+def _chain_end(run: WorkflowRun, runs: dict[str, WorkflowRun]) -> WorkflowRun:
+    seen = {run.run_id}
+    while run.continued_to_run_id is not None and run.continued_to_run_id not in seen:
+        following = runs.get(run.continued_to_run_id)
+        if following is None:
+            break
+        seen.add(following.run_id)
+        run = following
+    return run
+
+
+def _agrees(child_id: str, outcome: Event, end: WorkflowRun) -> list[str]:
+    expected = _CHILD_ENDINGS[outcome.type]
+    if end.status is not expected:
+        return [
+            f"the parent heard child {child_id} {expected.value}, but it ended"
+            f" {end.status.value}"
+        ]
+    if expected is RunStatus.COMPLETED and outcome.data.get("result") != end.result:
+        return [
+            f"the parent heard child {child_id} return {outcome.data.get('result')}, but it"
+            f" returned {end.result}"
+        ]
+    return []
+
+
 def finished(run: WorkflowRun, waiting_hooks: int) -> list[str]:
     """Liveness: a run is done, or suspended waiting only for hooks nobody answered."""
     if run.status.is_terminal:

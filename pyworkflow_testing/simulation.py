@@ -96,7 +96,8 @@ class SimRun:
         return await self.sim._call(self.sim.world.storage.inner.get_events(self.run_id))
 
     async def result(self) -> Any:
-        """The run's return value; raises its error if it failed, or if it is not finished."""
+        """The run's return value; raises its error if it failed, or if it is not finished. A run
+        that continued as new answers for its chain."""
         # One trip to the simulation's thread (each costs about as much as a delivery).
         return (await self.sim._call(self._outcome())).value()
 
@@ -104,6 +105,11 @@ class SimRun:
         storage = self.sim.world.storage.inner
         run = await storage.get_run(self.run_id)
         assert run is not None
+        while run.continued_to_run_id is not None:  # a chain's result is its last run's
+            following = await storage.get_run(run.continued_to_run_id)
+            if following is None:
+                break
+            run = following
         if not run.status.is_terminal:
             raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
         return await outcome_of(storage, run)

@@ -263,3 +263,57 @@ async def test_cancelling_a_run_sleeping_on_a_worker_ends_it_now(client: Client)
     assert run.status is RunStatus.CANCELLED
     assert [e.type.value for e in await client.events(run_id)][-1] == "workflow.cancelled"
     assert not [line for line in client.ledger() if line["run_id"] == run_id]
+
+
+async def children_of(client: Client, parent_id: str) -> list[Any]:
+    runs, _ = await client.storage.list_runs(limit=1000)
+    return [run for run in runs if run.parent_run_id == parent_id]
+
+
+async def test_twenty_children_survive_a_sigkilled_worker(client: Client) -> None:
+    """A parent with 20 children on two workers, one SIGKILLed mid-way: it completes, with 20
+    child runs each recorded once in the parent and each ending recorded once."""
+    ledger = str(client.cluster.ledger)
+    run_id = await client.start(wf.parent, ledger, 20)
+
+    async def children_at_work() -> bool:
+        return sum(line["run_id"].startswith(run_id) for line in client.ledger()) >= 3
+
+    await until(children_at_work, "the children to start working")
+    client.cluster.kill("a")  # SIGKILL: the prefork worker and its pool
+    [total] = await client.completed([run_id], deadline=60)
+    assert total == sum(n * n for n in range(20))
+    children = await children_of(client, run_id)
+    assert sorted(c.run_id for c in children) == sorted(f"{run_id}.c{i}" for i in range(1, 21))
+    assert {c.status for c in children} == {RunStatus.COMPLETED}
+    events = await client.events(run_id)
+    started = [e.data["child_run_id"] for e in events if e.type is EventType.CHILD_WORKFLOW_STARTED]
+    ended = [e.data["child_run_id"] for e in events if e.type is EventType.CHILD_WORKFLOW_COMPLETED]
+    assert sorted(started) == sorted(ended) == sorted(c.run_id for c in children)
+    for c in children:  # each child's step recorded once, whatever ran twice
+        completed = [e for e in await client.events(c.run_id) if e.type in COMPLETIONS]
+        assert len(completed) == 1
+
+
+async def test_cancelling_a_parent_mid_sleep_cancels_its_tree(client: Client) -> None:
+    ledger = str(client.cluster.ledger)
+    run_id = await client.start(wf.sleepy_parent, ledger, 3)
+
+    async def all_asleep() -> bool:
+        children = await children_of(client, run_id)
+        runs = [run_id, *(c.run_id for c in children)]
+        if len(runs) < 4:
+            return False
+        for rid in runs:
+            if not any(e.type is EventType.SLEEP_STARTED for e in await client.events(rid)):
+                return False
+        return True
+
+    await until(all_asleep, "the parent and its three children to fall asleep")
+    assert await cancel_workflow(
+        run_id, reason="tree", storage=client.storage, runtime=client.runtime
+    )
+    children = await children_of(client, run_id)
+    runs = await client.finished([run_id, *(c.run_id for c in children)])
+    assert {run.status for run in runs} == {RunStatus.CANCELLED}
+    assert not [line for line in client.ledger() if line["run_id"].startswith(run_id)]

@@ -25,6 +25,7 @@ from pyworkflow import (
     get_step_info,
     hook,
     sleep,
+    start_child_workflow,
     step,
     workflow,
 )
@@ -183,3 +184,31 @@ async def two_steps(ledger: str) -> str:
 @workflow(name="celery_long_step")
 async def long_step(ledger: str, seconds: float) -> str:
     return await work(ledger, "long", seconds)
+
+
+@workflow(name="celery_child", max_recovery_attempts=100)
+async def child(ledger: str, n: int) -> int:
+    await work(ledger, f"child-{n}", 0.1)
+    return n * n
+
+
+@workflow(name="celery_parent", max_recovery_attempts=100)
+async def parent(ledger: str, count: int) -> int:
+    """``count`` children at once, each a run of its own on whichever worker takes it."""
+    results = await asyncio.gather(*(start_child_workflow(child, ledger, n) for n in range(count)))
+    return sum(results)
+
+
+@workflow(name="celery_sleepy_child")
+async def sleepy_child(ledger: str, n: int) -> str:
+    await sleep(3600)
+    return await work(ledger, f"sleepy-{n}")
+
+
+@workflow(name="celery_sleepy_parent")
+async def sleepy_parent(ledger: str, count: int) -> str:
+    """Children sleeping an hour under a parent sleeping an hour: cancelled as a tree."""
+    for n in range(count):
+        await start_child_workflow(sleepy_child, ledger, n, wait_for_completion=False)
+    await sleep(3600)
+    return await work(ledger, "parent-after-sleep")

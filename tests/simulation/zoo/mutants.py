@@ -8,6 +8,7 @@ module attribute, a method, an entry of a dispatch table), never by editing sour
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import uuid
@@ -21,10 +22,17 @@ import pytest
 
 from pyworkflow.engine import activation, attempts, hooks, instance
 from pyworkflow.engine.activation import Engine, _Activation
+from pyworkflow.engine.children import ending_notices
 from pyworkflow.engine.instance import WorkflowInstance
 from pyworkflow.engine.outcome import Outcome
+from pyworkflow.model import events as events_module
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.exceptions import SequenceConflictError
+from pyworkflow.model.exceptions import (
+    DuplicateCompletionError,
+    RunFinishedError,
+    SequenceConflictError,
+    WorkflowAlreadyRunningError,
+)
 from pyworkflow.model.schemas import UNSET, Commit
 from pyworkflow.serialization import codec, serialize_args
 from pyworkflow.storage import base, memory
@@ -567,3 +575,146 @@ def idempotency_check_then_create(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(Engine, "start_run", check_then_create)
     monkeypatch.setattr(memory.MemoryStore, "create_run", key_not_checked)
+
+
+# -- runs that manage runs ----------------------------------------------------------------------
+
+
+@mutant("family")
+def child_outcome_told_after_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's ending reaches its parent (and its children's cancellations reach them) in a
+    second write after its terminal one: a crash or a storage error between the two loses it,
+    and the parent waits for ever."""
+    commit = Engine._commit
+
+    async def tell_afterwards(self: Engine, inst: Any, **changes: Any) -> None:
+        notices = changes.pop("notices", None) or []
+        await commit(self, inst, **changes)
+        for notice in notices:
+            event = notice.event.copy_for(notice.run_id)
+            told = Commit(notice.run_id, [event], now=self.clock.now(), timer=notice.wake_at)
+            try:
+                await self.storage.commit(told)
+            except (RunFinishedError, DuplicateCompletionError):
+                continue
+            await self.queue.enqueue_activation(notice.run_id)
+
+    monkeypatch.setattr(Engine, "_commit", tell_afterwards)
+
+
+@mutant("family")
+def child_outcome_delivered_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished child tells its parent again whenever a message activates it (a duplicate
+    delivery), and storage no longer keeps a child's ending unique in its parent's log."""
+    outcome_of = Engine._outcome_of
+    key_of = events_module.completion_key
+
+    def child_endings_unkeyed(event_type: EventType, data: dict[str, Any]) -> str | None:
+        if event_type.value.startswith("child_workflow."):
+            return None
+        return key_of(event_type, data)
+
+    async def tell_again(self: Engine, run: Any) -> Outcome:
+        if run.parent_run_id is not None and run.status.is_terminal:
+            data = {"result": run.result, "error": run.error}
+            for notice in ending_notices(run, run.status, data, [], self.clock.now()):
+                event = notice.event.copy_for(notice.run_id)
+                with contextlib.suppress(RunFinishedError):
+                    await self.storage.commit(Commit(notice.run_id, [event], now=self.clock.now()))
+        return await outcome_of(self, run)
+
+    monkeypatch.setattr(events_module, "completion_key", child_endings_unkeyed)
+    monkeypatch.setattr(Engine, "_outcome_of", tell_again)
+
+
+@mutant("family")
+def child_id_from_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child's id is a hash of its workflow and arguments, not its parent's command: the same
+    call made twice names one child, and the second start collides with the first."""
+    start_child = WorkflowInstance.start_child
+
+    def by_arguments(
+        self: WorkflowInstance, definition: Any, args: Any, kwargs: Any, *, wait: bool
+    ) -> Any:
+        future, child_id = start_child(self, definition, args, kwargs, wait=wait)
+        cmd = self.children.pop(child_id, None)
+        if cmd is None:
+            return future, child_id
+        digest = hashlib.sha1(repr((definition.name, args, kwargs)).encode()).hexdigest()[:10]
+        hashed = f"{self.run_id}.{digest}"
+        cmd.child_run_id = hashed
+        self.children[hashed] = cmd
+        for event in self.buffer:
+            if event.data.get("command_id") == cmd.command_id:
+                event.data["child_run_id"] = hashed
+        return future, hashed
+
+    monkeypatch.setattr(WorkflowInstance, "start_child", by_arguments)
+
+
+@mutant("family")
+def parent_end_leaves_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that ends tells its parent but no longer cancels its own unfinished children: they
+    outlive it (a child waiting on a hook nobody answers waits for ever)."""
+    ending = Engine._ending_notices
+
+    def parent_only(self: Engine, inst: Any, status: Any, data: dict[str, Any]) -> Any:
+        return [
+            notice
+            for notice in ending(self, inst, status, data)
+            if notice.event.type is not EventType.CANCELLATION_REQUESTED
+        ]
+
+    monkeypatch.setattr(Engine, "_ending_notices", parent_only)
+
+
+@mutant("family")
+def child_created_after_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent records ``child_workflow.started``, then creates the child in a second write:
+    a crash or a storage error between the two leaves a recorded child that does not exist."""
+    child_runs = activation.child_runs
+    publish = Engine._publish
+    deferred: list[tuple[Any, list[Event]]] = []
+
+    def record_only(inst: Any, events: list[Event], options: Any) -> Any:
+        created, notices = child_runs(inst, events, options)
+        deferred.extend(created)
+        return [], notices
+
+    async def create_afterwards(self: Engine, inst: Any, events: list[Event]) -> None:
+        await publish(self, inst, events)
+        while deferred:
+            run, first = deferred.pop(0)
+            with contextlib.suppress(WorkflowAlreadyRunningError):
+                await self.storage.create_run(run, first)
+            await self.queue.enqueue_activation(run.run_id)
+
+    monkeypatch.setattr(activation, "child_runs", record_only)
+    monkeypatch.setattr(Engine, "_publish", create_afterwards)
+
+
+@mutant("chain")
+def chain_link_before_the_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``continue_as_new`` writes the old run's end and its link first, then creates the next
+    run in a second write: a crash or a storage error between the two leaves a chain without
+    its next run."""
+    deferred: list[tuple[Any, list[Event]]] = []
+
+    def link_only(*args: Any, **fields: Any) -> Commit:
+        if fields.get("continued_to_run_id"):
+            deferred.extend(fields.get("runs_created") or [])
+            fields["runs_created"] = []
+        return Commit(*args, **fields)
+
+    continue_as_new = Engine._continue_as_new
+
+    async def then_create(self: Engine, act: _Activation) -> Outcome:
+        outcome = await continue_as_new(self, act)
+        while deferred:
+            run, first = deferred.pop(0)
+            await self.storage.create_run(run, first)
+            await self.queue.enqueue_activation(run.run_id)
+        return outcome
+
+    monkeypatch.setattr(activation, "Commit", link_only)
+    monkeypatch.setattr(Engine, "_continue_as_new", then_create)

@@ -43,8 +43,9 @@ from pyworkflow import (
     HookNotFoundError,
     get_step_info,
 )
+from pyworkflow.model.events import EventType
 from pyworkflow.model.exceptions import WorkflowError
-from pyworkflow.model.schemas import RunStatus
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow_testing import (
     Faults,
     SimRun,
@@ -321,6 +322,73 @@ async def drive_shielded(sim: Simulation, ledger: Ledger) -> list[str]:
     return problems
 
 
+async def _children(sim: Simulation, parent_id: str) -> list[WorkflowRun]:
+    runs, _ = await sim._call(sim.world.storage.inner.list_runs(limit=1000))
+    return sorted((r for r in runs if r.parent_run_id == parent_id), key=lambda r: r.run_id)
+
+
+async def drive_family(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Children in parallel, two of them the same call, and one left waiting on a hook: the
+    parent's result, one run per child, and the waiting child cancelled when the parent ends."""
+    run = await sim.start(wf.family, "f")
+    if not await _to_idle(sim):
+        return []
+    problems = await _result_problems(run, wf.expected_family("f"))
+    children = await _children(sim, run.run_id)
+    if len(children) != 4:
+        problems.append(f"run {run.index} has {len(children)} children, not 4")
+    statuses = sorted(child.status.value for child in children)
+    if statuses != ["cancelled", "completed", "completed", "completed"]:
+        problems.append(f"run {run.index}: its children ended {statuses}")
+    del ledger
+    return problems
+
+
+_BUDGET_SPENT = "(max_recovery_attempts=3)"
+
+
+async def drive_tree(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Cancelled an hour into its week: the parent and both children end cancelled, and each
+    child's shielded cleanup step is recorded once."""
+    run = await sim.start(wf.tree, "t")
+    await sim.run_for(timedelta(hours=1))
+    if not await sim.cancel(run, reason="zoo"):
+        return [f"run {run.index} had finished before its cancellation"]
+    if not await _to_idle(sim):
+        return []
+    problems: list[str] = []
+    if (status := await run.status()) is not RunStatus.CANCELLED:
+        problems.append(f"run {run.index} ended {status.value}, not cancelled")
+    children = await _children(sim, run.run_id)
+    # A child the faults cost its worker too often fails by its recovery budget (the ending
+    # production reaches too, and the fault-free comparison excuses for script runs).
+    children = [c for c in children if not (c.error or "").endswith(_BUDGET_SPENT)]
+    if {child.status for child in children} - {RunStatus.CANCELLED}:
+        problems.append(f"run {run.index}: children {[(c.run_id, c.status) for c in children]}")
+    for child in children:
+        events = await sim._call(sim.world.storage.inner.get_events(child.run_id))
+        cleanups = [e for e in events if e.type is EventType.STEP_COMPLETED]
+        if len(cleanups) != 1:
+            problems.append(f"child {child.run_id}: {len(cleanups)} cleanups recorded, not 1")
+        if not ledger.step_ids(child.run_id):
+            problems.append(f"child {child.run_id}: its cleanup never ran")
+    return problems
+
+
+async def drive_chain(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Continues as new a few times: one result for the chain, one run per generation."""
+    run = await sim.start(wf.chain, 0)
+    if not await _to_idle(sim):
+        return []
+    problems = await _result_problems(run, wf.expected_chain())
+    runs, _ = await sim._call(sim.world.storage.inner.list_runs(limit=1000))
+    generations = [r for r in runs if r.workflow_name == "zoo_chain"]
+    if len(generations) != wf.CHAIN_LENGTH + 1:
+        problems.append(f"the chain has {len(generations)} runs, not {wf.CHAIN_LENGTH + 1}")
+    del ledger
+    return problems
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -337,6 +405,9 @@ SCENARIOS = {
         Scenario("fragile_inline", drive_fragile, dispatch_steps=False, faults=Faults.none()),
         Scenario("checkout", drive_checkout),
         Scenario("shielded", drive_shielded),
+        Scenario("family", drive_family),
+        Scenario("tree", drive_tree),
+        Scenario("chain", drive_chain),
     )
 }
 

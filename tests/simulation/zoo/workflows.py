@@ -21,6 +21,11 @@
 - ``zoo_checkout``: a step that fails for good (``FatalError``), caught by the workflow by type.
 - ``zoo_shielded``: a sleep and a step inside ``shield()``, then one more step: cancelled during
   the shielded sleep, the run finishes the shield and ends cancelled at the step after it.
+- ``zoo_family``: three children at once (two of them the same call), one more left waiting on a
+  hook nobody answers (cancelled when the parent ends), then a step.
+- ``zoo_tree``: two children sleeping a day under a parent sleeping a week; cancelling the
+  parent cancels them, and each runs its shielded cleanup step once.
+- ``zoo_chain``: continues as new ``CHAIN_LENGTH`` times, one step per generation.
 
 Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
 to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
@@ -33,13 +38,16 @@ import asyncio
 from typing import Any
 
 from pyworkflow import (
+    CancellationError,
     FatalError,
     HookExpiredError,
     RetryableError,
+    continue_as_new,
     get_step_info,
     hook,
     shield,
     sleep,
+    start_child_workflow,
     step,
     workflow,
 )
@@ -51,6 +59,7 @@ FANOUT_WIDTH = 3
 TWINS = 3
 ACTIVATE_TIMEOUT = "10m"  # within the zoo's liveness bound
 LONG_STEP_TIME = 45.0  # longer than a timer claim (lease_ttl, 30s)
+CHAIN_LENGTH = 4
 
 
 async def reserve_body(item: str) -> str:
@@ -275,6 +284,60 @@ async def shielded(label: str) -> list[str]:
     return [inside, await stamp(f"{label}-after")]
 
 
+@workflow(name="zoo_kid")
+async def kid(label: str) -> str:
+    await sleep("1m")
+    return await stamp(f"{label}-kid")
+
+
+@workflow(name="zoo_waiting_kid")
+async def waiting_kid(label: str) -> Any:
+    """Waits on a hook nobody answers: only its parent's end stops it."""
+    return await hook(f"{label}-never")
+
+
+@workflow(name="zoo_family")
+async def family(label: str) -> list[Any]:
+    """Two identical children and one more at once, a child left waiting, a step, and a sum."""
+    waiting = await start_child_workflow(waiting_kid, label, wait_for_completion=False)
+    together = await asyncio.gather(
+        start_child_workflow(kid, label),
+        start_child_workflow(kid, label),  # the same call twice: two children
+        start_child_workflow(kid, f"{label}-b"),
+    )
+    return [*together, await stamp(f"{label}-parent"), await waiting.get_status()]
+
+
+@workflow(name="zoo_tree")
+async def tree(label: str) -> str:
+    """Children sleeping a day: cancelled with their parent, which sleeps a week."""
+    for i in range(2):
+        await start_child_workflow(kid_sleeps_a_day, f"{label}-{i}", wait_for_completion=False)
+    await sleep("7d")
+    return "woke"
+
+
+@workflow(name="zoo_kid_sleeps_a_day")
+async def kid_sleeps_a_day(label: str) -> str:
+    try:
+        await sleep("1d")
+    except CancellationError:
+        async with shield():
+            await stamp(f"{label}-cleanup")  # cleanup, once
+        raise
+    return label
+
+
+@workflow(name="zoo_chain")
+async def chain(generation: int, total: int = 0) -> int:
+    """Continues as new CHAIN_LENGTH times, a step each generation; returns the sum."""
+    if generation == CHAIN_LENGTH:
+        return total
+    value = await price(generation)
+    await continue_as_new(generation + 1, total=total + value)
+    raise AssertionError("continue_as_new returned")
+
+
 @workflow(name="zoo_checkout")
 async def checkout(item: str) -> str:
     try:
@@ -338,3 +401,18 @@ STEP_BODIES = {
     enroll: enroll_body,
     sturdy: sturdy_body,
 }
+
+
+def expected_family(label: str) -> list[Any]:
+    kid_stamp = "@step:zoo_stamp:2"  # a kid's stamp follows its sleep
+    return [
+        f"{label}-kid{kid_stamp}",
+        f"{label}-kid{kid_stamp}",
+        f"{label}-b-kid{kid_stamp}",
+        f"{label}-parent@step:zoo_stamp:5",
+        "running",
+    ]
+
+
+def expected_chain() -> int:
+    return sum(10 * (generation + 1) for generation in range(CHAIN_LENGTH))
