@@ -301,6 +301,10 @@ class _DefaultRuns:
         chain = await get_workflow_chain(run_id)
         return await cancel_workflow(chain[-1].run_id, reason)
 
+    def cancel_requested(self, run_id: str) -> bool:
+        del run_id
+        return False  # only an engine running a step knows (StepInfo.runs)
+
 
 register_cancel(cancel_workflow)  # pyworkflow.core.cancel_workflow (the 0.4 path)
 register_run_access(_DefaultRuns())  # ChildWorkflowHandle outside its parent and steps

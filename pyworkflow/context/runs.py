@@ -31,6 +31,10 @@ class RunAccess(Protocol):
 
     async def cancel_run(self, run_id: str, reason: str | None) -> bool: ...
 
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether the run is known to be asked to stop (``StepInfo.check_cancellation``)."""
+        ...
+
 
 _registered: RunAccess | None = None
 

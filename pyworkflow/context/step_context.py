@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from pyworkflow.model.exceptions import CancellationError
 from pyworkflow.serialization import dumps, loads
 
 
@@ -23,6 +24,13 @@ class StepContext(BaseModel):
     """Base class for user step contexts. Immutable once set: steps only read it."""
 
     model_config = ConfigDict(frozen=True)
+
+    def check_cancellation(self) -> None:
+        """Inside a step: raise ``CancellationError`` when the step's run was asked to stop
+        (``cancel_workflow``), so a long step can end early. See ``StepInfo.check_cancellation``."""
+        info = _current_step.get()
+        if info is not None:
+            info.check_cancellation()
 
 
 class CheckpointStore(Protocol):
@@ -50,6 +58,20 @@ class StepInfo:
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}:{self.step_id}"
+
+    def check_cancellation(self) -> None:
+        """Raise ``CancellationError`` when this step's run was asked to stop.
+
+        Synchronous and cheap: it asks what the engine running the step knows. A request made
+        in this process is known at once; one made elsewhere is seen by the worker's lease
+        renewal (every ``lease_ttl / 3``) while the step runs. The step's outcome, if it returns
+        anyway, is still recorded; raising here fails the attempt like any error (no retry:
+        ``CancellationError`` is not retried) and the workflow gets ``CancellationError``."""
+        runs = self.runs
+        if runs is not None and runs.cancel_requested(self.run_id):
+            raise CancellationError(
+                f"workflow run {self.run_id} was cancelled (step {self.step_name!r} stopped early)"
+            )
 
 
 _current_step: ContextVar[StepInfo | None] = ContextVar("pyworkflow_step", default=None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pyworkflow.model.exceptions import FatalError, RetryableError
+from pyworkflow.model.exceptions import CancellationError, FatalError, RetryableError
 from pyworkflow.utils.duration import parse_duration
 
 EXPONENTIAL_BASE = timedelta(seconds=1)
@@ -58,7 +58,7 @@ class RetryPolicy:
 
     def decide(self, error: BaseException, attempt: int) -> timedelta | None:
         """After ``attempt`` failed with ``error``: the wait before the next try, None to stop."""
-        if isinstance(error, FatalError) or attempt > self.max_retries:
+        if isinstance(error, FatalError | CancellationError) or attempt > self.max_retries:
             return None
         if isinstance(error, RetryableError) and error.retry_after is not None:
             return parse_duration(error.retry_after)

@@ -124,6 +124,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         self.active: set[str] = set()
         self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
         self.step_children: dict[tuple[str, str, int], int] = {}
+        self.cancel_known: set[str] = set()
+        self.cancel_watch: dict[str, int] = {}
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -182,7 +184,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
                 Commit(run_id=run_id, now=now, lease=lease, owner=self.options.owner)
             )
 
-    async def _load(self, run_id: str, new_run: WorkflowRun | None) -> WorkflowInstance | Outcome:
+    async def _load(
+        self, run_id: str, new_run: WorkflowRun | None, carried: _Carried | None = None
+    ) -> WorkflowInstance | Outcome:
+        """The run's instance, caught up with its log (or the ending of a finished run).
+        ``carried``: inline attempts an earlier try ran, in flight for a cancellation request
+        found in the log (their outcome is recorded before the workflow hears of it)."""
         if new_run is not None and run_id not in self._cache:
             fresh = WorkflowInstance(
                 new_run,
@@ -197,6 +204,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         if cached is not None:
             try:
                 news = await self.storage.get_events(run_id, after_sequence=cached.sequence)
+                if carried:
+                    cached.in_flight = {command_id for command_id, _ in carried}
                 cached.feed(news)
             except BaseException:
                 cached.teardown()
@@ -222,6 +231,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         inst.status = run.status
         timer = await self.storage.get_timer(run_id)
         inst.timer = timer.fire_at if timer else None
+        if carried:
+            inst.in_flight = {command_id for command_id, _ in carried}
         try:
             inst.feed(await self.storage.get_events(run_id))
         except BaseException:
@@ -232,7 +243,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
     async def _activate(
         self, run_id: str, new_run: WorkflowRun | None, carried: _Carried
     ) -> Outcome:
-        loaded = await self._load(run_id, new_run)
+        loaded = await self._load(run_id, new_run, carried)
         if isinstance(loaded, Outcome):
             return loaded
         inst = loaded
@@ -254,6 +265,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             raise
         if outcome.status.is_terminal:
             inst.teardown()
+            self.cancel_known.discard(run_id)
             self._notify_finished(outcome)
         else:
             self._cache_put(inst)

@@ -78,6 +78,7 @@ class StepAttempts:
     options: EngineOptions
     executing: Counter[str]  # run id -> its step attempts running in this process
     step_children: dict[tuple[str, str, int], int]  # see children.Children
+    cancel_watch: dict[str, int]  # see cancellation.Cancellations
 
     async def run_attempt(
         self,
@@ -159,6 +160,7 @@ class StepAttempts:
             self.executing[run_id] -= 1
             if self.executing[run_id] <= 0:
                 del self.executing[run_id]
+                self.cancel_watch.pop(run_id, None)
 
     async def _execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
         events = await self.storage.get_events(run_id, command_id=step_id)
@@ -176,6 +178,11 @@ class StepAttempts:
             )
             return
         data = started.data
+        # Until the attempt ends, lease renewals look for a cancellation request in the log.
+        watched = self.cancel_watch.get(run_id)
+        self.cancel_watch[run_id] = (
+            started.sequence if watched is None else min(watched, started.sequence)
+        )
         definition = get_step(data["step_name"])
         args, kwargs = deserialize_args(data["args"], data["kwargs"])
         context = loads(data["step_context"]) if "step_context" in data else None

@@ -16,13 +16,43 @@ from pyworkflow.model.exceptions import RunFinishedError, WorkflowNotFoundError
 from pyworkflow.model.schemas import Commit
 from pyworkflow.storage.base import StorageBackend
 
+# Forget what is known of cancellations beyond this many runs (they are re-learned if needed).
+_KNOWN_LIMIT = 10_000
+
 
 class Cancellations:
-    """The cancellation part of ``Engine`` (a mixin: the engine provides the attributes)."""
+    """The cancellation part of ``Engine`` (a mixin: the engine provides the attributes).
+
+    It also answers ``StepInfo.check_cancellation`` for steps running in this process: a run is
+    known cancelled once this engine recorded its request, or once ``watch_cancellation`` (the
+    lease renewal, while a dispatched step of the run runs here) found the request in its log.
+    """
 
     storage: StorageBackend
     clock: Clock
     queue: TaskQueue
+    cancel_known: set[str]  # runs known to be asked to stop
+    cancel_watch: dict[str, int]  # runs with steps running here -> log sequence read so far
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return run_id in self.cancel_known
+
+    def _know_cancelled(self, run_id: str) -> None:
+        if len(self.cancel_known) >= _KNOWN_LIMIT:
+            self.cancel_known.clear()
+        self.cancel_known.add(run_id)
+
+    async def watch_cancellation(self) -> None:
+        """Read what the logs of runs with steps running here gained since the last look, and
+        note any cancellation request (a few events per run: the step's run is waiting on it)."""
+        for run_id, seen in list(self.cancel_watch.items()):
+            if run_id in self.cancel_known:
+                continue
+            news = await self.storage.get_events(run_id, after_sequence=seen)
+            if any(event.type is EventType.CANCELLATION_REQUESTED for event in news):
+                self._know_cancelled(run_id)
+            if news and run_id in self.cancel_watch:
+                self.cancel_watch[run_id] = max(self.cancel_watch[run_id], news[-1].sequence)
 
     async def request_cancellation(self, run_id: str, reason: str | None = None) -> bool:
         """Record that ``run_id`` is to be cancelled and wake it. True when recorded; False when
@@ -44,6 +74,7 @@ class Cancellations:
             await self.storage.commit(Commit(run_id=run_id, events=[event], now=now, timer=now))
         except RunFinishedError:
             return False  # it finished between the read and the write
+        self._know_cancelled(run_id)
         await self.queue.enqueue_activation(run_id)
         return True
 

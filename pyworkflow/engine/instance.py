@@ -177,6 +177,9 @@ class WorkflowInstance:
         self.cancel_requested = False
         self.cancel_reason: str | None = None
         self.shield_depth = 0
+        # Steps an earlier try of this activation ran inline but could not commit: in flight
+        # as far as a cancellation request is concerned (their outcome is recorded first).
+        self.in_flight: set[str] = set()
         # Children: by child run id; ``spawned`` counts child records not committed yet (the
         # activation turns them into runs and notices); ``result_waiters`` are the futures of
         # ``handle.result()`` calls, with whether each was issued inside a shield.
@@ -445,7 +448,9 @@ class WorkflowInstance:
                 continue
             if cmd.kind == "child" and not cmd.wait:
                 continue  # nobody awaits it here: handle.result() has its own waiter
-            if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
+            if cmd.kind == "step" and (
+                (cmd.attempt > 0 and not cmd.retry_pending) or cmd.command_id in self.in_flight
+            ):
                 cmd.cancel_on_outcome = True
                 continue
             self._cancel_command(cmd)

@@ -41,6 +41,8 @@ class Recovery:
 
         def evict(self, run_id: str | None = None) -> None: ...
 
+        async def watch_cancellation(self) -> None: ...
+
     async def renew_leases(self) -> None:
         """Extend the leases this process keeps alive: runs it activates, and runs whose
         dispatched steps it executes (leased to ``STEP_EXECUTORS`` while their activation waits).
@@ -50,6 +52,7 @@ class Recovery:
             await self.storage.renew_leases(sorted(self.active), self.options.owner, expires)
         if self.executing:
             await self.storage.renew_leases(sorted(self.executing), STEP_EXECUTORS, expires)
+            await self.watch_cancellation()
 
     async def fire_due_timers(self, limit: int = 100) -> list[str]:
         """Claim due timers and enqueue their activations; returns the run ids."""

@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pyworkflow import (
     CancellationError,
     RunStatus,
+    StepContext,
     WorkflowNotFoundError,
     cancel_workflow,
+    get_step_context,
+    get_step_info,
     get_workflow_events,
     get_workflow_result,
     hook,
+    set_step_context,
     shield,
     sleep,
     step,
     workflow,
 )
 from tests.conftest import Env
+from tests.polling import until
 
 ran: list[str] = []
 
@@ -189,3 +196,50 @@ async def test_the_0_4_import_path_cancels_too(env: Env) -> None:
     assert await core_cancel_workflow(run_id, storage=env.storage)
     await env.settle()
     assert (await env.storage.get_run(run_id)).status is RunStatus.CANCELLED
+
+
+stop_checks: list[int] = []
+
+
+class Tenant(StepContext):
+    name: str = "acme"
+
+
+@step()
+async def long_chore(rounds: int) -> int:
+    for done in range(rounds):
+        get_step_context().check_cancellation()  # the context's form
+        get_step_info().check_cancellation()  # the StepInfo form
+        stop_checks.append(done)
+        await asyncio.sleep(0.001)
+    return rounds
+
+
+@workflow()
+async def runs_a_long_chore() -> int:
+    set_step_context(Tenant())
+    return await long_chore(100_000)
+
+
+async def test_a_long_step_stops_early_when_its_run_is_cancelled(env: Env) -> None:
+    stop_checks.clear()
+    started = asyncio.ensure_future(env.start(runs_a_long_chore))
+
+    async def chore_running() -> bool:
+        return len(stop_checks) >= 3
+
+    await until(chore_running, "the long step to be under way", 30)
+    run_id = (await env.storage.list_runs())[0][0].run_id
+    assert await cancel_workflow(run_id, reason="enough", storage=env.storage)
+    await started
+    await env.settle()
+    run = await env.storage.get_run(run_id)
+    assert run.status is RunStatus.CANCELLED
+    assert len(stop_checks) < 100_000
+    types_seen = await types(env, run_id)
+    assert "step.failed" in types_seen and "step.retrying" not in types_seen
+    assert types_seen[-1] == "workflow.cancelled"
+
+
+async def test_check_cancellation_outside_a_cancelled_run_does_nothing() -> None:
+    Tenant().check_cancellation()  # not in a step: nothing to check
