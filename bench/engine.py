@@ -1,4 +1,5 @@
-"""Engine benchmarks on the local runtime: per-step cost, start latency, scaling, cold resume.
+"""Engine benchmarks on the local runtime: per-step cost, start latency, scaling, cold resume,
+cancellation latency, a child against a step, and a long continue-as-new chain.
 
 Prints one JSON object and writes it to ``bench/results/engine.json``. It measures and reports;
 it never asserts anything about speed (targets are printed next to the numbers, see README.md).
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pyworkflow import sleep, step, workflow
+from pyworkflow import continue_as_new, sleep, start_child_workflow, step, workflow
 from pyworkflow.api import cancel_workflow, resume, start
 from pyworkflow.model.events import Event
 from pyworkflow.runtime.local import LocalRuntime
@@ -44,6 +45,8 @@ TARGETS = {
     "scaling_ratio": 12.0,
     "cold_resume_us_per_event": 3.0,
     "cancel_sleeping_p50_us": 5_000.0,  # cancel -> terminal for a sleeping run, SQLite
+    "child_over_step_ratio": 3.0,  # a child started and its result received / a step, SQLite
+    "chain_growth_ratio": 1.5,  # late generations / early ones of a long chain: no growth
 }
 
 
@@ -55,12 +58,30 @@ class Sizes:
     scaling_large: int
     resume_steps: int  # steps before the sleep of the cold-resume run (events = 2 * steps + 2)
     repeats: int  # whole-run timings are the median of this many runs
+    children: int  # sequential children (and as many steps) for the child/step ratio
+    generations: int  # length of the continue-as-new chain
 
 
 FULL = Sizes(
-    steps=2_000, starts=1_000, scaling_small=100, scaling_large=1_000, resume_steps=4_999, repeats=5
+    steps=2_000,
+    starts=1_000,
+    scaling_small=100,
+    scaling_large=1_000,
+    resume_steps=4_999,
+    repeats=5,
+    children=500,
+    generations=10_000,
 )
-QUICK = Sizes(steps=100, starts=30, scaling_small=10, scaling_large=100, resume_steps=99, repeats=1)
+QUICK = Sizes(
+    steps=100,
+    starts=30,
+    scaling_small=10,
+    scaling_large=100,
+    resume_steps=99,
+    repeats=1,
+    children=20,
+    generations=100,
+)
 
 
 # -- the workflows ---------------------------------------------------------------------------------
@@ -106,6 +127,25 @@ async def bench_steps_then_sleep(n: int) -> None:
     for _ in range(n):
         await noop()
     await sleep("1h")
+
+
+@workflow(durable=True)
+async def bench_noop_child() -> None:
+    return None
+
+
+@workflow(durable=True)
+async def bench_children(n: int) -> None:
+    for _ in range(n):
+        await start_child_workflow(bench_noop_child)
+
+
+@workflow(durable=True)
+async def bench_chain(generation: int, last: int) -> int:
+    await tick()
+    if generation < last:
+        await continue_as_new(generation + 1, last)
+    return generation
 
 
 class FrozenClock:
@@ -234,6 +274,59 @@ async def bench_cancel_sleeping(kind: str, tmp: Path, sizes: Sizes) -> dict[str,
     return {"runs": sizes.starts, "us": _summary_us(samples)}
 
 
+async def bench_child_vs_step(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """A child workflow started and its result received, against a step: N of each in a row,
+    whole runs (the children run on this runtime's in-process queue)."""
+    rt = LocalRuntime(poll_interval=3600)
+    st = await _fresh(kind, tmp, "children")
+
+    async def whole(wf: Any, n: int) -> int:
+        began = time.perf_counter_ns()
+        run_id = await start(wf, n, runtime=rt, storage=st)
+        await rt.drain(st)
+        run = await st.get_run(run_id)
+        assert run is not None and run.status.value == "completed", run
+        return time.perf_counter_ns() - began
+
+    await whole(bench_children, 5)  # warm up
+    await whole(bench_noop_steps, 5)
+    n = sizes.children
+    child_ns = statistics.median([await whole(bench_children, n) for _ in range(sizes.repeats)])
+    step_ns = statistics.median([await whole(bench_noop_steps, n) for _ in range(sizes.repeats)])
+    await rt.shutdown()
+    await st.close()
+    return {
+        "children": n,
+        "us_per_child": round(child_ns / n / 1_000, 2),
+        "us_per_step": round(step_ns / n / 1_000, 2),
+        "ratio": round(child_ns / step_ns, 2),
+    }
+
+
+async def bench_chain_generations(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
+    """A continue-as-new chain of G generations: the time between generations (one step each)
+    early in the chain and late in it. Constant cost per generation gives a ratio near 1."""
+    rt = LocalRuntime(poll_interval=3600)
+    st = await _fresh(kind, tmp, "chain")
+    _marks.clear()
+    began = time.perf_counter_ns()
+    await start(bench_chain, 1, sizes.generations, runtime=rt, storage=st)
+    await rt.drain(st)
+    total = time.perf_counter_ns() - began
+    gaps = [later - earlier for earlier, later in zip(_marks, _marks[1:], strict=False)]
+    window = max(len(gaps) // 10, 1)
+    early, late = statistics.median(gaps[:window]), statistics.median(gaps[-window:])
+    await rt.shutdown()
+    await st.close()
+    return {
+        "generations": sizes.generations,
+        "us_per_generation": round(total / sizes.generations / 1_000, 2),
+        "early_us": round(early / 1_000, 2),
+        "late_us": round(late / 1_000, 2),
+        "growth_ratio": round(late / early, 2),
+    }
+
+
 async def bench_scaling(kind: str, tmp: Path, sizes: Sizes) -> dict[str, Any]:
     """Time of a large run over time of a small one; linear cost gives large/small."""
     rt = LocalRuntime(poll_interval=3600)
@@ -328,6 +421,8 @@ def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
     ratio = max(results["scaling"][kind]["ratio"] for kind in ("sqlite", "memory"))
     resume_us = results["cold_resume"]["sqlite"]["us_per_event"]
     cancel_us = results["cancel_sleeping"]["sqlite"]["us"]["p50"]
+    child_ratio = results["child_vs_step"]["sqlite"]["ratio"]
+    growth = max(results["chain"][kind]["growth_ratio"] for kind in ("sqlite", "memory"))
     checks = {
         "sqlite_per_step_p50_us": (sqlite_p50, TARGETS["sqlite_per_step_p50_us"]),
         "sqlite_per_step_p50_us_stretch": (sqlite_p50, TARGETS["sqlite_per_step_p50_us_stretch"]),
@@ -336,6 +431,8 @@ def _verdicts(results: dict[str, Any]) -> dict[str, Any]:
         "scaling_ratio": (ratio, TARGETS["scaling_ratio"]),
         "cold_resume_us_per_event": (resume_us, TARGETS["cold_resume_us_per_event"]),
         "cancel_sleeping_p50_us": (cancel_us, TARGETS["cancel_sleeping_p50_us"]),
+        "child_over_step_ratio": (child_ratio, TARGETS["child_over_step_ratio"]),
+        "chain_growth_ratio": (growth, TARGETS["chain_growth_ratio"]),
     }
     return {
         name: {"value": value, "target": target, "met": value <= target}
@@ -355,6 +452,8 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
         "start_one_step": {},
         "scaling": {},
         "cancel_sleeping": {},
+        "child_vs_step": {},
+        "chain": {},
         "cold_resume": {},
     }
     with tempfile.TemporaryDirectory(prefix="pyworkflow-bench-") as tmp_name:
@@ -364,6 +463,8 @@ async def run_all(sizes: Sizes, quick: bool) -> dict[str, Any]:
             results["start_one_step"][kind] = await bench_start(kind, tmp, sizes)
             results["scaling"][kind] = await bench_scaling(kind, tmp, sizes)
             results["cancel_sleeping"][kind] = await bench_cancel_sleeping(kind, tmp, sizes)
+            results["child_vs_step"][kind] = await bench_child_vs_step(kind, tmp, sizes)
+            results["chain"][kind] = await bench_chain_generations(kind, tmp, sizes)
         results["cold_resume"]["sqlite"] = await bench_cold_resume_sqlite(tmp, sizes)
         results["cold_resume"]["memory_evicted"] = await bench_cold_resume_memory(sizes)
     results["targets"] = _verdicts(results)

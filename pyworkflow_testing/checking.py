@@ -298,14 +298,30 @@ class Checks:
         times, where every loss it counted can be laid on a fault that struck the run: the
         ending production would reach too, not a difference the faults should not make."""
         ledger, storage = self.world.ledger, self.world.storage.inner
+        children: dict[str, list[WorkflowRun]] = {}
+        for _, other in await self._every_run():
+            if other.parent_run_id is not None:
+                children.setdefault(other.parent_run_id, []).append(other)
+
+        def spent_on_faults(record: WorkflowRun) -> bool:
+            return (
+                record.status is RunStatus.FAILED
+                and record.recovery_attempts > record.max_recovery_attempts
+                and ledger.faults[record.run_id] + ledger.global_faults >= record.recovery_attempts
+            )
+
         excused = set()
         for run in self.runs:
             record = await storage.get_run(run.run_id)
             if record is None or record.status is not RunStatus.FAILED:
                 continue
-            if record.recovery_attempts <= record.max_recovery_attempts:
-                continue
-            if ledger.faults[run.run_id] + ledger.global_faults >= record.recovery_attempts:
+            # The run itself, or a child its failure came from (a ChildWorkflowFailedError).
+            family, found = [record], False
+            while family and not found:
+                member = family.pop()
+                found = spent_on_faults(member)
+                family += children.get(member.run_id, [])
+            if found:
                 excused.add(run.index)
         return excused
 

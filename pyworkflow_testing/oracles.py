@@ -147,7 +147,8 @@ def family(runs: dict[str, WorkflowRun], logs: dict[str, list[Event]]) -> list[s
       and every child its parent recorded exists, with the parent's id;
     - a child's ending reached its parent as it is: the outcome in the parent's log matches how
       the child's chain ended (a parent that ended first hears nothing, and that is fine);
-    - no orphan: a child whose parent has ended has ended too (checked once faults stopped);
+    - no orphan: a child whose parent has ended has ended too (checked once faults stopped;
+      children started from steps run on their own);
     - every chain is linear: a run that continued names one next run, which names it back, and
       no two runs continue from the same run.
     """
@@ -196,7 +197,8 @@ def family(runs: dict[str, WorkflowRun], logs: dict[str, list[Event]]) -> list[s
         if not records and run.context.get("parent_command_id"):
             problems.append(f"child {run_id} is not recorded in its parent {parent.run_id}")
         end = _chain_end(run, runs)
-        if parent.status.is_terminal and not end.status.is_terminal:
+        managed = bool(run.context.get("parent_command_id"))  # not a step's: see engine.children
+        if managed and parent.status.is_terminal and not end.status.is_terminal:
             problems.append(
                 f"orphan: child {child_id} is {end.status.value} though its parent"
                 f" {parent.run_id} ended {parent.status.value}"
@@ -265,7 +267,7 @@ def agrees_with_reference(
     ending = events[-1] if events else None
     if ending is not None and ending.data.get("imposed"):
         return []  # an engine limit (the recovery budget, the event limit) decided this ending
-    if any(event.type in _UNMODELLED for event in events):
+    if model.other_runs or any(event.type in _UNMODELLED for event in events):
         # Cancelled from outside, or managing other runs (children, a chain): the model, which
         # nobody cancels and which runs no other run, is no yardstick.
         return []

@@ -103,6 +103,9 @@ class ReferenceOutcome:
     # failed attempt)``), and the instant it resolves to.
     asked: dict[tuple[str, int], tuple[timedelta, datetime]] = field(default_factory=dict)
     ended_at: datetime | None = None
+    # A step started or asked about another run (a child): the model follows no other run, so it
+    # is no yardstick for this one.
+    other_runs: bool = False
 
 
 class _ReferenceLoop(VirtualTimeEventLoop):
@@ -167,6 +170,43 @@ def _received_payload(payload: Any, schema: Any) -> Any:
     return decoded
 
 
+class _ReferenceRuns:
+    """The ``RunAccess`` steps get in the model: a child started from a step gets the id the
+    engine would give it (so the step returns what it would), and the outcome is marked as one
+    the model cannot vouch for; anything that reads another run is not modelled."""
+
+    def __init__(self) -> None:
+        self.touched = False
+        self.counts: dict[tuple[str, str, int], int] = {}
+
+    async def start_child(
+        self,
+        parent: Any,
+        definition: Any,  # noqa: ARG002
+        args: tuple[Any, ...],  # noqa: ARG002
+        kwargs: dict[str, Any],  # noqa: ARG002
+    ) -> tuple[str, str]:
+        self.touched = True
+        key = (parent.run_id, parent.step_id, parent.attempt)
+        count = self.counts[key] = self.counts.get(key, 0) + 1
+        return f"{parent.run_id}.{parent.step_id.replace(':', '-')}.{count}", parent.run_id
+
+    async def run_status(self, run_id: str) -> str:  # noqa: ARG002
+        self.touched = True
+        raise _NotModelled("other runs")
+
+    async def run_result(self, run_id: str, timeout: float | None) -> Any:  # noqa: ARG002
+        self.touched = True
+        raise _NotModelled("other runs")
+
+    async def cancel_run(self, run_id: str, reason: str | None) -> bool:  # noqa: ARG002
+        self.touched = True
+        raise _NotModelled("other runs")
+
+    def cancel_requested(self, run_id: str) -> bool:  # noqa: ARG002
+        return False  # nobody cancels the model
+
+
 class _NotModelled(BaseException):  # noqa: N818 - a signal that ends a model run, not an error
     """The model reached a call it does not model (a child, a continuation): its run ends
     there, unseen by workflow code's ``except Exception``."""
@@ -191,9 +231,11 @@ class _ReferenceWorkflow:
     timed_out: bool = False  # the workflow's max_duration passed
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # steps and callbacks running
     rng: random.Random = field(init=False)
+    runs: _ReferenceRuns = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"pyworkflow:{self.run_id}")
+        self.runs = _ReferenceRuns()
 
     # -- virtual time ------------------------------------------------------------------------
 
@@ -255,7 +297,9 @@ class _ReferenceWorkflow:
         while not future.done():  # a cancelled call starts no more attempts
             self.step_starts.append(StepStart(position, definition.name, attempt, self.now()))
             step_id = f"step:{definition.name}:{position}"
-            info = StepInfo(self.run_id, step_id, definition.name, attempt, self.step_context, None)
+            info = StepInfo(
+                self.run_id, step_id, definition.name, attempt, self.step_context, None, self.runs
+            )
             try:
                 with step_scope(info):
                     result = await self._attempt(definition, args, kwargs, info)
@@ -457,7 +501,11 @@ def _ending(
     wf: _ReferenceWorkflow, main: asyncio.Task[Any], halted: str | None
 ) -> ReferenceOutcome:
     outcome = ReferenceOutcome(
-        "blocked", step_starts=list(wf.step_starts), sleeps=list(wf.sleeps), asked=dict(wf.asked)
+        "blocked",
+        step_starts=list(wf.step_starts),
+        sleeps=list(wf.sleeps),
+        asked=dict(wf.asked),
+        other_runs=wf.runs.touched,
     )
     error: BaseException | None = None
     if not main.done():

@@ -124,6 +124,9 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         self.active: set[str] = set()
         self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
         self.step_children: dict[tuple[str, str, int], int] = {}
+        # Runs this engine just created by a commit (children, the next run of a chain): their
+        # first activation here reads nothing back (as ``start_run``'s does with ``new_run``).
+        self._born: OrderedDict[str, WorkflowRun] = OrderedDict()
         self.cancel_known: set[str] = set()
         self.cancel_watch: dict[str, int] = {}
 
@@ -135,6 +138,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         ``new_run`` is the record ``start_run`` just created: the first activation of a new run
         then reads nothing back from storage.
         """
+        if new_run is None and self._born:
+            new_run = self._born.pop(run_id, None)
         lock = self._locks.get(run_id)
         if lock is None:
             lock = self._locks[run_id] = asyncio.Lock()
@@ -557,7 +562,13 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         for hook, cmd in hooks:
             inst.hook_tokens[cmd.position] = hook.token
         await self._publish(inst, events)
-        for run, _ in created:  # children and the chain's next run: they start now
+        woken = {notice.run_id for notice in notices}
+        for run, first in created:  # children and the chain's next run: they start now
+            if run.run_id not in woken:  # (a log that holds only its first events)
+                run.last_sequence = len(first)
+                self._born[run.run_id] = run
+                if len(self._born) > self.options.cache_size:
+                    self._born.popitem(last=False)
             await self.queue.enqueue_activation(run.run_id)
         for notice in notices:  # the woken: a parent told of its child's end, children to stop
             await self.queue.enqueue_activation(notice.run_id)

@@ -101,16 +101,27 @@ class StepAttempts:
                 result = await invoke(definition, args, kwargs, info)
                 result_json = dumps(result, what=f"the result of step {definition.name!r}")
             except Exception as exc:  # noqa: BLE001 - every step failure is recorded
-                return self._failure_event(run_id, definition, base, exc, attempt)
-            finally:
-                if self.step_children:  # children it started: the count is the attempt's
-                    self.step_children.pop((run_id, command_id, attempt), None)
-        return Event(
-            run_id=run_id,
-            type=EventType.STEP_COMPLETED,
-            data={**base, "result": result_json},
-            timestamp=self.clock.now(),
+                failure = self._failure_event(run_id, definition, base, exc, attempt)
+                self._note_children(failure)
+                return failure
+        base["result"] = result_json
+        completed = Event(
+            run_id=run_id, type=EventType.STEP_COMPLETED, data=base, timestamp=self.clock.now()
         )
+        self._note_children(completed)
+        return completed
+
+    def _note_children(self, outcome: Event) -> None:
+        """Name the children the attempt started in its outcome (``children``): the run's log
+        then knows them, and cancels those still running when it ends."""
+        if not self.step_children:
+            return
+        data = outcome.data
+        key = (outcome.run_id, data["command_id"], data["attempt"])
+        count = self.step_children.pop(key, 0)
+        if count:
+            prefix = f"{outcome.run_id}.{data['command_id'].replace(':', '-')}"
+            data["children"] = [f"{prefix}.{n}" for n in range(1, count + 1)]
 
     def _failure_event(
         self,

@@ -13,7 +13,10 @@ and ``Commit.notices``), so nothing is lost or doubled between two writes:
 
 A child started from a step (``wait_for_completion=False``) is created by ``Children.start_child``:
 its id comes from the step's id and a counter, so a retried attempt finds the children the
-earlier attempt started rather than starting them again. This module never runs workflow code.
+earlier attempt started rather than starting them again. Such a child is its parent's by lineage
+(``parent_run_id``, depth, the step outcome's ``children``) but not by lifetime: the parent's code
+cannot await it, so it is not cancelled when the parent ends. This module never runs workflow
+code.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from loguru import logger
 
 from pyworkflow.context import StepInfo
 from pyworkflow.core.registry import get_workflow
@@ -115,7 +120,9 @@ def ending_notices(
 
 
 def open_children(inst: WorkflowInstance) -> list[str]:
-    """Children this run started (committed or about to be) whose end its log does not know."""
+    """Children this run's code started (committed or about to be) whose end its log does not
+    know. Children its steps started are not among them: the code never awaits them (it cannot),
+    so they run on their own once started (their outcomes' ``children`` name them)."""
     return [
         child_id
         for child_id, cmd in inst.children.items()
@@ -230,16 +237,26 @@ class Children:
         return (await self.chain_end(run_id)).status.value
 
     async def run_result(self, run_id: str, timeout: float | None) -> Any:
+        """Poll storage until the run (its chain's end) has ended; storage errors meanwhile are
+        waited out like a run still going (until ``timeout``)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         poll = 0.01
         while True:
-            run = await self.chain_end(run_id)
-            if run.status.is_terminal:
-                return (await outcome_of(self.storage, run)).value()
+            try:
+                run = await self.chain_end(run_id)
+                ended = (await outcome_of(self.storage, run)) if run.status.is_terminal else None
+            except WorkflowNotFoundError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - storage hiccups: keep waiting
+                logger.debug("waiting for run {}: storage error {!r}; polling on", run_id, exc)
+                ended, run = None, None
+            if ended is not None:
+                return ended.value()
             if deadline is not None and loop.time() >= deadline:
+                status = run.status.value if run is not None else "unknown"
                 raise WorkflowTimeoutError(
-                    f"run {run_id} did not finish within {timeout}s (status: {run.status.value})"
+                    f"run {run_id} did not finish within {timeout}s (status: {status})"
                 )
             wait = poll if deadline is None else max(min(poll, deadline - loop.time()), 0)
             await asyncio.sleep(wait)

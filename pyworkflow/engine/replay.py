@@ -30,6 +30,7 @@ def _run_from(events: list[Event], workflow_name: str) -> WorkflowRun:
         started_at=first.timestamp,
         input_args=first.data["args"],
         input_kwargs=first.data["kwargs"],
+        nesting_depth=int(first.data.get("nesting_depth", 0)),
     )
 
 

@@ -65,12 +65,14 @@ def build_run(
         lease_expires_at=now + options.lease_ttl,
         **links,
     )
-    started = Event(
-        run_id=run_id,
-        type=EventType.WORKFLOW_STARTED,
-        data={"workflow_name": definition.name, "args": args_json, "kwargs": kwargs_json},
-        timestamp=now,
-    )
+    data: dict[str, Any] = {
+        "workflow_name": definition.name,
+        "args": args_json,
+        "kwargs": kwargs_json,
+    }
+    if run.nesting_depth:  # what the code may do depends on it: replay must know it too
+        data["nesting_depth"] = run.nesting_depth
+    started = Event(run_id=run_id, type=EventType.WORKFLOW_STARTED, data=data, timestamp=now)
     return run, started
 
 

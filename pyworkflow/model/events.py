@@ -6,12 +6,14 @@ the engine. It also states the two facts storage enforces about events: which ev
 
 Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``step:charge:3``):
 
-- ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text)
+- ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text), and
+  ``nesting_depth`` for a child (replay needs it: how deep a run is decides what it may start)
 - ``workflow.completed``: ``result``;  ``workflow.failed``: ``error``, ``error_type``, ``exception``
   (and ``imposed: true`` when the engine ended the run from outside its code, e.g. max_duration)
 - ``step.started``: ``command_id``, ``step_name``, ``attempt`` (and ``args``/``kwargs`` when the
   step is dispatched to a queue)
-- ``step.completed``: ``command_id``, ``step_name``, ``attempt``, ``result``
+- ``step.completed``: ``command_id``, ``step_name``, ``attempt``, ``result`` (an outcome of
+  ``step.*`` also names the child runs the attempt started, ``children``, when it did)
 - ``step.retrying``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``resume_at``
 - ``step.failed``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``error_type``,
   ``exception``

@@ -241,7 +241,8 @@ class MemoryStore:
     def _insert_run(self, record: WorkflowRun, numbered: list[Event]) -> None:
         completion_keys = _new_completion_keys(record.run_id, numbered, set())
         stored = _copy_run(record)
-        self._runs[record.run_id] = _RunLog(stored, numbered, set(completion_keys))
+        # A list of its own: the caller's list must not grow with the log.
+        self._runs[record.run_id] = _RunLog(stored, list(numbered), set(completion_keys))
         self._index_lease(stored)
 
     def _deliver(self, notice: Notice, now: datetime) -> None:

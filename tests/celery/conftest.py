@@ -98,6 +98,7 @@ class Cluster:
     visibility_timeout: float = VISIBILITY_TIMEOUT
     workers: dict[str, Worker] = field(default_factory=dict)
     storage_url: str | None = None  # a server's storage instead of the SQLite file ``db``
+    modules: tuple[str, ...] = ("tests.celery.workflows",)  # what the workers import
 
     @property
     def config(self) -> Path:
@@ -142,8 +143,7 @@ class Cluster:
             str(PYWORKFLOW),
             "--config",
             str(self.config),
-            "--module",
-            "tests.celery.workflows",
+            *(arg for module in self.modules for arg in ("--module", module)),
             "worker",
             "run",
             "--pool",

@@ -21,6 +21,72 @@ def _env() -> dict[str, str]:
     return env
 
 
+# The examples of ``examples/local`` (each also in ``examples/celery``): what their output must
+# show, line fragments in order.
+EXAMPLES: dict[str, list[str]] = {
+    "cancellation": [
+        "cancellation recorded: True",
+        "status: cancelled",
+        "get_workflow_result raised CancellationError",
+        "customer changed their mind",
+        "steps recorded: reserve_inventory, release_inventory",
+        "export: cancelled before the end of its step",
+    ],
+    "child_workflows": [
+        "order A-1: {'order': 'A-1', 'status': 'shipped', 'receipt': 'payment-A-1',"
+        " 'tracking': 'tracking-A-1'}",
+        "child payment: completed",
+        "child shipping: completed",
+        "order B-2: {'order': 'B-2', 'status': 'payment failed',"
+        " 'why': 'card declined for 5000'}",
+    ],
+    "child_workflow_patterns": [
+        "gallery: {'thumbnails': ['cat.png@128px', 'dog.png@128px', 'owl.png@128px'],"
+        " 'banner': 'banner.png@1200px', 'report': ['running', True, 'ended with"
+        " pyworkflow.core.exceptions:CancellationError']}",
+        "three levels: 3",
+        "four levels: refused by MaxNestingDepthError: True",
+    ],
+    "continue_as_new": [
+        "total: 1225 (expected 1225)",
+        "chain of 6 runs: continued_as_new -> continued_as_new -> continued_as_new ->"
+        " continued_as_new -> continued_as_new -> completed",
+        "longest log in the chain: ",
+    ],
+    "child_from_step": [
+        "the step started run_",
+        "child result: audited: imported report.csv",
+        "child's parent: True, depth 1",
+        "waiting in a step: refused: start_child_workflow('audit') in step",
+    ],
+}
+
+
+def check_output(name: str, done: subprocess.CompletedProcess[str], logs: str = "") -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{output}\n{logs}"
+    at = 0
+    for fragment in EXAMPLES[name]:
+        found = done.stdout.find(fragment, at)
+        assert found >= 0, f"{name}: {fragment!r} missing (in order) from:\n{output}\n{logs}"
+        at = found + len(fragment)
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_local_example_runs(name: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "local" / f"{name}.py")],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    check_output(name, done)
+    assert (tmp_path / "pyworkflow_data").exists()  # the embedded SQLite default
+
+
 def _quick_start_code() -> str:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Quick start", 1)[1]

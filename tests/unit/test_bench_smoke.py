@@ -50,9 +50,15 @@ def test_engine_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None
         "scaling_ratio",
         "cold_resume_us_per_event",
         "cancel_sleeping_p50_us",
+        "child_over_step_ratio",
+        "chain_growth_ratio",
     }
     for backend in ("sqlite", "memory"):
         assert results["cancel_sleeping"][backend]["us"]["p50"] > 0
+        child = results["child_vs_step"][backend]
+        assert child["children"] == 20 and child["ratio"] > 0
+        chain = results["chain"][backend]
+        assert chain["generations"] == 100 and chain["growth_ratio"] > 0
 
 
 def test_simulation_benchmark_runs_quick_and_prints_its_json(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from pyworkflow import (
     get_workflow_chain,
     get_workflow_events,
     get_workflow_result,
+    hook,
     sleep,
     start_child_workflow,
     step,
@@ -139,6 +140,22 @@ async def child_from_a_step() -> str:
 @step()
 async def waits_in_a_step() -> int:
     return await start_child_workflow(square, 1)  # type: ignore[no-any-return]
+
+
+@workflow()
+async def waits_for_ever() -> object:
+    return await hook("nobody answers")
+
+
+@step()
+async def starts_a_waiting_child() -> str:
+    handle = await start_child_workflow(waits_for_ever, wait_for_completion=False)
+    return handle.child_run_id
+
+
+@workflow()
+async def leaves_a_step_child() -> str:
+    return await starts_a_waiting_child()
 
 
 @workflow()
@@ -295,6 +312,21 @@ async def test_a_step_starts_a_child_and_gets_a_handle(env: Env) -> None:
     await settle_all(env, child_id)
     handle = ChildWorkflowHandle(child_id, "square", run_id, access=env.engine)
     assert await handle.get_status() == "completed"
+
+
+async def test_children_a_step_started_outlive_their_parent(env: Env) -> None:
+    """The parent's code never awaits them (it cannot): they run on their own, named in the
+    step's outcome."""
+    run_id = await env.start(leaves_a_step_child)
+    await settle_all(env, run_id)
+    child_id = await get_workflow_result(run_id, storage=env.storage)
+    await env.settle()
+    child = await env.storage.get_run(child_id)
+    assert child.status is RunStatus.SUSPENDED and child.parent_run_id == run_id
+    completed = await get_workflow_events(run_id, storage=env.storage)
+    assert [e.data.get("children") for e in completed if e.type.value == "step.completed"] == [
+        [child_id]
+    ]
 
 
 async def test_waiting_for_a_child_in_a_step_is_a_clear_error(env: Env) -> None:
