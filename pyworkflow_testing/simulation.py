@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import random
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -323,9 +324,24 @@ class Simulation(Checks):
                 return False
             idle = await self.world.run_until_idle(min(now + 1.0, deadline))
 
-    async def cancel(self, run: SimRun, reason: str | None = None) -> bool:
-        """Ask ``run`` to stop (``cancel_workflow``), now in virtual time; True when the request
-        was recorded (False: the run had finished). One recorded step of the script."""
+    async def cancel(
+        self,
+        run: SimRun,
+        reason: str | None = None,
+        *,
+        within: timedelta | float | None = None,
+    ) -> bool:
+        """Ask ``run`` to stop (``cancel_workflow``); True when the request was recorded (False:
+        the run had finished). Now in virtual time, or with ``within`` at a moment drawn from the
+        seed in the next ``within`` (a duration or seconds): each seed cancels at another point of
+        the run (mid-sleep, mid-step, racing a step's completion or a timer), the same seed at
+        the same one. Recorded in the script (as ``run_for`` then the request)."""
+        if within is not None:
+            seconds = within.total_seconds() if isinstance(within, timedelta) else float(within)
+            if seconds < 0:
+                raise ValueError(f"within must not be negative, got {within!r}")
+            draws = random.Random(f"pyworkflow-cancel:{self.seed}:{run.index}:{len(self.script)}")
+            await self.run_for(round(draws.uniform(0.0, seconds), 6))
         return await self._call(self._cancel(run.index, reason))
 
     async def _cancel(self, index: int, reason: str | None) -> bool:

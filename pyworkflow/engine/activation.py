@@ -495,6 +495,10 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         run of the chain (its id and record) created by it."""
         now = self.clock.now()
         owner = self.options.owner
+        if timer is None and inst.timer is None:
+            # No timer row to clear, as far as this instance knows; a writer that set one since
+            # also appended an event, so this commit is refused anyway (the sequence moved).
+            timer = UNSET
         follow_up: datetime | None | _Unset = UNSET
         if self._lets_go_unannounced(inst, status, lease, completed):
             # This commit lets go of the run while a hook's on_created has not been called:

@@ -9,9 +9,12 @@ import pytest
 
 from pyworkflow import (
     CancellationError,
+    Event,
+    EventType,
     RunStatus,
     StepContext,
     WorkflowNotFoundError,
+    WorkflowRun,
     cancel_workflow,
     get_step_context,
     get_step_info,
@@ -243,3 +246,21 @@ async def test_a_long_step_stops_early_when_its_run_is_cancelled(env: Env) -> No
 
 async def test_check_cancellation_outside_a_cancelled_run_does_nothing() -> None:
     Tenant().check_cancellation()  # not in a step: nothing to check
+
+
+async def test_cancelling_a_run_whose_code_is_not_importable_here_records_it(env: Env) -> None:
+    """The request needs the run, not its code: a worker that has the code delivers it."""
+    run = WorkflowRun(
+        run_id="elsewhere-1",
+        workflow_name="a_workflow_this_process_never_imported",
+        status=RunStatus.SUSPENDED,
+    )
+    started = Event(
+        "elsewhere-1",
+        EventType.WORKFLOW_STARTED,
+        {"workflow_name": run.workflow_name, "args": "[]", "kwargs": "{}"},
+    )
+    await env.storage.create_run(run, [started])
+    assert await cancel_workflow("elsewhere-1", reason="from afar", storage=env.storage)
+    assert (await types(env, "elsewhere-1"))[-1] == "cancellation.requested"
+    assert (await env.storage.get_timer("elsewhere-1")) is not None  # it wakes on a worker
