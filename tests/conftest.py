@@ -97,7 +97,7 @@ def clock() -> ManualClock:
 
 
 # The storage under ``env`` and ``dispatched_env``: memory by default; ``scripts/test`` runs the
-# engine's tests again with PYWORKFLOW_TEST_STORAGE=sqlite|postgres|redis (real servers).
+# engine's tests again with PYWORKFLOW_TEST_STORAGE=file|sqlite|postgres|redis (real servers).
 TEST_STORAGE = os.environ.get("PYWORKFLOW_TEST_STORAGE", "memory")
 
 
@@ -111,6 +111,10 @@ def make_test_storage(kind: str, request: pytest.FixtureRequest, path: Path) -> 
         return InMemoryStorageBackend()
     if kind == "sqlite":
         return SQLiteStorageBackend(path / "pyworkflow.db")
+    if kind == "file":
+        from pyworkflow.storage.file import FileStorageBackend
+
+        return FileStorageBackend(path / "files")
     if kind == "postgres":
         from pyworkflow.storage.postgres import PostgresStorageBackend
 
@@ -121,7 +125,9 @@ def make_test_storage(kind: str, request: pytest.FixtureRequest, path: Path) -> 
 
         server = request.getfixturevalue("redis_server")
         return RedisStorageBackend(server.url, prefix=namespace_for(path))
-    raise ValueError(f"PYWORKFLOW_TEST_STORAGE={kind!r}: use memory, sqlite, postgres or redis")
+    raise ValueError(
+        f"PYWORKFLOW_TEST_STORAGE={kind!r}: use memory, file, sqlite, postgres or redis"
+    )
 
 
 class HandDrivenRuntime(LocalRuntime):

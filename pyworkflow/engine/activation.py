@@ -234,12 +234,15 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             max_nesting_depth=self.options.max_nesting_depth,
         )
         inst.status = run.status
-        timer = await self.storage.get_timer(run_id)
-        inst.timer = timer.fire_at if timer else None
         if carried:
             inst.in_flight = {command_id for command_id, _ in carried}
         try:
-            inst.feed(await self.storage.get_events(run_id))
+            events = await self.storage.get_events(run_id)
+            # The timer after the events: a writer that set it with an event this instance saw
+            # did so before this read (a timer without its event would fail the next commit).
+            timer = await self.storage.get_timer(run_id)
+            inst.timer = timer.fire_at if timer else None
+            inst.feed(events)
         except BaseException:
             inst.teardown()
             raise
