@@ -528,7 +528,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         notices = list(notices) if notices else []
         created: list[tuple[WorkflowRun, list[Event]]] = []
         if inst.spawned:
-            created, told = child_runs(inst, events, self.options)
+            created, told = child_runs(inst, events, self.options, now)
             notices += told
         continued_to = None
         if continued is not None:

@@ -58,11 +58,12 @@ _ENDING_EVENTS = {
 
 
 def child_runs(
-    inst: WorkflowInstance, events: list[Event], options: EngineOptions
+    inst: WorkflowInstance, events: list[Event], options: EngineOptions, now: datetime
 ) -> tuple[list[tuple[WorkflowRun, list[Event]]], list[Notice]]:
     """The runs and notices that ``events`` (about to be committed) ask for: a run for each
     ``child_workflow.started``, a cancellation request for each
-    ``child_workflow.cancel_requested``."""
+    ``child_workflow.cancel_requested``. ``now`` is the clock's: the child's record and its
+    lease start now, whatever the parent's logical time."""
     created: list[tuple[WorkflowRun, list[Event]]] = []
     notices: list[Notice] = []
     for event in events:
@@ -74,7 +75,7 @@ def child_runs(
                 data["child_run_id"],
                 data["args"],
                 data["kwargs"],
-                event.timestamp or inst.logical_now(),
+                now,
                 options,
                 parent_run_id=inst.run_id,
                 nesting_depth=inst.run.nesting_depth + 1,
@@ -82,7 +83,7 @@ def child_runs(
             )
             created.append((run, [started]))
         elif event.type is EventType.CHILD_WORKFLOW_CANCEL_REQUESTED and data.get("running"):
-            notices.append(cancel_notice(data["child_run_id"], data.get("reason"), event.timestamp))
+            notices.append(cancel_notice(data["child_run_id"], data.get("reason"), now))
     return created, notices
 
 

@@ -728,7 +728,9 @@ class WorkflowInstance:
         if self.cancel_requested and not shielded:
             waiter.set_exception(self._cancellation())
             return waiter
-        self.result_waiters.append((waiter, shielded))
+        live = [(w, s) for w, s in self.result_waiters if not w.done()]
+        live.append((waiter, shielded))
+        self.result_waiters = live
         assert cmd.future is not None
 
         def copy(done: asyncio.Future[Any]) -> None:

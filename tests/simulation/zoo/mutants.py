@@ -676,8 +676,8 @@ def child_created_after_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
     publish = Engine._publish
     deferred: list[tuple[Any, list[Event]]] = []
 
-    def record_only(inst: Any, events: list[Event], options: Any) -> Any:
-        created, notices = child_runs(inst, events, options)
+    def record_only(inst: Any, events: list[Event], options: Any, now: datetime) -> Any:
+        created, notices = child_runs(inst, events, options, now)
         deferred.extend(created)
         return [], notices
 
