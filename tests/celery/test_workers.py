@@ -317,3 +317,24 @@ async def test_cancelling_a_parent_mid_sleep_cancels_its_tree(client: Client) ->
     runs = await client.finished([run_id, *(c.run_id for c in children)])
     assert {run.status for run in runs} == {RunStatus.CANCELLED}
     assert not [line for line in client.ledger() if line["run_id"].startswith(run_id)]
+
+
+async def test_a_dispatched_step_sees_its_run_cancelled_and_stops_early(client: Client) -> None:
+    """The request is recorded by this process; the worker running the step finds it in the
+    run's log at its next lease renewal, and ``check_cancellation()`` raises there."""
+    ledger = str(client.cluster.ledger)
+    run_id = await client.start(wf.chore, ledger, 100_000)  # ~17 minutes if never stopped
+
+    async def chore_began() -> bool:
+        return any(line.get("phase") == "began" for line in client.ledger())
+
+    await until(chore_began, "the long step to begin on a worker")
+    assert await cancel_workflow(
+        run_id, reason="stop", storage=client.storage, runtime=client.runtime
+    )
+    [run] = await client.finished([run_id])
+    assert run.status is RunStatus.CANCELLED
+    stopped = [line for line in client.ledger() if line.get("phase") == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["after"] < 100_000
+    types = [e.type.value for e in await client.events(run_id)]
+    assert "step.failed" in types and "step.retrying" not in types

@@ -212,3 +212,22 @@ async def sleepy_parent(ledger: str, count: int) -> str:
         await start_child_workflow(sleepy_child, ledger, n, wait_for_completion=False)
     await sleep(3600)
     return await work(ledger, "parent-after-sleep")
+
+
+@step(name="celery_long_chore")
+async def long_chore(ledger: str, rounds: int) -> int:
+    """Checks for cancellation between rounds: stops early once its run is cancelled."""
+    note(ledger, phase="began")
+    for done in range(rounds):
+        try:
+            get_step_info().check_cancellation()
+        except Exception:
+            note(ledger, phase="stopped", after=done)
+            raise
+        await asyncio.sleep(0.01)
+    return rounds
+
+
+@workflow(name="celery_chore")
+async def chore(ledger: str, rounds: int) -> int:
+    return await long_chore(ledger, rounds)
