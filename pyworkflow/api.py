@@ -62,6 +62,7 @@ def get_runtime(runtime: str | Runtime | None = None) -> Runtime:
             poll_interval=config.timer_poll_interval,
             lease_ttl=config.lease_ttl,
             event_limit=config.event_limit,
+            max_nesting_depth=config.max_nesting_depth,
         )
     else:
         made = runtime_factory(name)()  # registered by its package (runtime/registry.py)

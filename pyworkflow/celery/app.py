@@ -20,7 +20,8 @@ visibility timeout (s)      ``celery_visibility_timeout`` /     ``PYWORKFLOW_CEL
                             ``visibility_timeout``              ``VISIBILITY_TIMEOUT``
 ==========================  ==================================  ===========================
 
-``lease_ttl``, ``timer_poll_interval`` and ``event_limit`` are the general configuration keys.
+``lease_ttl``, ``timer_poll_interval``, ``event_limit`` and ``max_nesting_depth`` are the general
+configuration keys.
 This module is the celery layer: nothing in ``core`` or ``engine`` may import it.
 """
 
@@ -65,6 +66,7 @@ class CelerySettings:
     lease_ttl: float = 30.0
     timer_poll_interval: float = 1.0
     event_limit: int = 50_000
+    max_nesting_depth: int = 3
     result_backend: str | None = None
 
     @classmethod
@@ -88,6 +90,7 @@ class CelerySettings:
             lease_ttl=float(config.lease_ttl),
             timer_poll_interval=float(config.timer_poll_interval),
             event_limit=int(config.event_limit),
+            max_nesting_depth=int(config.max_nesting_depth),
             result_backend=extra.get("celery_result_backend"),
         )
 

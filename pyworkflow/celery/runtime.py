@@ -77,6 +77,7 @@ class CeleryRuntime(Runtime):
                 seconds=max(self.settings.lease_ttl, self.settings.visibility_timeout)
             ),
             event_limit=self.settings.event_limit,
+            max_nesting_depth=self.settings.max_nesting_depth,
         )
         engine = Engine(storage, self.clock, self.queue, options=options)
         self._engines[id(storage)] = (loop, engine)

@@ -29,7 +29,7 @@ from loguru import logger
 
 from pyworkflow.context import StepInfo
 from pyworkflow.core.registry import get_workflow
-from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.engine.instance import WorkflowInstance, levels
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import outcome_of
 from pyworkflow.engine.ports import Clock, TaskQueue
@@ -202,7 +202,7 @@ class Children:
             raise MaxNestingDepthError(
                 f"run {parent_id} (nesting depth {run.nesting_depth}) cannot start child"
                 f" workflow {definition.name!r}: children nest at most"
-                f" {self.options.max_nesting_depth} levels deep"
+                f" {levels(self.options.max_nesting_depth)} deep"
             )
         child, started = build_run(
             definition,

@@ -676,7 +676,7 @@ class WorkflowInstance:
             raise MaxNestingDepthError(
                 f"workflow {self.workflow_name!r} (run {self.run_id}, nesting depth"
                 f" {self.run.nesting_depth}) cannot start child workflow {definition.name!r}:"
-                f" children nest at most {self.max_nesting_depth} levels deep"
+                f" children nest at most {levels(self.max_nesting_depth)} deep"
             )
         try:
             definition.signature.bind(*args, **kwargs)
@@ -866,6 +866,11 @@ class WorkflowInstance:
 
 def _position(command_id: str) -> int:
     return int(command_id.rpartition(":")[2])
+
+
+def levels(depth: int) -> str:
+    """``3 levels``, ``1 level``: the nesting limit in an error message."""
+    return f"{depth} level" if depth == 1 else f"{depth} levels"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

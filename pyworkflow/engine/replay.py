@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.engine.instance import MAX_NESTING_DEPTH, WorkflowInstance
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import CancellationError, NonDeterminismError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
@@ -42,7 +42,10 @@ async def replay_history(workflow_func: Any, events: list[Event]) -> Any:
     """
     definition = workflow_definition_of(workflow_func)
     ordered = sorted(events, key=lambda e: e.sequence)
-    inst = WorkflowInstance(_run_from(ordered, definition.name), definition)
+    limit = int(ordered[0].data.get("max_nesting_depth", MAX_NESTING_DEPTH)) if ordered else 0
+    inst = WorkflowInstance(
+        _run_from(ordered, definition.name), definition, max_nesting_depth=limit
+    )
     try:
         inst.feed(ordered)
         return _check_ending(inst)

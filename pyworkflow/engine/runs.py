@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pyworkflow.core.registry import WorkflowDefinition
-from pyworkflow.engine.instance import WorkflowInstance
+from pyworkflow.engine.instance import MAX_NESTING_DEPTH, WorkflowInstance
 from pyworkflow.engine.leases import STARTING
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome, outcome_of
@@ -70,8 +70,12 @@ def build_run(
         "args": args_json,
         "kwargs": kwargs_json,
     }
-    if run.nesting_depth:  # what the code may do depends on it: replay must know it too
+    # What the code may do depends on these (how deep it is, how deep children may go): replay
+    # must know them too.
+    if run.nesting_depth:
         data["nesting_depth"] = run.nesting_depth
+    if options.max_nesting_depth != MAX_NESTING_DEPTH:
+        data["max_nesting_depth"] = options.max_nesting_depth
     started = Event(run_id=run_id, type=EventType.WORKFLOW_STARTED, data=data, timestamp=now)
     return run, started
 

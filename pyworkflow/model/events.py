@@ -7,7 +7,8 @@ the engine. It also states the two facts storage enforces about events: which ev
 Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``step:charge:3``):
 
 - ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text), and
-  ``nesting_depth`` for a child (replay needs it: how deep a run is decides what it may start)
+  ``nesting_depth`` for a child and ``max_nesting_depth`` when the limit is not the default 3
+  (replay needs them: how deep a run is, and may go, decides what it may start)
 - ``workflow.completed``: ``result``;  ``workflow.failed``: ``error``, ``error_type``, ``exception``
   (and ``imposed: true`` when the engine ended the run from outside its code, e.g. max_duration)
 - ``step.started``: ``command_id``, ``step_name``, ``attempt`` (and ``args``/``kwargs`` when the

@@ -82,12 +82,14 @@ class LocalRuntime(Runtime):
         lease_ttl: float = 30.0,
         event_limit: int = 50_000,
         owner: str | None = None,
+        max_nesting_depth: int = 3,
     ) -> None:
         self.dispatch_steps = dispatch_steps
         self.clock = clock or SystemClock()
         self.poll_interval = poll_interval
         self.lease_ttl = lease_ttl
         self.event_limit = event_limit
+        self.max_nesting_depth = max_nesting_depth
         self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._engines: dict[int, tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]] = {}
         self._services: dict[int, EngineService] = {}
@@ -112,6 +114,7 @@ class LocalRuntime(Runtime):
             dispatch_steps=self.dispatch_steps,
             lease_ttl=timedelta(seconds=self.lease_ttl),
             event_limit=self.event_limit,
+            max_nesting_depth=self.max_nesting_depth,
         )
         engine = Engine(storage, self.clock, queue, options=options)
         queue.engine = engine

@@ -31,7 +31,9 @@ from pyworkflow import (
     step,
     workflow,
 )
+from pyworkflow.api import start
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.runtime.local import LocalRuntime
 from tests.conftest import Env
 
 ran: list[str] = []
@@ -368,3 +370,22 @@ async def test_a_child_that_continues_as_new_answers_for_its_chain(env: Env) -> 
     assert await get_workflow_result(run_id, storage=env.storage) == 6
     events = await types(env, run_id)
     assert events.count("child_workflow.completed") == 1
+
+
+async def test_the_nesting_limit_is_configurable(env: Env) -> None:
+    runtime = LocalRuntime(poll_interval=3600, max_nesting_depth=1)
+    try:
+        run_id = await start(nests, 1, runtime=runtime, storage=env.storage)
+        await runtime.drain(env.storage)
+        assert await get_workflow_result(run_id, storage=env.storage) == 1
+        deeper = await start(nests, 2, runtime=runtime, storage=env.storage)
+        await runtime.drain(env.storage)
+        with pytest.raises(ChildWorkflowFailedError, match="at most 1 level deep"):
+            await get_workflow_result(deeper, storage=env.storage)
+        # Replay knows the limit the run had: the child refused at depth 1 replays as refused.
+        refused = await get_workflow_events(f"{deeper}.c1", storage=env.storage)
+        assert refused[0].data["max_nesting_depth"] == 1
+        with pytest.raises(MaxNestingDepthError):
+            await replay_history(nests, refused)
+    finally:
+        await runtime.shutdown()
