@@ -552,6 +552,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             runs_created=created,
             continued_to_run_id=continued_to,
             notices=notices,
+            # A run that ends disposes the hooks it leaves waiting (storage skips the others).
+            hooks_disposed=(
+                [cmd.hook_id for cmd in inst.commands if cmd.kind == "hook" and cmd.hook_id]
+                if completed
+                else []
+            ),
         )
         inst.sequence = await self.storage.commit(commit)
         inst.spawned = 0

@@ -22,7 +22,7 @@ from pyworkflow.model.exceptions import (
     SequenceConflictError,
     WorkflowError,
 )
-from pyworkflow.model.schemas import Commit, RunStatus
+from pyworkflow.model.schemas import Commit, HookStatus, RunStatus
 from pyworkflow.serialization import error_fields
 from pyworkflow.storage.base import StorageBackend
 
@@ -119,6 +119,8 @@ class Recovery:
             commit.lease, commit.timer, resume = None, None, False
             # Ended without replaying its code: its log says which children it leaves running.
             children = open_children_in(await self.storage.get_events(run_id))
+            waiting = await self.storage.list_hooks(run_id, HookStatus.PENDING)
+            commit.hooks_disposed = [hook.hook_id for hook in waiting]
             if children or run.parent_run_id is not None:
                 commit.notices = ending_notices(run, RunStatus.FAILED, failed.data, children, now)
         try:

@@ -41,8 +41,7 @@ _TERMINAL_STATUSES = frozenset(
 
 
 class HookStatus(StrEnum):
-    """A hook's state. ``DISPOSED`` is reserved (for hooks of cancelled runs) and never set by
-    this release."""
+    """A hook's state: ``DISPOSED`` when its run ended while it was still pending."""
 
     PENDING = "pending"
     RECEIVED = "received"
@@ -226,6 +225,8 @@ class Commit:
       would, idempotency keys aside (they must have none); a run id already taken fails the
       whole commit with ``WorkflowAlreadyRunningError``. Children and the next run of a chain
       are created this way, atomically with the record that names them.
+    - ``hooks_disposed``: hooks of this run that move to ``disposed`` if still pending (a run that
+      ends disposes the hooks it leaves waiting; received and expired ones stay as they are).
     - ``continued_to_run_id`` is set on the run row when not None.
     - ``notices`` are appended to other runs' logs after everything above (see ``Notice``).
     """
@@ -247,6 +248,7 @@ class Commit:
     hook_expired: str | None = None  # hook_id
     owner: str | None = None
     runs_created: list[tuple[WorkflowRun, list[Event]]] = field(default_factory=list)
+    hooks_disposed: list[str] = field(default_factory=list)
     continued_to_run_id: str | None = None
     notices: list[Notice] = field(default_factory=list)
 

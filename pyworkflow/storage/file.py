@@ -500,6 +500,8 @@ def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
         ]
     if commit.continued_to_run_id is not None:
         raw["continued_to_run_id"] = commit.continued_to_run_id
+    if commit.hooks_disposed:
+        raw["hooks_disposed"] = commit.hooks_disposed
     if commit.notices:
         raw["notices"] = [
             {
@@ -544,6 +546,7 @@ def _decode_commit(raw: dict[str, Any]) -> Commit:
             for entry in raw.get("runs_created", ())
         ],
         continued_to_run_id=raw.get("continued_to_run_id"),
+        hooks_disposed=list(raw.get("hooks_disposed", ())),
         notices=[
             Notice(
                 entry["run_id"],

@@ -217,6 +217,10 @@ class MemoryStore:
             hook.status, hook.payload, hook.received_at = HookStatus.RECEIVED, received[1], now
         if commit.hook_expired is not None:
             self._hooks[(run_id, commit.hook_expired)].status = HookStatus.EXPIRED
+        for hook_id in commit.hooks_disposed:
+            disposed = self._hooks.get((run_id, hook_id))
+            if disposed is not None and disposed.status is HookStatus.PENDING:
+                disposed.status = HookStatus.DISPOSED
         head = run.last_sequence
         for record, numbered in created:
             self._insert_run(record, numbered)

@@ -436,6 +436,10 @@ T_RECEIVE_HOOK = (
     "UPDATE {hooks} SET status = ?, payload = ?, received_at = ? WHERE run_id = ? AND hook_id = ?"
 )
 T_EXPIRE_HOOK = "UPDATE {hooks} SET status = ? WHERE run_id = ? AND hook_id = ?"
+# A hook of a run that ended, if it still waits (Commit.hooks_disposed).
+T_DISPOSE_HOOK = (
+    "UPDATE {hooks} SET status = 'disposed' WHERE run_id = ? AND hook_id = ? AND status = 'pending'"
+)
 T_SELECT_HOOK = f"SELECT {HOOK_COLUMNS} FROM {{hooks}} WHERE run_id = ? AND hook_id = ?"
 
 T_PUT_CHECKPOINT = (
@@ -485,6 +489,7 @@ class Statements:
         self.hook_status = sql(T_HOOK_STATUS)
         self.receive_hook = sql(T_RECEIVE_HOOK)
         self.expire_hook = sql(T_EXPIRE_HOOK)
+        self.dispose_hook = sql(T_DISPOSE_HOOK)
         self.select_hook = sql(T_SELECT_HOOK)
         self.put_checkpoint = sql(T_PUT_CHECKPOINT)
         self.get_checkpoint = sql(T_GET_CHECKPOINT)

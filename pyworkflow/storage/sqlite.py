@@ -331,6 +331,8 @@ class SQLiteStorageBackend(StorageBackend):
             )
         if expired is not None:
             conn.execute(_SQL.expire_hook, (HookStatus.EXPIRED.value, run_id, expired))
+        if commit.hooks_disposed:
+            conn.executemany(_SQL.dispose_hook, [(run_id, h) for h in commit.hooks_disposed])
         if commit.continued_to_run_id is not None:
             conn.execute(_SQL.set_continued_to, (commit.continued_to_run_id, run_id))
         for run, first in commit.runs_created:

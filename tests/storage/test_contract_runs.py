@@ -17,10 +17,18 @@ from pyworkflow.model.exceptions import (
     SequenceConflictError,
     WorkflowAlreadyRunningError,
 )
-from pyworkflow.model.schemas import Commit, Notice, RunStatus, Timer
+from pyworkflow.model.schemas import Commit, HookStatus, Notice, RunStatus, Timer
 from pyworkflow.storage.base import StorageBackend
 from tests.storage.conftest import Backends
-from tests.storage.test_contract import a_run, at, new_run, snapshot, started
+from tests.storage.test_contract import (
+    a_hook,
+    a_run,
+    at,
+    hook_received,
+    new_run,
+    snapshot,
+    started,
+)
 
 
 def child_started(run_id: str, position: int, child_id: str) -> Event:
@@ -292,3 +300,29 @@ async def test_runs_and_notices_survive_a_restart(durable: Backends) -> None:
     assert [e.type for e in await second.get_events("other")][-1] is (
         EventType.CHILD_WORKFLOW_COMPLETED
     )
+
+
+async def test_an_ending_disposes_the_hooks_still_pending(backend: StorageBackend) -> None:
+    await new_run(backend)
+    hooks = [a_hook("run-1", hook_id) for hook_id in ("h1", "h2", "h3")]
+    await backend.commit(Commit("run-1", now=at(1), hooks_created=hooks))
+    await backend.commit(hook_received("run-1", "h2"))
+    ended = Event("run-1", EventType.WORKFLOW_CANCELLED, {"reason": "x"})
+    await backend.commit(
+        Commit(
+            "run-1",
+            [ended],
+            now=at(9),
+            status=RunStatus.CANCELLED,
+            hooks_disposed=["h1", "h2", "h3", "never-created"],
+        )
+    )
+    statuses = {h.hook_id: h.status for h in await backend.list_hooks("run-1")}
+    assert statuses == {
+        "h1": HookStatus.DISPOSED,
+        "h2": HookStatus.RECEIVED,
+        "h3": HookStatus.DISPOSED,
+    }
+    assert [h.hook_id for h in await backend.list_hooks(status=HookStatus.PENDING)] == []
+    disposed = await backend.list_hooks(status=HookStatus.DISPOSED)
+    assert sorted(h.hook_id for h in disposed) == ["h1", "h3"]

@@ -11,6 +11,8 @@ from pyworkflow import (
     CancellationError,
     Event,
     EventType,
+    HookNotFoundError,
+    HookStatus,
     RunStatus,
     StepContext,
     WorkflowNotFoundError,
@@ -21,6 +23,7 @@ from pyworkflow import (
     get_workflow_events,
     get_workflow_result,
     hook,
+    resume_hook,
     set_step_context,
     shield,
     sleep,
@@ -264,3 +267,15 @@ async def test_cancelling_a_run_whose_code_is_not_importable_here_records_it(env
     assert await cancel_workflow("elsewhere-1", reason="from afar", storage=env.storage)
     assert (await types(env, "elsewhere-1"))[-1] == "cancellation.requested"
     assert (await env.storage.get_timer("elsewhere-1")) is not None  # it wakes on a worker
+
+
+async def test_a_cancelled_run_disposes_the_hook_it_waited_on(env: Env) -> None:
+    run_id = await env.start(waits_on_a_hook)
+    [waiting] = await env.storage.list_hooks(run_id)
+    assert waiting.status is HookStatus.PENDING
+    await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    [disposed] = await env.storage.list_hooks(run_id)
+    assert disposed.status is HookStatus.DISPOSED
+    with pytest.raises(HookNotFoundError, match="disposed: its run has ended"):
+        await resume_hook(disposed.token, {"late": True}, storage=env.storage)

@@ -302,7 +302,12 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         # the sequences and the events are numbered again from what it returns.
         events = number_events(commit, commit.expected_sequence or 0, now)
         args = commit_args(commit, events, now)
-        if commit.runs_created or commit.notices or commit.continued_to_run_id is not None:
+        if (
+            commit.runs_created
+            or commit.notices
+            or commit.hooks_disposed
+            or commit.continued_to_run_id is not None
+        ):
             reached = await self._commit_reaching_out(commit, events, now, args)
             if commit.expected_sequence is None and events:
                 number_events(commit, reached - len(events), now)
@@ -339,6 +344,11 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
                         targets = [commit.run_id, *(notice.run_id for notice in commit.notices)]
                         await conn.execute(self._sql.lock_runs, targets)
                     head: int = await conn.fetchval(self._sql.commit, *args)
+                    if commit.hooks_disposed:
+                        await conn.executemany(
+                            self._sql.dispose_hook,
+                            [(commit.run_id, hook_id) for hook_id in commit.hooks_disposed],
+                        )
                     if commit.continued_to_run_id is not None:
                         await conn.execute(
                             self._sql.set_continued_to, commit.continued_to_run_id, commit.run_id

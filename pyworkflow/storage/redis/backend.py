@@ -278,8 +278,8 @@ class RedisStorageBackend(StorageBackend):
             *hooks,
             opt(commit.owner),
         ]
-        if commit.runs_created or commit.notices:
-            # The trailing section, sent only by commits that reach other runs.
+        if commit.runs_created or commit.notices or commit.hooks_disposed:
+            # The trailing section, sent only by commits that reach other runs or dispose hooks.
             args.append(len(commit.runs_created))
             for run, events in commit.runs_created:
                 if run.idempotency_key is not None:
@@ -288,6 +288,9 @@ class RedisStorageBackend(StorageBackend):
             args.append(len(commit.notices))
             for notice in commit.notices:
                 args += notice_args(notice, now)
+            if commit.hooks_disposed:
+                args.append(len(commit.hooks_disposed))
+                args += commit.hooks_disposed
         return args
 
     async def get_events(

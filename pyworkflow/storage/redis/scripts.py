@@ -229,9 +229,10 @@ return {1}
 # '=owner' set), lease expiry, timer ('' keep, '-' clear, micros), hook received (opt), payload,
 # hook expired (opt), n, n run field values, events (count, 3 each), hooks created (count, then
 # member, status, n, n field values each), the committing owner (opt). Then, only when the commit
-# creates runs or sends notices, a trailing section: the runs created (count, then run_id, <ix>,
-# status, workflow_name, n, n field values, events (count, 3 each) each) and the notices (count,
-# then run_id, wake_at ('' none), event (3) each). Returns the new head.
+# creates runs, sends notices or disposes hooks, a trailing section: the runs created (count, then
+# run_id, <ix>, status, workflow_name, n, n field values, events (count, 3 each) each), the
+# notices (count, then run_id, wake_at ('' none), event (3) each) and, when any, the hooks
+# disposed (count, then hook_id each). Returns the new head.
 _COMMIT = """
 local run_id, now = ARGV[2], ARGV[4]
 local run = P .. ':run:' .. run_id
@@ -343,6 +344,17 @@ if notices_at then
   end
   -- after everything above: a notice sees the runs and links this commit wrote
   for i = 1, tonumber(ARGV[notices_at]) do deliver(notices_at + 5 * i - 4, now) end
+  local disposed_at = notices_at + 1 + 5 * tonumber(ARGV[notices_at])
+  if #ARGV >= disposed_at then
+    for i = 1, tonumber(ARGV[disposed_at]) do
+      local member = run_id .. '\\0' .. ARGV[disposed_at + i]
+      local hook = P .. ':hook:' .. member
+      if redis.call('HGET', hook, 'status') == 'pending' then
+        redis.call('HSET', hook, 'status', 'disposed')
+        move_hook(member, 'pending', 'disposed')
+      end
+    end
+  end
 end
 return new_head
 """
