@@ -64,6 +64,13 @@ from pyworkflow.model.exceptions import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
+from pyworkflow.model.schedules import (
+    CalendarSpec,
+    OverlapPolicy,
+    Schedule,
+    ScheduleSpec,
+    ScheduleStatus,
+)
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.observability.logging import configure_logging
 from pyworkflow.primitives.cancellation import shield
@@ -81,6 +88,11 @@ __version__ = "0.5.0"
 __all__ = [
     "continue_as_new",
     "start_child_workflow",
+    "CalendarSpec",
+    "OverlapPolicy",
+    "Schedule",
+    "ScheduleSpec",
+    "ScheduleStatus",
     "CancellationError",
     "ChildWorkflowError",
     "ChildWorkflowHandle",
