@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import orjson
@@ -58,6 +58,7 @@ class Checks:
     script: list[_Action]
     runs: list[SimRun]
     timed_out: bool
+    epoch: datetime  # where virtual time begins
     world: World
     check_seconds: dict[str, float]
     _checked_at: int | None
@@ -86,6 +87,7 @@ class Checks:
             liveness: timedelta = ...,
             suppress: frozenset[int] | set[int] = frozenset(),
             reproduce: str | None = None,
+            start: datetime | None = None,
         ) -> None: ...
 
     def log_hash(self) -> str:
@@ -268,6 +270,7 @@ class Checks:
             max_faults=self.max_faults,
             liveness=self.liveness,
             suppress=self.suppress,
+            start=self.epoch,
         )
         twin.mocks.update(self.mocks)
         # User code that draws from ``random`` starts where the CLI and the pytest plugin start

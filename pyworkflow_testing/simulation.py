@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pyworkflow.core.registry import (
@@ -45,7 +45,7 @@ from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
-from pyworkflow_testing.world import World
+from pyworkflow_testing.world import EPOCH, World
 
 T = TypeVar("T")
 
@@ -133,8 +133,12 @@ class Simulation(Checks):
         liveness: timedelta = DEFAULT_LIVENESS,
         suppress: frozenset[int] | set[int] = frozenset(),
         reproduce: str | None = None,
+        start: datetime | None = None,
     ) -> None:
         self.seed = seed
+        # Where virtual time begins (aware; default 2030-01-01 UTC): a calendar that matters to
+        # the workflow (a daylight-saving change, a month end) can be simulated from its eve.
+        self.epoch = EPOCH if start is None else start
         self.faults = Faults.parse(faults)
         self.workers = workers
         # By default the seed decides whether steps run inline or on workers: both get explored.
@@ -161,6 +165,7 @@ class Simulation(Checks):
             suppress=self.suppress,
             max_faults=max_faults,
             mocks=self.mocks,
+            start=self.epoch,
         )
 
     # -- running on the simulation's thread ----------------------------------------------------
@@ -350,6 +355,23 @@ class Simulation(Checks):
             engine = self.world.any_engine
             return await engine.request_cancellation(self.runs[index].run_id, reason)
 
+    async def list_runs(self, workflow_name: str | None = None) -> list[WorkflowRun]:
+        """Every run the simulation holds (those the script started, and those the engine made:
+        children, the next runs of chains), oldest first; optionally of one workflow."""
+        return await self._call(self._list_runs(workflow_name))
+
+    async def _list_runs(self, workflow_name: str | None) -> list[WorkflowRun]:
+        storage = self.world.storage.inner
+        found: list[WorkflowRun] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await storage.list_runs(
+                workflow_name=workflow_name, limit=500, cursor=cursor
+            )
+            found += page
+            if cursor is None:
+                return found
+
     async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
         """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
         await self._call(self._resume_hook(run, name, payload))
@@ -455,7 +477,8 @@ class Simulation(Checks):
         if self.reproduce:
             return self.reproduce
         faults = self.faults.describe()
-        return f"Simulation(seed={self.seed}, faults={faults!r}, workers={self.workers})"
+        start = "" if self.epoch == EPOCH else f", start={self.epoch!r}"
+        return f"Simulation(seed={self.seed}, faults={faults!r}, workers={self.workers}{start})"
 
     @property
     def faults_injected(self) -> list[tuple[int, str, str]]:

@@ -53,18 +53,22 @@ STALL_DELIVERIES = 5_000
 
 
 class VirtualClock:
-    """The ``Clock`` port on virtual time: ``EPOCH`` plus the loop's seconds."""
+    """The ``Clock`` port on virtual time: ``start`` (``EPOCH`` by default) plus the loop's
+    seconds."""
 
-    def __init__(self, loop: VirtualTimeEventLoop) -> None:
+    def __init__(self, loop: VirtualTimeEventLoop, start: datetime = EPOCH) -> None:
+        if start.tzinfo is None:
+            raise ValueError(f"a simulation starts at an aware instant, got {start}")
         self._loop = loop
+        self.start = start.astimezone(UTC)
         self._at = -1
-        self._now = EPOCH
+        self._now = self.start
 
     def now(self) -> datetime:
         # Asked many times per instant (every event, commit and decision): keep the last answer.
         at = self._loop._micros
         if at != self._at:
-            self._at, self._now = at, EPOCH + timedelta(microseconds=at)
+            self._at, self._now = at, self.start + timedelta(microseconds=at)
         return self._now
 
 
@@ -164,13 +168,14 @@ class World:
         lease_ttl: timedelta = timedelta(seconds=30),
         visibility_timeout: timedelta = timedelta(seconds=60),
         mocks: dict[str, StepMock] | None = None,
+        start: datetime = EPOCH,
     ) -> None:
         if workers < 1:
             raise ValueError("a simulation needs at least one worker")
         self.loop = loop
         self.chooser = Chooser(seed, faults, suppress)
         self.chooser.max_faults = max_faults
-        self.clock = VirtualClock(loop)
+        self.clock = VirtualClock(loop, start)
         self.ids = SeededIds(seed)
         self.ledger = ExecutionLedger()
         self.storage = FaultyStorage(self.chooser, self.ledger)
@@ -370,7 +375,7 @@ class World:
             times.append(broker_next)
         storage_next = self.storage.inner.next_wakeup()
         if storage_next is not None:
-            due = (storage_next - EPOCH).total_seconds()
+            due = (storage_next - self.clock.start).total_seconds()
             times.append(due)
             if due != self._poll_for:  # a new earliest wake-up: one poll somewhere before it
                 now = self.loop.time()

@@ -7,7 +7,7 @@ import multiprocessing
 import multiprocessing.queues
 import random as stdlib_random
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,6 +20,7 @@ from pyworkflow import (
     RunStatus,
     WorkflowRun,
     hook,
+    now,
     shield,
     sleep,
     start_child_workflow,
@@ -207,7 +208,6 @@ async def test_simulation_methods_work_from_any_loop() -> None:
 
 import datetime as dt_module  # noqa: E402 - the point: module-level names user code binds
 import time as time_module  # noqa: E402
-from datetime import datetime  # noqa: E402
 
 
 @step(name="sim_clock_reader")
@@ -504,3 +504,39 @@ def test_seed_drawn_cancellations_land_at_different_points() -> None:
     if sum(outcomes.values()) < 30:
         pytest.skip("runs only after the whole sweep above")
     assert outcomes[RunStatus.CANCELLED] >= 5, outcomes
+
+
+@workflow(name="sim_what_time")
+async def what_time() -> list[str]:
+    first = now()
+    await sleep("1d")
+    return [first.isoformat(), now().isoformat()]
+
+
+async def test_virtual_time_can_begin_where_the_test_needs_it() -> None:
+    eve = datetime(2026, 3, 28, 9, tzinfo=UTC)  # the day before Europe's clocks go forward
+    sim = Simulation(3, "all", workers=2, start=eve)
+    try:
+        run = await sim.start(what_time)
+        await sim.run_until_idle()
+        assert await run.result() == [eve.isoformat(), (eve + timedelta(days=1)).isoformat()]
+        assert (await run.record()).created_at == eve
+        sim.check()  # the reruns begin at the same instant: the same logs
+        assert "start=datetime.datetime(2026, 3, 28, 9, 0" in sim.reproduce_command()
+    finally:
+        sim.close()
+    with pytest.raises(ValueError, match="aware instant"):
+        Simulation(0, start=datetime(2026, 1, 1))
+
+
+async def test_list_runs_returns_every_run_the_simulation_holds() -> None:
+    sim = Simulation(1, "none")
+    try:
+        run = await sim.start(tree_root, 1)
+        await sim.run_until_idle()
+        every = await sim.list_runs()
+        assert run.run_id in {r.run_id for r in every} and len(every) == 4  # root and 3 children
+        leaves = await sim.list_runs(workflow_name="sim_tree_leaf")
+        assert len(leaves) == 3 and all(r.parent_run_id == run.run_id for r in leaves)
+    finally:
+        sim.close()
