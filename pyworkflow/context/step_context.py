@@ -54,6 +54,8 @@ class StepInfo:
     # Other runs, as this attempt's engine sees them (``pyworkflow.context.runs.RunAccess``):
     # children started from the step, and their handles.
     runs: Any = None
+    # Called inside ``shield()`` (clean-up): a cancellation request does not stop it.
+    shielded: bool = False
 
     @property
     def idempotency_key(self) -> str:
@@ -66,9 +68,10 @@ class StepInfo:
         in this process is known at once; one made elsewhere is seen by the worker's lease
         renewal (every ``lease_ttl / 3``) while the step runs. The step's outcome, if it returns
         anyway, is still recorded; raising here fails the attempt like any error (no retry:
-        ``CancellationError`` is not retried) and the workflow gets ``CancellationError``."""
+        ``CancellationError`` is not retried) and the workflow gets ``CancellationError``. A step
+        called inside ``shield()`` (clean-up) is never stopped this way."""
         runs = self.runs
-        if runs is not None and runs.cancel_requested(self.run_id):
+        if runs is not None and not self.shielded and runs.cancel_requested(self.run_id):
             raise CancellationError(
                 f"workflow run {self.run_id} was cancelled (step {self.step_name!r} stopped early)"
             )

@@ -40,7 +40,7 @@ from pyworkflow.engine.children import (
 )
 from pyworkflow.engine.due import deadline_of, next_attempt, next_wake
 from pyworkflow.engine.hooks import HookDelivery
-from pyworkflow.engine.instance import Command, WorkflowInstance
+from pyworkflow.engine.instance import MAX_NESTING_DEPTH, Command, WorkflowInstance
 from pyworkflow.engine.leases import HANDED_BACK, RECOVERED, STARTING, STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions, StepInvoker
 from pyworkflow.engine.outcome import Outcome
@@ -123,7 +123,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
         self.active: set[str] = set()
         self.executing: Counter[str] = Counter()  # run id -> its step attempts running here
-        self.step_children: dict[tuple[str, str, int], int] = {}
+        self.step_children: dict[int, int] = {}
         # Runs this engine just created by a commit (children, the next run of a chain): their
         # first activation here reads nothing back (as ``start_run``'s does with ``new_run``).
         self._born: OrderedDict[str, WorkflowRun] = OrderedDict()
@@ -212,6 +212,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
                 if carried:
                     cached.in_flight = {command_id for command_id, _ in carried}
                 cached.feed(news)
+                cached.in_flight = set()  # (a request in this feed has been delivered)
             except BaseException:
                 cached.teardown()
                 raise
@@ -242,7 +243,12 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             # did so before this read (a timer without its event would fail the next commit).
             timer = await self.storage.get_timer(run_id)
             inst.timer = timer.fire_at if timer else None
+            if events and "max_nesting_depth" in events[0].data:  # the limit it started under
+                inst.max_nesting_depth = int(events[0].data["max_nesting_depth"])
+            elif events:
+                inst.max_nesting_depth = MAX_NESTING_DEPTH
             inst.feed(events)
+            inst.in_flight = set()
         except BaseException:
             inst.teardown()
             raise
@@ -435,6 +441,8 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         }
         if inst.step_context is not None:
             data["step_context"] = dumps(inst.step_context, what="the step context")
+        if cmd.shielded:
+            data["shielded"] = True  # the worker's check_cancellation() leaves it be
         self._emit(inst, EventType.STEP_STARTED, data)
 
     async def _run_inline(self, inst: WorkflowInstance, cmd: Command, attempt: int) -> list[Event]:
@@ -449,7 +457,14 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             timestamp=self.clock.now(),
         )
         outcome = await self.run_attempt(
-            inst.run_id, cmd.command_id, cmd.step, cmd.args, cmd.kwargs, attempt, inst.step_context
+            inst.run_id,
+            cmd.command_id,
+            cmd.step,
+            cmd.args,
+            cmd.kwargs,
+            attempt,
+            inst.step_context,
+            cmd.shielded,
         )
         return [started, outcome]
 
@@ -527,13 +542,14 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         hooks = self._hooks_created(inst, events)
         notices = list(notices) if notices else []
         created: list[tuple[WorkflowRun, list[Event]]] = []
-        if inst.spawned:
-            created, told = child_runs(inst, events, self.options, now)
-            notices += told
         continued_to = None
-        if continued is not None:
-            continued_to = continued[0]
-            created.append(continued[1])
+        if inst.spawned or continued is not None:  # (rare: keep the step's commit lean)
+            if inst.spawned:
+                created, told = child_runs(inst, events, self.options, now)
+                notices += told
+            if continued is not None:
+                continued_to = continued[0]
+                created.append(continued[1])
         commit = Commit(
             run_id=inst.run_id,
             events=events,
@@ -575,20 +591,31 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         for hook, cmd in hooks:
             inst.hook_tokens[cmd.position] = hook.token
         await self._publish(inst, events)
+        if created or notices:
+            await self._wake_others(created, notices)
+        if not completed and inst.unannounced():
+            await self._announce(inst)
+            if not isinstance(follow_up, _Unset):
+                await self._commit(inst, status=inst.status, timer=follow_up)
+
+    async def _wake_others(
+        self, created: list[tuple[WorkflowRun, list[Event]]], notices: list[Notice]
+    ) -> None:
+        """After a commit that reached other runs: start the runs it created (children, the
+        chain's next run) and wake the runs it told something (a parent, children to stop)."""
         woken = {notice.run_id for notice in notices}
-        for run, first in created:  # children and the chain's next run: they start now
+        for notice in notices:  # a request made here: steps running here know it at once
+            if notice.event.type is EventType.CANCELLATION_REQUESTED:
+                self._know_cancelled(notice.run_id)
+        for run, first in created:
             if run.run_id not in woken:  # (a log that holds only its first events)
                 run.last_sequence = len(first)
                 self._born[run.run_id] = run
                 if len(self._born) > self.options.cache_size:
                     self._born.popitem(last=False)
             await self.queue.enqueue_activation(run.run_id)
-        for notice in notices:  # the woken: a parent told of its child's end, children to stop
+        for notice in notices:
             await self.queue.enqueue_activation(notice.run_id)
-        if not completed and inst.unannounced():
-            await self._announce(inst)
-            if not isinstance(follow_up, _Unset):
-                await self._commit(inst, status=inst.status, timer=follow_up)
 
     async def _publish(self, inst: WorkflowInstance, events: list[Event]) -> None:
         """After a commit: send what the committed events ask the outside world to do."""

@@ -77,7 +77,7 @@ class StepAttempts:
     queue: TaskQueue
     options: EngineOptions
     executing: Counter[str]  # run id -> its step attempts running in this process
-    step_children: dict[tuple[str, str, int], int]  # see children.Children
+    step_children: dict[int, int]  # id of a StepInfo -> children its attempt started
     cancel_watch: dict[str, int]  # see cancellation.Cancellations
 
     async def run_attempt(
@@ -89,39 +89,39 @@ class StepAttempts:
         kwargs: dict[str, Any],
         attempt: int,
         step_context: Any,
+        shielded: bool = False,
     ) -> Event:
-        """Run one attempt of a step body; return its outcome event (completed/retrying/failed)."""
+        """Run one attempt of a step body; return its outcome event (completed/retrying/failed).
+        ``shielded``: the workflow called it inside ``shield()``."""
         info = StepInfo(
-            run_id, command_id, definition.name, attempt, step_context, self.storage, self
+            run_id, command_id, definition.name, attempt, step_context, self.storage, self, shielded
         )
         base = {"command_id": command_id, "step_name": definition.name, "attempt": attempt}
         invoke = self.options.invoke_step or invoke_body
+        started_children = 0
         with step_scope(info):
             try:
                 result = await invoke(definition, args, kwargs, info)
                 result_json = dumps(result, what=f"the result of step {definition.name!r}")
             except Exception as exc:  # noqa: BLE001 - every step failure is recorded
-                failure = self._failure_event(run_id, definition, base, exc, attempt)
-                self._note_children(failure)
-                return failure
-        base["result"] = result_json
-        completed = Event(
-            run_id=run_id, type=EventType.STEP_COMPLETED, data=base, timestamp=self.clock.now()
-        )
-        self._note_children(completed)
-        return completed
-
-    def _note_children(self, outcome: Event) -> None:
-        """Name the children the attempt started in its outcome (``children``): the run's log
-        then knows them, and cancels those still running when it ends."""
-        if not self.step_children:
-            return
-        data = outcome.data
-        key = (outcome.run_id, data["command_id"], data["attempt"])
-        count = self.step_children.pop(key, 0)
-        if count:
-            prefix = f"{outcome.run_id}.{data['command_id'].replace(':', '-')}"
-            data["children"] = [f"{prefix}.{n}" for n in range(1, count + 1)]
+                outcome = self._failure_event(run_id, definition, base, exc, attempt)
+            else:
+                base["result"] = result_json
+                outcome = Event(
+                    run_id=run_id,
+                    type=EventType.STEP_COMPLETED,
+                    data=base,
+                    timestamp=self.clock.now(),
+                )
+            finally:
+                if self.step_children:  # (an attempt cancelled midway is forgotten too)
+                    started_children = self.step_children.pop(id(info), 0)
+        if started_children:
+            # Named in the outcome, the run's log knows them (lineage: they are not cancelled
+            # with it, see ``children``).
+            prefix = f"{run_id}.{command_id.replace(':', '-')}"
+            outcome.data["children"] = [f"{prefix}.{n}" for n in range(1, started_children + 1)]
+        return outcome
 
     def _failure_event(
         self,
@@ -198,7 +198,7 @@ class StepAttempts:
         args, kwargs = deserialize_args(data["args"], data["kwargs"])
         context = loads(data["step_context"]) if "step_context" in data else None
         outcome = await self.run_attempt(
-            run_id, step_id, definition, args, kwargs, attempt, context
+            run_id, step_id, definition, args, kwargs, attempt, context, bool(data.get("shielded"))
         )
         try:
             now = self.clock.now()

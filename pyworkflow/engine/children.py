@@ -88,8 +88,9 @@ def child_runs(
 
 
 def cancel_notice(run_id: str, reason: str | None, now: datetime | None) -> Notice:
+    """A request to stop ``run_id``: it reaches the live generation if the run continued."""
     event = Event(run_id, EventType.CANCELLATION_REQUESTED, {"reason": reason}, timestamp=now)
-    return Notice(run_id, event, wake_at=now)
+    return Notice(run_id, event, wake_at=now, follow_chain=True)
 
 
 def ending_notices(
@@ -175,8 +176,9 @@ class Children:
     clock: Clock
     queue: TaskQueue
     options: EngineOptions
-    # (run id, step id, attempt) -> children that attempt started so far
-    step_children: dict[tuple[str, str, int], int]
+    # id of a running attempt's StepInfo -> children it started so far (each attempt counts
+    # its own: a duplicate delivery running the same attempt here names the same children)
+    step_children: dict[int, int]
 
     if TYPE_CHECKING:
 
@@ -191,7 +193,7 @@ class Children:
         except TypeError as exc:
             raise TypeError(f"child workflow {definition.name!r}: {exc}") from None
         args_json, kwargs_json = serialize_args(args, kwargs)
-        key = (info.run_id, info.step_id, info.attempt)
+        key = id(info)
         count = self.step_children[key] = self.step_children.get(key, 0) + 1
         parent_id = info.run_id
         child_id = f"{parent_id}.{info.step_id.replace(':', '-')}.{count}"

@@ -231,14 +231,14 @@ class HookDelivery:
 
 
 def _check_hook_open(hook: Hook, now: datetime) -> None:
+    if hook.status is HookStatus.DISPOSED:
+        raise HookNotFoundError(f"hook {hook.name!r} is disposed: its run has ended")
     if hook.status is HookStatus.RECEIVED:
         raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload")
     if hook.status is HookStatus.EXPIRED or (
         hook.expires_at is not None and now >= hook.expires_at
     ):
         raise HookExpiredError(f"hook {hook.name!r} expired at {hook.expires_at}")
-    if hook.status is HookStatus.DISPOSED:
-        raise HookNotFoundError(f"hook {hook.name!r} is disposed: its run has ended")
     if hook.status is not HookStatus.PENDING:
         raise HookNotFoundError(f"hook {hook.name!r} is {hook.status.value}")
 

@@ -187,8 +187,10 @@ class WorkflowInstance:
         self.children: dict[str, Command] = {}
         self.spawned = 0
         self.result_waiters: list[tuple[asyncio.Future[Any], bool]] = []
-        # continue_as_new: the next run's (args JSON, kwargs JSON) once the code asked for it.
+        # continue_as_new: the next run's (args JSON, kwargs JSON) once the code asked for it,
+        # and the future the code awaits (it gets CancellationError if a request arrives first).
         self.continuation: tuple[str, str] | None = None
+        self._continuing: tuple[asyncio.Future[Any], bool] | None = None
         self.failure: NonDeterminismError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
@@ -443,6 +445,14 @@ class WorkflowInstance:
         for waiter, shielded in self.result_waiters:
             if not shielded and not waiter.done():
                 waiter.set_exception(self._cancellation())
+        if self._continuing is not None and not self._continuing[1]:
+            # The run has not ended yet: the code waits in continue_as_new, a durable call like
+            # any other, so the request is delivered there (a replay applies it at the same
+            # place in the log, after the call).
+            future = self._continuing[0]
+            self._continuing, self.continuation = None, None
+            if not future.done():
+                future.set_exception(self._cancellation())
         for cmd in list(self.open.values()):
             if cmd.shielded or not cmd.waiting or cmd.kind == "timer":
                 continue
@@ -791,6 +801,7 @@ class WorkflowInstance:
             future.set_exception(self._cancellation())
         elif self.continuation is None and not self._closed:
             self.continuation = encoded
+            self._continuing = (future, self.shield_depth > 0)
         return future
 
     def command(self, command_id: str) -> Command:

@@ -188,13 +188,16 @@ class Notice:
     two writes. Storage appends ``event`` (numbered from the target's head) and, when
     ``wake_at`` is set, sets the target's timer to it; it skips the notice, silently, when the
     target does not exist, has ended, or already holds the event's completion key (a notice is
-    delivered at most once). A target that ended by continuing as new is followed along its
-    chain (``continued_to_run_id``) to the run that carries it on.
+    delivered at most once). With ``follow_chain``, a target that ended by continuing as new is
+    followed along its chain (``continued_to_run_id``) to the run that carries it on (a request
+    to stop a run reaches its live generation); without, a continued target counts as ended (a
+    child's ending concerns the generation that started it, not the next one).
     """
 
     run_id: str
     event: Event
     wake_at: datetime | None = None
+    follow_chain: bool = False
 
 
 @dataclass(slots=True)

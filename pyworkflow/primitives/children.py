@@ -118,6 +118,8 @@ async def start_child_workflow(
         future, child_id = ctx.start_child(definition, args, kwargs, wait=wait_for_completion)
         if wait_for_completion:
             return await future
+        if isinstance(future, asyncio.Future) and future.done() and future.exception():
+            return await future  # refused (the run is being cancelled): CancellationError here
         return ChildWorkflowHandle(child_id, definition.name, ctx.run_id)
     info = current_step_info()
     if info is None or info.runs is None:

@@ -508,6 +508,7 @@ def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
                 "run_id": notice.run_id,
                 "event": notice.event.to_dict(),
                 "wake_at": _format_time(notice.wake_at),
+                "follow_chain": notice.follow_chain,
             }
             for notice in commit.notices
         ]
@@ -552,6 +553,7 @@ def _decode_commit(raw: dict[str, Any]) -> Commit:
                 entry["run_id"],
                 Event.from_dict(entry["event"]),
                 _parse_time(entry["wake_at"]) if entry["wake_at"] else None,
+                bool(entry.get("follow_chain", True)),
             )
             for entry in raw.get("notices", ())
         ],

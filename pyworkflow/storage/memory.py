@@ -194,7 +194,7 @@ class MemoryStore:
             hook_id = commit.hook_expired
             check_hook_pending(run_id, hook_id, self._hook_status(run_id, hook_id))
         new_keys = _new_completion_keys(run_id, events, log.completion_keys)
-        created = self._check_runs_created(commit, now)
+        created = self._check_runs_created(commit, now) if commit.runs_created else []
         # Everything is checked: from here on nothing can fail.
         log.events.extend(events)
         log.completion_keys.update(new_keys)
@@ -217,16 +217,23 @@ class MemoryStore:
             hook.status, hook.payload, hook.received_at = HookStatus.RECEIVED, received[1], now
         if commit.hook_expired is not None:
             self._hooks[(run_id, commit.hook_expired)].status = HookStatus.EXPIRED
+        head = run.last_sequence
+        if created or commit.notices or commit.hooks_disposed:  # (rare: keep steps lean)
+            self._reach_out(commit, created, now)
+        return head
+
+    def _reach_out(
+        self, commit: Commit, created: list[tuple[WorkflowRun, list[Event]]], now: datetime
+    ) -> None:
+        """The parts of a commit beyond its own events: runs created, notices, hooks disposed."""
         for hook_id in commit.hooks_disposed:
-            disposed = self._hooks.get((run_id, hook_id))
+            disposed = self._hooks.get((commit.run_id, hook_id))
             if disposed is not None and disposed.status is HookStatus.PENDING:
                 disposed.status = HookStatus.DISPOSED
-        head = run.last_sequence
         for record, numbered in created:
             self._insert_run(record, numbered)
         for notice in commit.notices:
             self._deliver(notice, now)
-        return head
 
     def _check_runs_created(
         self, commit: Commit, now: datetime
@@ -252,7 +259,14 @@ class MemoryStore:
     def _deliver(self, notice: Notice, now: datetime) -> None:
         """Append a notice to its run (followed along a chain), or skip it (see ``Notice``)."""
         log = self._runs.get(notice.run_id)
-        while log is not None and log.run.continued_to_run_id is not None:
+        seen = {notice.run_id}
+        while (
+            notice.follow_chain
+            and log is not None
+            and log.run.continued_to_run_id is not None
+            and log.run.continued_to_run_id not in seen  # (a chain that loops: none carries it on)
+        ):
+            seen.add(log.run.continued_to_run_id)
             log = self._runs.get(log.run.continued_to_run_id)
         if log is None or log.run.status.is_terminal:
             return

@@ -364,7 +364,11 @@ class SQLiteStorageBackend(StorageBackend):
         """Append a notice to its run (followed along a chain), or skip it (see ``Notice``)."""
         run_id = notice.run_id
         row = conn.execute(_SQL.select_notice_target, (run_id,)).fetchone()
-        while row is not None and row[2] is not None:
+        seen = {run_id}
+        while notice.follow_chain and row is not None and row[2] is not None:
+            if row[2] in seen:
+                return  # a chain that loops has no run carrying it on
+            seen.add(row[2])
             run_id = row[2]
             row = conn.execute(_SQL.select_notice_target, (run_id,)).fetchone()
         if row is None or RunStatus(row[1]).is_terminal:

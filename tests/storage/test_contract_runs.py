@@ -241,10 +241,14 @@ async def test_a_notice_follows_a_chain_to_its_live_run(backend: StorageBackend)
                 runs_created=[(nxt, [started(new)])],
             )
         )
-    cancel = Event("gen-1", EventType.CANCELLATION_REQUESTED, {"reason": "parent ended"})
-    await backend.commit(
-        Commit("parent", [], now=at(3), notices=[Notice("gen-1", cancel, wake_at=at(3))])
+    ended = Event("gen-1", EventType.CHILD_WORKFLOW_COMPLETED, {"command_id": "c:1", "result": "1"})
+    await backend.commit(  # not following the chain, a continued run counts as ended
+        Commit("parent", [], now=at(3), notices=[Notice("gen-1", ended, wake_at=at(3))])
     )
+    assert [e.type for e in await backend.get_events("gen-3")] == [EventType.WORKFLOW_STARTED]
+    cancel = Event("gen-1", EventType.CANCELLATION_REQUESTED, {"reason": "parent ended"})
+    follow = Notice("gen-1", cancel, wake_at=at(3), follow_chain=True)
+    await backend.commit(Commit("parent", [], now=at(3), notices=[follow]))
     delivered = await backend.get_events("gen-3")
     assert [e.type for e in delivered] == [
         EventType.WORKFLOW_STARTED,

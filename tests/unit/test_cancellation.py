@@ -279,3 +279,26 @@ async def test_a_cancelled_run_disposes_the_hook_it_waited_on(env: Env) -> None:
     assert disposed.status is HookStatus.DISPOSED
     with pytest.raises(HookNotFoundError, match="disposed: its run has ended"):
         await resume_hook(disposed.token, {"late": True}, storage=env.storage)
+
+
+@step()
+async def cleanup_that_checks() -> str:
+    get_step_info().check_cancellation()  # inside shield(): never stops it
+    return "cleaned"
+
+
+@workflow()
+async def shielded_cleanup_step() -> str:
+    try:
+        await sleep("1h")
+    except CancellationError:
+        async with shield():
+            return await cleanup_that_checks()
+    return "slept"
+
+
+async def test_check_cancellation_leaves_a_shielded_step_be(env: Env) -> None:
+    run_id = await env.start(shielded_cleanup_step)
+    await cancel_workflow(run_id, storage=env.storage)
+    await env.settle()
+    assert await get_workflow_result(run_id, storage=env.storage) == "cleaned"

@@ -26,6 +26,7 @@ from pyworkflow import (
     get_workflow_events,
     get_workflow_result,
     hook,
+    resume_hook,
     sleep,
     start_child_workflow,
     step,
@@ -389,3 +390,82 @@ async def test_the_nesting_limit_is_configurable(env: Env) -> None:
             await replay_history(nests, refused)
     finally:
         await runtime.shutdown()
+
+
+@workflow()
+async def generation_child(gen: int) -> str:
+    await sleep(f"{gen + 1}h")
+    return f"child of gen {gen}"
+
+
+@workflow()
+async def continues_with_open_children(gen: int) -> Any:
+    handle = await start_child_workflow(generation_child, gen, wait_for_completion=False)
+    if gen < 2:
+        await continue_as_new(gen + 1)
+    return await handle.result()
+
+
+async def test_a_child_ending_goes_to_the_generation_that_started_it(env: Env) -> None:
+    """A generation that continues cancels its open child; that child's ending does not reach
+    the next generation (which has a child of its own at the same position)."""
+    first = await env.start(continues_with_open_children, 0)
+    for _ in range(20):
+        chain = await get_workflow_chain(first, storage=env.storage)
+        if chain[-1].status.is_terminal:
+            break
+        await settle_all(env, chain[-1].run_id)
+    chain = await get_workflow_chain(first, storage=env.storage)
+    assert len(chain) == 3
+    assert await get_workflow_result(first, storage=env.storage) == "child of gen 2"
+    statuses = [(await env.storage.get_run(f"{r.run_id}.c1")).status for r in chain]
+    assert statuses == [RunStatus.CANCELLED, RunStatus.CANCELLED, RunStatus.COMPLETED]
+    for run in chain[1:]:  # no generation heard of another generation's child
+        ended = [
+            e.data["child_run_id"]
+            for e in await get_workflow_events(run.run_id, storage=env.storage)
+            if e.type.value.startswith("child_workflow.") and "result" in e.data
+        ]
+        assert all(child.startswith(run.run_id) for child in ended)
+
+
+hook_tokens: list[str] = []
+
+
+@workflow()
+async def waits_then_continues(n: int) -> None:
+    await hook("next", on_created=hook_tokens.append)
+    await continue_as_new(n + 1)
+
+
+async def test_a_cancellation_that_arrives_with_the_last_event_is_not_lost(env: Env) -> None:
+    """A payload and a cancellation arrive before the run wakes: it sees the payload, calls
+    continue_as_new, then the request: the run ends cancelled, no next run starts."""
+    first = await env.start(waits_then_continues, 0)
+    await resume_hook(hook_tokens[-1], "go", storage=env.storage)
+    assert await cancel_workflow(first, reason="stop", storage=env.storage)
+    await env.settle()
+    chain = await get_workflow_chain(first, storage=env.storage)
+    assert [r.status for r in chain] == [RunStatus.CANCELLED]
+
+
+@workflow()
+async def compensates_with_a_child() -> Any:
+    try:
+        await sleep("1h")
+    except CancellationError:
+        try:
+            await start_child_workflow(square, 3, wait_for_completion=False)
+        except CancellationError:
+            return "refused at the call"
+        return "started"
+    return "slept"
+
+
+async def test_a_child_started_after_cancellation_is_refused_at_the_call(env: Env) -> None:
+    run_id = await env.start(compensates_with_a_child)
+    await cancel_workflow(run_id, storage=env.storage)
+    run = await settle_all(env, run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert await get_workflow_result(run_id, storage=env.storage) == "refused at the call"
+    assert await children_of(env, run_id) == []

@@ -400,7 +400,11 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         Nothing here fails on a skipped notice: an error would abort the whole transaction."""
         run_id = notice.run_id
         row = await conn.fetchrow(self._sql.lock_notice_target, run_id)
-        while row is not None and row[2] is not None:
+        seen = {run_id}
+        while notice.follow_chain and row is not None and row[2] is not None:
+            if row[2] in seen:
+                return  # a chain that loops has no run carrying it on
+            seen.add(row[2])
             run_id = row[2]
             row = await conn.fetchrow(self._sql.lock_notice_target, run_id)
         if row is None or RunStatus(row[1]).is_terminal:

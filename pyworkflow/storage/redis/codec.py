@@ -257,13 +257,14 @@ def new_run_args(record: WorkflowRun, events: list[Event]) -> Fields:
 
 
 def notice_args(notice: Notice, now: datetime) -> Fields:
-    """Five script arguments per notice: its run, wake-up ("" for none), and its event's log
-    entry, completion key and command id (stamped ``now`` if unstamped; the event is left as is,
-    whatever run the script appends it to)."""
+    """Five script arguments per notice: its run (after "+" when it follows a chain, "=" when
+    not), wake-up ("" for none), and its event's log entry, completion key and command id
+    (stamped ``now`` if unstamped; the event is left as is, whatever run the script appends it
+    to)."""
     event = notice.event
     entry = _dumps([event.type.value, micros(event.timestamp or now), event.data])
     return [
-        notice.run_id,
+        ("+" if notice.follow_chain else "=") + notice.run_id,
         micros(notice.wake_at) if notice.wake_at is not None else "",
         entry,
         event.completion_key or "",

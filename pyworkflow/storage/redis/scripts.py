@@ -181,8 +181,9 @@ end
 local function deliver(at, now)
   local fields = {'continued_to_run_id', 'status', 'last_sequence', 'lease_owner',
     'lease_expires_at', 'updated_at'}
-  local target, seen = ARGV[at], {}
+  local follow, target, seen = string.sub(ARGV[at], 1, 1) == '+', string.sub(ARGV[at], 2), {}
   local row = redis.call('HMGET', P .. ':run:' .. target, unpack(fields))
+  if row[1] and not follow then return end  -- it continued as new: ended, for this notice
   while row[1] do
     -- a chain that loops has no run carrying it on (and must not hang the server)
     if seen[target] then return end
