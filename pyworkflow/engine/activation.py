@@ -748,13 +748,18 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         # Its children do not carry over: they are cancelled like those of any run that ends.
         # A parent, on the other hand, knows the chain by its first run and hears from its end.
         reason = f"parent run {inst.run_id} ended ({RunStatus.CONTINUED_AS_NEW.value})"
+        notices = [cancel_notice(child, reason, now) for child in open_children(inst)]
+        if inst.cancel_requested:
+            # Continued inside shield() with a request pending: the request goes on with the
+            # chain (the next run's first durable call raises it), it is not dropped.
+            notices.append(cancel_notice(next_id, inst.cancel_reason, now))
         await self._commit(
             inst,
             status=RunStatus.CONTINUED_AS_NEW,
             completed=True,
             timer=None,
             lease=None,
-            notices=[cancel_notice(child, reason, now) for child in open_children(inst)],
+            notices=notices,
             continued=(next_id, (following, [started])),
         )
         return Outcome(inst.run_id, RunStatus.CONTINUED_AS_NEW)

@@ -27,6 +27,7 @@ from pyworkflow import (
     get_workflow_result,
     hook,
     resume_hook,
+    shield,
     sleep,
     start_child_workflow,
     step,
@@ -469,3 +470,28 @@ async def test_a_child_started_after_cancellation_is_refused_at_the_call(env: En
     assert run.status is RunStatus.COMPLETED
     assert await get_workflow_result(run_id, storage=env.storage) == "refused at the call"
     assert await children_of(env, run_id) == []
+
+
+@workflow()
+async def continues_in_a_shield(n: int) -> str:
+    if n > 0:
+        await sleep("1h")  # the next generation: the carried request arrives here
+        return "not cancelled"
+    try:
+        await sleep("1h")
+    except CancellationError:
+        async with shield():
+            await continue_as_new(n + 1)
+    return "slept"
+
+
+async def test_a_request_pending_at_a_shielded_continue_as_new_goes_on_with_the_chain(
+    env: Env,
+) -> None:
+    first = await env.start(continues_in_a_shield, 0)
+    assert await cancel_workflow(first, reason="stop", storage=env.storage)
+    await env.settle()
+    chain = await get_workflow_chain(first, storage=env.storage)
+    assert [r.status for r in chain] == [RunStatus.CONTINUED_AS_NEW, RunStatus.CANCELLED]
+    with pytest.raises(CancellationError, match="stop"):
+        await get_workflow_result(first, storage=env.storage)
