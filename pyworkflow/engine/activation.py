@@ -129,6 +129,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         self._born: OrderedDict[str, WorkflowRun] = OrderedDict()
         self.cancel_known: set[str] = set()
         self.cancel_watch: dict[str, int] = {}
+        self.activation_seen: dict[str, int] = {}  # active run -> sequence its activation loaded
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -155,6 +156,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
                     return Outcome(run_id, RunStatus.RUNNING, held_by=exc.holder or "?")
                 finally:
                     self.active.discard(run_id)
+                    self.activation_seen.pop(run_id, None)
         finally:
             # Released, and nobody waits for it (a woken waiter stays in _waiters until it
             # holds the lock): forget it, or an engine would keep a lock per run ever seen.
@@ -262,6 +264,7 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
             return loaded
         inst = loaded
         act = _Activation(inst, carried=carried)
+        self.activation_seen[run_id] = inst.sequence  # (watched for cancellation meanwhile)
         try:
             outcome = await self._drive(act)
         except BaseException as exc:

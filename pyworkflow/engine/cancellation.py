@@ -32,7 +32,9 @@ class Cancellations:
     clock: Clock
     queue: TaskQueue
     cancel_known: set[str]  # runs known to be asked to stop
-    cancel_watch: dict[str, int]  # runs with steps running here -> log sequence read so far
+    cancel_watch: dict[str, int]  # runs with dispatched steps running here -> sequence read
+    active: set[str]  # runs with an activation in this process (their inline steps)
+    activation_seen: dict[str, int]  # active run -> the sequence its activation loaded
 
     def cancel_requested(self, run_id: str) -> bool:
         return run_id in self.cancel_known
@@ -44,15 +46,17 @@ class Cancellations:
 
     async def watch_cancellation(self) -> None:
         """Read what the logs of runs with steps running here gained since the last look, and
-        note any cancellation request (a few events per run: the step's run is waiting on it)."""
-        for run_id, seen in list(self.cancel_watch.items()):
-            if run_id in self.cancel_known:
-                continue
-            news = await self.storage.get_events(run_id, after_sequence=seen)
-            if any(event.type is EventType.CANCELLATION_REQUESTED for event in news):
-                self._know_cancelled(run_id)
-            if news and run_id in self.cancel_watch:
-                self.cancel_watch[run_id] = max(self.cancel_watch[run_id], news[-1].sequence)
+        note any cancellation request (a few events per run: the step's run is waiting on it).
+        Runs with an activation here are watched too: their inline steps run inside it."""
+        for watched in (self.cancel_watch, self.activation_seen):
+            for run_id, seen in list(watched.items()):
+                if run_id in self.cancel_known:
+                    continue
+                news = await self.storage.get_events(run_id, after_sequence=seen)
+                if any(event.type is EventType.CANCELLATION_REQUESTED for event in news):
+                    self._know_cancelled(run_id)
+                if news and run_id in watched:
+                    watched[run_id] = max(watched[run_id], news[-1].sequence)
 
     async def request_cancellation(self, run_id: str, reason: str | None = None) -> bool:
         """Record that ``run_id`` is to be cancelled and wake it. True when recorded; False when

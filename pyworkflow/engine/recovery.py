@@ -36,6 +36,8 @@ class Recovery:
     options: EngineOptions
     active: set[str]  # runs with an activation in this process
     executing: Counter[str]  # run id -> its step attempts running in this process
+    cancel_watch: dict[str, int]  # see cancellation.Cancellations
+    activation_seen: dict[str, int]  # (the same)
 
     if TYPE_CHECKING:
 
@@ -52,6 +54,7 @@ class Recovery:
             await self.storage.renew_leases(sorted(self.active), self.options.owner, expires)
         if self.executing:
             await self.storage.renew_leases(sorted(self.executing), STEP_EXECUTORS, expires)
+        if self.cancel_watch or self.activation_seen:  # steps running here: dispatched, inline
             await self.watch_cancellation()
 
     async def fire_due_timers(self, limit: int = 100) -> list[str]:

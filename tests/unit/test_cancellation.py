@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,9 @@ from pyworkflow import (
     step,
     workflow,
 )
-from tests.conftest import Env
+from pyworkflow.api import start
+from pyworkflow.runtime.local import LocalRuntime
+from tests.conftest import TEST_STORAGE, Env, make_test_storage
 from tests.polling import until
 
 ran: list[str] = []
@@ -302,3 +305,32 @@ async def test_check_cancellation_leaves_a_shielded_step_be(env: Env) -> None:
     await cancel_workflow(run_id, storage=env.storage)
     await env.settle()
     assert await get_workflow_result(run_id, storage=env.storage) == "cleaned"
+
+
+async def test_an_inline_step_sees_a_request_made_by_another_process(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two runtimes on one storage stand for two processes: the first runs the long step
+    inline; the second records the request; the first's lease renewal finds it in the log."""
+    storage = make_test_storage(TEST_STORAGE, request, tmp_path / "shared")
+    runner = LocalRuntime(poll_interval=3600, lease_ttl=0.3)  # renews every 0.1 s
+    other = LocalRuntime(poll_interval=3600)
+    stop_checks.clear()
+    try:
+        started = asyncio.ensure_future(start(runs_a_long_chore, runtime=runner, storage=storage))
+
+        async def chore_running() -> bool:
+            return len(stop_checks) >= 3
+
+        await until(chore_running, "the long step to be under way", 30)
+        await runner.ensure_running(storage)  # its renewal loop (what watches the step's run)
+        run_id = (await storage.list_runs())[0][0].run_id
+        assert await other.engine_for(storage).request_cancellation(run_id, "from afar")
+        await started
+        run = await storage.get_run(run_id)
+        assert run.status is RunStatus.CANCELLED
+        assert len(stop_checks) < 100_000
+    finally:
+        await runner.shutdown()
+        await other.shutdown()
+        await storage.close()
