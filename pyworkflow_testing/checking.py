@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import orjson
 
 from pyworkflow.core.registry import get_workflow
+from pyworkflow.engine.outcome import chain_end
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_args, loads
@@ -251,11 +252,7 @@ class Checks:
             for run in self.runs:
                 record = await storage.get_run(run.run_id)
                 assert record is not None
-                while record.continued_to_run_id is not None:  # a chain ends at its last run
-                    following = await storage.get_run(record.continued_to_run_id)
-                    if following is None:
-                        break
-                    record = following
+                record = await chain_end(storage, record)  # a chain ends at its last run
                 out.append((record.status.value, record.result or record.error))
             return out
 

@@ -31,7 +31,7 @@ from pyworkflow.core.registry import (
     list_workflows,
     workflow_definition_of,
 )
-from pyworkflow.engine.outcome import Outcome, outcome_of
+from pyworkflow.engine.outcome import Outcome, chain_end, outcome_of
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     HookAlreadyReceivedError,
@@ -106,11 +106,7 @@ class SimRun:
         storage = self.sim.world.storage.inner
         run = await storage.get_run(self.run_id)
         assert run is not None
-        while run.continued_to_run_id is not None:  # a chain's result is its last run's
-            following = await storage.get_run(run.continued_to_run_id)
-            if following is None:
-                break
-            run = following
+        run = await chain_end(storage, run)  # a chain's result is its last run's
         if not run.status.is_terminal:
             raise RuntimeError(f"run {self.run_id} has not finished (status {run.status})")
         return await outcome_of(storage, run)

@@ -31,7 +31,7 @@ from pyworkflow.context import StepInfo
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.instance import WorkflowInstance, levels
 from pyworkflow.engine.options import EngineOptions
-from pyworkflow.engine.outcome import outcome_of
+from pyworkflow.engine.outcome import chain_end, outcome_of
 from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.engine.runs import build_run
 from pyworkflow.model.events import Event, EventType
@@ -229,12 +229,7 @@ class Children:
         run = await self.storage.get_run(run_id)
         if run is None:
             raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}")
-        while run.continued_to_run_id is not None:
-            following = await self.storage.get_run(run.continued_to_run_id)
-            if following is None:
-                break
-            run = following
-        return run
+        return await chain_end(self.storage, run)
 
     async def run_status(self, run_id: str) -> str:
         return (await self.chain_end(run_id)).status.value

@@ -63,4 +63,17 @@ async def outcome_of(storage: StorageBackend, run: WorkflowRun) -> Outcome:
     return Outcome(run.run_id, run.status, result=run.result)
 
 
-__all__ = ["Outcome", "outcome_of"]
+async def chain_end(storage: StorageBackend, run: WorkflowRun) -> WorkflowRun:
+    """``run``, or the last run of its chain if it continued as new (``continue_as_new``): the
+    run whose ending is the chain's. Stops at a link storage does not hold."""
+    seen = {run.run_id}
+    while run.continued_to_run_id is not None and run.continued_to_run_id not in seen:
+        following = await storage.get_run(run.continued_to_run_id)
+        if following is None:
+            break
+        seen.add(following.run_id)
+        run = following
+    return run
+
+
+__all__ = ["Outcome", "chain_end", "outcome_of"]
