@@ -11,6 +11,8 @@ folder (or ``--storage URL``) and ``--workers`` worker processes (``pyworkflow w
   from the first ``step.started`` to the last ``step.completed``.
 - **timer lateness**: ``--sleepers`` runs that each sleep 1 s; ``sleep.completed`` minus the
   sleep's ``resume_at``.
+- **slot lateness**: ``--schedules`` every-second schedules served by the workers for
+  ``--schedule-seconds``; each run's creation minus its slot (``scheduled_time``).
 
 Prints JSON and writes it to ``bench/results/celery.json`` (``--output``); asserts nothing
 about speed.
@@ -207,7 +209,29 @@ async def measure(
         due = datetime.fromisoformat(begun.data["resume_at"])
         lateness.append(_ms(due, woke.timestamp))
 
+    from pyworkflow import ScheduleSpec
+    from pyworkflow.scheduling import create_schedule, pause_schedule
+
+    schedule_ids = [
+        (
+            await create_schedule(
+                sleeper, ScheduleSpec(interval="1s"), 0.0, storage=storage, schedule_id=f"b{n}"
+            )
+        ).schedule_id
+        for n in range(args.schedules)
+    ]
+    await asyncio.sleep(args.schedule_seconds)
+    for schedule_id in schedule_ids:
+        await pause_schedule(schedule_id, storage=storage)
+    slot_lateness = []
+    page, _ = await storage.list_runs(workflow_name="bench_celery_sleeper", limit=100_000)
+    for run in page:
+        slot = run.context.get("scheduled_time")
+        if slot is not None and run.created_at is not None:
+            slot_lateness.append(_ms(datetime.fromisoformat(slot), run.created_at))
+
     return {
+        "slot_lateness_ms": _percentiles(slot_lateness),
         "round_trip_ms": _percentiles(trips),
         "step_attempt_ms": _percentiles(attempts),
         "throughput": {
@@ -254,6 +278,8 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=40)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--sleepers", type=int, default=100)
+    parser.add_argument("--schedules", type=int, default=5)
+    parser.add_argument("--schedule-seconds", type=float, default=20.0)
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
     parser.add_argument(
         "--output", default=str(ROOT / "bench" / "results" / "celery.json"), help="JSON file"
@@ -262,6 +288,7 @@ def main() -> None:
     if args.quick:
         args.latency_chains, args.latency_steps = 1, 20
         args.chains, args.steps, args.sleepers = 4, 10, 10
+        args.schedules, args.schedule_seconds = 2, 3.0
     with (
         tempfile.TemporaryDirectory(prefix="pyworkflow-bench-celery-") as tmp,
         _broker(args.broker) as broker,

@@ -37,6 +37,7 @@ from pyworkflow.context import (
     save_step_checkpoint,
     set_step_context,
 )
+from pyworkflow.core.schedules import scheduled_workflow
 from pyworkflow.core.step import step
 from pyworkflow.core.workflow import workflow
 from pyworkflow.model.events import Event, EventType
@@ -55,6 +56,8 @@ from pyworkflow.model.exceptions import (
     MaxNestingDepthError,
     NonDeterminismError,
     RetryableError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     StepTimeoutError,
     StepValidationError,
@@ -82,6 +85,18 @@ from pyworkflow.primitives.children import (
 from pyworkflow.primitives.deterministic import now, random, uuid4
 from pyworkflow.primitives.hooks import TypedHook, define_hook, hook
 from pyworkflow.primitives.sleep import sleep
+from pyworkflow.scheduling import (
+    LocalScheduler,
+    backfill_schedule,
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    trigger_schedule,
+    update_schedule,
+)
 
 __version__ = "0.5.0"
 
@@ -113,6 +128,19 @@ __all__ = [
     "MaxNestingDepthError",
     "NonDeterminismError",
     "ResumeResult",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
+    "LocalScheduler",
+    "backfill_schedule",
+    "create_schedule",
+    "delete_schedule",
+    "get_schedule",
+    "list_schedules",
+    "pause_schedule",
+    "resume_schedule",
+    "scheduled_workflow",
+    "trigger_schedule",
+    "update_schedule",
     "RetryableError",
     "RunStatus",
     "SerializationError",

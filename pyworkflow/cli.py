@@ -1,4 +1,5 @@
-"""The ``pyworkflow`` command: inspect and resume runs, and simulate workflows, from the shell.
+"""The ``pyworkflow`` command: inspect and resume runs, manage schedules (``pyworkflow schedules``,
+``pyworkflow scheduler run``: ``pyworkflow.cli_schedules``) and simulate workflows, from the shell.
 
 This is the one place that picks implementations from configuration: ``--storage URL`` (or
 ``PYWORKFLOW_STORAGE_URL``, or ``pyworkflow.config.yaml`` in the current directory), ``--module``
@@ -25,6 +26,7 @@ import click
 
 from pyworkflow import __version__
 from pyworkflow.api import get_workflow_run, resume
+from pyworkflow.cli_schedules import scheduler, schedules
 from pyworkflow.config import configure, configure_from_yaml, get_config, get_storage
 from pyworkflow.model.exceptions import WorkflowError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
@@ -252,6 +254,8 @@ def worker_status(timeout: float, as_json: bool) -> None:
 
 
 main.add_command(simulate)
+main.add_command(schedules)
+main.add_command(scheduler)
 
 
 if __name__ == "__main__":  # pragma: no cover

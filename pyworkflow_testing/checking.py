@@ -23,7 +23,7 @@ from pyworkflow.engine.outcome import chain_end
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_args, loads
-from pyworkflow_testing import oracles
+from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.reference import ReferenceCall, run_references
 from pyworkflow_testing.world import World
@@ -60,6 +60,7 @@ class Checks:
     runs: list[SimRun]
     timed_out: bool
     epoch: datetime  # where virtual time begins
+    schedule_history: dict[str, schedule_oracles.History]  # what the script did to schedules
     world: World
     check_seconds: dict[str, float]
     _checked_at: int | None
@@ -138,7 +139,18 @@ class Checks:
             problems += oracles.finished(record, pending)
             found += [f"{prefix}: {problem}" for problem in problems]
         found += oracles.family(records, logs)
+        found += await self._schedule_violations(records)
         return found
+
+    async def _schedule_violations(self, records: dict[str, WorkflowRun]) -> list[str]:
+        engine = self.world.any_engine
+        found = await engine.list_schedules(limit=1 << 62)
+        if not found:
+            return []
+        ends = {run_id: oracles.chain_end_of(run, records) for run_id, run in records.items()}
+        return schedule_oracles.schedules(
+            found, records, ends, self.schedule_history, self.world.schedules_served_until
+        )
 
     async def _every_run(self) -> list[tuple[str, WorkflowRun]]:
         """Every stored run with how reports name it: the script's runs by index first, then the

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field, replace
 
 KINDS = ("crash", "drop", "duplicate", "reorder", "storage", "restart", "interleave")
 CRASH_POINTS = ("before_step", "after_step", "before_commit", "after_commit", "before_ack")
+# Where a scheduler serving schedules may die: around a schedule's compare-and-set (after the
+# first one: a run decided on, not yet created), and around a cancellation's commit.
+SCHEDULE_CRASH_POINTS = ("before_schedule_write", "after_schedule_write", "after_commit")
 
 DEFAULT_RATES = {
     "crash": 0.05,
@@ -114,4 +117,4 @@ class Faults:
         )
 
 
-__all__ = ["CRASH_POINTS", "DEFAULT_RATES", "KINDS", "Faults"]
+__all__ = ["CRASH_POINTS", "SCHEDULE_CRASH_POINTS", "DEFAULT_RATES", "KINDS", "Faults"]

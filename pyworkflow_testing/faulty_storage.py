@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pyworkflow.model.events import Event
+from pyworkflow.model.schedules import Schedule
 from pyworkflow.model.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
@@ -111,6 +112,41 @@ class FaultyStorage(StorageBackend):
             if timer.fire_at > now
         ]
         return timers
+
+    # -- schedules: crashes around the compare-and-set, failures, and early claims watched --
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        await self._interleave()
+        return await self.inner.create_schedule(schedule)
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        await self._interleave()
+        crash_point("before_schedule_write")
+        self._maybe_fail("update_schedule")
+        stored = await self.inner.update_schedule(schedule, expected_revision)
+        crash_point("after_schedule_write")
+        return stored
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        await self._interleave()
+        self._maybe_fail("get_schedule")
+        return await self.inner.get_schedule(schedule_id)
+
+    async def list_schedules(self, **kwargs: Any) -> list[Schedule]:
+        return await self.inner.list_schedules(**kwargs)
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        await self._interleave()
+        claimed = await self.inner.claim_due_schedules(now, limit, claim_for)
+        self.early_claims += [
+            f"schedule {schedule.schedule_id} was claimed at {now.isoformat()}, before its poll"
+            f" time ({schedule.poll_at.isoformat()})"
+            for schedule in claimed
+            if schedule.poll_at is not None and schedule.poll_at > now
+        ]
+        return claimed
 
     async def get_timer(self, run_id: str) -> Timer | None:
         await self._interleave()

@@ -219,6 +219,11 @@ _CHILD_ENDINGS = {
 }
 
 
+def chain_end_of(run: WorkflowRun, runs: dict[str, WorkflowRun]) -> WorkflowRun:
+    """The last run of ``run``'s chain among ``runs`` (``run`` itself if it did not continue)."""
+    return _chain_end(run, runs)
+
+
 def _chain_end(run: WorkflowRun, runs: dict[str, WorkflowRun]) -> WorkflowRun:
     seen = {run.run_id}
     while run.continued_to_run_id is not None and run.continued_to_run_id not in seen:

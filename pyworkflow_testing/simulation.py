@@ -36,13 +36,17 @@ from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     HookAlreadyReceivedError,
     HookNotFoundError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     WorkflowError,
 )
+from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing.checking import Checks, SimulationFailure
 from pyworkflow_testing.fate import scripted_action
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
+from pyworkflow_testing.schedule_oracles import History
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
 from pyworkflow_testing.world import EPOCH, World
@@ -71,7 +75,7 @@ def _simulation_thread() -> ThreadPoolExecutor:
 
 @dataclass
 class _Action:
-    kind: str  # "start" | "hook" | "cancel" | "run_for" | "wait_hook" | "idle"
+    kind: str  # "start" | "hook" | "cancel" | "schedule" | "run_for" | "wait_hook" | "idle"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # a start's idempotency key
@@ -146,6 +150,7 @@ class Simulation(Checks):
         self.mocks: dict[str, Any] = {}
         self.script: list[_Action] = []
         self.runs: list[SimRun] = []
+        self.schedule_history: dict[str, History] = {}
         self.timed_out = False
         self._checked_at: int | None = None  # len(script) when check() last passed
         # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
@@ -295,7 +300,7 @@ class Simulation(Checks):
 
     async def _run_for(self, seconds: float) -> None:
         self.script.append(_Action("run_for", (seconds,)))
-        await self.world.run_until_idle(self._loop.time() + seconds)
+        await self.world.run_until_idle(self._loop.time() + seconds, schedules=True)
 
     async def wait_for_hook(
         self, run: SimRun, name: str, within: timedelta = timedelta(days=1)
@@ -367,6 +372,104 @@ class Simulation(Checks):
             found += page
             if cursor is None:
                 return found
+
+    # -- schedules: the public functions' arguments, on virtual time -------------------------
+
+    async def create_schedule(
+        self,
+        workflow: Any,
+        spec: ScheduleSpec,
+        *args: Any,
+        overlap_policy: OverlapPolicy | str = OverlapPolicy.SKIP,
+        schedule_id: str | None = None,
+        **kwargs: Any,
+    ) -> Schedule:
+        """``create_schedule`` in the simulation (now in virtual time). Without ``schedule_id``
+        the id is drawn from the seed (the same seed names the same schedule)."""
+        name = workflow_definition_of(workflow).name
+        if schedule_id is None:
+            schedule_id = f"sched_{self.seed}_{len(self.script)}"
+        options = {"overlap_policy": str(OverlapPolicy.of(overlap_policy)), "id": schedule_id}
+        return await self._call(
+            self._schedule_op("create", (name, spec, *args), {**kwargs, "__options": options})
+        )
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule, counters up to date (None when unknown)."""
+        return await self._call(self._get_schedule(schedule_id))
+
+    async def _get_schedule(self, schedule_id: str) -> Schedule | None:
+        try:
+            return await self.world.any_engine.get_schedule(schedule_id)
+        except ScheduleNotFoundError:
+            return None
+
+    async def list_schedules(
+        self, workflow_name: str | None = None, status: ScheduleStatus | str | None = None
+    ) -> list[Schedule]:
+        engine = self.world.any_engine
+        return await self._call(engine.list_schedules(workflow_name, status, limit=1_000_000))
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return await self._call(self._schedule_op("pause", (schedule_id,)))
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return await self._call(self._schedule_op("resume", (schedule_id,)))
+
+    async def delete_schedule(self, schedule_id: str) -> Schedule:
+        return await self._call(self._schedule_op("delete", (schedule_id,)))
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        spec: ScheduleSpec | None = None,
+        overlap_policy: OverlapPolicy | str | None = None,
+    ) -> Schedule:
+        return await self._call(self._schedule_op("update", (schedule_id, spec, overlap_policy)))
+
+    async def trigger_schedule(self, schedule_id: str) -> str:
+        """Start a run of the schedule now, outside its spec; returns its run id."""
+        return await self._call(self._schedule_op("trigger", (schedule_id,)))
+
+    async def backfill_schedule(
+        self, schedule_id: str, start_time: datetime, end_time: datetime
+    ) -> list[str]:
+        return await self._call(self._schedule_op("backfill", (schedule_id, start_time, end_time)))
+
+    async def _schedule_op(
+        self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        self.script.append(_Action("schedule", (op, *args), dict(kwargs)))
+        engine = self.world.any_engine
+        with scripted_action():
+            result = await self._schedule_call(engine, op, args, kwargs)
+        schedule_id = result.schedule_id if isinstance(result, Schedule) else args[0]
+        spec = args[1] if op in ("create", "update") else None
+        self.schedule_history.setdefault(schedule_id, []).append((self.world.clock.now(), op, spec))
+        return result
+
+    @staticmethod
+    async def _schedule_call(
+        engine: Any, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if op == "create":
+            options = kwargs.pop("__options")
+            name, spec, *call_args = args
+            schedule, created = await engine.create_schedule(
+                name,
+                spec,
+                tuple(call_args),
+                kwargs,
+                overlap_policy=options["overlap_policy"],
+                schedule_id=options["id"],
+            )
+            if not created:
+                raise ScheduleAlreadyExistsError(
+                    f"a schedule {schedule.schedule_id!r} already exists"
+                )
+            return schedule
+        return await getattr(engine, f"{op}_schedule")(*args)
 
     async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
         """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
@@ -466,6 +569,9 @@ class Simulation(Checks):
             await self._wait_for_hook(*action.args)
         elif action.kind == "cancel":
             await self._cancel(*action.args)
+        elif action.kind == "schedule":
+            op, *args = action.args
+            await self._schedule_op(op, tuple(args), action.kwargs)
         else:
             await self._run_until_idle()
 

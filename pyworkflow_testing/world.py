@@ -29,6 +29,7 @@ from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.model.exceptions import NonDeterminismError, WorkflowError
+from pyworkflow.model.schedules import Schedule
 from pyworkflow_testing.fate import (
     Chooser,
     Delivery,
@@ -39,7 +40,7 @@ from pyworkflow_testing.fate import (
     lose_worker,
     scripted_action,
 )
-from pyworkflow_testing.faults import CRASH_POINTS, Faults
+from pyworkflow_testing.faults import CRASH_POINTS, SCHEDULE_CRASH_POINTS, Faults
 from pyworkflow_testing.faulty_storage import FaultyStorage
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
@@ -50,6 +51,10 @@ SIM_CACHE_SIZE = 20_000  # cached workflow instances per simulated worker
 # fails every time, or a timer that fires again at every claim, would otherwise spin until the
 # liveness bound (30 virtual days: millions of deliveries, an apparently hung sweep).
 STALL_DELIVERIES = 5_000
+# Schedules served this many times at one virtual instant: a poll time that never moves on.
+MAX_SCHEDULE_SPINS = 1_000
+# The longest a simulated scheduler stalls holding a schedule it read (the ``duplicate`` fault).
+MAX_SCHEDULER_STALL = 2 * 3600.0
 
 
 class VirtualClock:
@@ -200,6 +205,9 @@ class World:
         self._poll_for: float | None = None  # the due time the pending poll was drawn for
         self._poll_at: float | None = None
         self._progress = (-1, 0)  # (events recorded, deliveries) when events last grew
+        self.serving_schedules = False  # in a ``run_for`` phase: schedules fire
+        self._schedule_spins: list[float] = [-1.0, 0]  # (loop time, servings at that time)
+        self.schedules_served_until: datetime | None = None  # the end of the last such phase
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -219,6 +227,7 @@ class World:
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set
+        engine.schedule_listener = self._timer_set
         engine.hook_listener = self.ledger.announced
         return engine
 
@@ -365,11 +374,86 @@ class World:
             self._poll_at = None  # this is the poll
         run_ids = await self.any_engine.fire_due_timers()
         recovered = await self.any_engine.recover_expired()
-        return bool(run_ids or recovered)
+        served = await self._serve_schedules()
+        return bool(run_ids or recovered or served)
+
+    def _schedule_due(self) -> bool:
+        if not self.serving_schedules:
+            return False
+        poll = self.storage.inner.next_schedule_poll()
+        return poll is not None and poll <= self.clock.now()
+
+    async def _serve_schedules(self) -> bool:
+        """The schedulers' turn: a worker's engine serves the due schedules, fated like a
+        delivery (it may crash around its schedule writes, storage may fail under it); with the
+        ``duplicate`` fault two workers serve the same claimed schedules at once."""
+        if not self._schedule_due():
+            return False
+        index = self.chooser.pick(len(self.engines))
+        crash_at = None
+        if self.chooser.fault("crash", "schedule"):
+            crash_at = SCHEDULE_CRASH_POINTS[self.chooser.pick(len(SCHEDULE_CRASH_POINTS))]
+        now = self.loop.time()
+        if self._schedule_spins[0] == now:
+            self._schedule_spins[1] += 1
+            if self._schedule_spins[1] > MAX_SCHEDULE_SPINS:
+                self.errors.append(
+                    RuntimeError(
+                        f"schedules were due again right after being served, {MAX_SCHEDULE_SPINS}"
+                        f" times at {self.clock.now().isoformat()}: a poll time not moved past now"
+                    )
+                )
+                self.serving_schedules = False
+                return False
+        else:
+            self._schedule_spins = [now, 0]
+        token = _delivery.set(Delivery(index, crash_at, ""))
+        try:
+            if self.chooser.fault("duplicate", "schedule") and len(self.engines) > 1:
+                # Two schedulers got the same schedules: one serves them now, the other holds
+                # what it read and writes it after a stall (a paused VM, a long GC): its writes
+                # must not undo what happened in between.
+                self.ledger.fault(None, "duplicate")
+                claimed = await self.storage.claim_due_schedules(self.clock.now())
+                stall = self.chooser.uniform(0.0, MAX_SCHEDULER_STALL)
+                other = self.engines[(index + 1) % len(self.engines)]
+                for schedule in claimed:
+                    stale = schedule.copy()
+                    await self.engines[index].serve_schedule(schedule)
+                    self.loop.create_task(
+                        self._serve_late(other, stale, stall), context=contextvars.Context()
+                    )
+            else:
+                await self.engines[index].fire_due_schedules()
+        except WorkerCrash:
+            # The scheduler died mid-serving: its claims run out and another serves them.
+            self.ledger.fault(None, "crash")
+            self.crashes += 1
+        except StorageFault:
+            pass  # the tick fails; the claims run out and the next tick serves them
+        except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
+            self.errors.append(exc)
+        finally:
+            _delivery.reset(token)
+        return True
+
+    async def _serve_late(self, engine: Engine, stale: Schedule, stall: float) -> None:
+        await asyncio.sleep(stall)
+        try:
+            await engine.serve_schedule(stale)
+        except (StorageFault, WorkflowError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
+            self.errors.append(exc)
+        self.wake.set()
 
     def _next_wakeup(self) -> float | None:
-        """Seconds of virtual time from the loop's epoch when something next comes due."""
+        """Seconds of virtual time from the loop's epoch when something next comes due (while
+        schedules are served, a schedule's poll time counts too)."""
         times = []
+        poll = self.storage.inner.next_schedule_poll() if self.serving_schedules else None
+        if poll is not None:
+            times.append((poll - self.clock.start).total_seconds())
         broker_next = self.broker.next_visible()
         if broker_next is not None:
             times.append(broker_next)
@@ -388,12 +472,24 @@ class World:
                 times.append(self._poll_at)
         return min(times, default=None)
 
-    async def run_until_idle(self, max_time: float) -> bool:
+    async def run_until_idle(self, max_time: float, schedules: bool = False) -> bool:
         """Run until nothing is left to do (True) or virtual time reaches ``max_time`` (False).
 
         Idle: no message, no busy worker, no timer or lease will come due. Runs waiting only on
-        hooks nobody answers are idle.
+        hooks nobody answers are idle. Schedules are served only with ``schedules`` (``run_for``:
+        a month of schedules fires, also while no run is in progress between slots); without,
+        the phase drains the runs in progress (``run_until_idle``: an active schedule would
+        never let it end).
         """
+        self.serving_schedules = schedules
+        try:
+            return await self._run_until_idle(max_time)
+        finally:
+            if schedules:
+                self.schedules_served_until = self.clock.now()
+            self.serving_schedules = False
+
+    async def _run_until_idle(self, max_time: float) -> bool:
         idle_spins = 0
         served_at: float | None = None  # when timers were last served while workers were busy
         self._progress = (-1, 0)
@@ -429,7 +525,7 @@ class World:
             due = self.storage.inner.next_wakeup()
             polling = self._poll_at is not None and self._poll_at <= self.loop.time()
             if (
-                (due is not None and due <= self.clock.now()) or polling
+                (due is not None and due <= self.clock.now()) or polling or self._schedule_due()
             ) and await self._fire_timers():
                 idle_spins = 0
                 continue

@@ -97,7 +97,9 @@ class CeleryRuntime(Runtime):
         engine = self.engine_for(storage)
         service = self._services.get(id(storage))
         if service is None or service.engine is not engine or service.task.done():
-            self._services[id(storage)] = EngineService(engine, self.settings.timer_poll_interval)
+            self._services[id(storage)] = EngineService(
+                engine, self.settings.timer_poll_interval, serve_schedules=True
+            )
 
     async def start(
         self,

@@ -47,6 +47,7 @@ from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
 from pyworkflow.engine.recovery import Recovery, progress_made
 from pyworkflow.engine.runs import RunLifecycle
+from pyworkflow.engine.schedules import SCHEDULE_ID, ScheduleService
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CancellationError,
@@ -91,14 +92,17 @@ class _Activation:
     carried: _Carried = field(default_factory=dict)
 
 
-class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, Recovery):
+class Engine(
+    RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, Recovery, ScheduleService
+):
     """Runs activations of the runs in one storage backend. Shared by every runtime.
 
     Its other parts live in their own modules, one concept each: starting runs and waiting for
     their end (``runs.RunLifecycle``), step attempts (``attempts.StepAttempts``), hook tokens out
     and payloads in (``hooks.HookDelivery``), cancellation requests
     (``cancellation.Cancellations``), children and other runs (``children.Children``), timers
-    and recovery (``recovery.Recovery``). What is due when is in ``due``.
+    and recovery (``recovery.Recovery``), schedules (``schedules.ScheduleService``). What is due
+    when is in ``due``.
     """
 
     def __init__(
@@ -665,6 +669,15 @@ class Engine(RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, 
         ``imposed``: the engine ends the run from outside its code (a limit), so replay must not
         expect the code to end there; the event says so (``imposed: true``).
         """
+        outcome = await self._record_ending(act, error, imposed)
+        schedule_id = act.inst.run.context.get(SCHEDULE_ID)
+        if schedule_id is not None:
+            await self.schedule_run_ended(str(schedule_id))
+        return outcome
+
+    async def _record_ending(
+        self, act: _Activation, error: BaseException | None, imposed: bool
+    ) -> Outcome:
         inst = act.inst
         for task in act.running.values():
             task.cancel()

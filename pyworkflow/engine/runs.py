@@ -98,6 +98,7 @@ class RunLifecycle:
         idempotency_key: str | None = None,
         run_id: str | None = None,
         activate_here: bool = False,
+        context: dict[str, Any] | None = None,
     ) -> tuple[WorkflowRun, bool]:
         """Record a new run and its ``workflow.started`` atomically; nothing runs yet.
 
@@ -105,6 +106,7 @@ class RunLifecycle:
         ``activate_here``: this engine runs the first activation at once (``advance`` with
         ``new_run``), so the run starts leased to it; otherwise the lease is a reservation any
         worker's activation takes over (and the sweeper recovers, should nobody come).
+        ``context``: the run's ``context`` (a scheduled run's schedule and slot).
         """
         try:
             definition.signature.bind(*args, **kwargs)
@@ -122,6 +124,7 @@ class RunLifecycle:
             self.options,
             lease_owner=self.options.owner if activate_here else STARTING,
             idempotency_key=idempotency_key,
+            context=dict(context or {}),
         )
         return await self.storage.create_run(run, [started])
 

@@ -51,6 +51,14 @@ class WorkflowNotFoundError(WorkflowError):
     """No workflow (run or registered name) matches what was asked for."""
 
 
+class ScheduleNotFoundError(WorkflowNotFoundError):
+    """No schedule with that id (or it was deleted, for operations that need a live one)."""
+
+
+class ScheduleAlreadyExistsError(WorkflowError):
+    """``create_schedule`` with a ``schedule_id`` that is taken."""
+
+
 class WorkflowAlreadyRunningError(WorkflowError):
     """A run with this identity is already running."""
 
@@ -180,6 +188,8 @@ class SuspensionSignal(BaseException):  # noqa: N818 - kept for import compatibi
 
 
 __all__ = [
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "CancellationError",
     "ChildWorkflowError",
     "ChildWorkflowFailedError",

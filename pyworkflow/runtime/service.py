@@ -12,6 +12,10 @@ time in its own scheduler.
   died). A sleep is never a broker countdown, so it wakes once whatever its length.
 - **Sweeper.** Every ``lease_ttl / 2``, ``Engine.recover_expired`` takes over runs whose lease
   ran out (nobody worked on them for a whole ``lease_ttl``) and re-enqueues them.
+- **Schedules** (``serve_schedules``: Celery workers). Creates the ``@scheduled_workflow``
+  schedules of the loaded modules, then serves due schedules (``Engine.fire_due_schedules``: a
+  claim and a compare-and-set, so every worker may) at each tick; it wakes at the poll times of
+  the schedules this process wrote, and polls for the others.
 - **Lease renewal.** Every ``lease_ttl / 3``, ``Engine.renew_leases`` extends the leases of the
   runs this process is working on: those it is activating and those with a step attempt running
   here.
@@ -37,12 +41,16 @@ MAX_HINTS = 10_000  # past this, later wake-ups are found by polling
 class EngineService:
     """See the module docstring. Create it on the loop it should run on."""
 
-    def __init__(self, engine: Engine, poll_interval: float) -> None:
+    def __init__(self, engine: Engine, poll_interval: float, serve_schedules: bool = False) -> None:
         self.engine = engine
         self.poll_interval = poll_interval
+        self.serve_schedules = serve_schedules
+        self._declared = False  # the @scheduled_workflow schedules are in storage
         self._hints: list[datetime] = []  # a heap of wake-up times committed in this process
         self._wake = asyncio.Event()
         engine.timer_listener = self._hint
+        if serve_schedules:
+            engine.schedule_listener = self._hint
         self.task = asyncio.get_running_loop().create_task(self._serve())
 
     def _hint(self, run_id: str, fire_at: datetime) -> None:  # noqa: ARG002
@@ -76,6 +84,11 @@ class EngineService:
                 while self._hints and self._hints[0] <= now:
                     heapq.heappop(self._hints)
                 await self.fire_due()
+                if self.serve_schedules:
+                    if not self._declared:
+                        await self.engine.declare_schedules()
+                        self._declared = True
+                    await self.engine.fire_due_schedules()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the service must outlive a bad tick
@@ -96,6 +109,8 @@ class EngineService:
             await self.task
         if self.engine.timer_listener == self._hint:
             self.engine.timer_listener = None
+        if self.engine.schedule_listener == self._hint:
+            self.engine.schedule_listener = None
 
 
 __all__ = ["EngineService"]

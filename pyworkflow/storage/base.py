@@ -7,8 +7,8 @@ The engine's correctness rests on three guarantees each backend gives:
 1. ``commit`` is atomic and conditional: all of a ``Commit`` or nothing, the log stays
    contiguous, and two commits at the same expected sequence cannot both succeed.
 2. At most one event per ``completion_key`` per run (exactly-once recording).
-3. ``claim_due_timers`` and ``claim_expired_leases`` hand each due item to one claimant until its
-   claim lease runs out.
+3. ``claim_due_timers``, ``claim_due_schedules`` and ``claim_expired_leases`` hand each due item
+   to one claimant until its claim lease runs out; ``update_schedule`` is compare-and-set.
 4. A commit with an ``owner`` never takes a run from another activation whose lease is live
    (``Commit.owner``): one activation at a time runs a run's inline steps.
 
@@ -39,6 +39,7 @@ from pyworkflow.model.exceptions import (
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
 )
+from pyworkflow.model.schedules import Schedule, ScheduleStatus
 from pyworkflow.model.schemas import (
     Commit,
     Hook,
@@ -163,6 +164,47 @@ class StorageBackend(ABC):
     async def list_hooks(
         self, run_id: str | None = None, status: HookStatus | None = None
     ) -> list[Hook]: ...
+
+    # -- schedules ----------------------------------------------------------------------------
+    #
+    # A schedule is one record (``model.schedules.Schedule``, kept as ``schedule_to_json``) with
+    # a few columns beside it: ``workflow_name``, ``status``, ``created_at`` (for listing) and
+    # the poll time (``Schedule.poll_at``, indexed: the scheduler's "what is due" query must not
+    # read every schedule). Writes are compare-and-set on ``Schedule.revision``.
+
+    @abstractmethod
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        """Insert ``schedule`` with revision 1; when its id is taken, nothing is written and the
+        stored schedule is returned with ``False``, otherwise the stored one with ``True``."""
+
+    @abstractmethod
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        """Replace the schedule when its stored revision is ``expected_revision``; the stored
+        record (revision ``expected_revision + 1``, poll time ``schedule.poll_at``) is returned.
+        None when the revision moved on or the schedule does not exist: nothing was written."""
+
+    @abstractmethod
+    async def get_schedule(self, schedule_id: str) -> Schedule | None: ...
+
+    @abstractmethod
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        """Schedules ordered by ``(created_at, schedule_id)``, filtered, one page of them."""
+
+    @abstractmethod
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        """Claim up to ``limit`` schedules whose poll time is ``<= now``, earliest first: each
+        one's poll time moves to ``now + claim_for`` (its record and revision are unchanged), so
+        no other claimant gets it before then. The claimant's ``update_schedule`` sets the next
+        poll time; one that dies leaves the schedule to be claimed again once its claim ends."""
 
     # -- step checkpoints ---------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ Layout under ``base_path``::
     journal-<g>.jsonl    one JSON line per mutation since then, in order
     lock                 fcntl lock: exclusive around a mutation, shared around a read
 
+A schedule is journaled whole (``Schedule.to_dict``) when it is created or updated, and a claim
+as the ids it moved and their new poll time; a snapshot keeps each schedule with its poll time
+(``"schedules"``, absent in snapshots written before schedules existed: they load as none).
+
 Every operation takes the lock, first catches up with what other processes wrote (it applies the
 journal lines appended since it last looked, or reloads when the generation changed), then works
 on the in-process ``MemoryStore`` exactly as the memory backend does, so both backends share one
@@ -45,6 +49,7 @@ from loguru import logger
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schedules import Schedule, ScheduleStatus
 from pyworkflow.model.schemas import (
     UNSET,
     Change,
@@ -241,6 +246,60 @@ class FileStorageBackend(StorageBackend):
     ) -> list[Hook]:
         return await self._locked(False, lambda: self._store.list_hooks(run_id, status))
 
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        def create() -> tuple[Schedule, bool]:
+            stored, created = self._store.create_schedule(schedule)
+            if created:
+                self._append(_line({"op": "create_schedule", "schedule": stored.to_dict()}))
+            return stored, created
+
+        return await self._locked(True, create)
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        def update() -> Schedule | None:
+            stored = self._store.update_schedule(schedule, expected_revision)
+            if stored is not None:
+                self._append(_line({"op": "update_schedule", "schedule": stored.to_dict()}))
+            return stored
+
+        return await self._locked(True, update)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return await self._locked(False, lambda: self._store.get_schedule(schedule_id))
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        return await self._locked(
+            False, lambda: self._store.list_schedules(workflow_name, status, limit, offset)
+        )
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        def claim() -> list[Schedule]:
+            schedules = self._store.claim_due_schedules(now, limit, claim_for)
+            if schedules:
+                self._append(
+                    _line(
+                        {
+                            "op": "claim_schedules",
+                            "schedule_ids": [schedule.schedule_id for schedule in schedules],
+                            "poll_at": (now + claim_for).isoformat(),
+                        }
+                    )
+                )
+            return schedules
+
+        return await self._locked(True, claim)
+
     # -- step checkpoints ---------------------------------------------------------------------
 
     async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
@@ -355,6 +414,15 @@ class FileStorageBackend(StorageBackend):
             store.put_checkpoint(line["run_id"], line["step_id"], line["data"])
         elif op == "delete_checkpoint":
             store.delete_checkpoint(line["run_id"], line["step_id"])
+        elif op == "create_schedule":
+            if not store.create_schedule(Schedule.from_dict(line["schedule"]))[1]:
+                raise ValueError("the journal creates a schedule that exists")
+        elif op == "update_schedule":
+            schedule = Schedule.from_dict(line["schedule"])
+            if store.update_schedule(schedule, schedule.revision - 1) is None:
+                raise ValueError("the journal updates a schedule at a revision it does not have")
+        elif op == "claim_schedules":
+            store.set_schedule_polls(line["schedule_ids"], _parse_time(line["poll_at"]))
         else:
             raise ValueError(f"unknown journal operation {op!r}")
 
@@ -579,6 +647,10 @@ def _encode_tables(tables: StoreTables) -> dict[str, Any]:
         "checkpoints": [
             [run_id, step_id, data] for (run_id, step_id), data in tables.checkpoints.items()
         ],
+        "schedules": [
+            [schedule.to_dict(), _format_time(poll_at)]
+            for schedule, poll_at in tables.schedules.values()
+        ],
     }
 
 
@@ -597,6 +669,13 @@ def _decode_tables(raw: dict[str, Any]) -> StoreTables:
         },
         hooks=[_decode_hook(hook) for hook in raw["hooks"]],
         checkpoints={(run_id, step_id): data for run_id, step_id, data in raw["checkpoints"]},
+        schedules={
+            schedule.schedule_id: (schedule, _parse_time(poll_at) if poll_at else None)
+            for schedule, poll_at in (
+                (Schedule.from_dict(record), poll_at)
+                for record, poll_at in raw.get("schedules", ())  # (older snapshots: none)
+            )
+        },
     )
 
 

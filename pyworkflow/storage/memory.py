@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 import heapq
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyworkflow.model.events import Event
+from pyworkflow.model.schedules import Schedule, ScheduleStatus
 from pyworkflow.model.schemas import (
     Change,
     Commit,
@@ -76,6 +77,8 @@ class StoreTables:
     timers: TimerTable
     hooks: list[Hook]
     checkpoints: dict[tuple[str, str], str]
+    # schedule_id -> (the schedule, its poll time as claims left it)
+    schedules: dict[str, tuple[Schedule, datetime | None]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -95,6 +98,9 @@ class MemoryStore:
         self._claim_heap: list[tuple[datetime, datetime, str]] = []
         self._lease_heap: list[tuple[datetime, str]] = []
         self._unowned: set[str] = set()
+        # schedule_id -> (schedule, poll time); (poll time, schedule_id), lazily as timers.
+        self._schedules: dict[str, tuple[Schedule, datetime | None]] = {}
+        self._schedule_heap: list[tuple[datetime, str]] = []
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -105,6 +111,7 @@ class MemoryStore:
             timers=self._timers,
             hooks=list(self._hooks.values()),
             checkpoints=self._checkpoints,
+            schedules=self._schedules,
         )
 
     @classmethod
@@ -122,6 +129,8 @@ class MemoryStore:
         for run_id, hook_id in store._hooks:
             store._hooks_of.setdefault(run_id, []).append(hook_id)
         store._checkpoints = dict(tables.checkpoints)
+        for schedule, poll_at in tables.schedules.values():
+            store._put_schedule(schedule, poll_at)
         return store
 
     # -- runs ---------------------------------------------------------------------------------
@@ -373,6 +382,84 @@ class MemoryStore:
         entry = self._timers.get(run_id)
         return Timer(run_id, entry[0]) if entry is not None else None
 
+    # -- schedules ----------------------------------------------------------------------------
+
+    def _put_schedule(self, schedule: Schedule, poll_at: datetime | None) -> None:
+        self._schedules[schedule.schedule_id] = (schedule, poll_at)
+        if poll_at is not None:
+            heapq.heappush(self._schedule_heap, (poll_at, schedule.schedule_id))
+        if len(self._schedule_heap) > 2 * len(self._schedules) + 1_000:
+            self._schedule_heap = [
+                (at, schedule_id) for schedule_id, (_, at) in self._schedules.items() if at
+            ]
+            heapq.heapify(self._schedule_heap)
+
+    def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        found = self._schedules.get(schedule.schedule_id)
+        if found is not None:
+            return found[0].copy(), False
+        stored = schedule.copy()
+        stored.revision = 1
+        self._put_schedule(stored, stored.poll_at)
+        return stored.copy(), True
+
+    def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        found = self._schedules.get(schedule.schedule_id)
+        if found is None or found[0].revision != expected_revision:
+            return None
+        stored = schedule.copy()
+        stored.revision = expected_revision + 1
+        self._put_schedule(stored, stored.poll_at)
+        return stored.copy()
+
+    def set_schedule_polls(self, schedule_ids: list[str], poll_at: datetime) -> None:
+        for schedule_id in schedule_ids:
+            self._put_schedule(self._schedules[schedule_id][0], poll_at)
+
+    def get_schedule(self, schedule_id: str) -> Schedule | None:
+        found = self._schedules.get(schedule_id)
+        return found[0].copy() if found is not None else None
+
+    def list_schedules(
+        self, workflow_name: str | None, status: ScheduleStatus | None, limit: int, offset: int
+    ) -> list[Schedule]:
+        chosen = [
+            schedule
+            for schedule, _ in self._schedules.values()
+            if (workflow_name is None or schedule.workflow_name == workflow_name)
+            and (status is None or schedule.status == status)
+        ]
+        chosen.sort(key=lambda schedule: (schedule.created_at or _EPOCH, schedule.schedule_id))
+        return [schedule.copy() for schedule in chosen[offset : offset + limit]]
+
+    def due_schedules(self, now: datetime, limit: int) -> list[str]:
+        """Ids of up to ``limit`` schedules whose poll time is ``<= now``, earliest first."""
+        heap, schedules = self._schedule_heap, self._schedules
+        due: list[str] = []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            poll_at, schedule_id = heapq.heappop(heap)
+            found = schedules.get(schedule_id)
+            if found is not None and found[1] == poll_at and schedule_id not in due:
+                due.append(schedule_id)
+        return due
+
+    def claim_due_schedules(
+        self, now: datetime, limit: int, claim_for: timedelta
+    ) -> list[Schedule]:
+        due = self.due_schedules(now, limit)
+        self.set_schedule_polls(due, now + claim_for)
+        return [self._schedules[schedule_id][0].copy() for schedule_id in due]
+
+    def next_schedule_poll(self) -> datetime | None:
+        heap, schedules = self._schedule_heap, self._schedules
+        while heap:
+            poll_at, schedule_id = heap[0]
+            found = schedules.get(schedule_id)
+            if found is not None and found[1] == poll_at:
+                return poll_at
+            heapq.heappop(heap)
+        return None
+
     # -- leases -------------------------------------------------------------------------------
 
     def renew_leases(self, run_ids: list[str], owner: str, expires_at: datetime) -> list[str]:
@@ -541,6 +628,10 @@ class InMemoryStorageBackend(StorageBackend):
         """When the next timer or lease comes due (for drivers of virtual time: the simulator)."""
         return self._store.next_wakeup()
 
+    def next_schedule_poll(self) -> datetime | None:
+        """When the next schedule is to be polled (for drivers of virtual time)."""
+        return self._store.next_schedule_poll()
+
     async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
         return self._store.create_run(run, events, datetime.now(UTC))
 
@@ -591,6 +682,30 @@ class InMemoryStorageBackend(StorageBackend):
         self, run_id: str | None = None, status: HookStatus | None = None
     ) -> list[Hook]:
         return self._store.list_hooks(run_id, status)
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        return self._store.create_schedule(schedule)
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        return self._store.update_schedule(schedule, expected_revision)
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        return self._store.get_schedule(schedule_id)
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        return self._store.list_schedules(workflow_name, status, limit, offset)
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        return self._store.claim_due_schedules(now, limit, claim_for)
 
     async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
         self._store.put_checkpoint(run_id, step_id, data)

@@ -12,7 +12,9 @@ Values are stored the same way by both: times as integer microseconds since the 
 (``storage/values.py``: exact, compact and ordered; they come back as aware UTC datetimes),
 event ``data``, run ``context`` and hook ``metadata`` as compact JSON text. A row is any sequence
 of column values (an ``sqlite3`` row tuple or an ``asyncpg.Record``), in the column order of the
-statement that read it.
+statement that read it. A schedule is kept whole as ``schedule_to_json`` text (``data``), with the
+columns it is found by beside it (``SCHEDULE_COLUMNS``); its ``poll_at`` column is the poll time
+claims move, while ``data`` keeps the record as last written.
 
 This module must never import a database driver, the engine (only its event model) or a runtime.
 """
@@ -29,6 +31,7 @@ import orjson
 
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schedules import Schedule, ScheduleStatus, schedule_to_json
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import LEASABLE_STATUSES, decode_run_cursor, encode_run_cursor
@@ -59,6 +62,7 @@ HOOK_COLUMNS = (
     " payload, schema_path, metadata"
 )
 EVENT_COLUMNS = "run_id, sequence, type, timestamp, data, command_id, completion_key"
+SCHEDULE_COLUMNS = "schedule_id, workflow_name, status, created_at, poll_at, revision, data"
 
 
 def run_params(run: WorkflowRun) -> Params:
@@ -156,6 +160,20 @@ def hook_from_row(row: Row) -> Hook:
     )
 
 
+def schedule_params(schedule: Schedule) -> Params:
+    """The ``SCHEDULE_COLUMNS`` values of a stored schedule: its poll time is its ``poll_at``,
+    a missing ``created_at`` is listed as the epoch (as the memory backend orders it)."""
+    return (
+        schedule.schedule_id,
+        schedule.workflow_name,
+        ScheduleStatus(schedule.status).value,
+        micros(schedule.created_at) if schedule.created_at is not None else 0,
+        micros_or_none(schedule.poll_at),
+        schedule.revision,
+        schedule_to_json(schedule),
+    )
+
+
 def event_rows(run_id: str, events: list[Event], now: datetime) -> list[Params]:
     """The ``EVENT_COLUMNS`` values of numbered events; an event without a time gets ``now``."""
     return [
@@ -194,7 +212,7 @@ def runs_page(rows: Sequence[Row], limit: int) -> tuple[list[WorkflowRun], str |
 
 # -- dialects -----------------------------------------------------------------------------------
 
-TABLES = ("runs", "events", "timers", "hooks", "checkpoints", "schema_version")
+TABLES = ("runs", "events", "timers", "hooks", "checkpoints", "schedules", "schema_version")
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -341,6 +359,25 @@ SCHEMA_1 = (
 # The unique index whose violation means "this completion is already recorded".
 COMPLETION_KEY_INDEX = "events_completion_key"
 
+# The schedules table, created on connect where it is missing (databases made before schedules
+# existed get it without a version step: older releases ignore it). The partial index on
+# ``(poll_at, schedule_id)`` answers "what is due, earliest first" without reading the schedules
+# that are not (or never: no poll time) due.
+SCHEMA_SCHEDULES = (
+    """CREATE TABLE IF NOT EXISTS {schedules} (
+        schedule_id {id} PRIMARY KEY,
+        workflow_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at {int} NOT NULL,
+        poll_at {int},
+        revision {int} NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS schedules_poll_at ON {schedules} (poll_at, schedule_id)"
+    " WHERE poll_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS schedules_created ON {schedules} (created_at, schedule_id)",
+)
+
 
 def newer_schema_error(database: str, version: int, known: int) -> ConfigurationError:
     return ConfigurationError(
@@ -449,6 +486,27 @@ T_PUT_CHECKPOINT = (
 T_GET_CHECKPOINT = "SELECT data FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
 T_DELETE_CHECKPOINT = "DELETE FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
 
+# Inserts nothing when the id is taken (the caller then reads the stored schedule).
+T_INSERT_SCHEDULE = (
+    f"INSERT INTO {{schedules}} ({SCHEDULE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (schedule_id) DO NOTHING"
+)
+T_SELECT_SCHEDULE = "SELECT data FROM {schedules} WHERE schedule_id = ?"
+# Compare-and-set: bound with the new values (``SCHEDULE_COLUMNS`` after the id), the id and
+# the expected revision; changes no row when the revision moved on or the schedule is unknown.
+T_UPDATE_SCHEDULE = (
+    "UPDATE {schedules} SET workflow_name = ?, status = ?, created_at = ?, poll_at = ?,"
+    " revision = ?, data = ? WHERE schedule_id = ? AND revision = ?"
+)
+# Bound with ``now``: the schedules whose poll time has come (the partial index's range).
+T_DUE_SCHEDULES_WHERE = " WHERE poll_at <= ?"
+T_DUE_SCHEDULES = (
+    "SELECT schedule_id, data FROM {schedules}"
+    + T_DUE_SCHEDULES_WHERE
+    + " ORDER BY poll_at, schedule_id LIMIT ?"
+)
+T_SET_SCHEDULE_POLL = "UPDATE {schedules} SET poll_at = ? WHERE schedule_id = ?"
+
 
 def _where(clauses: list[str]) -> str:
     return f" WHERE {' AND '.join(clauses)}" if clauses else ""
@@ -494,6 +552,12 @@ class Statements:
         self.put_checkpoint = sql(T_PUT_CHECKPOINT)
         self.get_checkpoint = sql(T_GET_CHECKPOINT)
         self.delete_checkpoint = sql(T_DELETE_CHECKPOINT)
+        self.schema_schedules = [sql(statement) for statement in SCHEMA_SCHEDULES]
+        self.insert_schedule = sql(T_INSERT_SCHEDULE)
+        self.select_schedule = sql(T_SELECT_SCHEDULE)
+        self.update_schedule = sql(T_UPDATE_SCHEDULE)
+        self.due_schedules = sql(T_DUE_SCHEDULES)
+        self.set_schedule_poll = sql(T_SET_SCHEDULE_POLL)
         self._list_runs = {
             (s, n, c): sql(self._list_runs_template(s, n, c))
             for s in (False, True)
@@ -503,6 +567,11 @@ class Statements:
         self._list_hooks = {
             (r, s): sql(self._list_hooks_template(r, s))
             for r in (False, True)
+            for s in (False, True)
+        }
+        self._list_schedules = {
+            (n, s): sql(self._list_schedules_template(n, s))
+            for n in (False, True)
             for s in (False, True)
         }
 
@@ -528,6 +597,16 @@ class Statements:
             if wanted
         ]
         return f"SELECT {HOOK_COLUMNS} FROM {{hooks}}{_where(clauses)} ORDER BY run_id, hook_id"
+
+    @staticmethod
+    def _list_schedules_template(by_name: bool, by_status: bool) -> str:
+        clauses = [
+            clause
+            for clause, wanted in (("workflow_name = ?", by_name), ("status = ?", by_status))
+            if wanted
+        ]
+        order = " ORDER BY created_at, schedule_id LIMIT ? OFFSET ?"
+        return f"SELECT data FROM {{schedules}}{_where(clauses)}{order}"
 
     def list_runs(
         self,
@@ -560,6 +639,24 @@ class Statements:
             params.append(HookStatus(status).value)
         return self._list_hooks[(run_id is not None, status is not None)], tuple(params)
 
+    def list_schedules(
+        self,
+        workflow_name: str | None,
+        status: ScheduleStatus | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[str, Params]:
+        """The query of a ``list_schedules`` page (``limit`` at least 1, ``offset`` at least 0:
+        the caller answers other pages itself), ordered by ``(created_at, schedule_id)``."""
+        params: list[Any] = []
+        if workflow_name is not None:
+            params.append(workflow_name)
+        if status is not None:
+            params.append(ScheduleStatus(status).value)
+        params += (limit, offset)
+        sql = self._list_schedules[(workflow_name is not None, status is not None)]
+        return sql, tuple(params)
+
 
 __all__ = [
     "COMPLETION_KEY_INDEX",
@@ -580,6 +677,7 @@ __all__ = [
     "run_from_row",
     "run_params",
     "runs_page",
+    "schedule_params",
     "time_of",
     "time_or_none",
 ]

@@ -17,7 +17,9 @@ compact text. All SQL is parameterized and its text constant, so the connection'
 prepares each statement once.
 
 The schema version lives in ``schema_version``; ``connect`` applies the missing steps of
-``_MIGRATIONS`` (step ``i`` moves version ``i`` to ``i + 1``) in one transaction.
+``_MIGRATIONS`` (step ``i`` moves version ``i`` to ``i + 1``) in one transaction, and in the same
+transaction creates the ``schedules`` table where it is missing (``CREATE … IF NOT EXISTS``: an
+addition older releases ignore, so it needs no version of its own).
 
 This module must never import the engine (only its event model) or a runtime, and never block
 the event loop waiting for a lock.
@@ -34,6 +36,7 @@ from typing import Any, TypeVar
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schedules import Schedule, ScheduleStatus, schedule_from_json
 from pyworkflow.model.schemas import (
     Change,
     Commit,
@@ -60,6 +63,7 @@ from pyworkflow.storage.base import (
 from pyworkflow.storage.sql import (
     LEASABLE,
     SQLITE,
+    T_DUE_SCHEDULES_WHERE,
     T_DUE_TIMERS_WHERE,
     T_EXPIRED_LEASES_WHERE,
     Statements,
@@ -73,6 +77,7 @@ from pyworkflow.storage.sql import (
     run_from_row,
     run_params,
     runs_page,
+    schedule_params,
     time_of,
     time_or_none,
 )
@@ -103,6 +108,7 @@ _ANY_EXPIRED_LEASE = SQLITE.render("SELECT 1 FROM {runs}" + T_EXPIRED_LEASES_WHE
 _SET_LEASE = SQLITE.render(
     "UPDATE {runs} SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
 )
+_ANY_DUE_SCHEDULE = SQLITE.render("SELECT 1 FROM {schedules}" + T_DUE_SCHEDULES_WHERE + " LIMIT 1")
 
 
 def _insert_events(
@@ -146,6 +152,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise newer_schema_error("SQLite", version, len(_MIGRATIONS))
     for step in _MIGRATIONS[version:]:
         step(conn)
+    for statement in _SQL.schema_schedules:  # (no-ops once the table is there)
+        conn.execute(statement)
     if row is None:
         conn.execute(_SQL.insert_version, (len(_MIGRATIONS),))
     elif version < len(_MIGRATIONS):
@@ -459,6 +467,71 @@ class SQLiteStorageBackend(StorageBackend):
         sql, params = _SQL.list_hooks(run_id, status)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [hook_from_row(row) for row in rows]
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        stored = schedule.copy()
+        stored.revision = 1
+        params = schedule_params(stored)
+
+        def create(conn: sqlite3.Connection) -> tuple[Schedule, bool]:
+            if conn.execute(_SQL.insert_schedule, params).rowcount == 1:
+                return stored, True
+            row = conn.execute(_SQL.select_schedule, (stored.schedule_id,)).fetchone()
+            return schedule_from_json(row[0]), False
+
+        return await self._write(create)
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        stored = schedule.copy()
+        stored.revision = expected_revision + 1
+        schedule_id, *values = schedule_params(stored)
+        params = (*values, schedule_id, expected_revision)
+        updated = await self._write(
+            lambda conn: conn.execute(_SQL.update_schedule, params).rowcount
+        )
+        return stored if updated == 1 else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        row = await self._read(
+            lambda conn: conn.execute(_SQL.select_schedule, (schedule_id,)).fetchone()
+        )
+        return schedule_from_json(row[0]) if row is not None else None
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        sql, params = _SQL.list_schedules(workflow_name, status, limit, max(offset, 0))
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [schedule_from_json(data) for (data,) in rows]
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        at = micros(now)
+        # A scheduler's tick usually finds nothing: look before taking the write lock.
+        if await self._read(lambda conn: conn.execute(_ANY_DUE_SCHEDULE, (at,)).fetchone()) is None:
+            return []
+        until = micros(now + claim_for)
+
+        def claim(conn: sqlite3.Connection) -> list[Schedule]:
+            rows = conn.execute(_SQL.due_schedules, (at, limit)).fetchall()
+            conn.executemany(
+                _SQL.set_schedule_poll, [(until, schedule_id) for schedule_id, _ in rows]
+            )
+            return [schedule_from_json(data) for _, data in rows]
+
+        return await self._write(claim)
 
     # -- step checkpoints ---------------------------------------------------------------------
 

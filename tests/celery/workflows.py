@@ -231,3 +231,9 @@ async def long_chore(ledger: str, rounds: int) -> int:
 @workflow(name="celery_chore")
 async def chore(ledger: str, rounds: int) -> int:
     return await long_chore(ledger, rounds)
+
+
+@workflow(name="celery_scheduled", max_recovery_attempts=100)
+async def scheduled(ledger: str) -> str:
+    """What the schedule test starts every second: one dispatched step."""
+    return await work(ledger, "tick")

@@ -53,6 +53,20 @@ EXAMPLES: dict[str, list[str]] = {
         " continued_as_new -> continued_as_new -> completed",
         "longest log in the chain: ",
     ],
+    "schedules": [
+        "created metrics: next run at",
+        "nightly runs at 09:00 Prague time: True",
+        "metrics fired ",
+        "last metrics run: api: 21",
+        "heartbeat declared in code: True",
+        "sync (buffer_one) ran ",
+        "paused: paused",
+        "triggered while paused: api: 21",
+        "backfill twice, same runs: True",
+        "resumed: active",
+        "schedules: [('heartbeat', 'active'), ('metrics', 'active'), ('nightly', 'active'),"
+        " ('sync', 'active'), ('twice-a-day', 'deleted')]",
+    ],
     "child_from_step": [
         "the step started run_",
         "child result: audited: imported report.csv",

@@ -76,6 +76,7 @@ async def test_concurrent_first_connects_migrate_once(
         "events",
         "hooks",
         "runs",
+        "schedules",
         "schema_version",
         "timers",
     ]

@@ -32,10 +32,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("pyworkflow.core*",)),
     ("primitives", ("pyworkflow.primitives*",)),
     ("engine", ("pyworkflow.engine*",)),
-    ("runtime", ("pyworkflow.config", "pyworkflow.runtime*", "pyworkflow.api")),
+    (
+        "runtime",
+        ("pyworkflow.config", "pyworkflow.runtime*", "pyworkflow.api", "pyworkflow.scheduling"),
+    ),
     ("celery", ("pyworkflow.celery*",)),
     ("testing", ("pyworkflow_testing*",)),
-    ("cli", ("pyworkflow.cli*", "pyworkflow", "pyworkflow.__main__")),
+    ("cli", ("pyworkflow.cli*", "pyworkflow.cli_schedules", "pyworkflow", "pyworkflow.__main__")),
 )
 EMPTY_PACKAGES = ("pyworkflow.engine", "pyworkflow.core")  # their __init__ imports nothing eagerly
 

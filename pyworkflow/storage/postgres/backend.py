@@ -24,6 +24,7 @@ import asyncpg
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError
+from pyworkflow.model.schedules import Schedule, ScheduleStatus, schedule_from_json
 from pyworkflow.model.schemas import (
     Commit,
     Hook,
@@ -75,6 +76,7 @@ from pyworkflow.storage.sql import (
     run_from_row,
     run_params,
     runs_page,
+    schedule_params,
     time_of,
 )
 
@@ -471,6 +473,60 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         sql, params = self._sql.list_hooks(run_id, status)
         rows = await self._run(lambda conn: conn.fetch(sql, *params))
         return [hook_from_row(row) for row in rows]
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        stored = schedule.copy()
+        stored.revision = 1
+        params = schedule_params(stored)
+        # Not run again after a lost connection: the retry would find its own schedule "taken".
+        inserted = await self._run(
+            lambda conn: conn.fetchval(self._sql.create_schedule, *params), retry=False
+        )
+        if inserted is not None:
+            return stored, True
+        existing = await self.get_schedule(stored.schedule_id)
+        assert existing is not None  # schedules are never removed
+        return existing, False
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        stored = schedule.copy()
+        stored.revision = expected_revision + 1
+        schedule_id, *values = schedule_params(stored)
+        params = (*values, schedule_id, expected_revision)
+        # Not run again after a lost connection: the retry would find the revision moved on.
+        updated = await self._run(
+            lambda conn: conn.fetchval(self._sql.update_schedule, *params), retry=False
+        )
+        return stored if updated is not None else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        data = await self._run(lambda conn: conn.fetchval(self._sql.select_schedule, schedule_id))
+        return schedule_from_json(data) if data is not None else None
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        sql, params = self._sql.list_schedules(workflow_name, status, limit, max(offset, 0))
+        rows = await self._run(lambda conn: conn.fetch(sql, *params))
+        return [schedule_from_json(data) for (data,) in rows]
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        params = (micros(now), limit, micros(now + claim_for))
+        rows = await self._run(lambda conn: conn.fetch(self._sql.claim_schedules, *params))
+        return [schedule_from_json(data) for _, _, data in sorted(rows, key=lambda r: (r[0], r[1]))]
 
     # -- step checkpoints ---------------------------------------------------------------------
 

@@ -18,9 +18,18 @@
   ``(created_at, run_id)`` and ``(run_id, hook_id)`` order as Python orders strings.
 - **Claims** of timers and expired leases are one ``UPDATE … WHERE run_id IN (SELECT … FOR UPDATE
   SKIP LOCKED)``: concurrent claimants skip each other's rows instead of waiting or double-claiming.
+  Due schedules are claimed the same way (the locked selection is a CTE, so the statement can
+  return each schedule's poll time before the claim, which orders the result).
+- **Schedules** are one row each (``sql.SCHEMA_SCHEDULES``); ``update_schedule`` is one
+  ``UPDATE … WHERE schedule_id = $ AND revision = $`` (compare-and-set), ``create_schedule`` an
+  ``INSERT … ON CONFLICT DO NOTHING`` followed, when the id is taken, by a read of the stored one.
 - **Migrations** run on connect, in one transaction holding ``pg_advisory_xact_lock`` on a key
   derived from the schema name, so processes connecting at once migrate one after the other. The
-  version is recorded in ``<schema>.schema_version``, as in SQLite.
+  version is recorded in ``<schema>.schema_version``, as in SQLite. The ``schedules`` table is
+  created in that transaction where it is missing (a schema made before schedules existed gets it
+  on its next connect; older releases ignore it, so it needs no version of its own). Its DDL runs
+  only when the catalog lacks the table: ``CREATE INDEX IF NOT EXISTS`` would lock the table
+  against writes on every connect before finding the index there.
 
 This module must never open, pool or retry a connection (it is handed one), never rely on session
 state (``SET search_path``, session-level locks: see ``pool.py``), never build SQL from values
@@ -52,6 +61,7 @@ from pyworkflow.storage.sql import (
     COMPLETION_KEY_INDEX,
     EVENT_COLUMNS,
     T_CLEAR_TIMER,
+    T_DUE_SCHEDULES_WHERE,
     T_DUE_TIMERS_WHERE,
     T_EXPIRE_HOOK,
     T_EXPIRED_LEASES_WHERE,
@@ -60,12 +70,14 @@ from pyworkflow.storage.sql import (
     T_INSERT_EVENT_ONCE,
     T_INSERT_HOOK,
     T_INSERT_RUN,
+    T_INSERT_SCHEDULE,
     T_RECEIVE_HOOK,
     T_SELECT_HEAD,
     T_SELECT_NOTICE_TARGET,
     T_SET_TIMER,
     T_UPDATE_RUN,
     T_UPDATE_RUN_AND_LEASE,
+    T_UPDATE_SCHEDULE,
     Dialect,
     Statements,
     dumps,
@@ -264,6 +276,23 @@ class PostgresStatements(Statements):
             "UPDATE {runs} SET lease_expires_at = ? WHERE run_id = ANY(?::text[])"
             " AND lease_owner = ?"
         )
+        # Whether the schedules table exists, bound with the schema name.
+        self.schedules_exist = (
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'schedules'"
+        )
+        # Returns the id when inserted, no row when the id is taken.
+        self.create_schedule = sql(T_INSERT_SCHEDULE + " RETURNING schedule_id")
+        # Returns the id when the compare-and-set succeeded, no row otherwise.
+        self.update_schedule = sql(T_UPDATE_SCHEDULE + " RETURNING schedule_id")
+        # Bound with (now, limit, poll_at after the claim). Returns each claimed schedule's poll
+        # time before the claim (to order them: earliest first), its id and its record.
+        self.claim_schedules = sql(
+            "WITH due AS (SELECT schedule_id, poll_at FROM {schedules}"
+            + T_DUE_SCHEDULES_WHERE
+            + " ORDER BY poll_at, schedule_id LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " UPDATE {schedules} AS s SET poll_at = ? FROM due"
+            " WHERE s.schedule_id = due.schedule_id RETURNING due.poll_at, s.schedule_id, s.data"
+        )
 
 
 def _advisory_key(schema: str) -> int:
@@ -285,6 +314,9 @@ async def migrate(conn: Any, statements: PostgresStatements, schema: str) -> Non
             raise newer_schema_error("PostgreSQL", version, len(_MIGRATIONS))
         for step in _MIGRATIONS[version or 0 :]:
             await step(conn, statements)
+        if await conn.fetchval(statements.schedules_exist, schema) is None:
+            for statement in statements.schema_schedules:
+                await conn.execute(statement)
         if version is None:
             await conn.execute(statements.insert_version, len(_MIGRATIONS))
         elif version < len(_MIGRATIONS):

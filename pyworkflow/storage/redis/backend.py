@@ -3,7 +3,9 @@
 Every run's log and tables live in one Redis server, under a key ``prefix``. This module maps
 the port's calls onto the scripts (``scripts``) and plain reads, and the scripts' refusals
 (``PYWF_<WHAT> <detail>``) onto the port's exceptions; the key layout and value encoding are in
-``codec``, the connections and the protocol in ``connection``.
+``codec``, the connections and the protocol in ``connection``. Schedules are kept whole as
+``schedule_to_json`` text in a hash beside their index entries (keys listed in ``scripts``, with
+the scripts that keep them).
 
 This module must never write the protocol or manage connections (``connection`` does), never
 hold a script's text (``scripts`` does) or spell a record's hash fields (``codec`` does), and
@@ -19,6 +21,12 @@ from redis.exceptions import ResponseError
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.schedules import (
+    Schedule,
+    ScheduleStatus,
+    schedule_from_json,
+    schedule_to_json,
+)
 from pyworkflow.model.schemas import (
     Change,
     Commit,
@@ -62,7 +70,7 @@ from pyworkflow.storage.redis.codec import (
 )
 from pyworkflow.storage.redis.connection import Command, RedisConnections
 from pyworkflow.storage.redis.scripts import Scripts, load_commands, script_refusal
-from pyworkflow.storage.values import micros
+from pyworkflow.storage.values import EPOCH, micros
 from pyworkflow.utils.urls import shown_url
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -356,6 +364,72 @@ class RedisStorageBackend(StorageBackend):
         low, high = ("-", "+") if run_id is None else (f"[{run_id}\0", f"({run_id}\1")
         records = await self._scripts.run("range_records", index, low, high, -1, "hook:", 1)
         return [hook_from_hash(pairs(flat)) for flat in records]
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _schedule_args(schedule: Schedule) -> Fields:
+        """<ix>, status, workflow_name, poll time ('' none) and data, as the scripts read them."""
+        return [
+            run_index_member(schedule.created_at or EPOCH, schedule.schedule_id),
+            ScheduleStatus(schedule.status).value,
+            schedule.workflow_name,
+            micros(schedule.poll_at) if schedule.poll_at is not None else "",
+            schedule_to_json(schedule),
+        ]
+
+    async def create_schedule(self, schedule: Schedule) -> tuple[Schedule, bool]:
+        stored = schedule.copy()
+        stored.revision = 1
+        reply = await self._scripts.run(
+            "create_schedule", stored.schedule_id, *self._schedule_args(stored)
+        )
+        if reply[0] == 1:
+            return stored, True
+        return schedule_from_json(reply[1]), False
+
+    async def update_schedule(self, schedule: Schedule, expected_revision: int) -> Schedule | None:
+        stored = schedule.copy()
+        stored.revision = expected_revision + 1
+        updated = await self._scripts.run(
+            "update_schedule",
+            stored.schedule_id,
+            expected_revision,
+            *self._schedule_args(stored),
+        )
+        return stored if updated == 1 else None
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        data = await self._redis.call("HGET", self._key("schedule", schedule_id), "data")
+        return schedule_from_json(data) if data is not None else None
+
+    async def list_schedules(
+        self,
+        *,
+        workflow_name: str | None = None,
+        status: ScheduleStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        index = "schedules"
+        if status is not None:
+            index += f":status:{ScheduleStatus(status).value}"
+        if workflow_name is not None:
+            index += f":name:{workflow_name}"
+        records = await self._scripts.run("list_schedules", index, max(offset, 0), limit)
+        return [schedule_from_json(data) for data in records]
+
+    async def claim_due_schedules(
+        self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
+    ) -> list[Schedule]:
+        if limit < 1:
+            return []
+        records = await self._scripts.run(
+            "claim_due_schedules", micros(now), limit, micros(now + claim_for)
+        )
+        return [schedule_from_json(data) for data in records]
 
     # -- step checkpoints ---------------------------------------------------------------------
 

@@ -12,9 +12,12 @@ The scripts keep the invariants of the indexes (key layout in
 ``pyworkflow.storage.redis.codec``): every timer is in exactly one of ``timers:free`` and
 ``timers:claimed``; a pending or running run is in ``leases:free`` when it has no lease owner and
 in ``leases:held`` when its lease has an expiry (a lease without one never runs out); the scripts
-keep these invariants whenever a status, lease, timer or ``updated_at`` changes. Sorted-set
-scores are doubles, exact for microsecond times before the year 2255 (the bound the SQL backends
-and ``Event.restore`` read times with).
+keep these invariants whenever a status, lease, timer or ``updated_at`` changes. A schedule with a
+poll time is in ``schedules:poll`` scored by it (claims move the score, ``update_schedule`` sets
+or removes it), and every schedule is in the ``schedules`` listing indexes of its status and
+workflow name (see ``_SCHEDULE_PRELUDE`` for the schedule keys). Sorted-set scores are doubles,
+exact for microsecond times before the year 2255 (the bound the SQL backends and
+``Event.restore`` read times with).
 
 Scripts name keys they compute from the prefix rather than passing them in ``KEYS``, so the
 backend needs one Redis server (or a replicated primary), not Redis Cluster.
@@ -451,6 +454,93 @@ return out
 """
 
 
+# Schedules. Keys (besides those in ``codec``)::
+#
+#     P:schedule:<schedule_id>           hash: ``data`` (the record, ``schedule_to_json``),
+#                                        ``revision``, and what its index entries are:
+#                                        ``status``, ``workflow_name``, ``_ix``
+#     P:schedules:poll                   zset: schedule ids scored by poll time (micros); only
+#                                        schedules with one; a claim moves the score
+#     P:schedules, P:schedules:status:<s>,  zsets (score 0, members ``<ix>`` of created_at and
+#       P:schedules:name:<n>,            schedule_id, as runs'): ``list_schedules`` indexes, all,
+#       P:schedules:status:<s>:name:<n>  by status, by workflow name, by both
+_SCHEDULE_PRELUDE = """
+-- add the schedule's <ix> to (or remove it from) the list_schedules indexes
+local function index_schedule(ix, status, name, add)
+  local all, by_status = P .. ':schedules', P .. ':schedules:status:' .. status
+  local indexes = {all, all .. ':name:' .. name, by_status, by_status .. ':name:' .. name}
+  for _, index in ipairs(indexes) do
+    if add then redis.call('ZADD', index, 0, ix) else redis.call('ZREM', index, ix) end
+  end
+end
+
+-- put the schedule's poll time (micros, '' for none) in the poll index
+local function set_poll(schedule_id, poll_at)
+  if poll_at == '' then
+    redis.call('ZREM', P .. ':schedules:poll', schedule_id)
+  else
+    redis.call('ZADD', P .. ':schedules:poll', poll_at, schedule_id)
+  end
+end
+"""
+
+# ARGV: prefix, schedule_id, <ix>, status, workflow_name, poll_at ('' none), data. Returns {1}
+# when created (revision 1), {0, data} of the stored schedule when the id is taken.
+_CREATE_SCHEDULE = """
+local schedule_id, ix, status, name = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = P .. ':schedule:' .. schedule_id
+local existing = redis.call('HGET', key, 'data')
+if existing then return {0, existing} end
+redis.call('HSET', key, 'data', ARGV[7], 'revision', 1, 'status', status, 'workflow_name', name,
+  '_ix', ix)
+index_schedule(ix, status, name, true)
+set_poll(schedule_id, ARGV[6])
+return {1}
+"""
+
+# ARGV: prefix, schedule_id, expected revision, <ix>, status, workflow_name, poll_at ('' none),
+# data (at revision expected + 1). Compare-and-set: returns 1 when written, 0 (nothing written)
+# when the schedule does not exist or its revision is not the expected one.
+_UPDATE_SCHEDULE = """
+local schedule_id, expected = ARGV[2], tonumber(ARGV[3])
+local key = P .. ':schedule:' .. schedule_id
+local row = redis.call('HMGET', key, 'revision', '_ix', 'status', 'workflow_name')
+if not row[1] or tonumber(row[1]) ~= expected then return 0 end
+local ix, status, name = ARGV[4], ARGV[5], ARGV[6]
+index_schedule(row[2], row[3], row[4], false)
+index_schedule(ix, status, name, true)
+redis.call('HSET', key, 'data', ARGV[8], 'revision', expected + 1, 'status', status,
+  'workflow_name', name, '_ix', ix)
+set_poll(schedule_id, ARGV[7])
+return 1
+"""
+
+# ARGV: prefix, now, limit, poll_at after the claim. The first ``limit`` schedules with a poll
+# time <= now, by (poll time, schedule_id), move to the new poll time. Returns their data.
+_CLAIM_DUE_SCHEDULES = """
+local poll = P .. ':schedules:poll'
+local due = redis.call('ZRANGEBYSCORE', poll, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for i, schedule_id in ipairs(due) do
+  redis.call('ZADD', poll, ARGV[4], schedule_id)
+  out[i] = redis.call('HGET', P .. ':schedule:' .. schedule_id, 'data')
+end
+return out
+"""
+
+# ARGV: prefix, index key suffix, offset, limit. Returns the data of the schedules of one page of
+# the index (members are <ix>: the schedule id starts at character 20).
+_LIST_SCHEDULES = """
+local members = redis.call('ZRANGEBYLEX', P .. ':' .. ARGV[2], '-', '+', 'LIMIT',
+  tonumber(ARGV[3]), tonumber(ARGV[4]))
+local out = {}
+for i, member in ipairs(members) do
+  out[i] = redis.call('HGET', P .. ':schedule:' .. string.sub(member, 20), 'data')
+end
+return out
+"""
+
+
 class Script:
     """A Lua script with the shared prelude, sent by its SHA1 (``EVALSHA``)."""
 
@@ -469,6 +559,10 @@ SCRIPTS = {
         "claim_due_timers": _CLAIM_DUE_TIMERS,
         "renew_leases": _RENEW_LEASES,
         "claim_expired_leases": _CLAIM_EXPIRED_LEASES,
+        "create_schedule": _SCHEDULE_PRELUDE + _CREATE_SCHEDULE,
+        "update_schedule": _SCHEDULE_PRELUDE + _UPDATE_SCHEDULE,
+        "claim_due_schedules": _CLAIM_DUE_SCHEDULES,
+        "list_schedules": _LIST_SCHEDULES,
     }.items()
 }
 

@@ -13,14 +13,15 @@ import contextvars
 import hashlib
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cronsim import CronSim
 
-from pyworkflow.engine import activation, attempts, hooks, instance
+from pyworkflow.engine import activation, attempts, hooks, instance, schedules
 from pyworkflow.engine.activation import Engine, _Activation
 from pyworkflow.engine.children import ending_notices
 from pyworkflow.engine.instance import WorkflowInstance
@@ -33,9 +34,11 @@ from pyworkflow.model.exceptions import (
     SequenceConflictError,
     WorkflowAlreadyRunningError,
 )
-from pyworkflow.model.schemas import UNSET, Commit
+from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec
+from pyworkflow.model.schemas import UNSET, Commit, RunStatus
 from pyworkflow.serialization import codec, serialize_args
 from pyworkflow.storage import base, memory
+from pyworkflow.utils import slots
 from pyworkflow_testing.world import SimBroker, World
 
 Patch = Callable[[pytest.MonkeyPatch], None]
@@ -718,3 +721,109 @@ def chain_link_before_the_new_run(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(activation, "Commit", link_only)
     monkeypatch.setattr(Engine, "_continue_as_new", then_create)
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+
+@mutant("schedules")
+def schedule_written_without_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule's slot is claimed by a plain write, not a compare-and-set on its revision: a
+    scheduler that stalled holding an old read writes it back over what happened since, and the
+    slots it rolled back fire (or count) again."""
+
+    def unconditional(
+        self: memory.MemoryStore, schedule: Schedule, expected_revision: int
+    ) -> Schedule | None:
+        found = self._schedules.get(schedule.schedule_id)
+        if found is None:
+            return None
+        stored = schedule.copy()
+        stored.revision = max(found[0].revision, expected_revision) + 1
+        self._put_schedule(stored, stored.poll_at)
+        return stored.copy()
+
+    monkeypatch.setattr(memory.MemoryStore, "update_schedule", unconditional)
+
+
+@mutant("schedules")
+def cron_slots_in_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cron slots are computed in UTC instead of the schedule's time zone: a 09:00 Prague job
+    runs at 10:00 or 11:00 local time."""
+
+    def in_utc(expression: str, spec: ScheduleSpec, after: datetime) -> Iterator[datetime]:
+        del spec
+        for moment in CronSim(expression, after.astimezone(UTC)):
+            yield moment.astimezone(UTC)
+
+    monkeypatch.setattr(slots, "_cron_after", in_utc)
+
+
+@mutant("schedules")
+def due_slots_by_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a slot is due is decided by the wall clock rather than the engine's clock: on
+    any clock but the machine's (the simulator's, a test's) slots come due at the wrong time or
+    never."""
+    due_slots = schedules.due_slots
+
+    def by_wall_clock(schedule: Schedule, now: datetime) -> tuple[list[datetime], int]:
+        del now
+        return due_slots(schedule, datetime.now(UTC))
+
+    monkeypatch.setattr(schedules, "due_slots", by_wall_clock)
+
+
+@mutant("schedules")
+def skipped_slot_still_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``skip`` overlap policy counts a slot as skipped but starts its run all the same."""
+    plan = schedules.plan
+
+    def skip_and_start(
+        schedule: Schedule, now: datetime, statuses: dict[str, RunStatus | None]
+    ) -> schedules.Plan:
+        if schedule.overlap_policy is not OverlapPolicy.SKIP:
+            return plan(schedule, now, statuses)
+        skipping = plan(schedule, now, statuses)
+        allowing = plan(replace_policy(schedule, OverlapPolicy.ALLOW_ALL), now, statuses)
+        allowing.schedule.overlap_policy = OverlapPolicy.SKIP
+        allowing.schedule.skipped_runs = skipping.schedule.skipped_runs
+        return allowing
+
+    monkeypatch.setattr(schedules, "plan", skip_and_start)
+
+
+@mutant("schedules")
+def failed_runs_counted_as_successful(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduled run that ended failed (or cancelled) is counted in ``successful_runs``."""
+    settle = schedules.settle
+
+    def all_successful(schedule: Schedule, statuses: dict[str, RunStatus | None]) -> bool:
+        ended = {
+            run_id: RunStatus.COMPLETED if status is not None and status.is_terminal else status
+            for run_id, status in statuses.items()
+        }
+        return settle(schedule, ended)
+
+    monkeypatch.setattr(schedules, "settle", all_successful)
+
+
+@mutant("schedules")
+def decided_run_left_uncreated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run decided on but not created (its scheduler died between the two writes) waits for
+    the schedule's next slot instead of being created at the next poll."""
+    poll_time = schedules.poll_time
+
+    def ignoring_starting(schedule: Schedule, now: datetime) -> datetime | None:
+        starting, schedule.starting = schedule.starting, {}
+        try:
+            return poll_time(schedule, now)
+        finally:
+            schedule.starting = starting
+
+    monkeypatch.setattr(schedules, "poll_time", ignoring_starting)
+
+
+def replace_policy(schedule: Schedule, policy: OverlapPolicy) -> Schedule:
+    changed = schedule.copy()
+    changed.overlap_policy = policy
+    return changed

@@ -32,15 +32,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pyworkflow import (
+    CalendarSpec,
     HookAlreadyReceivedError,
     HookExpiredError,
     HookNotFoundError,
+    ScheduleSpec,
     get_step_info,
 )
 from pyworkflow.model.events import EventType
@@ -119,6 +122,10 @@ class Scenario:
     workers: int = 3
     dispatch_steps: bool | None = None  # None: the seed decides (odd seeds dispatch)
     faults: Faults = field(default_factory=Faults.all)
+    start: datetime | None = None  # where virtual time begins (None: the simulator's default)
+    # The share of the zoo's clean seeds (``ZOO_SEEDS``) this scenario runs: a long one (days
+    # of schedules, hundreds of runs a seed) takes fewer, so the suite stays fast.
+    clean_share: float = 1.0
 
     def simulation(self, seed: int) -> Simulation:
         return Simulation(
@@ -127,6 +134,7 @@ class Scenario:
             self.workers,
             dispatch_steps=self.dispatch_steps,
             liveness=LIVENESS,
+            start=self.start,
             reproduce=f"await run_seed(SCENARIOS[{self.name!r}], {seed})  # zoo/scenarios.py",
         )
 
@@ -389,6 +397,80 @@ async def drive_chain(sim: Simulation, ledger: Ledger) -> list[str]:
     return problems
 
 
+PRAGUE = ZoneInfo("Europe/Prague")
+# Two days before Prague's clocks jump from 02:00 to 03:00 (2030-03-31).
+BEFORE_DST = datetime(2030, 3, 29, 6, 0, tzinfo=UTC)
+
+
+def _local(moment: datetime) -> str:
+    return moment.astimezone(PRAGUE).strftime("%H:%M")
+
+
+async def drive_schedules(sim: Simulation, ledger: Ledger) -> list[str]:
+    """Four schedules across a daylight-saving change, each with another overlap policy, with
+    pause, resume, trigger and a backfill (twice) of the slots missed while paused between
+    stretches of time; the oracles check every slot
+    and counter. Here: the daily 09:00 Prague run fires at 09:00 local on both sides of the
+    change, and the 02:30 calendar slot that does not exist on the change's day fires once, at
+    03:00."""
+    daily = await sim.create_schedule(
+        wf.tick, ScheduleSpec(cron="0 9 * * *", timezone="Europe/Prague"), "daily"
+    )
+    half = await sim.create_schedule(
+        wf.tick,
+        ScheduleSpec(cron="0 */2 * * *", timezone="Europe/Prague"),
+        "half",
+        overlap_policy=sim.seed % 2 and "buffer_one" or "skip",
+    )
+    jittery = await sim.create_schedule(
+        wf.tick_failing,
+        ScheduleSpec(interval=timedelta(minutes=90), jitter=timedelta(minutes=30)),
+        "jittery",
+        overlap_policy="allow_all" if sim.seed % 3 else "buffer_all",
+    )
+    night = await sim.create_schedule(
+        wf.tick,
+        ScheduleSpec(calendar=CalendarSpec(hour=2, minute=30), timezone="Europe/Prague"),
+        "night",
+        overlap_policy="cancel_other",
+    )
+    await sim.run_for(timedelta(days=1, hours=2))
+    await sim.pause_schedule(half.schedule_id)
+    await sim.run_for(timedelta(hours=3))
+    await sim.resume_schedule(half.schedule_id)
+    await sim.trigger_schedule(daily.schedule_id)
+    await sim.run_for(timedelta(days=1, hours=12))
+    # The slots of "half" missed while it was paused, run after all: one of them (it fires
+    # every two hours; paused from 08:00 to 11:00 UTC).
+    paused_from = sim.epoch + timedelta(days=1, hours=2, minutes=1)
+    paused_until = paused_from + timedelta(hours=2, minutes=58)
+    first = await sim.backfill_schedule(half.schedule_id, paused_from, paused_until)
+    again = await sim.backfill_schedule(half.schedule_id, paused_from, paused_until)
+    await sim.run_for(timedelta(hours=6))
+    # The zoo's liveness bound is shorter than a tick: stop the schedules, let the runs end.
+    for schedule in (daily, half, jittery):
+        await sim.pause_schedule(schedule.schedule_id)
+    await sim.delete_schedule(night.schedule_id)
+    await sim.run_for(timedelta(hours=4))
+    if not await _to_idle(sim):
+        return []
+    problems = []
+    if first != again or len(first) != 1:
+        problems.append(f"two backfills of one window gave {first} and {again}")
+    runs = await sim.list_runs()
+    daily_runs = [r for r in runs if r.context.get("schedule_id") == daily.schedule_id]
+    scheduled = [r for r in daily_runs if not r.context.get("triggered")]
+    times = sorted(_local(datetime.fromisoformat(r.context["scheduled_time"])) for r in scheduled)
+    if times != ["09:00"] * 3:
+        problems.append(f"the daily 09:00 Prague schedule ran at {times} (local)")
+    night_runs = [r for r in runs if r.context.get("schedule_id") == night.schedule_id]
+    nights = sorted(datetime.fromisoformat(r.context["scheduled_time"]) for r in night_runs)
+    if [_local(moment) for moment in nights] != ["02:30", "03:00", "02:30"]:
+        problems.append(f"the 02:30 Prague calendar ran at {[_local(m) for m in nights]} (local)")
+    del ledger
+    return problems
+
+
 SCENARIOS = {
     scenario.name: scenario
     for scenario in (
@@ -408,6 +490,7 @@ SCENARIOS = {
         Scenario("family", drive_family),
         Scenario("tree", drive_tree),
         Scenario("chain", drive_chain),
+        Scenario("schedules", drive_schedules, start=BEFORE_DST, clean_share=0.25),
     )
 }
 
@@ -430,10 +513,10 @@ def bounded_liveness() -> Iterator[None]:
     run_until_idle, deliver_ready = World.run_until_idle, World._deliver_ready
     deadlines: dict[int, float] = {}
 
-    async def run_until(self: World, max_time: float) -> bool:
+    async def run_until(self: World, max_time: float, schedules: bool = False) -> bool:
         deadlines[id(self)] = max_time
         try:
-            return await run_until_idle(self, max_time)
+            return await run_until_idle(self, max_time, schedules)
         finally:
             deadlines.pop(id(self), None)
 

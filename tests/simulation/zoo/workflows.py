@@ -26,6 +26,8 @@
 - ``zoo_tree``: two children sleeping a day under a parent sleeping a week; cancelling the
   parent cancels them, and each runs its shielded cleanup step once.
 - ``zoo_chain``: continues as new ``CHAIN_LENGTH`` times, one step per generation.
+- ``zoo_tick``: what schedules start: a sleep of ``TICK_SLEEP`` then a step (longer than some
+  schedules' period, so overlap policies decide); ``zoo_tick_failing`` fails at its step.
 
 Step bodies are plain ``*_body`` functions, so a scenario can wrap them in ``Simulation.mock_step``
 to record every execution (see ``scenarios.Ledger``). Failures depend on the attempt number the
@@ -401,6 +403,21 @@ STEP_BODIES = {
     enroll: enroll_body,
     sturdy: sturdy_body,
 }
+
+
+TICK_SLEEP = "3h"
+
+
+@workflow(name="zoo_tick")
+async def tick(label: str) -> str:
+    await sleep(TICK_SLEEP)
+    return await stamp(label)
+
+
+@workflow(name="zoo_tick_failing")
+async def tick_failing(item: str) -> str:
+    await sleep("2h")
+    return await declined(item)
 
 
 def expected_family(label: str) -> list[Any]:
