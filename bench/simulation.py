@@ -3,7 +3,10 @@
 A workflow of 10 steps and 10 sleeps spanning one virtual day runs ``--runs`` times (one
 simulation per seed, oracles on); the figure is virtual days simulated per wall-clock second.
 Then 100 seeds run twice, in this process and under two PYTHONHASHSEED values in subprocesses,
-and their log hashes are compared. Prints JSON; asserts nothing about speed.
+and their log hashes are compared. ``schedules``: a month (``sim.run_for(30 days)``) of three
+schedules (every 10 minutes, hourly in Europe/Prague, daily), one-step runs; wall time per
+thousand runs, without faults and with every fault (then ``check()``). Prints JSON; asserts
+nothing about speed.
 
     .venv/bin/python bench/simulation.py [--runs 1000] [--quick] [--output PATH]
 """
@@ -23,7 +26,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pyworkflow import sleep, step, workflow  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+from pyworkflow import ScheduleSpec, sleep, step, workflow  # noqa: E402
 from pyworkflow_testing import Faults, Simulation  # noqa: E402
 
 
@@ -39,6 +44,37 @@ async def day() -> int:
         total += await work(i)
         await sleep(8640)  # ten sleeps: one virtual day
     return total
+
+
+@workflow(name="bench_sim_scheduled")
+async def scheduled() -> int:
+    return await work(1)
+
+
+async def month_of_schedules(faults: Faults) -> dict[str, Any]:
+    sim = Simulation(seed=1, faults=faults, workers=2)
+    try:
+        await sim.create_schedule(scheduled, ScheduleSpec(interval="10m"))
+        await sim.create_schedule(
+            scheduled, ScheduleSpec(cron="0 * * * *", timezone="Europe/Prague")
+        )
+        await sim.create_schedule(scheduled, ScheduleSpec(cron="0 9 * * *"))
+        started = time.perf_counter()
+        await sim.run_for(timedelta(days=30))
+        await sim.run_until_idle()
+        ran = time.perf_counter() - started
+        runs = len(await sim.list_runs())
+        checked = time.perf_counter()
+        sim.check()
+        checked = time.perf_counter() - checked
+        return {
+            "runs": runs,
+            "run_for_seconds": round(ran, 3),
+            "seconds_per_1000_runs": round(ran / runs * 1000, 3),
+            "check_seconds": round(checked, 3),
+        }
+    finally:
+        sim.close()
 
 
 async def one_run(seed: int, faults: Faults, check: bool) -> tuple[float, str]:
@@ -127,6 +163,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "throughput": asyncio.run(throughput(runs, Faults.none(), True)),
         "throughput_all_faults": asyncio.run(throughput(runs // 4 or 1, Faults.all(), True)),
+        "schedules_month": asyncio.run(month_of_schedules(Faults.none())),
+        "schedules_month_all_faults": asyncio.run(month_of_schedules(Faults.all())),
     }
     first = asyncio.run(hashes(seeds))
     second = asyncio.run(hashes(seeds))

@@ -14,6 +14,8 @@ import heapq
 from datetime import datetime, timedelta
 from typing import Any
 
+from loguru import logger
+
 from pyworkflow.api import get_runtime
 from pyworkflow.config import get_storage
 from pyworkflow.engine.activation import Engine
@@ -179,7 +181,10 @@ class LocalScheduler:
         engine = await self._ready()
         while not self._stopped and (deadline is None or loop.time() < deadline):
             self._wake.clear()
-            await self.tick_once()
+            try:
+                await self.tick_once()
+            except Exception as exc:  # noqa: BLE001 - storage away: the next tick tries again
+                logger.warning("scheduler tick failed ({}: {})", type(exc).__name__, exc)
             now = engine.clock.now()
             while self._hints and self._hints[0] <= now:
                 heapq.heappop(self._hints)

@@ -14,10 +14,13 @@
   completed / failed or were cancelled, ``running_run_ids`` the others;
 - **nothing left behind**: when schedules were last served (the end of the last ``run_for``),
   no schedule's next slot was overdue by more than a claim's length (``served_until``; None:
-  never served, nothing to check).
+  never served, nothing to check);
+- **cancel_other cancels**: under ``cancel_other``, a run still going more than ``LATE_START``
+  after the next run started ended cancelled.
 
-``history`` is what the simulation did to each schedule: ``(time, operation, spec)`` for create,
-update, pause, resume and delete, in order. Each check returns plain-language violations.
+``history`` is what the simulation did to each schedule: ``(time, operation, spec, policy)`` for
+create, update, pause, resume and delete, in order (spec and policy: those the operation set).
+Each check returns plain-language violations.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.utils.slots import jittered, next_slot
 
-History = list[tuple[datetime, str, ScheduleSpec | None]]
+History = list[tuple[datetime, str, ScheduleSpec | None, str | None]]
 
 # Past this many due slots, a stretch is not walked slot by slot (a check, not a benchmark).
 _MAX_WALK = 200_000
@@ -54,7 +57,7 @@ def _periods(history: History) -> list[tuple[ScheduleSpec, datetime, datetime | 
     periods: list[tuple[ScheduleSpec, datetime, datetime | None]] = []
     spec: ScheduleSpec | None = None
     start: datetime | None = None
-    for at, op, new_spec in history:
+    for at, op, new_spec, _ in history:
         if op == "create":
             spec, start = new_spec, at
         elif op == "update" and new_spec is not None and start is not None and spec is not None:
@@ -104,7 +107,11 @@ def _is_slot(spec: ScheduleSpec, slot: datetime, anchor: datetime | None) -> boo
 
 
 def schedule_problems(
-    schedule: Schedule, runs: list[WorkflowRun], history: History, served_until: datetime | None
+    schedule: Schedule,
+    runs: list[WorkflowRun],
+    history: History,
+    served_until: datetime | None,
+    ends: dict[str, WorkflowRun] | None = None,
 ) -> list[str]:
     """Violations of the module docstring's rules by one schedule (``schedule``: as
     ``get_schedule`` shows it; ``runs``: every run naming it, first runs of chains only)."""
@@ -120,7 +127,9 @@ def schedule_problems(
     ]
     slots = Counter(run.context.get(SCHEDULED_TIME) for run in fired)
     problems += [f"{name}: slot {slot} started {n} runs" for slot, n in slots.items() if n > 1]
-    specs = [spec for _, _, spec in history if spec is not None] or [schedule.spec]
+    specs = [spec for _, _, spec, _ in history if spec is not None] or [schedule.spec]
+    policies = {OverlapPolicy(p) for *_, p in history if p is not None} | {schedule.overlap_policy}
+    buffering = bool(policies & set(_BUFFERING))
     for run in fired:
         slot = datetime.fromisoformat(str(run.context.get(SCHEDULED_TIME)))
         start = jittered(schedule.spec, schedule.schedule_id, slot)
@@ -132,7 +141,7 @@ def schedule_problems(
                 f" its slot's start {start.isoformat()}"
             )
         late = None if run.created_at is None else run.created_at - start
-        if late is not None and late > LATE_START and schedule.overlap_policy not in _BUFFERING:
+        if late is not None and late > LATE_START and not buffering:
             problems.append(
                 f"{name}: run {run.run_id} was created {late} after its slot's start"
                 f" {start.isoformat()} (a slot decided on but its run not created?)"
@@ -173,6 +182,8 @@ def schedule_problems(
             f"{name}: running_run_ids {sorted(schedule.running_run_ids)} but the runs not ended"
             f" are {sorted(going)}"
         )
+    if policies == {OverlapPolicy.CANCEL_OTHER} and ends is not None:
+        problems += _overlapping(name, fired, ends)
     if (
         served_until is not None
         and schedule.status.value == "active"
@@ -182,6 +193,24 @@ def schedule_problems(
         if late > SCHEDULE_CLAIM + timedelta(seconds=1):
             problems.append(
                 f"{name}: its next slot {schedule.next_run_time.isoformat()} is {late} overdue"
+            )
+    return problems
+
+
+def _overlapping(name: str, fired: list[WorkflowRun], ends: dict[str, WorkflowRun]) -> list[str]:
+    """Under ``cancel_other``: a run that went on long after the next one started was stopped."""
+    problems = []
+    ordered = sorted(fired, key=lambda run: str(run.context.get(SCHEDULED_TIME)))
+    for run, following in zip(ordered, ordered[1:], strict=False):
+        end = ends.get(run.run_id, run)
+        if following.created_at is None or end.updated_at is None or not end.status.is_terminal:
+            continue
+        if end.updated_at - following.created_at > LATE_START and end.status is not (
+            RunStatus.CANCELLED
+        ):
+            problems.append(
+                f"{name}: run {run.run_id} ended {end.status} at {end.updated_at.isoformat()},"
+                f" long after run {following.run_id} started (cancel_other did not cancel it)"
             )
     return problems
 
@@ -209,6 +238,7 @@ def schedules(
             named.get(schedule.schedule_id, []),
             history.get(schedule.schedule_id, []),
             served_until,
+            ends,
         )
     return problems
 

@@ -441,12 +441,20 @@ class Simulation(Checks):
     ) -> Any:
         kwargs = dict(kwargs or {})
         self.script.append(_Action("schedule", (op, *args), dict(kwargs)))
+        options = kwargs.get("__options") or {}
         engine = self.world.any_engine
         with scripted_action():
             result = await self._schedule_call(engine, op, args, kwargs)
         schedule_id = result.schedule_id if isinstance(result, Schedule) else args[0]
         spec = args[1] if op in ("create", "update") else None
-        self.schedule_history.setdefault(schedule_id, []).append((self.world.clock.now(), op, spec))
+        policy = None
+        if op == "create":
+            policy = options["overlap_policy"]
+        elif op == "update" and args[2] is not None:
+            policy = str(OverlapPolicy.of(args[2]))
+        self.schedule_history.setdefault(schedule_id, []).append(
+            (self.world.clock.now(), op, spec, policy)
+        )
         return result
 
     @staticmethod

@@ -60,7 +60,9 @@ def scheduled_workflow(
     policy = OverlapPolicy.of(overlap_policy)
 
     def decorate(func: F) -> F:
-        decorated = workflow(name=name, **workflow_options)(func)
+        # Over ``@workflow`` (stacked) the function is a workflow already; otherwise make it one.
+        already = getattr(func, "__pyworkflow_workflow__", None)
+        decorated = func if already is not None else workflow(name=name, **workflow_options)(func)
         definition = decorated.__pyworkflow_workflow__  # type: ignore[attr-defined]
         _declared[definition.name] = DeclaredSchedule(definition.name, spec, policy)
         return decorated

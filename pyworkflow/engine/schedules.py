@@ -36,8 +36,8 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -68,12 +68,14 @@ SCHEDULE_CLAIM = timedelta(seconds=10)
 # ``schedule_run_ended``; this is for an ending whose wake-up was lost with its process.)
 RECHECK_MIN = timedelta(seconds=10)
 RECHECK_MAX = timedelta(minutes=10)
-# How soon a run decided on but not yet created is looked at again.
+# How soon a run decided on but not yet created (or a cancellation decided on but not yet
+# requested) is looked at again.
 START_RETRY = timedelta(seconds=5)
+# How long a schedule whose serving failed (its stored arguments no longer fit the workflow, say)
+# waits before it is tried again.
+FAILURE_BACKOFF = timedelta(minutes=1)
 # Compare-and-set attempts before a scheduler leaves a schedule to its next poll.
 MAX_RACES = 20
-# How many due slots one serving walks at most (a longer outage: the rest are counted at once).
-MAX_DUE_SLOTS = 100_000
 
 # Keys of a scheduled run's ``context``.
 SCHEDULE_ID = "schedule_id"
@@ -103,9 +105,12 @@ def slot_run_id(schedule_id: str, slot: datetime) -> str:
     return f"sched-{schedule_id}-{_stamp(slot)}"
 
 
-def trigger_run_id(schedule_id: str, now: datetime | None) -> str:
-    """The id of a run ``trigger_schedule`` starts at ``now`` (None: the common prefix)."""
-    return f"sched-{schedule_id}-trigger-{'' if now is None else _stamp(now)}"
+def trigger_run_id(schedule_id: str, now: datetime | None, number: int = 0) -> str:
+    """The id of the run a ``trigger_schedule`` at ``now`` starts as the schedule's run
+    ``number`` (None: the prefix all trigger ids share)."""
+    if now is None:
+        return f"sched-{schedule_id}-trigger-"
+    return f"sched-{schedule_id}-trigger-{_stamp(now)}-{number}"
 
 
 def _ended(status: RunStatus | None) -> bool:
@@ -114,10 +119,10 @@ def _ended(status: RunStatus | None) -> bool:
 
 @dataclass
 class Plan:
-    """What serving a schedule decided: the record to write, and what to do after writing it."""
+    """What serving a schedule decided: the record to write (what to do after writing it is in
+    the record: ``starting``, ``cancelling``)."""
 
     schedule: Schedule
-    cancel: list[str] = field(default_factory=list)  # runs the overlap policy cancels
 
 
 def _recheck_delay(schedule: Schedule, now: datetime) -> timedelta:
@@ -128,7 +133,7 @@ def _recheck_delay(schedule: Schedule, now: datetime) -> timedelta:
 def poll_time(schedule: Schedule, now: datetime) -> datetime | None:
     """When a scheduler must look at ``schedule`` next (None: never, until someone changes it)."""
     times: list[datetime] = []
-    if schedule.starting:
+    if schedule.starting or schedule.cancelling:
         times.append(now + START_RETRY)
     if schedule.status is ScheduleStatus.ACTIVE:
         if schedule.next_run_time is not None:
@@ -153,6 +158,8 @@ def settle(schedule: Schedule, statuses: dict[str, RunStatus | None]) -> bool:
             moved = True
         elif _ended(status):
             schedule.running_run_ids.remove(run_id)
+            if run_id in schedule.cancelling:
+                schedule.cancelling.remove(run_id)
             if status is RunStatus.COMPLETED:
                 schedule.successful_runs += 1
             else:
@@ -163,6 +170,8 @@ def settle(schedule: Schedule, statuses: dict[str, RunStatus | None]) -> bool:
 
 def _start(schedule: Schedule, slot: datetime, now: datetime) -> None:
     run_id = slot_run_id(schedule.schedule_id, slot)
+    if run_id in schedule.running_run_ids:
+        return  # decided already (counted once)
     schedule.running_run_ids.append(run_id)
     schedule.starting[run_id] = slot.isoformat()
     schedule.total_runs += 1
@@ -172,25 +181,48 @@ def _start(schedule: Schedule, slot: datetime, now: datetime) -> None:
 
 def due_slots(schedule: Schedule, now: datetime) -> tuple[list[datetime], int]:
     """The slots due at ``now`` that fire (in order) and how many missed ones are skipped; moves
-    ``next_run_time`` past them."""
+    ``next_run_time`` past them. Missed slots are counted, never kept: an interval schedule
+    jumps over a long outage arithmetically, others walk it once (a cron of every minute down
+    for a month: 43,200 steps)."""
     spec, anchor = schedule.spec, schedule.created_at
-    due: list[datetime] = []
-    missed = 0
+    window = spec.catchup_window
+    kept: list[datetime] = []  # the due slots recent enough to fire (catchup_window)
+    last: datetime | None = None
+    total = 0
     slot = schedule.next_run_time
     while slot is not None and jittered(spec, schedule.schedule_id, slot) <= now:
-        due.append(slot)
+        skip = _interval_jump(spec, slot, now)
+        if skip:
+            total += skip
+            slot += skip * spec.interval  # type: ignore[operator]
+            continue
+        total += 1
+        last = slot
+        if window is not None and now - slot <= window:
+            kept.append(slot)
         slot = next_slot(spec, slot, anchor=anchor)
-        if len(due) >= MAX_DUE_SLOTS and slot is not None and slot <= now:
-            # A very long outage: count the remaining missed slots without keeping them.
-            remaining = slots_between(spec, slot, now - timedelta(microseconds=1), anchor=anchor)
-            missed += len(remaining)
-            slot = next_slot(spec, remaining[-1], anchor=anchor) if remaining else slot
     schedule.next_run_time = slot
-    if len(due) <= 1:
-        return due, missed
-    window = spec.catchup_window
-    fire = [s for s in due[:-1] if window is not None and now - s <= window] + due[-1:]
-    return fire, missed + len(due) - len(fire)
+    if last is None:
+        return [], total
+    fire = kept if kept and kept[-1] == last else [*kept, last]
+    return fire, total - len(fire)
+
+
+# An interval-only schedule more than this many slots behind jumps (the missed ones counted).
+_WALK = 1_000
+
+
+def _interval_jump(spec: ScheduleSpec, slot: datetime, now: datetime) -> int:
+    """How many slots from ``slot`` on an interval-only spec may skip without being looked at:
+    all but the last ``_WALK`` due ones and those inside the catch-up window (0: walk)."""
+    interval = spec.interval
+    if interval is None or spec.cron is not None or spec.calendars:
+        return 0
+    horizon = now - (spec.catchup_window or timedelta(0)) - (spec.jitter or timedelta(0))
+    if spec.end_at is not None:
+        horizon = min(horizon, spec.end_at)
+    behind = (horizon - slot) // interval + 1 if horizon >= slot else 0
+    return max(0, behind - _WALK)
 
 
 def plan(schedule: Schedule, now: datetime, statuses: dict[str, RunStatus | None]) -> Plan:
@@ -217,10 +249,8 @@ def plan(schedule: Schedule, now: datetime, statuses: dict[str, RunStatus | None
                     s.buffered_slots.append(slot.isoformat())
             elif policy is OverlapPolicy.BUFFER_ALL:
                 s.buffered_slots.append(slot.isoformat())
-            else:  # CANCEL_OTHER
-                result.cancel += [
-                    run_id for run_id in s.running_run_ids if run_id not in s.starting
-                ]
+            else:  # CANCEL_OTHER: the requests are made after this write (``cancelling``)
+                s.cancelling += [r for r in s.running_run_ids if r not in s.cancelling]
                 _start(s, slot, now)
         s.buffered_count = len(s.buffered_slots)
     s.poll_at = poll_time(s, now)
@@ -267,12 +297,38 @@ class ScheduleService:
                 try:
                     created += await self.serve_schedule(schedule)
                 except WorkflowNotFoundError as exc:
+                    # Another process may know the workflow: its claim runs out for them.
                     logger.warning("schedule {}: {}", schedule.schedule_id, exc)
+                except Exception as exc:  # noqa: BLE001 - one schedule must not stop the rest
+                    logger.warning(
+                        "schedule {} failed ({}: {}); retried in {}",
+                        schedule.schedule_id,
+                        type(exc).__name__,
+                        exc,
+                        FAILURE_BACKOFF,
+                    )
+                    await self._back_off(schedule.schedule_id, exc)
             if len(claimed) < limit:
                 return created
 
+    async def _back_off(self, schedule_id: str, error: Exception) -> None:
+        """A schedule whose serving failed is looked at again after ``FAILURE_BACKOFF`` (its
+        last error kept in ``metadata``), not at every claim. Best effort."""
+        with contextlib.suppress(Exception):
+            current = await self.storage.get_schedule(schedule_id)
+            if current is None:
+                return
+            current.metadata["last_error"] = f"{type(error).__name__}: {error}"
+            current.poll_at = self.clock.now() + FAILURE_BACKOFF
+            await self._write(current, current.revision)
+
     async def serve_schedule(self, schedule: Schedule) -> list[str]:
-        """Decide, create, confirm (module docstring) for one schedule; returns created runs."""
+        """Decide, create, confirm (module docstring) for one schedule; returns created runs.
+
+        Nothing is decided unless the runs can be created here: the workflow must be registered
+        in this process (``WorkflowNotFoundError`` otherwise: a process that has it serves it)
+        and the stored arguments must fit it (``TypeError`` otherwise)."""
+        _runnable(schedule)
         current: Schedule | None = schedule
         for _ in range(MAX_RACES):
             assert current is not None
@@ -286,10 +342,7 @@ class ScheduleService:
                 return []
         else:
             return []  # others keep winning: they serve it
-        created = await self._create_starting(stored)
-        for run_id in decided.cancel:
-            await self._cancel_for(stored, run_id)
-        return created
+        return await self._create_starting(stored)
 
     async def schedule_run_ended(self, schedule_id: str) -> None:
         """A run of the schedule just ended: if starts wait in its buffer, make it due now
@@ -323,13 +376,20 @@ class ScheduleService:
         return stored
 
     async def _cancel_for(self, schedule: Schedule, run_id: str) -> None:
+        """Ask ``run_id`` (or, if it continued as new, the live run of its chain) to stop."""
         reason = f"schedule {schedule.schedule_id}: a new run started (overlap policy cancel_other)"
-        with contextlib.suppress(WorkflowNotFoundError):  # storage lost it: nothing to stop
-            await self.request_cancellation(run_id, reason)
+        run = await self.storage.get_run(run_id)
+        if run is None:
+            return  # storage lost it: nothing to stop
+        if run.status is RunStatus.CONTINUED_AS_NEW:
+            run = await chain_end(self.storage, run)
+        with contextlib.suppress(WorkflowNotFoundError):
+            await self.request_cancellation(run.run_id, reason)
 
     async def _create_starting(self, schedule: Schedule) -> list[str]:
-        """Create the runs of ``starting`` and confirm them; returns those this call created."""
-        if not schedule.starting:
+        """Create the runs of ``starting``, make the requests of ``cancelling``, and confirm
+        both in the record; returns the runs this call created."""
+        if not schedule.starting and not schedule.cancelling:
             return []
         definition = get_workflow(schedule.workflow_name)
         args, kwargs = deserialize_args(schedule.args, schedule.kwargs)
@@ -342,7 +402,7 @@ class ScheduleService:
                 context[BACKFILLED] = True
             if run_id.startswith(trigger_run_id(schedule.schedule_id, None)):
                 context[TRIGGERED] = True
-                key = f"{key}:trigger"
+                key = f"schedule:{schedule.schedule_id}:{run_id}"  # one per trigger
             try:
                 run, new = await self.start_run(
                     definition, args, kwargs, idempotency_key=key, run_id=run_id, context=context
@@ -354,18 +414,24 @@ class ScheduleService:
             # Enqueued whether new or not: an earlier creator may have died before enqueueing
             # (a second activation of a run finds nothing to do).
             await self.queue.enqueue_activation(run_id)
-        await self._confirm(schedule)
+        for run_id in schedule.cancelling:
+            await self._cancel_for(schedule, run_id)
+        await self._confirm(schedule, set(schedule.cancelling))
         return created
 
-    async def _confirm(self, schedule: Schedule) -> None:
-        """Drop the runs just created from ``starting``. Losing this race changes nothing: the
-        next serving sees the runs exist and drops them then."""
+    async def _confirm(self, schedule: Schedule, cancelled: set[str]) -> None:
+        """Drop the runs just created from ``starting`` and those just asked to stop from
+        ``cancelling``. Losing this race changes nothing: the next serving sees the runs exist
+        and drops them then (and asks again: a second request is harmless)."""
         current: Schedule | None = schedule
         for _ in range(MAX_RACES):
             assert current is not None
             settled = current.copy()
             statuses = await self._statuses(settled)
-            if not settle(settled, statuses):
+            moved = settle(settled, statuses)
+            asked = [run_id for run_id in settled.cancelling if run_id in cancelled]
+            settled.cancelling = [r for r in settled.cancelling if r not in cancelled]
+            if not moved and not asked:
                 return
             settled.poll_at = poll_time(settled, self.clock.now())
             if await self._write(settled, current.revision) is not None:
@@ -467,14 +533,21 @@ class ScheduleService:
         return [await self._settled_view(schedule) for schedule in found]
 
     async def change_schedule(
-        self, schedule_id: str, change: Callable[[Schedule, datetime], None]
+        self,
+        schedule_id: str,
+        change: Callable[[Schedule, datetime], None],
+        prepare: Callable[[Schedule], Awaitable[None]] | None = None,
     ) -> Schedule:
         """Apply ``change`` (which edits a copy in place, given now) compare-and-set, again on
-        a race; the poll time is recomputed. ``ScheduleNotFoundError`` when unknown."""
+        a race; the poll time is recomputed. ``prepare`` is awaited with each record read,
+        before anything of it changes (to look up what ``change`` needs at that revision).
+        ``ScheduleNotFoundError`` when unknown."""
         for _ in range(MAX_RACES * 5):
             current = await self.storage.get_schedule(schedule_id)
             if current is None:
                 raise ScheduleNotFoundError(f"no schedule {schedule_id!r}")
+            if prepare is not None:
+                await prepare(current)
             edited = current.copy()
             now = self.clock.now()
             settle(edited, await self._statuses(edited))
@@ -533,6 +606,7 @@ class ScheduleService:
         def change(schedule: Schedule, now: datetime) -> None:
             _skip_due(schedule, now)
             schedule.status = ScheduleStatus.DELETED
+            schedule.skipped_runs += len(schedule.buffered_slots)  # they will never start
             schedule.buffered_slots.clear()
             schedule.next_run_time = None
 
@@ -544,7 +618,7 @@ class ScheduleService:
 
         def change(schedule: Schedule, now: datetime) -> None:
             _alive(schedule)
-            run_id = trigger_run_id(schedule.schedule_id, now)
+            run_id = trigger_run_id(schedule.schedule_id, now, schedule.total_runs)
             chosen[:] = [run_id]
             schedule.running_run_ids.append(run_id)
             schedule.starting[run_id] = now.isoformat()
@@ -575,7 +649,16 @@ class ScheduleService:
             raise ScheduleNotFoundError(f"no schedule {schedule_id!r}")
         slots = slots_between(current.spec, start_time, end_time, anchor=current.created_at)
         run_ids = [slot_run_id(schedule_id, slot) for slot in slots]
-        exists = {run_id for run_id in run_ids if await self.storage.get_run(run_id) is not None}
+        taken: set[str] = set()
+
+        async def look(record: Schedule) -> None:
+            # What the record holds at this revision (before ended runs are settled out of it),
+            # then what storage holds: a run that left the record earlier exists by now.
+            taken.clear()
+            taken.update(record.running_run_ids)
+            for run_id in run_ids:
+                if run_id not in taken and await self.storage.get_run(run_id) is not None:
+                    taken.add(run_id)
 
         def change(schedule: Schedule, now: datetime) -> None:
             _alive(schedule)
@@ -584,7 +667,6 @@ class ScheduleService:
             bound = now
             if schedule.status is ScheduleStatus.ACTIVE and schedule.next_run_time is not None:
                 bound = min(bound, schedule.next_run_time - timedelta(microseconds=1))
-            taken = set(schedule.running_run_ids) | exists
             buffered = set(schedule.buffered_slots)
             window[:] = []
             for slot, run_id in zip(slots, run_ids, strict=True):
@@ -600,9 +682,21 @@ class ScheduleService:
                 schedule.last_run_id = run_id
 
         window: list[str] = []
-        stored = await self.change_schedule(schedule_id, change)
+        stored = await self.change_schedule(schedule_id, change, look)
         await self._create_starting(stored)
         return window
+
+
+def _runnable(schedule: Schedule) -> None:
+    definition = get_workflow(schedule.workflow_name)
+    args, kwargs = deserialize_args(schedule.args, schedule.kwargs)
+    try:
+        definition.signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"the arguments stored with schedule {schedule.schedule_id!r} do not fit workflow"
+            f" {definition.name!r} any more: {exc}"
+        ) from None
 
 
 def _skip_due(schedule: Schedule, now: datetime) -> None:

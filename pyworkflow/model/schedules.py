@@ -178,8 +178,9 @@ class Schedule:
 
     The rest is the scheduler's bookkeeping: ``revision`` (storage's compare-and-set counter),
     ``poll_at`` (when a scheduler must look at the schedule next; None: never),
-    ``starting`` (run id -> slot of runs decided on but maybe not yet created) and
-    ``buffered_slots`` (slots waiting for the running ones to end, ``buffered_count`` of them).
+    ``starting`` (run id -> slot of runs decided on but maybe not yet created),
+    ``buffered_slots`` (slots waiting for the running ones to end, ``buffered_count`` of them)
+    and ``cancelling`` (runs ``cancel_other`` decided to stop, until the requests are made).
     """
 
     schedule_id: str
@@ -205,6 +206,7 @@ class Schedule:
     poll_at: datetime | None = None
     starting: dict[str, str] = field(default_factory=dict)
     buffered_slots: list[str] = field(default_factory=list)
+    cancelling: list[str] = field(default_factory=list)
 
     def copy(self) -> Schedule:
         """A copy sharing nothing mutable with this one (the spec is immutable)."""
@@ -214,6 +216,7 @@ class Schedule:
             metadata=copy.deepcopy(self.metadata) if self.metadata else {},
             starting=dict(self.starting),
             buffered_slots=list(self.buffered_slots),
+            cancelling=list(self.cancelling),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,8 +7,9 @@ daylight-saving change. A local time that does not exist that day (02:30 when cl
 02:00 to 03:00) fires once, at the next valid instant (03:00); a local time that happens twice
 (02:30 when clocks go back) fires once, at its first occurrence. Expressions that step through
 the day (``*/30 * * * *``) keep stepping in real time across the change. Calendars are turned
-into cron expressions (plus their second). Intervals count from ``start_at`` or the anchor the
-caller gives (the schedule's creation). Every instant returned is aware, in UTC.
+into cron expressions (plus their second). Intervals count from ``start_at`` (itself a slot)
+or the anchor the caller gives (the schedule's creation; its first slot is one interval later).
+Every instant returned is aware, in UTC.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ def _candidates(spec: ScheduleSpec, after: datetime, anchor: datetime | None) ->
                 found.append(due[0])
                 break
     if spec.interval is not None:
+        # ``start_at`` is a slot itself; a schedule's creation (the anchor) is not: its first
+        # slot is one interval later.
         start = spec.start_at or anchor
         if start is None:
             raise ValueError("an interval schedule needs start_at or an anchor to count from")
-        if after < start:
-            found.append(start.astimezone(UTC))
+        first = start if spec.start_at is not None else start + spec.interval
+        if after < first:
+            found.append(first.astimezone(UTC))
         else:
             steps = (after - start) // spec.interval + 1
             found.append((start + steps * spec.interval).astimezone(UTC))

@@ -52,7 +52,7 @@ async def test_an_every_second_schedule_survives_a_sigkilled_worker(client: Clie
     runs = await _runs_of(client, sid)
     final = await get_schedule(sid)
     assert final is not None
-    history = [(schedule.created_at, "create", spec), (paused_at, "pause", None)]
+    history = [(schedule.created_at, "create", spec, "skip"), (paused_at, "pause", None, None)]
     problems = schedule_problems(final, runs, history, None)
     assert not problems, f"{problems}\n{cluster.logs()}"
     # Worker b served the schedule on its own once a was gone, and every run completed.

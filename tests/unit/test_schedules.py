@@ -22,6 +22,7 @@ from pyworkflow import (
     ScheduleSpec,
     ScheduleStatus,
     backfill_schedule,
+    continue_as_new,
     create_schedule,
     delete_schedule,
     get_schedule,
@@ -76,7 +77,11 @@ async def runs_of(env: Env, schedule_id: str) -> list[WorkflowRun]:
     cursor = None
     while True:
         page, cursor = await env.storage.list_runs(limit=500, cursor=cursor)
-        found += [run for run in page if run.context.get("schedule_id") == schedule_id]
+        found += [
+            run
+            for run in page
+            if run.context.get("schedule_id") == schedule_id and not run.continued_from_run_id
+        ]
         if cursor is None:
             return sorted(found, key=lambda run: run.context["scheduled_time"])
 
@@ -280,11 +285,14 @@ async def test_a_scheduler_dying_between_decision_and_creation_loses_no_run(
     await create_schedule(quick, ScheduleSpec(interval="1h"), schedule_id="crash")
     env.clock.advance(HOUR)
 
+    class Died(BaseException):
+        """The scheduler's process dies here (nothing of it runs on)."""
+
     async def die(self: Engine, schedule: Schedule) -> list[str]:
-        raise RuntimeError("the scheduler died here")
+        raise Died
 
     monkeypatch.setattr(Engine, "_create_starting", die)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Died):
         await env.engine.fire_due_schedules()
     monkeypatch.undo()
     decided = await env.storage.get_schedule("crash")
@@ -363,3 +371,103 @@ async def test_list_filters_and_pages(env: Env) -> None:
     ]
     assert [s.schedule_id for s in await list_schedules(status="paused")] == ["l3"]
     assert [s.schedule_id for s in await list_schedules(limit=2, offset=2)] == ["l2", "l3"]
+
+
+async def test_scheduled_workflow_stacks_over_workflow(env: Env) -> None:
+    @scheduled_workflow(cron="0 9 * * *", timezone="Europe/Prague")
+    @workflow(name="sched_stacked")
+    async def stacked() -> str:
+        return "ok"
+
+    assert await env.engine.declare_schedules() == ["sched_stacked"]
+    schedule = await get_schedule("sched_stacked")
+    assert schedule is not None and schedule.spec.cron == "0 9 * * *"
+    assert schedule.workflow_name == "sched_stacked"
+
+
+async def test_a_long_outage_is_counted_not_walked(env: Env) -> None:
+    await create_schedule(quick, ScheduleSpec(interval="1s"), schedule_id="second")
+    await create_schedule(quick, ScheduleSpec(cron="* * * * *"), schedule_id="minute")
+    env.clock.advance(3 * 24 * HOUR)  # everything down for three days
+    assert len(await serve(env)) == 2
+    second = await get_schedule("second")
+    minute = await get_schedule("minute")
+    assert second is not None and minute is not None
+    assert (second.total_runs, second.skipped_runs) == (1, 3 * 24 * 3600 - 1)
+    assert (minute.total_runs, minute.skipped_runs) == (1, 3 * 24 * 60 - 1)
+    env.clock.advance(10 * 24 * HOUR)
+    assert (await delete_schedule("second")).skipped_runs == 13 * 24 * 3600 - 1
+
+
+async def test_a_schedule_that_cannot_run_does_not_stop_the_others(env: Env) -> None:
+    bad = await create_schedule(quick, ScheduleSpec(interval="1m"), schedule_id="a-bad")
+    await create_schedule(quick, ScheduleSpec(interval="1m"), schedule_id="b-good")
+    bad.kwargs = '{"nonsense": 1}'  # the workflow's signature changed under it
+    assert await env.storage.update_schedule(bad, bad.revision) is not None
+    for _ in range(3):
+        env.clock.advance(60)
+        await serve(env)
+    good = await get_schedule("b-good")
+    broken = await get_schedule("a-bad")
+    assert good is not None and broken is not None
+    assert good.total_runs == 3
+    assert broken.total_runs == 0 and broken.starting == {}  # nothing decided it cannot start
+    assert "do not fit workflow 'sched_quick'" in broken.metadata["last_error"]
+
+
+async def test_deleting_counts_the_buffered_slots_as_skipped(env: Env) -> None:
+    await create_schedule(
+        slow, ScheduleSpec(interval="1h"), schedule_id="b", overlap_policy="buffer_all"
+    )
+    await advance(env, 4 * HOUR + 1)
+    before = await get_schedule("b")
+    assert before is not None and before.buffered_count == 2
+    deleted = await delete_schedule("b")
+    assert deleted.buffered_count == 0
+    assert deleted.skipped_runs == before.skipped_runs + 2
+
+
+async def test_two_triggers_at_one_instant_start_two_runs(env: Env) -> None:
+    await create_schedule(quick, ScheduleSpec(interval="1h"), schedule_id="tt")
+    first = await trigger_schedule("tt")
+    second = await trigger_schedule("tt")
+    await env.settle()
+    assert first != second
+    found = await get_schedule("tt")
+    assert found is not None and (found.total_runs, found.successful_runs) == (2, 2)
+
+
+@workflow(name="sched_looping")
+async def looping(round_: int = 0) -> str:
+    await sleep("30m")
+    if round_ < 5:
+        await continue_as_new(round_ + 1)
+    return "done"
+
+
+async def test_cancel_other_stops_the_live_run_of_a_chain(env: Env) -> None:
+    await create_schedule(
+        looping, ScheduleSpec(interval="1h"), schedule_id="chained", overlap_policy="cancel_other"
+    )
+    await advance(env, 2 * HOUR + 1)
+    runs = await runs_of(env, "chained")
+    assert len(runs) == 2
+    first = runs[0]
+    assert first.status is RunStatus.CONTINUED_AS_NEW
+    end = first
+    while end.continued_to_run_id is not None:
+        following = await env.storage.get_run(end.continued_to_run_id)
+        assert following is not None
+        end = following
+    assert end.status is RunStatus.CANCELLED  # the chain's live run, not its finished first
+
+
+async def test_an_interval_backfill_does_not_start_at_the_creation_instant(env: Env) -> None:
+    created_at = env.clock.now()
+    await create_schedule(quick, ScheduleSpec(interval="1h"), schedule_id="bf")
+    await pause_schedule("bf")
+    env.clock.advance(3 * HOUR)
+    ran = await backfill_schedule("bf", created_at, created_at + timedelta(hours=2))
+    await env.settle()
+    assert slots_of(await runs_of(env, "bf")) == [created_at + timedelta(hours=h) for h in (1, 2)]
+    assert len(ran) == 2

@@ -823,6 +823,17 @@ def decided_run_left_uncreated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schedules, "poll_time", ignoring_starting)
 
 
+@mutant("schedules")
+def cancel_other_never_cancels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cancel_other`` starts the new run but its request to stop the running one is lost
+    (made before the decision was written, by a scheduler that then died, say)."""
+
+    async def forget(self: Engine, schedule: Schedule, run_id: str) -> None:
+        del self, schedule, run_id
+
+    monkeypatch.setattr(Engine, "_cancel_for", forget)
+
+
 def replace_policy(schedule: Schedule, policy: OverlapPolicy) -> Schedule:
     changed = schedule.copy()
     changed.overlap_policy = policy

@@ -426,7 +426,7 @@ async def drive_schedules(sim: Simulation, ledger: Ledger) -> list[str]:
         wf.tick_failing,
         ScheduleSpec(interval=timedelta(minutes=90), jitter=timedelta(minutes=30)),
         "jittery",
-        overlap_policy="allow_all" if sim.seed % 3 else "buffer_all",
+        overlap_policy=("buffer_all", "allow_all", "cancel_other")[sim.seed % 3],
     )
     night = await sim.create_schedule(
         wf.tick,
