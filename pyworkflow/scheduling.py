@@ -9,7 +9,6 @@ Celery workers serve them in their engine service (no beat process).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec, Sc
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.utils.duration import to_seconds
+from pyworkflow.utils.waiting import wait_event
 
 
 def _engine(storage: StorageBackend | None, runtime: str | Runtime | None = None) -> Engine:
@@ -193,8 +193,7 @@ class LocalScheduler:
                 delay = min(delay, (self._hints[0] - now).total_seconds())
             if deadline is not None:
                 delay = min(delay, deadline - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, delay))
+            await wait_event(self._wake, delay)
         self._wake = None
 
     def stop(self) -> None:

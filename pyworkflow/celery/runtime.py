@@ -14,7 +14,6 @@ Steps are dispatched (``force_local=True`` steps run inline in the activation).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
@@ -35,6 +34,7 @@ from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
 from pyworkflow.utils.urls import redact_url
+from pyworkflow.utils.waiting import cancel_and_wait
 
 
 class CeleryRuntime(Runtime):
@@ -146,9 +146,7 @@ class CeleryRuntime(Runtime):
         try:
             return await advance_when_free(engine, run_id)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+            await cancel_and_wait(renewal)
 
     async def _renew(self, engine: Engine) -> None:
         while True:

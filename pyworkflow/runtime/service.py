@@ -27,13 +27,13 @@ must never run workflow code or record events itself: everything goes through th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 from datetime import datetime
 
 from loguru import logger
 
 from pyworkflow.engine.activation import Engine
+from pyworkflow.utils.waiting import cancel_and_wait, wait_event
 
 MAX_HINTS = 10_000  # past this, later wake-ups are found by polling
 
@@ -100,13 +100,10 @@ class EngineService:
             if self._hints:
                 until = (self._hints[0] - self.engine.clock.now()).total_seconds()
                 delay = min(delay, until)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, delay))
+            await wait_event(self._wake, delay)
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await cancel_and_wait(self.task)
         if self.engine.timer_listener == self._hint:
             self.engine.timer_listener = None
         if self.engine.schedule_listener == self._hint:
