@@ -27,7 +27,7 @@ class Config:
     storage: StorageBackend | None = None
     default_durable: bool = True
     default_runtime: str = "local"
-    allow_pickle: bool = True
+    allow_pickle: bool = False  # opt-in: whoever writes storage could run code on workers
     event_limit: int = 50_000
     lease_ttl: float = 30.0
     timer_poll_interval: float = 1.0
@@ -118,7 +118,7 @@ def reset_config() -> None:
     """Back to defaults (tests). Does not close the previously configured storage."""
     global _config
     _config = Config()
-    set_allow_pickle(True)
+    set_allow_pickle(False)
 
 
 def _storage_from_env() -> StorageBackend | None:

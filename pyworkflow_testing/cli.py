@@ -31,6 +31,7 @@ from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.replay import replay_history
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import NonDeterminismError
+from pyworkflow.serialization import pickle_allowed, set_allow_pickle
 from pyworkflow.utils.duration import parse_duration
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.shrink import Tape
@@ -307,6 +308,11 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Replay this event log (a JSON list) against the workflow instead.",
         ),
         click.option(
+            "--allow-pickle",
+            is_flag=True,
+            help="Let --history unpickle values (runs code from the file: trusted files only).",
+        ),
+        click.option(
             "--shrink",
             is_flag=True,
             help="Cut the first failing seed's faults to a smaller set that still fails; save it.",
@@ -387,6 +393,7 @@ def simulate(
     answers_text: str | None,
     liveness: str | None,
     history: str | None,
+    allow_pickle: bool,
     shrink: bool,
     tape_file: str | None,
 ) -> None:
@@ -398,7 +405,12 @@ def simulate(
     search_path = os.getcwd()
     workflow = load_workflow(target, search_path)
     if history is not None:
-        _replay_file(history, workflow, target)
+        previous = pickle_allowed()
+        set_allow_pickle(allow_pickle)  # a file is data: never unpickled unless asked
+        try:
+            _replay_file(history, workflow, target)
+        finally:
+            set_allow_pickle(previous)
         return
     args, kwargs = _call_arguments(args_text, workflow)
     if workers < 1:

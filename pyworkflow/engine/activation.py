@@ -51,6 +51,7 @@ from pyworkflow.engine.schedules import SCHEDULE_ID, ScheduleService
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CancellationError,
+    CorruptHistoryError,
     EventLimitExceededError,
     HookAlreadyReceivedError,
     LeaseHeldError,
@@ -176,6 +177,8 @@ class Engine(
                 except SequenceConflictError:
                     new_run = None
                     logger.debug("activation of {} lost a commit race; retrying", run_id)
+                except CorruptHistoryError as exc:
+                    return await self._end_corrupt(run_id, exc)
             raise SequenceConflictError(
                 f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
             )
@@ -183,6 +186,15 @@ class Engine(
             for work in carried.values():  # attempts the log no longer needs
                 if isinstance(work, asyncio.Task):
                     work.cancel()
+
+    async def _end_corrupt(self, run_id: str, error: CorruptHistoryError) -> Outcome:
+        """The run's log cannot be read back: an infrastructure fault, not something its code
+        may catch. The run ends failed, saying which event and field."""
+        logger.error("{}; the run ends failed", error)
+        self.evict(run_id)
+        await self.impose_failure(run_id, error)
+        run = await self.storage.get_run(run_id)
+        return await self._outcome_of(run) if run is not None else Outcome(run_id, RunStatus.FAILED)
 
     async def _hand_back(self, run_id: str) -> None:
         """After an activation that held the run failed: leave the run to whoever comes next,
@@ -234,8 +246,12 @@ class Engine(
         if run.status.is_terminal:
             return await self._outcome_of(run)
         definition = get_workflow(run.workflow_name)
+        events = await self.storage.get_events(run_id)
+        # The timer after the events: a writer that set it with an event this instance saw did
+        # so before this read (a timer without its event would fail the next commit).
+        timer = await self.storage.get_timer(run_id)
         inst = WorkflowInstance(
-            run,
+            _inputs_from_log(run, events),
             definition,
             dispatch_steps=self.options.dispatch_steps,
             max_nesting_depth=self.options.max_nesting_depth,
@@ -244,10 +260,6 @@ class Engine(
         if carried:
             inst.in_flight = {command_id for command_id, _ in carried}
         try:
-            events = await self.storage.get_events(run_id)
-            # The timer after the events: a writer that set it with an event this instance saw
-            # did so before this read (a timer without its event would fail the next commit).
-            timer = await self.storage.get_timer(run_id)
             inst.timer = timer.fire_at if timer else None
             if events and "max_nesting_depth" in events[0].data:  # the limit it started under
                 inst.max_nesting_depth = int(events[0].data["max_nesting_depth"])
@@ -779,6 +791,24 @@ class Engine(
             continued=(next_id, (following, [started])),
         )
         return Outcome(inst.run_id, RunStatus.CONTINUED_AS_NEW)
+
+
+def _inputs_from_log(run: WorkflowRun, events: list[Event]) -> WorkflowRun:
+    """``run`` with the arguments its ``workflow.started`` event recorded: the log is the one
+    source of truth, and a run row whose copy differs (edited in the database) is reported and
+    ignored."""
+    if not events or events[0].type is not EventType.WORKFLOW_STARTED:
+        return run
+    data = events[0].data
+    args, kwargs = data.get("args", run.input_args), data.get("kwargs", run.input_kwargs)
+    if (args, kwargs) == (run.input_args, run.input_kwargs):
+        return run
+    logger.warning(
+        "run {}: the arguments in its run record differ from those its workflow.started event"
+        " recorded; the event's are used (was the record edited?)",
+        run.run_id,
+    )
+    return run.copy(input_args=args, input_kwargs=kwargs)
 
 
 __all__ = [

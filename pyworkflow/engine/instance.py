@@ -33,9 +33,11 @@ from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CancellationError,
     ChildWorkflowFailedError,
+    CorruptHistoryError,
     HookExpiredError,
     MaxNestingDepthError,
     NonDeterminismError,
+    SerializationError,
 )
 from pyworkflow.model.schemas import WorkflowRun
 from pyworkflow.serialization import (
@@ -191,12 +193,16 @@ class WorkflowInstance:
         # and the future the code awaits (it gets CancellationError if a request arrives first).
         self.continuation: tuple[str, str] | None = None
         self._continuing: tuple[asyncio.Future[Any], bool] | None = None
-        self.failure: NonDeterminismError | None = None
+        # What stops replay: code that differs from its log, or a log that cannot be read.
+        self.failure: NonDeterminismError | CorruptHistoryError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
         self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False
-        args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
+        try:
+            args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
+        except (SerializationError, ValueError, TypeError) as exc:
+            raise CorruptHistoryError(run.run_id, 1, "workflow.started", "args", str(exc)) from None
         context = contextvars.copy_context()
         context.run(set_current_workflow, self)
         self.main: asyncio.Task[Any] = self.loop.create_task(
@@ -396,19 +402,34 @@ class WorkflowInstance:
 
     # -- resolutions ---------------------------------------------------------------------------
 
+    def _stored(self, event: Event, name: str, decode: Callable[[Any], Any] = loads) -> Any:
+        """The value field ``name`` of ``event`` recorded, or ``_UNREADABLE`` when it cannot be
+        read: then ``failure`` says why and the command stays unresolved, so the workflow's
+        code never sees the damage (the engine ends the run)."""
+        try:
+            return decode(event.data[name])
+        except (SerializationError, ValueError, TypeError, KeyError) as exc:
+            if self.failure is None:
+                self.failure = CorruptHistoryError(
+                    self.run_id, event.sequence, event.type.value, name, str(exc)
+                )
+            return _UNREADABLE
+
     def _resolve_step_completed(self, cmd: Command, event: Event) -> None:
         if cmd.future is not None and not cmd.future.done():
             if cmd.cancel_on_outcome:
                 cmd.future.set_exception(self._cancellation())
-            else:
-                cmd.future.set_result(loads(event.data["result"]))
+            elif (value := self._stored(event, "result")) is not _UNREADABLE:
+                cmd.future.set_result(value)
 
     def _resolve_step_failed(self, cmd: Command, event: Event) -> None:
         if cmd.future is not None and not cmd.future.done():
             if cmd.cancel_on_outcome:
                 cmd.future.set_exception(self._cancellation())
-            else:
-                cmd.future.set_exception(deserialize_exception(event.data["exception"]))
+            elif (
+                error := self._stored(event, "exception", deserialize_exception)
+            ) is not _UNREADABLE:
+                cmd.future.set_exception(error)
 
     def _resolve_child(self, cmd: Command, event: Event) -> None:
         etype, data = event.type, event.data
@@ -417,7 +438,8 @@ class WorkflowInstance:
         if future is None or future.done():
             return
         if etype is EventType.CHILD_WORKFLOW_COMPLETED:
-            future.set_result(loads(data["result"]))
+            if (value := self._stored(event, "result")) is not _UNREADABLE:
+                future.set_result(value)
             return
         child_id = data.get("child_run_id", cmd.child_run_id)
         ended = "was cancelled" if etype is EventType.CHILD_WORKFLOW_CANCELLED else "failed"
@@ -497,7 +519,9 @@ class WorkflowInstance:
     def _resolve_hook_received(self, cmd: Command, event: Event) -> None:
         if cmd.future is None or cmd.future.done():
             return
-        payload = loads(event.data["payload"])
+        payload = self._stored(event, "payload")
+        if payload is _UNREADABLE:
+            return
         schema = cmd.payload_schema
         if schema is not None and not isinstance(payload, schema):
             payload = schema.model_validate(payload)
@@ -889,6 +913,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
+
+_UNREADABLE = object()  # what ``WorkflowInstance._stored`` gives for a value it cannot read
 
 _RESOLVERS: dict[EventType, Callable[[WorkflowInstance, Command, Event], None]] = {
     EventType.STEP_COMPLETED: WorkflowInstance._resolve_step_completed,

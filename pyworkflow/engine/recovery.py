@@ -10,6 +10,7 @@ runs workflow code.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pyworkflow.engine.children import ending_notices, open_children_in
@@ -19,10 +20,11 @@ from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     DuplicateCompletionError,
+    RunFinishedError,
     SequenceConflictError,
     WorkflowError,
 )
-from pyworkflow.model.schemas import Commit, HookStatus, RunStatus
+from pyworkflow.model.schemas import Commit, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import error_fields
 from pyworkflow.storage.base import StorageBackend
 
@@ -65,6 +67,26 @@ class Recovery:
         for timer in timers:
             await self.queue.enqueue_activation(timer.run_id)
         return [timer.run_id for timer in timers]
+
+    async def hand_back_timer(self, run_id: str) -> bool:
+        """Give a claimed timer back at once (its claim ends now), for a process that cannot run
+        the run (its workflow is not registered here): whoever can claims it now, not when the
+        claim runs out. Conditional on the log: a run that moved on keeps its newer timer."""
+        run = await self.storage.get_run(run_id)
+        timer = await self.storage.get_timer(run_id)
+        if run is None or timer is None or run.status.is_terminal:
+            return False
+        commit = Commit(
+            run_id=run_id,
+            now=self.clock.now(),
+            timer=timer.fire_at,
+            expected_sequence=run.last_sequence,
+        )
+        try:
+            await self.storage.commit(commit)
+        except (SequenceConflictError, RunFinishedError):
+            return False
+        return True
 
     async def recover_expired(self, limit: int = 100, *, until_done: bool = False) -> list[str]:
         """The sweeper: take over runs whose activation lease expired, and resume them.
@@ -118,14 +140,8 @@ class Recovery:
                 timestamp=now,
             )
             commit.events.append(failed)
-            commit.status, commit.error, commit.completed_at = RunStatus.FAILED, str(error), now
-            commit.lease, commit.timer, resume = None, None, False
-            # Ended without replaying its code: its log says which children it leaves running.
-            children = open_children_in(await self.storage.get_events(run_id))
-            waiting = await self.storage.list_hooks(run_id, HookStatus.PENDING)
-            commit.hooks_disposed = [hook.hook_id for hook in waiting]
-            if children or run.parent_run_id is not None:
-                commit.notices = ending_notices(run, RunStatus.FAILED, failed.data, children, now)
+            resume = False
+            await self._end_failed(run, commit, failed, now)
         try:
             await self.storage.commit(commit)
         except (SequenceConflictError, DuplicateCompletionError):
@@ -133,6 +149,47 @@ class Recovery:
         for notice in commit.notices:
             await self.queue.enqueue_activation(notice.run_id)
         return resume
+
+    async def _end_failed(
+        self, run: WorkflowRun, commit: Commit, failed: Event, now: datetime
+    ) -> None:
+        """Make ``commit`` end ``run`` failed from outside its code (``failed`` is its imposed
+        ``workflow.failed``): the log says which children it leaves running, its pending hooks
+        are disposed of, its parent is told."""
+        commit.status, commit.error, commit.completed_at = (
+            RunStatus.FAILED,
+            failed.data["error"],
+            now,
+        )
+        commit.lease, commit.timer = None, None
+        children = open_children_in(await self.storage.get_events(run.run_id))
+        waiting = await self.storage.list_hooks(run.run_id, HookStatus.PENDING)
+        commit.hooks_disposed = [hook.hook_id for hook in waiting]
+        if children or run.parent_run_id is not None:
+            commit.notices = ending_notices(run, RunStatus.FAILED, failed.data, children, now)
+
+    async def impose_failure(self, run_id: str, error: BaseException) -> bool:
+        """End ``run_id`` failed with ``error`` without running its code (its log cannot be
+        replayed: ``CorruptHistoryError``). False when it had ended already."""
+        run = await self.storage.get_run(run_id)
+        if run is None or run.status.is_terminal:
+            return False
+        now = self.clock.now()
+        failed = Event(
+            run_id=run_id,
+            type=EventType.WORKFLOW_FAILED,
+            data={**error_fields(error), "imposed": True},
+            timestamp=now,
+        )
+        commit = Commit(run_id=run_id, events=[failed], now=now)
+        await self._end_failed(run, commit, failed, now)
+        try:
+            await self.storage.commit(commit)
+        except (SequenceConflictError, DuplicateCompletionError, RunFinishedError):
+            return False
+        for notice in commit.notices:
+            await self.queue.enqueue_activation(notice.run_id)
+        return True
 
 
 def progress_made(events: list[Event]) -> bool:

@@ -91,6 +91,22 @@ class SerializationError(WorkflowError):
     """A value cannot be serialized (or deserialized)."""
 
 
+class CorruptHistoryError(WorkflowError):
+    """A value recorded in a run's log cannot be read back (edited or damaged storage, or a
+    pickled value read with pickling off). An infrastructure fault: the engine ends the run
+    failed, naming the run, the event and the field; workflow code never sees it."""
+
+    def __init__(self, run_id: str, sequence: int, event_type: str, field: str, why: str) -> None:
+        super().__init__(
+            f"corrupt history: run {run_id}, event {sequence} ({event_type}), field {field!r}"
+            f" cannot be read: {why}"
+        )
+        self.run_id = run_id
+        self.sequence = sequence
+        self.event_type = event_type
+        self.field = field
+
+
 class ChildWorkflowError(WorkflowError):
     """Base class of child workflow errors (``start_child_workflow``, ``ChildWorkflowHandle``)."""
 
@@ -188,6 +204,7 @@ class SuspensionSignal(BaseException):  # noqa: N818 - kept for import compatibi
 
 
 __all__ = [
+    "CorruptHistoryError",
     "ScheduleAlreadyExistsError",
     "ScheduleNotFoundError",
     "CancellationError",

@@ -14,6 +14,7 @@ from typing import Any
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.outcome import Outcome
+from pyworkflow.model.exceptions import SequenceConflictError
 from pyworkflow.storage.base import StorageBackend
 
 
@@ -57,14 +58,29 @@ async def advance_when_free(engine: Engine, run_id: str, *, patience: float = 12
     """
     loop = asyncio.get_running_loop()
     give_up = loop.time() + patience
-    outcome = await engine.advance(run_id)
+    outcome = await _advance_once(engine, run_id)
     while outcome.held_by is not None and loop.time() < give_up:
         run = await engine.storage.get_run(run_id)
         if run is not None and run.lease_expires_at is not None:
             left = (run.lease_expires_at - engine.clock.now()).total_seconds()
             await asyncio.sleep(min(max(left, 0.01), 1.0, give_up - loop.time()))
-        outcome = await engine.advance(run_id)
+        else:
+            await asyncio.sleep(min(0.05, max(0.0, give_up - loop.time())))
+        outcome = await _advance_once(engine, run_id)
     return outcome
+
+
+async def _advance_once(engine: Engine, run_id: str) -> Outcome:
+    """One ``advance``; when every try lost its commit race (other processes keep writing the
+    run: resuming it too), the run is being advanced elsewhere: an outcome held by them, to wait
+    on like a lease, never the internal conflict."""
+    try:
+        return await engine.advance(run_id)
+    except SequenceConflictError:
+        run = await engine.storage.get_run(run_id)
+        if run is None:
+            raise
+        return Outcome(run_id, run.status, held_by=run.lease_owner or "another activation")
 
 
 __all__ = ["Runtime", "advance_when_free"]

@@ -19,11 +19,12 @@ from typing import Any
 
 from loguru import logger
 
-from pyworkflow.core.registry import WorkflowDefinition
+from pyworkflow.core.registry import WorkflowDefinition, list_workflows
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
+from pyworkflow.model.exceptions import WorkflowNotFoundError
 from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
@@ -36,6 +37,7 @@ class InProcessQueue:
         self.engine: Engine | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queued: set[str] = set()
+        self._strangers: set[str] = set()  # runs of unknown workflows (logged once each)
 
     async def enqueue_activation(self, run_id: str) -> None:
         if run_id in self._queued:
@@ -50,7 +52,25 @@ class InProcessQueue:
     async def _activate(self, run_id: str) -> None:
         self._queued.discard(run_id)
         assert self.engine is not None
-        await self.engine.advance(run_id)
+        try:
+            await self.engine.advance(run_id)
+        except WorkflowNotFoundError:
+            run = await self.engine.storage.get_run(run_id)
+            if run is None or run.workflow_name in list_workflows():
+                raise
+            # A run of a workflow this process does not know (another process's): its timer
+            # goes back to the storage at once rather than waiting out our claim.
+            if run_id not in self._strangers:
+                if len(self._strangers) >= 10_000:
+                    self._strangers.clear()  # (bounded: a run may be logged again)
+                self._strangers.add(run_id)
+                logger.warning(
+                    "run {} is a run of workflow {!r}, which is not registered in this process;"
+                    " left to a process that has it",
+                    run_id,
+                    run.workflow_name,
+                )
+            await self.engine.hand_back_timer(run_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

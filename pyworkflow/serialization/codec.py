@@ -4,13 +4,16 @@ Plain JSON values (str, int, float, bool, None, lists, dicts with str keys) are 
 themselves. Every other supported value becomes a tagged object ``{"__pw__": "<tag>", ...}``:
 datetimes, dates, times, timedeltas, decimals, UUIDs, enums, bytes, sets, tuples, dicts whose keys
 are not all strings (or that contain the key ``"__pw__"``), pydantic models, dataclasses and
-exceptions. Anything else is pickled with cloudpickle while pickling is allowed
-(``set_allow_pickle``), and refused with a ``SerializationError`` naming the value otherwise.
+exceptions. Anything else is refused with a ``SerializationError`` naming the value, unless
+pickling was allowed (``set_allow_pickle(True)``, ``configure(allow_pickle=True)``): then it is
+pickled with cloudpickle. Pickling is off by default because unpickling runs code: whoever can
+write to storage could run anything on every worker that reads it.
 
 Decoding gives back the same types: a tuple comes back a tuple, a set a set, an exception its own
-class when that class is importable (a ``RemoteError`` carrying the type name and message when it
-is not). Output is deterministic: equal inputs give identical text (set items are sorted by their
-encoded text; dict keys keep insertion order).
+class when its module is already imported in this process (a ``RemoteError`` carrying the type
+name and message otherwise). Decoding never imports a module the data names: importing runs the
+module's code. Output is deterministic: equal inputs give identical text (set items are sorted by
+their encoded text; dict keys keep insertion order).
 
 This module is a leaf: it must never import config, storage or the engine, and it must never
 call an arbitrary callable named in the data it decodes -- only classes that are subclasses of the
@@ -25,6 +28,7 @@ import dataclasses
 import importlib
 import json
 import math
+import sys
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -41,9 +45,11 @@ from pyworkflow.model.exceptions import SerializationError, WorkflowError
 from pyworkflow.serialization.jsontext import dump_text, load_text
 
 TAG = "__pw__"
+# Modules decoding may import: this library's (its exceptions' public home is a lazy module).
+_OWN_PACKAGES = frozenset({"pyworkflow", "pyworkflow_testing"})
 
-# Pickling is the fallback for values no tag covers. ``configure(allow_pickle=...)`` sets it.
-_allow_pickle = True
+# Pickling is the fallback for values no tag covers, off unless ``configure(allow_pickle=True)``.
+_allow_pickle = False
 
 _JSON_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
@@ -72,7 +78,7 @@ def set_allow_pickle(flag: bool) -> None:
 
 
 def pickle_allowed() -> bool:
-    """Whether values no tag covers are pickled (True by default)."""
+    """Whether values no tag covers are pickled (False by default)."""
     return _allow_pickle
 
 
@@ -492,10 +498,15 @@ def _class_path(cls: type) -> str:
 
 
 def _import_class(path: str, base: type, description: str) -> Any:
-    """The class at ``module:QualName``, accepted only if it is a subclass of ``base``."""
+    """The class at ``module:QualName``, accepted only if it is a subclass of ``base``. The
+    module must be imported already: decoding data never imports (runs) a module it names."""
     module_name, _, qualname = path.partition(":")
     try:
-        found: Any = importlib.import_module(module_name)
+        found: Any = sys.modules.get(module_name)
+        if found is None and module_name.split(".")[0] in _OWN_PACKAGES:
+            found = importlib.import_module(module_name)  # this library's own code
+        if found is None:
+            raise ImportError(f"module {module_name!r} is not imported in this process")
         for part in qualname.split("."):
             found = getattr(found, part)
     except Exception as exc:

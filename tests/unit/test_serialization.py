@@ -405,7 +405,8 @@ def test_error_type_name() -> None:
 # --------------------------------------------------------------------------- pickle fallback
 
 
-def test_arbitrary_object_falls_back_to_pickle() -> None:
+def test_arbitrary_object_falls_back_to_pickle_when_allowed() -> None:
+    set_allow_pickle(True)  # opt-in (off by default)
     value = {"thing": Slotted("box", 3)}
     text = dumps(value)
     assert '"__pw__":"pickle"' in text
@@ -427,6 +428,7 @@ def test_pickle_off_names_the_nested_location(pickle_off: None) -> None:
 
 
 def test_pickle_off_refuses_to_decode_pickled_values() -> None:
+    set_allow_pickle(True)
     text = dumps(Slotted("box", 3))
     set_allow_pickle(False)
     with pytest.raises(SerializationError, match="pickl"):
