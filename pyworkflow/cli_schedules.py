@@ -111,6 +111,8 @@ class JsonType(click.ParamType):
             decoded = json.loads(value)
         except ValueError as exc:
             self.fail(f"{value!r} is not JSON: {exc}", param, ctx)
+        except RecursionError:
+            self.fail("the JSON is nested too deeply", param, ctx)
         if not isinstance(decoded, self.kind):
             wanted = "a JSON list" if self.kind is list else "a JSON object"
             self.fail(f"{value!r} is not {wanted}", param, ctx)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pyworkflow.model.exceptions import ConfigurationError
-from pyworkflow.serialization import set_allow_pickle
+from pyworkflow.serialization import set_allow_pickle, set_value_limits
 from pyworkflow.storage.base import StorageBackend
 
 DEFAULT_SQLITE_PATH = "./pyworkflow_data/pyworkflow.db"
@@ -28,6 +28,10 @@ class Config:
     default_durable: bool = True
     default_runtime: str = "local"
     allow_pickle: bool = False  # opt-in: whoever writes storage could run code on workers
+    # One recorded value (an argument, a result, a payload) as JSON: warned about past
+    # warn_value_size bytes, refused past max_value_size (None: no limit).
+    warn_value_size: int | None = 512 * 1024
+    max_value_size: int | None = 2 * 1024 * 1024
     event_limit: int = 50_000
     lease_ttl: float = 30.0
     timer_poll_interval: float = 1.0
@@ -84,6 +88,11 @@ def configure(**kwargs: Any) -> None:
     _config = replace(_config, extra=extra, **changes)
     if "allow_pickle" in changes:
         set_allow_pickle(bool(changes["allow_pickle"]))
+    if "warn_value_size" in changes or "max_value_size" in changes:
+        try:
+            set_value_limits(_config.warn_value_size, _config.max_value_size)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc).replace("_bytes", "_value_size")) from None
 
 
 def configure_from_yaml(path: str | os.PathLike[str]) -> None:
@@ -119,6 +128,7 @@ def reset_config() -> None:
     global _config
     _config = Config()
     set_allow_pickle(False)
+    set_value_limits(_config.warn_value_size, _config.max_value_size)
 
 
 def _storage_from_env() -> StorageBackend | None:

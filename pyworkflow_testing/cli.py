@@ -168,6 +168,8 @@ def _json_option(text: str | None, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.UsageError(f"{option} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise click.UsageError(f"{option} is nested too deeply") from None
 
 
 def _call_arguments(text: str | None, workflow: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -240,7 +242,10 @@ def _answers(text: str | None) -> dict[str, Any]:
 def _replay_file(path: str, workflow: Any, target: str) -> None:
     """``--history``: replay a stored log against the current code; exit 1 on a divergence."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
         if isinstance(raw, dict) and "log" in raw:  # `pyworkflow runs show --json` as a whole
             raw = raw["log"]
         if not isinstance(raw, list):

@@ -20,6 +20,7 @@ from pydantic import ConfigDict, ValidationError, validate_call
 
 from pyworkflow.core.retry import RetryPolicy
 from pyworkflow.model.exceptions import StepValidationError, WorkflowNotFoundError
+from pyworkflow.model.names import checked_name
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ def _same_code(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
 
 
 def register_workflow(definition: WorkflowDefinition) -> None:
+    checked_name("a workflow name", definition.name)
     existing = _workflows.get(definition.name)
     if existing is not None and not _same_code(existing.func, definition.func):
         raise ValueError(
@@ -164,6 +166,7 @@ def register_workflow(definition: WorkflowDefinition) -> None:
 
 
 def register_step(definition: StepDefinition) -> None:
+    checked_name("a step name", definition.name)
     existing = _steps.get(definition.name)
     if existing is not None and not _same_code(existing.func, definition.func):
         raise ValueError(

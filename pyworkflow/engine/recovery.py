@@ -19,6 +19,7 @@ from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
+    CorruptHistoryError,
     DuplicateCompletionError,
     RunFinishedError,
     SequenceConflictError,
@@ -162,7 +163,10 @@ class Recovery:
             now,
         )
         commit.lease, commit.timer = None, None
-        children = open_children_in(await self.storage.get_events(run.run_id))
+        try:
+            children = open_children_in(await self.storage.get_events(run.run_id))
+        except CorruptHistoryError:
+            children = []  # its log cannot be read: which children it leaves is unknown
         waiting = await self.storage.list_hooks(run.run_id, HookStatus.PENDING)
         commit.hooks_disposed = [hook.hook_id for hook in waiting]
         if children or run.parent_run_id is not None:

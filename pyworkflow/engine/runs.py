@@ -20,6 +20,7 @@ from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome, outcome_of
 from pyworkflow.engine.ports import Clock, IdSource
 from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.names import checked_name
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import serialize_args
 from pyworkflow.storage.base import StorageBackend
@@ -112,6 +113,10 @@ class RunLifecycle:
             definition.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"workflow {definition.name!r}: {exc}") from None
+        if idempotency_key is not None:
+            checked_name("an idempotency key", idempotency_key, control=True)
+        if run_id is not None:
+            checked_name("a run id", run_id)
         args_json, kwargs_json = serialize_args(args, kwargs)
         now = self.clock.now()
         run_id = run_id or self.ids.new_run_id()

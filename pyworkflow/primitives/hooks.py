@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from pyworkflow.context import current_workflow
+from pyworkflow.model.names import checked_name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,6 +30,7 @@ async def hook(
     on_received: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Wait for the payload of the hook ``name``; returns it (a model when a schema is given)."""
+    checked_name("a hook name", name)
     if payload_schema is not None and not (
         isinstance(payload_schema, type) and issubclass(payload_schema, BaseModel)
     ):

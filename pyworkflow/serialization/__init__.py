@@ -12,6 +12,8 @@ from pyworkflow.serialization.codec import (
     serialize_args,
     serialize_exception,
     set_allow_pickle,
+    set_value_limits,
+    value_limits,
 )
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "serialize_args",
     "serialize_exception",
     "set_allow_pickle",
+    "set_value_limits",
+    "value_limits",
 ]

@@ -39,6 +39,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import cloudpickle
+from loguru import logger
 from pydantic import BaseModel
 
 from pyworkflow.model.exceptions import SerializationError, WorkflowError
@@ -87,7 +88,59 @@ def pickle_allowed() -> bool:
 
 def dumps(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as JSON text; ``what`` names it in errors ("result of step charge")."""
-    return dump_text(_encode_named(value, what))
+    return _checked_size(dump_text(_encode_named(value, what)), what)
+
+
+# Encoded values past these sizes (bytes of JSON) are warned about / refused (``set_value_limits``).
+_warn_bytes = 512 * 1024
+_max_bytes = 2 * 1024 * 1024
+
+
+def set_value_limits(warn_bytes: int | None, max_bytes: int | None) -> None:
+    """Warn when one encoded value is larger than ``warn_bytes``; refuse it with
+    ``SerializationError`` when larger than ``max_bytes`` (None: no limit). A run records every
+    value in its log and reads the whole log back to replay: large values belong in a blob store,
+    with their key recorded."""
+    global _warn_bytes, _max_bytes
+    for name, value in (("warn_bytes", warn_bytes), ("max_bytes", max_bytes)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{name} must be a positive number of bytes or None, got {value!r}")
+    _warn_bytes = warn_bytes if warn_bytes is not None else 0
+    _max_bytes = max_bytes if max_bytes is not None else 0
+
+
+def value_limits() -> tuple[int | None, int | None]:
+    return (_warn_bytes or None, _max_bytes or None)
+
+
+def _checked_size(text: str, what: str) -> str:
+    smallest = min(limit for limit in (_warn_bytes, _max_bytes, 1 << 62) if limit)
+    if len(text) * 4 <= smallest:  # (no character is more than 4 bytes of UTF-8)
+        return text
+    size = len(text.encode())
+    if _max_bytes and size > _max_bytes:
+        raise SerializationError(
+            f"{what} is {_human(size)} as JSON, over the {_human(_max_bytes)} limit of one"
+            " recorded value: store it elsewhere (a file, a blob store) and pass its key, or raise"
+            " the limit with configure(max_value_size=...)"
+        )
+    if _warn_bytes and size > _warn_bytes:
+        logger.warning(
+            "{} is {} as JSON (warning above {}): every recorded value is kept in the run's log"
+            " and read back on replay",
+            what,
+            _human(size),
+            _human(_warn_bytes),
+        )
+    return text
+
+
+def _human(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    return f"{size / 1024:.0f} KB" if size >= 1024 else f"{size} bytes"
 
 
 def loads(text: str | bytes, *, what: str = "value") -> Any:
@@ -118,7 +171,10 @@ def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, 
         }
     else:
         encoded_kwargs = _encode_named(kwargs, "keyword arguments")
-    return dump_text(encoded_args), dump_text(encoded_kwargs)
+    return (
+        _checked_size(dump_text(encoded_args), "positional arguments"),
+        _checked_size(dump_text(encoded_kwargs), "keyword arguments"),
+    )
 
 
 def deserialize_args(args_json: str, kwargs_json: str) -> tuple[tuple[Any, ...], dict[str, Any]]:

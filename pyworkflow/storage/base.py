@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import (
+    CorruptHistoryError,
     DuplicateCompletionError,
     HookAlreadyReceivedError,
     HookExpiredError,
@@ -292,6 +293,12 @@ def already_exists(run_id: str) -> WorkflowAlreadyRunningError:
     return WorkflowAlreadyRunningError(f"workflow run {run_id!r} already exists")
 
 
+def damaged_event(run_id: str, sequence: Any, kind: Any, error: Exception) -> CorruptHistoryError:
+    """What reading a stored event that cannot be decoded raises: which run, which event."""
+    why = f"{type(error).__name__}: {error}"
+    return CorruptHistoryError(run_id, int(sequence), str(kind), "data", why)
+
+
 def run_not_found(run_id: str) -> WorkflowNotFoundError:
     return WorkflowNotFoundError(f"no workflow run {run_id!r}")
 
@@ -377,6 +384,7 @@ __all__ = [
     "check_lease",
     "check_run_open",
     "check_hook_pending",
+    "damaged_event",
     "decode_run_cursor",
     "duplicate_completion",
     "encode_run_cursor",

@@ -34,7 +34,12 @@ from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.model.schedules import Schedule, ScheduleStatus, schedule_to_json
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
-from pyworkflow.storage.base import LEASABLE_STATUSES, decode_run_cursor, encode_run_cursor
+from pyworkflow.storage.base import (
+    LEASABLE_STATUSES,
+    damaged_event,
+    decode_run_cursor,
+    encode_run_cursor,
+)
 from pyworkflow.storage.values import EPOCH, micros, micros_or_none, time_of, time_or_none
 
 Row = Sequence[Any]
@@ -194,10 +199,18 @@ def events_from_rows(run_id: str, rows: Sequence[Row]) -> list[Event]:
     """Events of ``run_id`` from ``(sequence, type, timestamp, data)`` rows."""
     # The hot loop of a cold replay: everything it calls is bound to a local first.
     types, load, restore = _EVENT_TYPES, loads, Event.restore
-    return [
-        restore(run_id, types[kind], load(data), stamp, sequence)
-        for sequence, kind, stamp, data in rows
-    ]
+    try:
+        return [
+            restore(run_id, types[kind], load(data), stamp, sequence)
+            for sequence, kind, stamp, data in rows
+        ]
+    except Exception:  # noqa: BLE001 - a damaged row: say which (off the hot path)
+        for sequence, kind, stamp, data in rows:
+            try:
+                restore(run_id, types[kind], load(data), stamp, sequence)
+            except Exception as exc:  # noqa: BLE001
+                raise damaged_event(run_id, sequence, kind, exc) from exc
+        raise
 
 
 def runs_page(rows: Sequence[Row], limit: int) -> tuple[list[WorkflowRun], str | None]:

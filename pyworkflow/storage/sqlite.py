@@ -192,6 +192,13 @@ class SQLiteStorageBackend(StorageBackend):
             await self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             conn.execute("PRAGMA synchronous=NORMAL")
             await self._retry(lambda: _transaction(conn, _migrate))
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise
+            raise ConfigurationError(
+                f"{self.db_path} cannot be used as a SQLite database: {exc}"
+            ) from exc
         except BaseException:
             conn.close()
             raise

@@ -1,0 +1,106 @@
+"""Answers, not tracebacks: damaged or wrong inputs give one clear error naming what is wrong."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pyworkflow import api, sleep, step, workflow
+from pyworkflow.model.exceptions import ConfigurationError, CorruptHistoryError
+from pyworkflow.model.schemas import RunStatus
+from pyworkflow.storage.sqlite import SQLiteStorageBackend
+from tests.conftest import HandDrivenRuntime, ManualClock
+
+
+async def test_a_file_that_is_not_a_sqlite_database_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 20)
+    storage = SQLiteStorageBackend(path)
+    with pytest.raises(ConfigurationError, match=f"{path} cannot be used as a SQLite database"):
+        await storage.get_run("x")
+
+
+def test_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
+    from pyworkflow.cli import main
+
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 20)
+    done = CliRunner().invoke(main, ["--storage", f"sqlite:///{path}", "runs", "list"])
+    assert done.exit_code == 1
+    assert "cannot be used as a SQLite database" in done.output
+    assert "Traceback" not in done.output
+
+
+def test_deeply_nested_json_arguments_are_a_usage_error() -> None:
+    from pyworkflow.cli import main
+
+    deep = "[" * 5000 + "]" * 5000
+    done = CliRunner().invoke(main, ["simulate", "examples.onboarding:onboarding", "--args", deep])
+    assert done.exit_code == 2
+    assert "nested too deeply" in done.output
+
+
+@step(name="clear_note")
+async def note() -> str:
+    return "ok"
+
+
+@workflow(name="clear_sleeper")
+async def sleeper() -> str:
+    await note()
+    await sleep("1h")
+    return "done"
+
+
+async def test_a_truncated_event_row_names_the_run_and_event_and_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "runs.db"
+    storage = SQLiteStorageBackend(db)
+    clock = ManualClock()
+    runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
+    run_id = await api.start(sleeper, runtime=runtime, storage=storage)
+    with sqlite3.connect(db) as conn:  # a disk or a hand damages one row
+        conn.execute(
+            "UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", ('{"comm', run_id)
+        )
+    with pytest.raises(CorruptHistoryError, match=f"run {run_id}, event 3"):
+        await storage.get_events(run_id)
+    engine = runtime.engine_for(storage)
+    engine.evict()
+    clock.advance(3600)
+    await engine.fire_due_timers()
+    await runtime.drain(storage)
+    run = await storage.get_run(run_id)
+    assert run is not None and run.status is RunStatus.FAILED
+    assert run.error is not None and f"corrupt history: run {run_id}, event 3" in run.error
+    await runtime.shutdown()
+    await storage.close()
+
+
+def test_names_with_control_characters_are_refused_on_every_backend() -> None:
+    with pytest.raises(ValueError, match="a workflow name 'bad\\\\x00name' contains a control"):
+
+        @workflow(name="bad\x00name")
+        async def bad() -> None:
+            return None
+
+    with pytest.raises(ValueError, match="a step name"):
+
+        @step(name="tab\there")
+        async def tabbed() -> None:
+            return None
+
+
+async def test_an_idempotency_key_with_nul_is_refused_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    storage = SQLiteStorageBackend(tmp_path / "runs.db")
+    runtime = HandDrivenRuntime(clock=ManualClock(), poll_interval=3600)
+    with pytest.raises(ValueError, match="an idempotency key"):
+        await api.start(sleeper, runtime=runtime, storage=storage, idempotency_key="a\x00b")
+    assert (await storage.list_runs())[0] == []
+    await storage.close()
