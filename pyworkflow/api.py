@@ -40,10 +40,15 @@ class ResumeResult:
     status: str
 
 
+# Non-durable runs live in this process's memory; the most recently ended of them are kept (for
+# get_workflow_result and friends), older ones forgotten, so memory does not only grow.
+TRANSIENT_KEEP_FINISHED = 1_000
+
+
 def _transient_storage() -> InMemoryStorageBackend:
     global _transient
     if _transient is None:
-        _transient = InMemoryStorageBackend()
+        _transient = InMemoryStorageBackend(keep_finished=TRANSIENT_KEEP_FINISHED)
     return _transient
 
 

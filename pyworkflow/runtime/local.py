@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -82,10 +83,19 @@ class InProcessQueue:
         if not task.cancelled() and task.exception() is not None:
             logger.opt(exception=task.exception()).error("background workflow task failed")
 
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
     async def drain(self) -> None:
         """Wait until no queued work is left (tests and orderly shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# How many storage objects one local runtime serves at once (an engine and a polling service
+# each); past it, idle ones are let go.
+MAX_STORAGES = 32
 
 
 class LocalRuntime(Runtime):
@@ -111,7 +121,10 @@ class LocalRuntime(Runtime):
         self.event_limit = event_limit
         self.max_nesting_depth = max_nesting_depth
         self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._engines: dict[int, tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]] = {}
+        # Per storage object, most recently used last; at most MAX_STORAGES of them (past it,
+        # an idle one's engine and service are let go: each polls its storage).
+        self._engines: OrderedDict[int, tuple[asyncio.AbstractEventLoop, Engine, InProcessQueue]]
+        self._engines = OrderedDict()
         self._services: dict[int, EngineService] = {}
 
     def engine_for(self, storage: StorageBackend) -> Engine:
@@ -126,6 +139,7 @@ class LocalRuntime(Runtime):
         loop = asyncio.get_running_loop()
         entry = self._engines.get(id(storage))
         if entry is not None and entry[0] is loop and entry[1].storage is storage:
+            self._engines.move_to_end(id(storage))
             return entry
         # First use, or a new event loop (asyncio.run called again): start afresh on this loop.
         queue = InProcessQueue()
@@ -139,9 +153,36 @@ class LocalRuntime(Runtime):
         engine = Engine(storage, self.clock, queue, options=options)
         queue.engine = engine
         entry = (loop, engine, queue)
+        self._engines.pop(id(storage), None)
         self._engines[id(storage)] = entry
         self._services.pop(id(storage), None)
+        self._let_go_of_idle()
         return entry
+
+    def _let_go_of_idle(self) -> None:
+        """Past ``MAX_STORAGES`` storage objects, forget the least recently used ones that need
+        nothing from this process: in-memory storage with no work here (activation, step,
+        queued task) and no timer or lease to serve. Their service stops polling; a later use
+        starts afresh (a hook payload, say). Storage other processes share is kept: its
+        sleeping runs need this process's timer service."""
+        for key in list(self._engines)[: max(0, len(self._engines) - MAX_STORAGES)]:
+            _, engine, queue = self._engines[key]
+            storage = engine.storage
+            next_wakeup = getattr(storage, "next_wakeup", None)  # (process-local storage)
+            if (
+                engine.active
+                or engine.executing
+                or queue.busy
+                or storage.shared_between_processes
+                or next_wakeup is None
+                or next_wakeup() is not None
+            ):
+                continue
+            service = self._services.pop(key, None)
+            if service is not None:
+                service.task.cancel()
+            engine.evict()
+            del self._engines[key]
 
     async def ensure_running(self, storage: StorageBackend) -> None:
         engine = self.engine_for(storage)

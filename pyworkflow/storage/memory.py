@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,9 +83,15 @@ class StoreTables:
 
 
 class MemoryStore:
-    """The tables of every run. Every method is synchronous and all-or-nothing."""
+    """The tables of every run. Every method is synchronous and all-or-nothing.
 
-    def __init__(self) -> None:
+    ``keep_finished``: how many ended runs to keep (None: all); past it, the run that ended
+    longest ago is forgotten with everything of it (non-durable runs: memory that only grows).
+    """
+
+    def __init__(self, keep_finished: int | None = None) -> None:
+        self.keep_finished = keep_finished
+        self._ended: deque[str] = deque()  # runs in the order they ended (with keep_finished)
         self._runs: dict[str, _RunLog] = {}
         self._idempotency: dict[str, str] = {}  # idempotency key -> run_id
         self._timers: TimerTable = {}
@@ -229,7 +236,26 @@ class MemoryStore:
         head = run.last_sequence
         if created or commit.notices or commit.hooks_disposed:  # (rare: keep steps lean)
             self._reach_out(commit, created, now)
+        if self.keep_finished is not None and run.status.is_terminal:
+            self._ended.append(run_id)
+            while len(self._ended) > self.keep_finished:
+                self._forget(self._ended.popleft())
         return head
+
+    def _forget(self, run_id: str) -> None:
+        """Drop an ended run and everything of it (``keep_finished``)."""
+        log = self._runs.pop(run_id, None)
+        if log is None:
+            return
+        key = log.run.idempotency_key
+        if key is not None and self._idempotency.get(key) == run_id:
+            del self._idempotency[key]
+        self._timers.pop(run_id, None)
+        self._unowned.discard(run_id)
+        for hook_id in self._hooks_of.pop(run_id, []):
+            self._hooks.pop((run_id, hook_id), None)
+        for checkpoint in [k for k in self._checkpoints if k[0] == run_id]:
+            del self._checkpoints[checkpoint]
 
     def _reach_out(
         self, commit: Commit, created: list[tuple[WorkflowRun, list[Event]]], now: datetime
@@ -621,8 +647,10 @@ class InMemoryStorageBackend(StorageBackend):
     def to_config(self) -> dict[str, Any]:
         return {"type": "memory"}
 
-    def __init__(self) -> None:
-        self._store = MemoryStore()
+    def __init__(self, keep_finished: int | None = None) -> None:
+        """``keep_finished``: keep at most this many ended runs (the oldest endings are
+        forgotten, with their logs); None keeps every run."""
+        self._store = MemoryStore(keep_finished)
 
     def next_wakeup(self) -> datetime | None:
         """When the next timer or lease comes due (for drivers of virtual time: the simulator)."""
