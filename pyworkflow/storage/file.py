@@ -71,6 +71,10 @@ _T = TypeVar("_T")
 _JSON_SEPARATORS = (",", ":")
 
 
+# Files are the owner's alone: they hold arguments, results and hook tokens' digests.
+_FILE_MODE = 0o600
+
+
 class FileStorageBackend(StorageBackend):
     """Storage in JSON files under ``base_path``, safe to share between processes on one host."""
 
@@ -108,8 +112,8 @@ class FileStorageBackend(StorageBackend):
             return
         if sys.platform == "win32":
             raise ConfigurationError("file storage needs POSIX file locks, which Windows lacks")
-        self.base_path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.base_path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.base_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.base_path / "lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
 
     async def close(self) -> None:
         self._close_journal()
@@ -350,6 +354,8 @@ class FileStorageBackend(StorageBackend):
         generation = self._read_generation()
         if not self._loaded or generation != self._generation:
             self._load(generation)
+            if repair:
+                self._sweep_stale()
         path = self._journal_path(self._generation)
         try:
             size = path.stat().st_size
@@ -450,7 +456,7 @@ class FileStorageBackend(StorageBackend):
     def _open_journal(self) -> int:
         if self._journal_fd is None:
             path = self._journal_path(self._generation)
-            self._journal_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._journal_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
         return self._journal_fd
 
     def _close_journal(self) -> None:
@@ -471,15 +477,32 @@ class FileStorageBackend(StorageBackend):
                 json.dumps(tables, separators=_JSON_SEPARATORS).encode(),
             )
             # A journal left by an earlier compaction that crashed before its switch is void.
-            os.close(os.open(self._journal_path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
+            os.close(
+                os.open(self._journal_path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            )
             _write_atomically(self.base_path / "CURRENT", str(new).encode())  # the switch
         except OSError as exc:
             logger.warning("file storage {}: compaction failed: {!r}", self.base_path, exc)
             return
         self._close_journal()
         self._generation, self._journal_offset = new, 0
-        for stale in (self.base_path / f"snapshot-{old}.json", self._journal_path(old)):
-            stale.unlink(missing_ok=True)
+        del old
+        self._sweep_stale()
+
+    def _sweep_stale(self) -> None:
+        """Remove the files of generations other than the current one (a compaction killed
+        between its switch and its clean-up, or before its switch, left them) and temporary
+        files. Only under the exclusive lock: nobody is compacting meanwhile."""
+        current = self._generation
+        for path in self.base_path.iterdir():
+            name = path.name
+            stale = name.endswith(".tmp")
+            for prefix, suffix in (("snapshot-", ".json"), ("journal-", ".jsonl")):
+                if name.startswith(prefix) and name.endswith(suffix):
+                    number = name[len(prefix) : -len(suffix)]
+                    stale = stale or (number.isdigit() and int(number) != current)
+            if stale:
+                path.unlink(missing_ok=True)
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -488,7 +511,7 @@ def _line(record: dict[str, Any]) -> bytes:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
     try:
         os.write(fd, data)
         os.fsync(fd)

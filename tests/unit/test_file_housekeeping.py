@@ -1,0 +1,45 @@
+"""File storage housekeeping: private files, and no orphans left by a compaction that was killed."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.schemas import RunStatus, WorkflowRun
+from pyworkflow.storage.file import FileStorageBackend
+
+
+def _run(run_id: str) -> tuple[WorkflowRun, list[Event]]:
+    run = WorkflowRun(run_id=run_id, workflow_name="w", status=RunStatus.RUNNING)
+    return run, [Event(run_id, EventType.WORKFLOW_STARTED, {"args": "[]", "kwargs": "{}"})]
+
+
+async def test_files_are_private_and_not_executable(tmp_path: Path) -> None:
+    storage = FileStorageBackend(tmp_path / "data", compact_after_bytes=1)
+    for n in range(3):  # (a compaction after every write: snapshots and new journals)
+        await storage.create_run(*_run(f"r{n}"))
+    await storage.close()
+    files = [p for p in (tmp_path / "data").iterdir() if p.is_file()]
+    assert {p.name.split("-")[0] for p in files} >= {"lock", "CURRENT", "journal", "snapshot"}
+    for path in files:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0 and mode & 0o111 == 0, f"{path.name}: {oct(mode)}"
+
+
+async def test_a_killed_compaction_leaves_nothing_behind(tmp_path: Path) -> None:
+    base = tmp_path / "data"
+    storage = FileStorageBackend(base)
+    await storage.create_run(*_run("r1"))
+    await storage.close()
+    # What compactions killed at various points leave: other generations' files, temp files.
+    for name in ("snapshot-7.json", "journal-7.jsonl", "journal-3.jsonl", "CURRENT.tmp"):
+        (base / name).write_text("{}")
+    again = FileStorageBackend(base)
+    await again.create_run(*_run("r2"))  # the first write of a process tidies up
+    left = sorted(p.name for p in base.iterdir())
+    assert "snapshot-7.json" not in left and "journal-7.jsonl" not in left
+    assert "journal-3.jsonl" not in left and "CURRENT.tmp" not in left
+    runs, _ = await again.list_runs()
+    assert [run.run_id for run in runs] == ["r1", "r2"]
+    await again.close()
