@@ -56,6 +56,7 @@ class RedisServer:
     port: int
     directory: Path
     proc: subprocess.Popen[bytes] | None = None
+    persistent: bool = False  # an append-only file, synced at every write: data survives a kill
 
     @property
     def url(self) -> str:
@@ -78,7 +79,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--logfile",
                 str(log),
                 "--daemonize",
