@@ -88,12 +88,15 @@ def pickle_allowed() -> bool:
 
 def dumps(value: Any, *, what: str = "value") -> str:
     """Encode ``value`` as JSON text; ``what`` names it in errors ("result of step charge")."""
-    return _checked_size(dump_text(_encode_named(value, what)), what)
+    text = dump_text(_encode_named(value, what))
+    # (the hot path: one comparison; no character is more than 4 bytes of UTF-8)
+    return text if len(text) <= _unchecked_up_to else _checked_size(text, what)
 
 
 # Encoded values past these sizes (bytes of JSON) are warned about / refused (``set_value_limits``).
 _warn_bytes = 512 * 1024
 _max_bytes = 2 * 1024 * 1024
+_unchecked_up_to = _warn_bytes // 4  # texts this long or shorter are within both limits
 
 
 def set_value_limits(warn_bytes: int | None, max_bytes: int | None) -> None:
@@ -101,7 +104,7 @@ def set_value_limits(warn_bytes: int | None, max_bytes: int | None) -> None:
     ``SerializationError`` when larger than ``max_bytes`` (None: no limit). A run records every
     value in its log and reads the whole log back to replay: large values belong in a blob store,
     with their key recorded."""
-    global _warn_bytes, _max_bytes
+    global _warn_bytes, _max_bytes, _unchecked_up_to
     for name, value in (("warn_bytes", warn_bytes), ("max_bytes", max_bytes)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1
@@ -109,6 +112,7 @@ def set_value_limits(warn_bytes: int | None, max_bytes: int | None) -> None:
             raise ValueError(f"{name} must be a positive number of bytes or None, got {value!r}")
     _warn_bytes = warn_bytes if warn_bytes is not None else 0
     _max_bytes = max_bytes if max_bytes is not None else 0
+    _unchecked_up_to = min(limit for limit in (_warn_bytes, _max_bytes, 1 << 62) if limit) // 4
 
 
 def value_limits() -> tuple[int | None, int | None]:
@@ -116,8 +120,7 @@ def value_limits() -> tuple[int | None, int | None]:
 
 
 def _checked_size(text: str, what: str) -> str:
-    smallest = min(limit for limit in (_warn_bytes, _max_bytes, 1 << 62) if limit)
-    if len(text) * 4 <= smallest:  # (no character is more than 4 bytes of UTF-8)
+    if len(text) <= _unchecked_up_to:
         return text
     size = len(text.encode())
     if _max_bytes and size > _max_bytes:
