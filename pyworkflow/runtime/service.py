@@ -15,7 +15,7 @@ time in its own scheduler.
 - **Schedules** (``serve_schedules``: Celery workers). Creates the ``@scheduled_workflow``
   schedules of the loaded modules, then serves due schedules (``Engine.fire_due_schedules``: a
   claim and a compare-and-set, so every worker may) at each tick; it wakes at the poll times of
-  the schedules this process wrote, and polls for the others.
+  the schedules this process wrote, and looks for the others every ``SCHEDULE_POLL`` (0.1 s).
 - **Lease renewal.** Every ``lease_ttl / 3``, ``Engine.renew_leases`` extends the leases of the
   runs this process is working on: those it is activating and those with a step attempt running
   here.
@@ -36,6 +36,7 @@ from pyworkflow.engine.activation import Engine
 from pyworkflow.utils.waiting import cancel_and_wait, wait_event
 
 MAX_HINTS = 10_000  # past this, later wake-ups are found by polling
+SCHEDULE_POLL = 0.1  # seconds between looks for due schedules, when serving them
 
 
 class EngineService:
@@ -71,7 +72,7 @@ class EngineService:
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         ttl = self.engine.options.lease_ttl.total_seconds()
-        next_sweep = next_renew = loop.time()
+        next_sweep = next_renew = next_poll = loop.time()
         while True:
             try:
                 if loop.time() >= next_renew:
@@ -81,9 +82,13 @@ class EngineService:
                     next_sweep = loop.time() + ttl / 2
                     await self.engine.recover_expired(until_done=True)
                 now = self.engine.clock.now()
+                hinted = False
                 while self._hints and self._hints[0] <= now:
                     heapq.heappop(self._hints)
-                await self.fire_due()
+                    hinted = True
+                if hinted or loop.time() >= next_poll:
+                    next_poll = loop.time() + self.poll_interval
+                    await self.fire_due()
                 if self.serve_schedules:
                     if not self._declared:
                         await self.engine.declare_schedules()
@@ -96,7 +101,11 @@ class EngineService:
                 logger.warning("engine service tick failed ({}: {})", type(exc).__name__, exc)
                 logger.opt(exception=exc).debug("the tick's traceback")
             self._wake.clear()
-            delay = min(self.poll_interval, next_renew - loop.time(), next_sweep - loop.time())
+            delay = min(next_poll, next_renew, next_sweep) - loop.time()
+            if self.serve_schedules:
+                # Schedules other processes created or changed are found within this (their
+                # first slot may be a second away); claiming none is one cheap indexed read.
+                delay = min(delay, SCHEDULE_POLL)
             if self._hints:
                 until = (self._hints[0] - self.engine.clock.now()).total_seconds()
                 delay = min(delay, until)
