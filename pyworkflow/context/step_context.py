@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +24,20 @@ class StepContext(BaseModel):
     """Base class for user step contexts. Immutable once set: steps only read it."""
 
     model_config = ConfigDict(frozen=True)
+
+    def with_updates(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied, validated as the class validates its fields (the
+        context itself never changes: set the copy with ``set_step_context``)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The context as plain JSON-ready values."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A context from ``to_dict``'s output (validated)."""
+        return cls.model_validate(data)
 
     def check_cancellation(self) -> None:
         """Inside a step: raise ``CancellationError`` when the step's run was asked to stop

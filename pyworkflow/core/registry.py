@@ -32,6 +32,8 @@ class WorkflowDefinition:
     tags: tuple[str, ...] = ()
     recover_on_worker_loss: bool | None = None
     max_recovery_attempts: int | None = None
+    # The StepContext subclass the workflow's steps get (``@workflow(context_class=...)``).
+    context_class: type | None = None
     _signature: inspect.Signature | None = None
 
     @property

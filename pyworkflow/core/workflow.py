@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from pyworkflow.context.step_context import StepContext
 from pyworkflow.core.registry import WorkflowDefinition, register_workflow
 from pyworkflow.utils.duration import parse_duration
 
@@ -30,6 +31,7 @@ def workflow(
     tags: list[str] | None = None,
     recover_on_worker_loss: bool | None = None,
     max_recovery_attempts: int | None = None,
+    context_class: type | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -40,18 +42,27 @@ def workflow(
     tags: list[str] | None = None,
     recover_on_worker_loss: bool | None = None,
     max_recovery_attempts: int | None = None,
+    context_class: type | None = None,
 ) -> Any:
     """Declare a workflow. Works as ``@workflow`` and ``@workflow(...)``.
 
     ``max_duration`` (a duration) is enforced: a run still going after it fails with
-    ``WorkflowTimeoutError``. At most three ``tags``.
+    ``WorkflowTimeoutError``. At most three ``tags``. ``context_class``: the ``StepContext``
+    subclass the workflow sets for its steps (``set_step_context`` refuses another).
     """
     if callable(name) and not isinstance(name, str):
         return _make_workflow(name, None, durable, max_duration, tags, None, None)
 
     def decorate(func: F) -> F:
         return _make_workflow(
-            func, name, durable, max_duration, tags, recover_on_worker_loss, max_recovery_attempts
+            func,
+            name,
+            durable,
+            max_duration,
+            tags,
+            recover_on_worker_loss,
+            max_recovery_attempts,
+            context_class,
         )
 
     return decorate
@@ -65,6 +76,7 @@ def _make_workflow(
     tags: list[str] | None,
     recover_on_worker_loss: bool | None,
     max_recovery_attempts: int | None,
+    context_class: type | None = None,
 ) -> F:
     if not inspect.iscoroutinefunction(func):
         raise TypeError(f"@workflow decorates an async function; {func!r} is not one")
@@ -73,6 +85,10 @@ def _make_workflow(
         raise ValueError(f"a workflow takes at most {MAX_TAGS} tags, got {len(tag_list)}")
     if max_recovery_attempts is not None and max_recovery_attempts < 0:
         raise ValueError("max_recovery_attempts must be >= 0")
+    if context_class is not None and not (
+        isinstance(context_class, type) and issubclass(context_class, StepContext)
+    ):
+        raise TypeError(f"context_class must be a StepContext subclass, got {context_class!r}")
     definition = WorkflowDefinition(
         name=name or func.__name__,
         func=func,
@@ -81,6 +97,7 @@ def _make_workflow(
         tags=tag_list,
         recover_on_worker_loss=recover_on_worker_loss,
         max_recovery_attempts=max_recovery_attempts,
+        context_class=context_class,
     )
     register_workflow(definition)
     marked: Any = func  # the function itself, marked: the registry finds it by these

@@ -853,6 +853,12 @@ class WorkflowInstance:
         return uuid.UUID(int=self._random().getrandbits(128), version=4)
 
     def set_step_context(self, ctx: StepContext | None) -> None:
+        expected = self.definition.context_class
+        if ctx is not None and expected is not None and not isinstance(ctx, expected):
+            raise TypeError(
+                f"workflow {self.workflow_name!r} takes a {expected.__name__} step context"
+                f" (context_class), got {type(ctx).__name__}"
+            )
         self.step_context = ctx
 
     def get_step_context(self) -> StepContext | None:

@@ -6,12 +6,14 @@ everything at DEBUG, so the package is disabled at import instead of spamming ap
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
 from loguru import logger
 
 _sink_ids: list[int] = []
+_default_removed = False
 
 logger.disable("pyworkflow")
 
@@ -26,10 +28,18 @@ def configure_logging(
     json_logs: bool = False,
     show_context: bool = True,
 ) -> None:
-    """Send PyWorkflow's logs to stderr (and ``log_file``) at ``level``; call again to change."""
+    """Send PyWorkflow's logs to stderr (and ``log_file``) at ``level``; call again to change.
+
+    loguru's own default handler (stderr, everything at DEBUG) is removed the first time, or
+    every line would be printed twice."""
     for sink_id in _sink_ids:
         logger.remove(sink_id)
     _sink_ids.clear()
+    global _default_removed
+    if not _default_removed:
+        _default_removed = True
+        with contextlib.suppress(ValueError):  # the application removed it already
+            logger.remove(0)
     context = " {extra}" if show_context else ""
     fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {name} | {message}" + context
     _sink_ids.append(

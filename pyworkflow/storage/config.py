@@ -64,6 +64,17 @@ _POSTGRES_SETTINGS = (
 )
 
 
+# The settings each kind takes besides ``type`` and ``url`` (anything else is an error: a setting
+# silently ignored would send data where the user did not mean it to go).
+_KNOWN_SETTINGS: dict[str, frozenset[str]] = {
+    "memory": frozenset(),
+    "file": frozenset({"base_path", "path"}),
+    "sqlite": frozenset({"db_path", "path", "base_path"}),
+    "postgres": frozenset({*_POSTGRES_SETTINGS, "dsn"}),
+    "redis": frozenset({"prefix", "redis_url", "host", "port", "password", "db", "database"}),
+}
+
+
 def config_to_storage(config: dict[str, Any]) -> StorageBackend:
     """Build the backend a config dict describes (see the module docstring)."""
     settings = dict(config)
@@ -85,6 +96,13 @@ def config_to_storage(config: dict[str, Any]) -> StorageBackend:
         kind, settings = url_kind, {**from_url, **settings}
     if kind is None:
         raise ConfigurationError("a storage config needs a 'type' or a 'url'")
+    unknown = sorted(set(settings) - _KNOWN_SETTINGS[kind])
+    if unknown:
+        known = ", ".join(sorted(_KNOWN_SETTINGS[kind])) or "none"
+        raise ConfigurationError(
+            f"unknown {kind} storage setting(s) {', '.join(map(repr, unknown))}"
+            f" (known: {known}, type, url)"
+        )
     return _BUILDERS[kind](settings)
 
 
@@ -107,9 +125,14 @@ def _file(settings: dict[str, Any]) -> StorageBackend:
 
 
 def _sqlite(settings: dict[str, Any]) -> StorageBackend:
-    return SQLiteStorageBackend(
-        settings.get("db_path") or settings.get("path") or DEFAULT_SQLITE_PATH
-    )
+    path = settings.get("db_path") or settings.get("path")
+    if not path and settings.get("base_path"):  # pyworkflow-engine 0.4's key: a folder
+        base = str(settings["base_path"])
+        path = base if base.endswith(_SQLITE_SUFFIXES) else f"{base.rstrip('/')}/pyworkflow.db"
+    return SQLiteStorageBackend(path or DEFAULT_SQLITE_PATH)
+
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 def _postgres(settings: dict[str, Any]) -> StorageBackend:
