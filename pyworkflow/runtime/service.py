@@ -47,6 +47,7 @@ class EngineService:
         self.poll_interval = poll_interval
         self.serve_schedules = serve_schedules
         self._declared = False  # the @scheduled_workflow schedules are in storage
+        self._outage_since: float | None = None  # when ticks began to fail (None: they work)
         self._hints: list[datetime] = []  # a heap of wake-up times committed in this process
         self._wake = asyncio.Event()
         engine.timer_listener = self._hint
@@ -94,11 +95,24 @@ class EngineService:
                         await self.engine.declare_schedules()
                         self._declared = True
                     await self.engine.fire_due_schedules()
+                if self._outage_since is not None:
+                    logger.warning(
+                        "engine service: storage and broker answer again (after {:.1f}s)",
+                        loop.time() - self._outage_since,
+                    )
+                    self._outage_since = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the service must outlive a bad tick
-                # Storage or the broker away: one line per tick; the traceback at debug level.
-                logger.warning("engine service tick failed ({}: {})", type(exc).__name__, exc)
+                # Storage or the broker away: one line per outage (and one when it is over);
+                # the ticks that fail meanwhile, and every traceback, at debug level.
+                if self._outage_since is None:
+                    self._outage_since = loop.time()
+                    logger.warning(
+                        "engine service tick failed ({}: {}); retrying every tick",
+                        type(exc).__name__,
+                        exc,
+                    )
                 logger.opt(exception=exc).debug("the tick's traceback")
             self._wake.clear()
             delay = min(next_poll, next_renew, next_sweep) - loop.time()
