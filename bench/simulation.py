@@ -77,17 +77,35 @@ async def month_of_schedules(faults: Faults) -> dict[str, Any]:
         sim.close()
 
 
-async def one_run(seed: int, faults: Faults, check: bool) -> tuple[float, str]:
+async def one_run(
+    seed: int, faults: Faults, check: bool, same_seed: bool = True
+) -> tuple[float, str]:
     sim = Simulation(seed=seed, faults=faults, workers=2)
     try:
         run = await sim.start(day)
         await sim.run_until_idle()
         assert await run.result() == 45
         if check:
-            sim.check()
+            sim.check(same_seed=same_seed)
         return sim.elapsed.total_seconds(), sim.log_hash()
     finally:
         sim.close()
+
+
+async def sweep(seeds: int, determinism_every: int) -> dict[str, Any]:
+    """A sweep as ``pyworkflow simulate`` runs one: a simulation per seed of the one-day
+    workflow, every fault, every oracle, the same-seed rerun for every Nth seed."""
+    started = time.perf_counter()
+    for seed in range(seeds):
+        rerun = determinism_every > 0 and seed % determinism_every == 0
+        await one_run(seed, Faults.all(), True, same_seed=rerun)
+    wall = time.perf_counter() - started
+    return {
+        "seeds": seeds,
+        "determinism_every": determinism_every,
+        "wall_seconds": round(wall, 3),
+        "workflow_days_per_second": round(seeds / wall, 1),
+    }
 
 
 async def throughput(runs: int, faults: Faults, check: bool, seed: int = 0) -> dict[str, Any]:
@@ -163,6 +181,10 @@ def main() -> None:
     result: dict[str, Any] = {
         "throughput": asyncio.run(throughput(runs, Faults.none(), True)),
         "throughput_all_faults": asyncio.run(throughput(runs // 4 or 1, Faults.all(), True)),
+        # A sweep (one simulation per seed, every fault and oracle): the same-seed rerun for
+        # every 10th seed (the sweeps' default) and for every seed.
+        "sweep_sampled_rerun": asyncio.run(sweep(seeds, 10)),
+        "sweep_every_seed_rerun": asyncio.run(sweep(seeds, 1)),
         "schedules_month": asyncio.run(month_of_schedules(Faults.none())),
         "schedules_month_all_faults": asyncio.run(month_of_schedules(Faults.all())),
     }

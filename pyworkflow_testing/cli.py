@@ -313,6 +313,13 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Replay this event log (a JSON list) against the workflow instead.",
         ),
         click.option(
+            "--determinism-every",
+            type=click.IntRange(0),
+            default=10,
+            show_default=True,
+            help="Rerun the first seed and every Nth with the same seed (1: all, 0: none).",
+        ),
+        click.option(
             "--allow-pickle",
             is_flag=True,
             help="Let --history unpickle values (runs code from the file: trusted files only).",
@@ -352,7 +359,12 @@ def _shrink(spec: SweepSpec, outcome: SeedOutcome) -> None:
         max_faults=10,
         suppress=sorted(suppress),
         fired=final.fired,
-        target={"workflow": spec.target, "args": spec.args_json},
+        target={
+            "workflow": spec.target,
+            "args": spec.args_json,
+            "answer_hooks": spec.answer_hooks,
+            "liveness": spec.liveness,
+        },
     )
     path = Path(f"pyworkflow-tape-seed{outcome.seed}.json")
     tape.dump(path)
@@ -366,12 +378,8 @@ def _shrink(spec: SweepSpec, outcome: SeedOutcome) -> None:
     )
 
 
-def _replay_tape(spec: SweepSpec, tape_file: str) -> None:
+def _replay_tape(spec: SweepSpec, tape: Tape, tape_file: str) -> None:
     """``--replay``: run the one seed a tape names, with the faults it suppresses suppressed."""
-    try:
-        tape = Tape.load(tape_file)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
     replayed = replace(spec, faults=tape.faults, workers=tape.workers)
     outcome = run_seed(replayed, tape.seed, frozenset(tape.suppress))
     kinds = ", ".join(f"{kind} ({detail})" for _, kind, detail in outcome.fired) or "no faults"
@@ -398,6 +406,7 @@ def simulate(
     answers_text: str | None,
     liveness: str | None,
     history: str | None,
+    determinism_every: int,
     allow_pickle: bool,
     shrink: bool,
     tape_file: str | None,
@@ -409,6 +418,21 @@ def simulate(
     """
     search_path = os.getcwd()
     workflow = load_workflow(target, search_path)
+    tape: Tape | None = None
+    if tape_file is not None:
+        # The tape says how the seed ran (arguments, hook answers, liveness): what the command
+        # line leaves out comes from it, so the printed `--replay` line runs as printed.
+        try:
+            tape = Tape.load(tape_file)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        recorded = tape.target
+        if args_text is None and recorded.get("args") is not None:
+            args_text = str(recorded["args"])
+        if answers_text is None and recorded.get("answer_hooks"):
+            answers_text = json.dumps(recorded["answer_hooks"])
+        if liveness is None and recorded.get("liveness") is not None:
+            liveness = str(recorded["liveness"])
     if history is not None:
         previous = pickle_allowed()
         set_allow_pickle(allow_pickle)  # a file is data: never unpickled unless asked
@@ -438,10 +462,11 @@ def simulate(
         search_path=search_path,
         liveness=liveness,
     )
-    if tape_file is not None:
-        _replay_tape(spec, tape_file)
+    if tape is not None and tape_file is not None:
+        _replay_tape(spec, tape, tape_file)
         return
     seeds = _seed_range(seed, seeds_text)
+    spec = replace(spec, determinism_every=determinism_every, first_seed=seeds.start)
     jobs = min(jobs, len(seeds))  # a process per seed at most
     started = time.monotonic()
     progress = _Progress(len(seeds))

@@ -28,11 +28,13 @@ if TYPE_CHECKING:
 
 MARKER = "simulate"
 MARKER_HELP = (
-    "simulate(seeds=range(100), faults=None, workers=1, check=True): run the test once per seed"
-    " with the `sim` fixture of pyworkflow_testing (faults: 'all', 'none', 'crash,drop', ...)"
+    "simulate(seeds=range(100), faults=None, workers=1, check=True, determinism_every=10): run"
+    " the test once per seed with the `sim` fixture of pyworkflow_testing (faults: 'all',"
+    " 'none', 'crash,drop', ...); the first seed and every Nth are rerun for determinism"
 )
 DEFAULT_SEEDS = range(100)
-_MARKER_ARGUMENTS = frozenset({"seeds", "faults", "workers", "check"})
+_MARKER_ARGUMENTS = frozenset({"seeds", "faults", "workers", "check", "determinism_every"})
+DEFAULT_DETERMINISM_EVERY = 10
 
 _SIMULATION = pytest.StashKey["Simulation"]()
 _SWEEP = pytest.StashKey[range]()
@@ -45,6 +47,7 @@ class _Settings:
     faults: Any = None
     workers: int = 1
     check: bool = True
+    determinism_every: int = DEFAULT_DETERMINISM_EVERY
 
 
 def _settings(node: pytest.Item | pytest.Function) -> _Settings:
@@ -53,7 +56,10 @@ def _settings(node: pytest.Item | pytest.Function) -> _Settings:
         return _Settings()
     kwargs = marker.kwargs
     return _Settings(
-        kwargs.get("faults"), int(kwargs.get("workers", 1)), bool(kwargs.get("check", True))
+        kwargs.get("faults"),
+        int(kwargs.get("workers", 1)),
+        bool(kwargs.get("check", True)),
+        int(kwargs.get("determinism_every", DEFAULT_DETERMINISM_EVERY)),
     )
 
 
@@ -124,16 +130,34 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         Faults.parse(marker.kwargs.get("faults"))
     except ValueError as exc:
         pytest.fail(f"@pytest.mark.simulate faults: {exc}", pytrace=False)
-    config = metafunc.config
-    chosen = config.getoption("sim_seed", None)
-    sweep = config.stash.get(_SWEEP, None)
-    if chosen is not None:
-        seeds = [chosen]
-    elif sweep is not None:
-        seeds = list(sweep)
+    seeds = _seeds_run(metafunc.config, seeds)
     if "sim_seed" not in metafunc.fixturenames:
         metafunc.fixturenames.append("sim_seed")  # a marked test that takes neither fixture
     metafunc.parametrize("sim_seed", seeds, ids=[f"seed={seed}" for seed in seeds])
+
+
+def _seeds_run(config: pytest.Config, seeds: list[int]) -> list[int]:
+    """The seeds a marked test runs: ``--sim-seed``, else ``--sim-seeds``, else its own."""
+    chosen = config.getoption("sim_seed", None)
+    sweep = config.stash.get(_SWEEP, None)
+    if chosen is not None:
+        return [int(chosen)]
+    if sweep is not None:
+        return list(sweep)
+    return seeds
+
+
+def _reruns(node: pytest.Item | pytest.Function, seed: int) -> bool:
+    """Whether this seed's check reruns it with the same seed: the first seed of the test's
+    seeds and every ``determinism_every``-th after it (one seed alone: always)."""
+    marker = node.get_closest_marker(MARKER)
+    if marker is None:
+        return True
+    every = _settings(node).determinism_every
+    seeds = _seeds_run(node.config, _marker_seeds(marker))
+    if every <= 0:
+        return False
+    return seed not in seeds or seeds.index(seed) % every == 0
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -182,7 +206,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 
         message = None
         try:
-            simulation.check()
+            simulation.check(same_seed=_reruns(pyfuncitem, simulation.seed))
         except SimulationFailure as failure:
             message = str(failure)
         if message is not None:

@@ -68,6 +68,15 @@ class SweepSpec:
     args_json: str | None = None  # the --args value, compact, for the reproduce line
     search_path: str = ""  # the directory MODULE is imported from (put first on sys.path)
     liveness: str | None = None  # the --liveness value (None: the simulator's default)
+    # The same-seed rerun (determinism) for the first seed of the sweep and every Nth after it
+    # (1: every seed, 0: none); a reproduced seed is always the first of its own sweep.
+    determinism_every: int = 10
+    first_seed: int = 0
+
+    def reruns(self, seed: int) -> bool:
+        """Whether ``seed``'s check reruns it with the same seed (``determinism_every``)."""
+        every = self.determinism_every
+        return every > 0 and (seed - self.first_seed) % every == 0
 
     def reproduce(self, seed: int) -> str:
         """The shell command that runs exactly this seed again."""
@@ -148,7 +157,7 @@ def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset())
     try:
         try:
             statuses = asyncio.run(_play(sim, spec, workflow))
-            sim.check()
+            sim.check(same_seed=spec.reruns(seed))
             violations: list[str] = []
         except SimulationFailure as failure:
             violations = failure.violations

@@ -269,3 +269,67 @@ def test_liveness_is_an_option_checked_at_the_boundary() -> None:
     assert result.exit_code == 0, result.output
     bad = simulate(ONBOARDING, "--seeds", "0..1", "--liveness", "soon")
     assert bad.exit_code == 2 and "--liveness" in bad.output
+
+
+COIN_WITH_ARGS = """
+import random
+
+from pyworkflow import hook, sleep, step, workflow
+
+
+@step(name="printed_heads")
+async def heads(label: str) -> str:
+    return label + " heads"
+
+
+@workflow(name="printed_flip")
+async def flip(label: str, times: int = 1) -> str:
+    # The bug under test: random.random() in workflow code, not pyworkflow.random().
+    answer = await hook("go")
+    side = await heads(label) if random.random() < 0.5 else "tails"
+    await sleep("1m")
+    return f"{side} {answer} {times}"
+"""
+
+
+def test_every_command_the_sweep_prints_runs_as_printed(tmp_path: Path) -> None:
+    """The per-seed reproduce lines and the tape's replay line, run in a shell as printed,
+    with arguments, hook answers and a liveness bound the tape must carry."""
+    (tmp_path / "printed_coin.py").write_text(COIN_WITH_ARGS)
+    swept = run_command(
+        [
+            str(PYWORKFLOW),
+            "simulate",
+            "printed_coin:flip",
+            "--args",
+            '["x", 2]',
+            "--answer-hooks",
+            '{"go": "ok"}',
+            "--liveness",
+            "2d",
+            "--seeds",
+            "0..9",
+            "--shrink",
+        ],
+        cwd=tmp_path,
+    )
+    assert swept.returncode == 1, swept.stdout + swept.stderr
+    printed = [
+        line.split(":", 1)[1].strip()
+        for line in swept.stdout.splitlines()
+        if line.strip().startswith("reproduce:")
+    ]
+    lines = swept.stdout.splitlines()
+    printed += [lines[i + 1].strip() for i, line in enumerate(lines) if "replay it with" in line]
+    assert any("--replay" in command for command in printed), swept.stdout
+    # As printed: through a shell, with the environment's `pyworkflow` on the PATH.
+    path = os.pathsep.join([str(PYWORKFLOW.parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT)}
+    for command in printed:
+        done = subprocess.run(
+            command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 1, f"{command}\n{done.stdout}{done.stderr}"
+        assert "Traceback" not in done.stdout + done.stderr
+        assert "do not fit" not in done.stdout + done.stderr
+        assert "not deterministic" in done.stdout, f"{command}\n{done.stdout}"

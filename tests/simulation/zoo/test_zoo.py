@@ -32,7 +32,10 @@ from tests.simulation.zoo.scenarios import LIVENESS, SCENARIOS, hunt, run_seed
 SEARCH = range(1000)
 ZOO_SEEDS = int(os.environ.get("PYWORKFLOW_ZOO_SEEDS", "300"))
 
-NOT_CAUGHT = {
+# Mutants that are equivalent under this engine's design: the behaviour they change is not one
+# the engine relies on, so no seed can catch them (docs/testing.md, "Equivalent mutants"). Kept
+# in the zoo as documentation, not hunted.
+EQUIVALENT = {
     "ack_before_commit": (
         "equivalent under this engine: storage, not the broker, is what recovers lost work. A"
         " lost activation or step message leaves the run leased (the sweeper resumes it after"
@@ -48,8 +51,8 @@ def _mutant_params() -> list[object]:
     params = []
     for name in MUTANTS:
         marks = []
-        if name in NOT_CAUGHT:  # searches all of SEARCH: seconds, not milliseconds
-            marks += [pytest.mark.slow, pytest.mark.xfail(strict=True, reason=NOT_CAUGHT[name])]
+        if name in EQUIVALENT:
+            marks.append(pytest.mark.skip(reason=f"equivalent mutant: {EQUIVALENT[name]}"))
         params.append(pytest.param(name, id=name, marks=marks))
     return params
 
