@@ -26,6 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.replay import replay_history
@@ -58,7 +66,8 @@ SHOWN_VIOLATIONS = 3  # violations shown per failing seed
 
 
 class _Progress:
-    """One line on stderr: rewritten in place on a terminal, else printed every 10%."""
+    """A sweep's progress on stderr: on a terminal a ``rich`` progress bar (seeds done, failures
+    so far, seeds per second, time left); otherwise a plain line every 10% of the seeds."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -66,24 +75,47 @@ class _Progress:
         self.in_place = sys.stderr.isatty()
         self.done = self.failed = 0
         self._last_tenth = 0
+        self._started = time.monotonic()
+        self._bar: Progress | None = None
+        if self.enabled and self.in_place:
+            self._bar = Progress(
+                TextColumn("[bold]simulating"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("seeds, [red]{task.fields[failed]} failed"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._task = self._bar.add_task("sweep", total=total, failed=0, rate="")
+            self._bar.start()
+
+    def _rate(self) -> float:
+        return self.done / max(time.monotonic() - self._started, 1e-9)
 
     def advance(self, outcome: SeedOutcome) -> None:
         self.done += 1
         self.failed += not outcome.passed
         if not self.enabled:
             return
-        line = f"simulated {self.done}/{self.total} seeds, {self.failed} failed"
-        if self.in_place:
-            click.echo(f"\r{line}", err=True, nl=False)
+        rate = self._rate()
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, failed=self.failed, rate=f"{rate:.1f} seeds/s")
             return
         tenth = self.done * 10 // self.total
         if tenth > self._last_tenth:
             self._last_tenth = tenth
-            click.echo(line, err=True)
+            left = (self.total - self.done) / rate if rate > 0 else 0.0
+            click.echo(
+                f"simulated {self.done}/{self.total} seeds, {self.failed} failed,"
+                f" {rate:.1f} seeds/s, about {_duration(round(left))} left",
+                err=True,
+            )
 
     def finish(self) -> None:
-        if self.enabled and self.in_place:
-            click.echo("\r\033[K", err=True, nl=False)
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _duration(seconds: float) -> str:

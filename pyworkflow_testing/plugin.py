@@ -15,6 +15,8 @@ the package installed loads it, so the simulator is imported only by tests that 
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
 import shlex
 from collections.abc import Generator, Iterable, Iterator
@@ -90,8 +92,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class _AsyncRunner:
+    """Runs ``async def`` tests that use the simulator (the ``sim`` fixture or the ``simulate``
+    marker) on a fresh event loop, so they work in any suite: with pytest-asyncio in strict or
+    auto mode, or with no asyncio plugin at all. A test another plugin has already made
+    synchronous (pytest-asyncio's auto mode wraps it) is left to that plugin."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
+        if not inspect.iscoroutinefunction(pyfuncitem.obj):
+            return None
+        uses_sim = "sim" in pyfuncitem.fixturenames
+        if not uses_sim and pyfuncitem.get_closest_marker(MARKER) is None:
+            return None
+        if pyfuncitem.get_closest_marker("asyncio") is not None:
+            return None  # pytest-asyncio was asked for by name: its loop, its fixtures
+        arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**arguments))
+        return True
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    config.pluginmanager.register(_AsyncRunner(), "pyworkflow-sim-async-runner")
     text = config.getoption("sim_seeds", None)
     if text is None:
         return

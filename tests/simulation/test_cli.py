@@ -333,3 +333,17 @@ def test_every_command_the_sweep_prints_runs_as_printed(tmp_path: Path) -> None:
         assert "Traceback" not in done.stdout + done.stderr
         assert "do not fit" not in done.stdout + done.stderr
         assert "not deterministic" in done.stdout, f"{command}\n{done.stdout}"
+
+
+def test_a_sweep_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
+    """On a terminal (a pseudo-terminal here, through ``script``): a rich progress bar with the
+    seeds done, the failures and the rate; it is gone when the sweep's report prints."""
+    answers = json.dumps({"activation": {"via": "x"}})
+    command = " ".join(
+        shlex.quote(part) for part in (str(PYWORKFLOW), "simulate", ONBOARDING, "--seeds", "0..39")
+    )
+    command += " --faults none --answer-hooks " + shlex.quote(answers)
+    done = run_command(["script", "-qec", command, "/dev/null"], cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "simulating" in done.stdout and "seeds/s" in done.stdout, done.stdout[-2000:]
+    assert "40 passed, 0 failed" in done.stdout

@@ -165,3 +165,54 @@ async def test_this_suite_uses_the_plugin_too(sim: Simulation, sim_seed: int) ->
 def test_reproduce_command_quotes_the_node_id() -> None:
     command = reproduce_command("tests/x.py::test_y[seed=3]", 3)
     assert command == "pytest 'tests/x.py::test_y[seed=3]' --sim-seed 3"
+
+
+FRESH_PROJECT_TEST = """
+import pytest
+
+from pyworkflow import sleep, step, workflow
+
+
+@step(name="fresh_add")
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+@workflow(name="fresh_flow")
+async def flow() -> int:
+    await sleep("1h")
+    return await add(1, 2)
+
+
+async def test_plain(sim):
+    run = await sim.start(flow)
+    await sim.run_until_idle()
+    assert await run.result() == 3
+
+
+@pytest.mark.simulate(seeds=range(3), faults="all", workers=2)
+async def test_marked(sim):
+    run = await sim.start(flow)
+    await sim.run_until_idle()
+    assert await run.result() == 3
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("no asyncio plugin", ["-p", "no:asyncio"]),
+        ("pytest-asyncio strict", ["-o", "asyncio_mode=strict"]),
+        ("pytest-asyncio auto", ["-o", "asyncio_mode=auto"]),
+    ],
+)
+def test_the_plugin_runs_async_tests_in_any_suite(
+    pytester: pytest.Pytester, mode: str, options: list[str]
+) -> None:
+    """A fresh project: nothing but pytest and pyworkflow-engine, no asyncio_mode configured.
+    ``async def test_x(sim)`` and ``@pytest.mark.simulate`` run (and check) all the same."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\n")
+    pytester.makepyfile(test_fresh=FRESH_PROJECT_TEST)
+    result = pytester.runpytest_subprocess(*options)
+    result.assert_outcomes(passed=4)
+    assert "not natively supported" not in result.stdout.str(), mode
