@@ -107,7 +107,8 @@ class _AsyncRunner:
             return None
         if pyfuncitem.get_closest_marker("asyncio") is not None:
             return None  # pytest-asyncio was asked for by name: its loop, its fixtures
-        arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        wanted = inspect.signature(pyfuncitem.obj).parameters
+        arguments = {name: value for name, value in pyfuncitem.funcargs.items() if name in wanted}
         asyncio.run(pyfuncitem.obj(**arguments))
         return True
 
