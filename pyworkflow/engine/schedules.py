@@ -49,6 +49,7 @@ from pyworkflow.engine.outcome import chain_end
 from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.exceptions import (
     ScheduleNotFoundError,
+    SerializationError,
     WorkflowAlreadyRunningError,
     WorkflowNotFoundError,
 )
@@ -299,7 +300,9 @@ class ScheduleService:
                 except WorkflowNotFoundError as exc:
                     # Another process may know the workflow: its claim runs out for them.
                     logger.warning("schedule {}: {}", schedule.schedule_id, exc)
-                except Exception as exc:  # noqa: BLE001 - one schedule must not stop the rest
+                except (TypeError, ValueError, SerializationError) as exc:
+                    # What the schedule holds cannot run (arguments that no longer fit, data that
+                    # does not decode): the same next time; look again after a while.
                     logger.warning(
                         "schedule {} failed ({}: {}); retried in {}",
                         schedule.schedule_id,
@@ -308,6 +311,15 @@ class ScheduleService:
                         FAILURE_BACKOFF,
                     )
                     await self._back_off(schedule.schedule_id, exc)
+                except Exception as exc:  # noqa: BLE001 - one schedule must not stop the rest
+                    # Storage or the broker away, most likely: the claim runs out and the
+                    # schedule is served again then (in ``SCHEDULE_CLAIM``).
+                    logger.warning(
+                        "schedule {} not served ({}: {}); again once its claim runs out",
+                        schedule.schedule_id,
+                        type(exc).__name__,
+                        exc,
+                    )
             if len(claimed) < limit:
                 return created
 
