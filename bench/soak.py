@@ -1,7 +1,8 @@
 """A bounded soak: many runs on Celery workers and PostgreSQL while workers are SIGKILLed and each
 server restarts once. Prints what became of every run; asserts nothing about speed.
 
-Starts a Redis broker and a PostgreSQL server (``tests/servers.py``) and ``--workers`` worker
+Starts a Redis broker (with its append-only file, as production runs one) and a PostgreSQL
+server (``tests/servers.py``) and ``--workers`` worker
 processes (``pyworkflow worker run``, solo pool), then submits ``--runs`` runs of a three-step
 pipeline with two short sleeps, spread over the first half of ``--minutes``. Meanwhile a worker
 is SIGKILLed (and started again) every ``--kill-every`` seconds, the broker restarts once (a
@@ -122,6 +123,9 @@ async def soak(args: argparse.Namespace, broker: Any, postgres: Any, logs: Path)
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         PYWORKFLOW_CELERY_BROKER=broker.url,
         PYWORKFLOW_STORAGE_URL=postgres.dsn,
+        # The steps here are instant: a message a killed worker had taken comes back after
+        # this (docs/deployment.md: keep it above your longest step; the default is an hour).
+        PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT=str(args.visibility_timeout),
     )
     storage = PostgresStorageBackend(postgres.dsn)
     runtime = CeleryRuntime(settings=CelerySettings(broker_url=broker.url))
@@ -209,7 +213,23 @@ async def soak(args: argparse.Namespace, broker: Any, postgres: Any, logs: Path)
                 elif event.type.value == "step.completed" and command in started:
                     gap_ms = (event.timestamp - started[command]).total_seconds() * 1000
                     latency.append(gap_ms)
+        lost_detail = []
+        for run_id in [r for r in run_ids if r not in ended][:5]:
+            run = await storage.get_run(run_id)
+            timer = await storage.get_timer(run_id)
+            log = await storage.get_events(run_id)
+            lost_detail.append(
+                {
+                    "run_id": run_id,
+                    "status": None if run is None else run.status.value,
+                    "lease": None if run is None else [run.lease_owner, str(run.lease_expires_at)],
+                    "timer": None if timer is None else str(timer.fire_at),
+                    "recovery_attempts": None if run is None else run.recovery_attempts,
+                    "last_events": [(e.sequence, e.type.value, str(e.timestamp)) for e in log[-4:]],
+                }
+            )
         return {
+            "lost_runs": lost_detail,
             "runs": len(run_ids),
             "finished": finished,
             "failed": failed,
@@ -233,6 +253,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--visibility-timeout", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="1.5 minutes, 300 runs")
     parser.add_argument(
         "--output", default=str(ROOT / "bench" / "results" / "soak.json"), help="JSON file"
@@ -240,14 +261,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.runs, args.kill_every = 1.5, 300, 10.0
-    from tests.servers import postgres_server, redis_server
+    from tests.servers import RedisServer, free_port, postgres_server
 
     with (
         tempfile.TemporaryDirectory(prefix="pyworkflow-soak-") as tmp,
-        redis_server() as broker,
         postgres_server() as postgres,
     ):
-        result = asyncio.run(soak(args, broker, postgres, Path(tmp)))
+        # A broker as production runs one: with its append-only file, so a restart keeps the
+        # queued messages.
+        broker = RedisServer(free_port(), Path(tmp), persistent=True)
+        broker.start()
+        try:
+            result = asyncio.run(soak(args, broker, postgres, Path(tmp)))
+        finally:
+            broker.stop()
     text = json.dumps(result, indent=2)
     print(text)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

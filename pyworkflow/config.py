@@ -141,7 +141,7 @@ def _storage_from_env() -> StorageBackend | None:
         return config_to_storage({"url": url, **({"type": kind} if kind else {})})
     if kind:
         settings: dict[str, Any] = {"type": kind}
-        if path:
+        if path and kind.lower() in ("file", "sqlite", "sqlite3"):  # (the others have no path)
             settings["path"] = path
         return config_to_storage(settings)
     return None

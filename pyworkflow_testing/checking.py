@@ -63,7 +63,7 @@ class Checks:
     schedule_history: dict[str, schedule_oracles.History]  # what the script did to schedules
     world: World
     check_seconds: dict[str, float]
-    _checked_at: int | None
+    _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
     _executor: ThreadPoolExecutor
 
     if TYPE_CHECKING:
@@ -235,8 +235,9 @@ class Checks:
         property of the code, not of each seed); then it runs each workflow function once with
         no engine at all (``run_reference``) and compares.
         """
-        if self._checked_at == len(self.script):
-            return  # nothing happened since the last check, which passed
+        last = self._checked_at
+        if last is not None and last[0] == len(self.script) and (last[1] or not same_seed):
+            return  # nothing happened since the last check, which passed (and covered this)
         timings = self.check_seconds = {}
         started = time.perf_counter()
         found = self.run_sync(self._violations())
@@ -257,7 +258,7 @@ class Checks:
             raise SimulationFailure(
                 self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found
             )
-        self._checked_at = len(self.script)
+        self._checked_at = (len(self.script), same_seed)
 
     def _outcomes(self) -> list[tuple[str, str | None]]:
         async def collect() -> list[tuple[str, str | None]]:

@@ -105,8 +105,8 @@ class _AsyncRunner:
         uses_sim = "sim" in pyfuncitem.fixturenames
         if not uses_sim and pyfuncitem.get_closest_marker(MARKER) is None:
             return None
-        if pyfuncitem.get_closest_marker("asyncio") is not None:
-            return None  # pytest-asyncio was asked for by name: its loop, its fixtures
+        if any(pyfuncitem.get_closest_marker(name) for name in ("asyncio", "anyio")):
+            return None  # another plugin was asked for by name: its loop, its fixtures
         wanted = inspect.signature(pyfuncitem.obj).parameters
         arguments = {name: value for name, value in pyfuncitem.funcargs.items() if name in wanted}
         asyncio.run(pyfuncitem.obj(**arguments))

@@ -152,7 +152,7 @@ class Simulation(Checks):
         self.runs: list[SimRun] = []
         self.schedule_history: dict[str, History] = {}
         self.timed_out = False
-        self._checked_at: int | None = None  # len(script) when check() last passed
+        self._checked_at: tuple[int, bool] | None = None  # see Checks.check
         # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
         self.check_seconds: dict[str, float] = {}
         self._executor = _simulation_thread()

@@ -190,11 +190,15 @@ class Engine(
     async def _end_corrupt(self, run_id: str, error: CorruptHistoryError) -> Outcome:
         """The run's log cannot be read back: an infrastructure fault, not something its code
         may catch. The run ends failed, saying which event and field."""
-        logger.error("{}; the run ends failed", error)
         self.evict(run_id)
-        await self.impose_failure(run_id, error)
+        if await self.impose_failure(run_id, error):
+            logger.error("{}; the run ends failed", error)
         run = await self.storage.get_run(run_id)
-        return await self._outcome_of(run) if run is not None else Outcome(run_id, RunStatus.FAILED)
+        if run is None or not run.status.is_terminal:
+            raise error  # another process holds or moved the run on: theirs to see
+        outcome = await self._outcome_of(run)
+        self._notify_finished(outcome)
+        return outcome
 
     async def _hand_back(self, run_id: str) -> None:
         """After an activation that held the run failed: leave the run to whoever comes next,

@@ -43,6 +43,7 @@ from pyworkflow.model.schemas import WorkflowRun
 from pyworkflow.serialization import (
     deserialize_args,
     deserialize_exception,
+    is_damaged,
     loads,
     serialize_args,
 )
@@ -156,6 +157,13 @@ class WorkflowInstance:
         self.dispatch_steps = dispatch_steps
         started = run.started_at or run.created_at or datetime.now(UTC)
         self.started_at = started
+        try:  # (before the loop exists: nothing to tear down when this fails)
+            args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
+        except (SerializationError, ValueError, TypeError) as exc:
+            if is_damaged(exc):
+                why = str(exc)
+                raise CorruptHistoryError(run.run_id, 1, "workflow.started", "args", why) from None
+            raise
         self.loop = WorkflowEventLoop(self, started.timestamp())  # type: ignore[abstract]
         self.commands: list[Command] = []
         self.open: dict[int, Command] = {}  # issued, not resolved; in position (issue) order
@@ -194,15 +202,11 @@ class WorkflowInstance:
         self.continuation: tuple[str, str] | None = None
         self._continuing: tuple[asyncio.Future[Any], bool] | None = None
         # What stops replay: code that differs from its log, or a log that cannot be read.
-        self.failure: NonDeterminismError | CorruptHistoryError | None = None
+        self.failure: NonDeterminismError | CorruptHistoryError | SerializationError | None = None
         self.terminal: Event | None = None
         self.step_context: StepContext | None = None
         self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False
-        try:
-            args, kwargs = deserialize_args(run.input_args, run.input_kwargs)
-        except (SerializationError, ValueError, TypeError) as exc:
-            raise CorruptHistoryError(run.run_id, 1, "workflow.started", "args", str(exc)) from None
         context = contextvars.copy_context()
         context.run(set_current_workflow, self)
         self.main: asyncio.Task[Any] = self.loop.create_task(
@@ -405,14 +409,21 @@ class WorkflowInstance:
     def _stored(self, event: Event, name: str, decode: Callable[[Any], Any] = loads) -> Any:
         """The value field ``name`` of ``event`` recorded, or ``_UNREADABLE`` when it cannot be
         read: then ``failure`` says why and the command stays unresolved, so the workflow's
-        code never sees the damage (the engine ends the run)."""
+        code never sees it. Damaged text (``is_damaged``) is a ``CorruptHistoryError`` (the
+        engine ends the run); a value unreadable only here (a class not imported, pickling
+        off, a changed model) fails the activation, and the run waits for a process that can
+        read it."""
         try:
             return decode(event.data[name])
         except (SerializationError, ValueError, TypeError, KeyError) as exc:
             if self.failure is None:
-                self.failure = CorruptHistoryError(
-                    self.run_id, event.sequence, event.type.value, name, str(exc)
-                )
+                where = f"run {self.run_id}, event {event.sequence} ({event.type.value})"
+                if is_damaged(exc):
+                    self.failure = CorruptHistoryError(
+                        self.run_id, event.sequence, event.type.value, name, str(exc)
+                    )
+                else:
+                    self.failure = SerializationError(f"{where}, field {name!r}: {exc}")
             return _UNREADABLE
 
     def _resolve_step_completed(self, cmd: Command, event: Event) -> None:

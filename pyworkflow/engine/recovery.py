@@ -21,6 +21,7 @@ from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CorruptHistoryError,
     DuplicateCompletionError,
+    LeaseHeldError,
     RunFinishedError,
     SequenceConflictError,
     WorkflowError,
@@ -174,7 +175,8 @@ class Recovery:
 
     async def impose_failure(self, run_id: str, error: BaseException) -> bool:
         """End ``run_id`` failed with ``error`` without running its code (its log cannot be
-        replayed: ``CorruptHistoryError``). False when it had ended already."""
+        replayed: ``CorruptHistoryError``). Conditional: not while another process holds the
+        run's lease, nor once its log moved on since it was read. False when not written."""
         run = await self.storage.get_run(run_id)
         if run is None or run.status.is_terminal:
             return False
@@ -185,11 +187,17 @@ class Recovery:
             data={**error_fields(error), "imposed": True},
             timestamp=now,
         )
-        commit = Commit(run_id=run_id, events=[failed], now=now)
+        commit = Commit(
+            run_id=run_id,
+            events=[failed],
+            now=now,
+            expected_sequence=run.last_sequence,
+            owner=self.options.owner,
+        )
         await self._end_failed(run, commit, failed, now)
         try:
             await self.storage.commit(commit)
-        except (SequenceConflictError, DuplicateCompletionError, RunFinishedError):
+        except (SequenceConflictError, DuplicateCompletionError, RunFinishedError, LeaseHeldError):
             return False
         for notice in commit.notices:
             await self.queue.enqueue_activation(notice.run_id)

@@ -6,7 +6,6 @@ everything at DEBUG, so the package is disabled at import instead of spamming ap
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Any
 
@@ -22,6 +21,10 @@ def _only_pyworkflow(record: Any) -> bool:
     return str(record["name"]).startswith("pyworkflow")
 
 
+def _not_pyworkflow(record: Any) -> bool:
+    return not _only_pyworkflow(record)
+
+
 def configure_logging(
     level: str = "INFO",
     log_file: str | None = None,
@@ -30,16 +33,21 @@ def configure_logging(
 ) -> None:
     """Send PyWorkflow's logs to stderr (and ``log_file``) at ``level``; call again to change.
 
-    loguru's own default handler (stderr, everything at DEBUG) is removed the first time, or
-    every line would be printed twice."""
+    loguru's own default handler (stderr, everything at DEBUG) would print the library's
+    lines a second time: the first call replaces it by the same handler without them (the
+    application's own lines still go there)."""
     for sink_id in _sink_ids:
         logger.remove(sink_id)
     _sink_ids.clear()
     global _default_removed
     if not _default_removed:
         _default_removed = True
-        with contextlib.suppress(ValueError):  # the application removed it already
+        try:
             logger.remove(0)
+        except ValueError:
+            pass  # the application removed it already: its handlers are its own
+        else:
+            logger.add(sys.stderr, level="DEBUG", filter=_not_pyworkflow)
     context = " {extra}" if show_context else ""
     fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {name} | {message}" + context
     _sink_ids.append(

@@ -59,8 +59,10 @@ class InProcessQueue:
             run = await self.engine.storage.get_run(run_id)
             if run is None or run.workflow_name in list_workflows():
                 raise
-            # A run of a workflow this process does not know (another process's): its timer
-            # goes back to the storage at once rather than waiting out our claim.
+            # A run of a workflow this process does not know (another process's): the first
+            # time, its timer goes back to the storage at once rather than waiting out our
+            # claim; should it come back to us, the claim runs its course (no claim and hand-
+            # back every poll for a run nobody here can run).
             if run_id not in self._strangers:
                 if len(self._strangers) >= 10_000:
                     self._strangers.clear()  # (bounded: a run may be logged again)
@@ -71,7 +73,7 @@ class InProcessQueue:
                     run_id,
                     run.workflow_name,
                 )
-            await self.engine.hand_back_timer(run_id)
+                await self.engine.hand_back_timer(run_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -11,8 +11,9 @@ write to storage could run anything on every worker that reads it.
 
 Decoding gives back the same types: a tuple comes back a tuple, a set a set, an exception its own
 class when its module is already imported in this process (a ``RemoteError`` carrying the type
-name and message otherwise). Decoding never imports a module the data names: importing runs the
-module's code. Output is deterministic: equal inputs give identical text (set items are sorted by
+name and message otherwise): an error record never makes a process import a module it names
+(importing runs the module's code). Models, dataclasses and enums are imported to be rebuilt as
+their type. Output is deterministic: equal inputs give identical text (set items are sorted by
 their encoded text; dict keys keep insertion order).
 
 This module is a leaf: it must never import config, storage or the engine, and it must never
@@ -23,6 +24,7 @@ base the tag promises (BaseModel, BaseException, Enum, a dataclass).
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import dataclasses
 import importlib
@@ -548,6 +550,19 @@ def _remote_error_from_raw(text: str) -> RemoteError:
 # --------------------------------------------------------------------------- class paths
 
 
+def is_damaged(error: BaseException) -> bool:
+    """Whether a decoding ``error`` means the stored text itself is damaged (not JSON, not
+    UTF-8, a field missing) rather than unreadable *here* (a class whose module this process
+    has not imported, pickling off in this process, a model whose validation changed): damage
+    is the same for every reader; the rest may pass once the code or configuration is fixed."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, json.JSONDecodeError | UnicodeDecodeError | binascii.Error | KeyError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _NotImportable(SerializationError):
     """The class named by an import path does not exist here."""
 
@@ -557,13 +572,18 @@ def _class_path(cls: type) -> str:
 
 
 def _import_class(path: str, base: type, description: str) -> Any:
-    """The class at ``module:QualName``, accepted only if it is a subclass of ``base``. The
-    module must be imported already: decoding data never imports (runs) a module it names."""
+    """The class at ``module:QualName``, accepted only if it is a subclass of ``base``. For an
+    exception the module must be imported already (this library's own excepted): an error
+    record never makes a process import (run) a module it names; one that is not here comes
+    back as a ``RemoteError``. Models, dataclasses and enums are imported as needed (a step's
+    result must come back as its type)."""
     module_name, _, qualname = path.partition(":")
     try:
         found: Any = sys.modules.get(module_name)
-        if found is None and module_name.split(".")[0] in _OWN_PACKAGES:
-            found = importlib.import_module(module_name)  # this library's own code
+        if found is None and (
+            base is not BaseException or module_name.split(".")[0] in _OWN_PACKAGES
+        ):
+            found = importlib.import_module(module_name)
         if found is None:
             raise ImportError(f"module {module_name!r} is not imported in this process")
         for part in qualname.split("."):

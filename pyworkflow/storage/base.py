@@ -38,6 +38,7 @@ from pyworkflow.model.exceptions import (
     SequenceConflictError,
     StorageBusyError,
     WorkflowAlreadyRunningError,
+    WorkflowError,
     WorkflowNotFoundError,
 )
 from pyworkflow.model.schedules import Schedule, ScheduleStatus
@@ -293,8 +294,18 @@ def already_exists(run_id: str) -> WorkflowAlreadyRunningError:
     return WorkflowAlreadyRunningError(f"workflow run {run_id!r} already exists")
 
 
+def unknown_event_type(run_id: str, sequence: Any, kind: Any) -> WorkflowError:
+    """An event of a type this release does not know (written by a newer one, during a rolling
+    upgrade): not damage; the run waits for a process that knows it."""
+    return WorkflowError(
+        f"run {run_id}, event {sequence}: unknown event type {kind!r} (written by a newer"
+        " release of pyworkflow?)"
+    )
+
+
 def damaged_event(run_id: str, sequence: Any, kind: Any, error: Exception) -> CorruptHistoryError:
-    """What reading a stored event that cannot be decoded raises: which run, which event."""
+    """What reading a stored event whose text cannot be decoded raises: which run, which
+    event."""
     why = f"{type(error).__name__}: {error}"
     return CorruptHistoryError(run_id, int(sequence), str(kind), "data", why)
 
@@ -385,6 +396,7 @@ __all__ = [
     "check_run_open",
     "check_hook_pending",
     "damaged_event",
+    "unknown_event_type",
     "decode_run_cursor",
     "duplicate_completion",
     "encode_run_cursor",

@@ -288,6 +288,14 @@ class FileStorageBackend(StorageBackend):
     async def claim_due_schedules(
         self, now: datetime, limit: int = 100, claim_for: timedelta = timedelta(seconds=10)
     ) -> list[Schedule]:
+        # Polling is frequent and usually finds nothing: look under the shared lock first.
+        def due() -> bool:
+            poll = self._store.next_schedule_poll()
+            return poll is not None and poll <= now
+
+        if not await self._locked(False, due):
+            return []
+
         def claim() -> list[Schedule]:
             schedules = self._store.claim_due_schedules(now, limit, claim_for)
             if schedules:

@@ -90,6 +90,12 @@ class MemoryStore:
     """
 
     def __init__(self, keep_finished: int | None = None) -> None:
+        if keep_finished is not None and (
+            isinstance(keep_finished, bool)
+            or not isinstance(keep_finished, int)
+            or keep_finished < 1
+        ):
+            raise ValueError(f"keep_finished must be 1 or more (or None), got {keep_finished!r}")
         self.keep_finished = keep_finished
         self._ended: deque[str] = deque()  # runs in the order they ended (with keep_finished)
         self._runs: dict[str, _RunLog] = {}

@@ -39,6 +39,7 @@ from pyworkflow.storage.base import (
     damaged_event,
     decode_run_cursor,
     encode_run_cursor,
+    unknown_event_type,
 )
 from pyworkflow.storage.values import EPOCH, micros, micros_or_none, time_of, time_or_none
 
@@ -206,8 +207,11 @@ def events_from_rows(run_id: str, rows: Sequence[Row]) -> list[Event]:
         ]
     except Exception:  # noqa: BLE001 - a damaged row: say which (off the hot path)
         for sequence, kind, stamp, data in rows:
+            event_type = types.get(kind)
+            if event_type is None:
+                raise unknown_event_type(run_id, sequence, kind) from None
             try:
-                restore(run_id, types[kind], load(data), stamp, sequence)
+                restore(run_id, event_type, load(data), stamp, sequence)
             except Exception as exc:  # noqa: BLE001
                 raise damaged_event(run_id, sequence, kind, exc) from exc
         raise

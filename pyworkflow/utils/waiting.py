@@ -27,13 +27,14 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it ended; a cancellation of the caller meanwhile is
     re-raised (not mistaken for the task's own)."""
+    current = asyncio.current_task()
+    before = current.cancelling() if current is not None else 0
     task.cancel()
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+        if current is not None and current.cancelling() > before:
+            raise  # the caller was cancelled while it waited
 
 
 __all__ = ["cancel_and_wait", "wait_event"]

@@ -45,3 +45,11 @@ async def test_many_storage_objects_do_not_leave_a_service_each() -> None:
         assert len(runtime._services) <= MAX_STORAGES + 1
     finally:
         await runtime.shutdown()
+
+
+def test_keep_finished_must_be_positive() -> None:
+    import pytest
+
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="keep_finished"):
+            InMemoryStorageBackend(keep_finished=bad)  # type: ignore[arg-type]

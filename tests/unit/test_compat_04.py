@@ -100,14 +100,17 @@ def test_an_unknown_storage_setting_is_an_error_not_ignored(tmp_path: Path) -> N
         config_to_storage({"type": "sqlite", "dbpath": str(tmp_path / "typo.db")})
 
 
-def test_configure_logging_prints_each_line_once() -> None:
+def test_configure_logging_prints_each_line_once_and_keeps_the_application_s() -> None:
     code = (
         "from loguru import logger\n"
         "from pyworkflow import configure_logging\n"
+        "logger.info('app before')\n"
         "configure_logging('INFO')\n"
         "logger.bind().patch(lambda r: r.update(name='pyworkflow.x')).info('hello once')\n"
+        "logger.info('app after')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60
     )
     assert done.stderr.count("hello once") == 1, done.stderr
+    assert "app before" in done.stderr and "app after" in done.stderr, done.stderr

@@ -171,19 +171,26 @@ async def careful() -> str:
     return f"value {value}"
 
 
-async def test_a_corrupt_recorded_result_fails_the_run_and_never_reaches_its_code() -> None:
+async def _careful_run_with_result(text: str) -> tuple[Any, Any, str]:
+    """A run of ``careful`` whose recorded step result is replaced by ``text``, then replayed
+    from storage: (storage, runtime, run id)."""
     storage = InMemoryStorageBackend()
     clock = ManualClock()
     runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
     run_id = await api.start(careful, runtime=runtime, storage=storage)
     for event in await storage.get_events(run_id):  # the memory store shares its events
         if event.type.value == "step.completed":
-            event.data["result"] = '{"__pw__": "pickle", "v": "AAAA"}'
+            event.data["result"] = text
     engine = runtime.engine_for(storage)
-    engine.evict()  # replay reads the damaged log
+    engine.evict()  # replay reads the changed log
     clock.advance(3600)
     await engine.fire_due_timers()
     await runtime.drain(storage)
+    return storage, runtime, run_id
+
+
+async def test_a_damaged_recorded_result_fails_the_run_and_never_reaches_its_code() -> None:
+    storage, runtime, run_id = await _careful_run_with_result('{"__pw__": "pick')
     run = await storage.get_run(run_id)
     assert run is not None and run.status.value == "failed"
     assert run.error is not None
@@ -192,4 +199,15 @@ async def test_a_corrupt_recorded_result_fails_the_run_and_never_reaches_its_cod
     assert events[-1].type.value == "workflow.failed" and events[-1].data["imposed"] is True
     with pytest.raises(CorruptHistoryError):
         await api.get_workflow_result(run_id, storage=storage)
+    await runtime.shutdown()
+
+
+async def test_a_value_unreadable_only_here_leaves_the_run_to_a_process_that_can() -> None:
+    """A pickled result read with pickling off (this process's configuration) is not damage:
+    the activation fails, the run stays as it was, and the code never sees the error."""
+    storage, runtime, run_id = await _careful_run_with_result('{"__pw__":"pickle","v":"AAAA"}')
+    run = await storage.get_run(run_id)
+    assert run is not None and not run.status.is_terminal  # not failed, not "caught ..."
+    events = await storage.get_events(run_id)
+    assert [e.type.value for e in events][-1] == "sleep.started"
     await runtime.shutdown()

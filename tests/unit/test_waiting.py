@@ -4,6 +4,7 @@ that never exited on Python 3.11, see ``tests/integration/test_exit.py``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -59,3 +60,21 @@ async def test_cancel_and_wait_passes_on_a_cancel_of_the_caller() -> None:
         await outer
     assert inner.cancelled()
     assert await asyncio.get_running_loop().create_task(stopper()) == "stopped"
+
+
+async def test_cancel_and_wait_after_an_earlier_cancel_the_caller_caught() -> None:
+    """A caller that caught a cancellation long ago (its ``cancelling()`` stays above 0) is
+    not cancelled now: stopping a task must not raise."""
+
+    async def caller() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # caught, not uncancelled: common
+            await asyncio.sleep(10)
+        other = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        await cancel_and_wait(other)
+        return "stopped"
+
+    task = asyncio.get_running_loop().create_task(caller())
+    await asyncio.sleep(0)
+    task.cancel()
+    assert await task == "stopped"

@@ -46,7 +46,7 @@ import orjson
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import Hook, HookStatus, Notice, RunStatus, WorkflowRun
 from pyworkflow.serialization.jsontext import dump_text
-from pyworkflow.storage.base import damaged_event
+from pyworkflow.storage.base import damaged_event, unknown_event_type
 from pyworkflow.storage.values import micros
 
 LAYOUT_VERSION = 1
@@ -283,10 +283,13 @@ def events_from_entries(run_id: str, first: int, entries: list[str]) -> list[Eve
     for sequence, entry in enumerate(entries, start=first):
         try:
             kind, micros, data = loads(entry)
-            if -limit < micros < limit:
-                events.append(restore(run_id, types[kind], data, micros, sequence))
-            else:
-                events.append(Event(run_id, types[kind], data, from_micros(micros), sequence))
         except Exception as exc:  # noqa: BLE001 - a damaged entry: say which
             raise damaged_event(run_id, sequence, "?", exc) from exc
+        event_type = types.get(kind)
+        if event_type is None:
+            raise unknown_event_type(run_id, sequence, kind)
+        if -limit < micros < limit:
+            events.append(restore(run_id, event_type, data, micros, sequence))
+        else:
+            events.append(Event(run_id, event_type, data, from_micros(micros), sequence))
     return events
