@@ -265,7 +265,7 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory(prefix="pyworkflow-soak-") as tmp,
-        postgres_server() as postgres,
+        postgres_server(durable=True) as postgres,  # a crash keeps what it acknowledged
     ):
         # A broker as production runs one: with its append-only file, so a restart keeps the
         # queued messages.

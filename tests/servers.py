@@ -141,6 +141,9 @@ class PostgresServer:
     port: int
     directory: Path
     bindir: Path = field(default_factory=_pg_bindir)
+    # Tests trade durability for speed (fsync and synchronous commit off: a crash may lose the
+    # last commits); a durable server keeps every commit it acknowledged (the soak's).
+    durable: bool = False
 
     @property
     def dsn(self) -> str:
@@ -178,9 +181,10 @@ class PostgresServer:
             )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=300 -c shared_buffers=64MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             self._as_owner(
                 str(self.bindir / "pg_ctl"),
@@ -213,9 +217,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(durable: bool = False) -> Iterator[PostgresServer]:
     tmp = tempfile.mkdtemp(prefix="pyworkflow-pg-")
-    server = PostgresServer(free_port(), Path(tmp))
+    server = PostgresServer(free_port(), Path(tmp), durable=durable)
     try:
         server.start()
         yield server
