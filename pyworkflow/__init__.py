@@ -75,7 +75,7 @@ from pyworkflow.model.schedules import (
     ScheduleSpec,
     ScheduleStatus,
 )
-from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
+from pyworkflow.model.schemas import Blocked, BlockedKind, Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow.observability.logging import configure_logging
 from pyworkflow.primitives.cancellation import shield
 from pyworkflow.primitives.children import (
@@ -156,6 +156,8 @@ __all__ = [
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowRun",
+    "Blocked",
+    "BlockedKind",
     "WorkflowTimeoutError",
     "configure",
     "configure_from_yaml",

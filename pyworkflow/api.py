@@ -14,7 +14,8 @@ from typing import Any
 from pyworkflow.config import get_config, get_storage, runtime_name
 from pyworkflow.context.runs import register_run_access
 from pyworkflow.core.lifecycle import register_cancel
-from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.core.registry import list_workflows, workflow_definition_of
+from pyworkflow.engine.blocking import blocked_error
 from pyworkflow.engine.outcome import outcome_of
 from pyworkflow.model.events import Event
 from pyworkflow.model.exceptions import (
@@ -22,7 +23,7 @@ from pyworkflow.model.exceptions import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.model.schemas import RunStatus, WorkflowRun
+from pyworkflow.model.schemas import BlockedKind, RunStatus, WorkflowRun
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.runtime.registry import runtime_factory
@@ -223,6 +224,7 @@ async def _until_finished(
     waiter = engine.finished_waiter(run_id)
     try:
         while not run.status.is_terminal:
+            _raise_if_blocked(run, runtime)
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise WorkflowTimeoutError(
@@ -237,6 +239,22 @@ async def _until_finished(
     finally:
         engine.forget_waiter(run_id, waiter)
     return run
+
+
+def _raise_if_blocked(run: WorkflowRun, runtime: Runtime) -> None:
+    """A blocked run (``engine.blocking``) will not finish until its code is fixed: its error,
+    now, rather than a timeout later. (A run of a workflow another local process lacked is not
+    blocked for this one, which has it: its timer brings the run here.)"""
+    blocked = run.blocked
+    if blocked is None:
+        return
+    if (
+        blocked.kind is BlockedKind.WORKFLOW_NOT_FOUND
+        and isinstance(runtime, LocalRuntime)
+        and run.workflow_name in list_workflows()
+    ):
+        return
+    raise blocked_error(run.run_id, blocked)
 
 
 async def cancel_workflow(

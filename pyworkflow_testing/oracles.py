@@ -254,6 +254,10 @@ def finished(run: WorkflowRun, waiting_hooks: int) -> list[str]:
     """Liveness: a run is done, or suspended waiting only for hooks nobody answered."""
     if run.status.is_terminal:
         return []
+    blocked = run.blocked
+    if blocked is not None:
+        # (the message carries the divergence: expected, actual, the code line)
+        return [f"the run is blocked ({blocked.kind}): {blocked.message}"]
     if run.status is RunStatus.SUSPENDED and waiting_hooks > 0:
         return []
     return [f"the run did not finish once faults stopped (status {run.status})"]

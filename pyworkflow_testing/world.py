@@ -224,6 +224,8 @@ class World:
             # must not turn every activation into a replay from scratch. Crashes still empty
             # the cache, so cold replays keep being exercised.
             cache_size=SIM_CACHE_SIZE,
+            # A blocked run stays so (the oracles report it): no retries to fast-forward through.
+            blocked_retry=None,
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set

@@ -34,6 +34,7 @@ from pyworkflow.celery.app import (
     celery_app,
 )
 from pyworkflow.celery.process import HandedBack, Work, WorkerProcess
+from pyworkflow.engine.blocking import blocked_kind
 from pyworkflow.model.exceptions import WorkflowNotFoundError
 
 _TASK_OPTIONS: dict[str, Any] = {
@@ -52,6 +53,10 @@ def run_work(work: Work[Any], what: str, run_id: str | None = None) -> Any:
     except WorkflowNotFoundError as exc:
         logger.bind(run_id=run_id).error("{} skipped: {}", what, exc)
     except Exception as exc:  # noqa: BLE001 - the timer row or the sweeper brings the run back
+        if blocked_kind(exc) is not None:
+            # The engine recorded it on the run (``runs status`` shows it) and logged it once.
+            logger.bind(run_id=run_id).error("{} failed: {}: {}", what, type(exc).__name__, exc)
+            return None
         logger.bind(run_id=run_id).opt(exception=exc).error(
             "{} failed ({}: {}); the run is resumed by its timer or the sweeper",
             what,

@@ -29,6 +29,7 @@ from loguru import logger
 
 from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.attempts import StepAttempts, carry_inline_work, invoke_body
+from pyworkflow.engine.blocking import Blocking
 from pyworkflow.engine.cancellation import Cancellations
 from pyworkflow.engine.children import (
     Children,
@@ -94,7 +95,14 @@ class _Activation:
 
 
 class Engine(
-    RunLifecycle, StepAttempts, HookDelivery, Cancellations, Children, Recovery, ScheduleService
+    RunLifecycle,
+    StepAttempts,
+    HookDelivery,
+    Cancellations,
+    Children,
+    Recovery,
+    ScheduleService,
+    Blocking,
 ):
     """Runs activations of the runs in one storage backend. Shared by every runtime.
 
@@ -159,6 +167,12 @@ class Engine(
                     # (its next commit conflicts with any event that arrived meanwhile).
                     logger.debug("activation of {} skipped: another activation holds it", run_id)
                     return Outcome(run_id, RunStatus.RUNNING, held_by=exc.holder or "?")
+                except Exception as exc:
+                    if self.options.block_unregistered or not isinstance(
+                        exc, WorkflowNotFoundError
+                    ):
+                        await self.record_block(run_id, exc)
+                    raise
                 finally:
                     self.active.discard(run_id)
                     self.activation_seen.pop(run_id, None)
@@ -261,6 +275,7 @@ class Engine(
             max_nesting_depth=self.options.max_nesting_depth,
         )
         inst.status = run.status
+        inst.blocked = run.error is not None
         if carried:
             inst.in_flight = {command_id for command_id, _ in carried}
         try:
@@ -561,6 +576,8 @@ class Engine(
                 # middle of a long step. While this activation holds the run, its lease is what
                 # brings the run back should the process die.
                 timer = next_wake(inst)
+        if error is None and inst.blocked:
+            error = ""  # this activation got through: the run is no longer blocked
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
         notices = list(notices) if notices else []
@@ -599,6 +616,7 @@ class Engine(
             ),
         )
         inst.sequence = await self.storage.commit(commit)
+        inst.blocked = False
         inst.spawned = 0
         if commit.recovery_attempts == 0:
             inst.losses_counted = False
@@ -717,6 +735,7 @@ class Engine(
                 inst,
                 status=RunStatus.COMPLETED,
                 result=result_json,
+                error="",  # (a block recorded by a process that never saw this run's news)
                 completed=True,
                 timer=None,
                 lease=None,

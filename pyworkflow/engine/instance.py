@@ -204,6 +204,8 @@ class WorkflowInstance:
         # What stops replay: code that differs from its log, or a log that cannot be read.
         self.failure: NonDeterminismError | CorruptHistoryError | SerializationError | None = None
         self.terminal: Event | None = None
+        # The run record says it is blocked (``engine.blocking``): the next commit clears that.
+        self.blocked = False
         self.step_context: StepContext | None = None
         self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False

@@ -36,6 +36,14 @@ class EngineOptions:
     default_max_recovery_attempts: int = 3
     # How deep child workflows nest below a root run (MaxNestingDepthError beyond).
     max_nesting_depth: int = 3
+    # A blocked run (``engine.blocking``) is tried again this long after its activation failed,
+    # so workers running fixed code continue it on their own (None: only when resumed).
+    blocked_retry: timedelta | None = timedelta(minutes=5)
+    # Whether an activation that finds the run's workflow unregistered here blocks the run.
+    # Workers (Celery) say yes: every worker should run every workflow. The local runtime says
+    # no: processes sharing a storage may each define their own workflows (it blocks a run
+    # only when no process took it back, ``runtime.local``).
+    block_unregistered: bool = True
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

@@ -6,6 +6,7 @@ cache of what the log says; the log is the truth.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -52,6 +53,68 @@ class HookStatus(StrEnum):
         return self.value
 
 
+class BlockedKind(StrEnum):
+    """Why a run is blocked: each needs its code (or its deployment) fixed, not a retry."""
+
+    NON_DETERMINISM = "non_determinism"  # replay diverged from the log (``NonDeterminismError``)
+    WORKFLOW_NOT_FOUND = "workflow_not_found"  # the activating process lacks the workflow
+    UNDECODABLE = "undecodable"  # a recorded value does not decode in this process
+    ENGINE_ERROR = "engine_error"  # the activation raised something unexpected
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """Why a run's activations fail for a reason code must fix (``WorkflowRun.blocked``).
+
+    A blocked run is not failed: it keeps its status (``suspended``) and log, and the next
+    activation that succeeds (after the code is fixed: ``pyworkflow runs resume``, the retry
+    timer, the next worker) clears it. Stored as JSON text in the run's ``error`` field, which
+    only terminal runs use otherwise; ``detail`` holds the divergence for non-determinism.
+    """
+
+    kind: BlockedKind
+    error_type: str  # the exception's class name, e.g. ``NonDeterminismError``
+    message: str
+    since: datetime
+    owner: str | None = None  # the process whose activation hit it
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {
+                "blocked": self.kind.value,
+                "error_type": self.error_type,
+                "error": self.message,
+                "since": self.since.isoformat(),
+                "owner": self.owner,
+                "detail": self.detail,
+            },
+            sort_keys=True,
+            default=str,
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> Blocked | None:
+        """The record ``to_text`` wrote; None for any other text."""
+        if not text.startswith("{"):
+            return None
+        try:
+            raw = json.loads(text)
+            return cls(
+                kind=BlockedKind(raw["blocked"]),
+                error_type=str(raw["error_type"]),
+                message=str(raw["error"]),
+                since=datetime.fromisoformat(raw["since"]),
+                owner=raw.get("owner"),
+                detail=dict(raw.get("detail") or {}),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
 @dataclass(slots=True)
 class WorkflowRun:
     """A run of a workflow. ``input_args``/``input_kwargs``/``result``/``error`` hold JSON text."""
@@ -85,6 +148,15 @@ class WorkflowRun:
     def __post_init__(self) -> None:
         if not isinstance(self.status, RunStatus):
             self.status = RunStatus(self.status)
+        if self.error == "":  # what a commit writes to clear a block (``Commit.error``)
+            self.error = None
+
+    @property
+    def blocked(self) -> Blocked | None:
+        """Why this run cannot advance until its code is fixed (None: it is not blocked)."""
+        if self.error is None or self.status.is_terminal:
+            return None
+        return Blocked.from_text(self.error)
 
     def copy(self, **changes: Any) -> WorkflowRun:
         return replace(self, **changes)
@@ -213,7 +285,8 @@ class Commit:
     - any event whose ``completion_key`` is already in the log fails the whole commit with
       ``DuplicateCompletionError``.
     - ``status``, ``result``, ``error``, ``started_at``, ``completed_at``, ``recovery_attempts``
-      update the run row when not None; ``updated_at`` is always set.
+      update the run row when not None; ``updated_at`` is always set. ``error=""`` clears a
+      block (``Blocked``): the row keeps ``""``, which reads back as None.
     - ``timer``: a datetime sets the run's next wake-up, None clears it, UNSET leaves it.
     - ``lease``: ``(owner, expires_at)`` sets the lease, None releases it, UNSET leaves it.
       Backends read both through ``timer_change`` / ``lease_change``: explicit keep / clear /
@@ -279,6 +352,8 @@ class Commit:
 __all__ = [
     "RESERVED_LEASE_PREFIX",
     "UNSET",
+    "Blocked",
+    "BlockedKind",
     "Change",
     "Commit",
     "Hook",

@@ -22,6 +22,7 @@ from loguru import logger
 
 from pyworkflow.core.registry import WorkflowDefinition, list_workflows
 from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.blocking import blocked_kind
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
@@ -55,15 +56,18 @@ class InProcessQueue:
         assert self.engine is not None
         try:
             await self.engine.advance(run_id)
-        except WorkflowNotFoundError:
+        except WorkflowNotFoundError as exc:
             run = await self.engine.storage.get_run(run_id)
             if run is None or run.workflow_name in list_workflows():
                 raise
             # A run of a workflow this process does not know (another process's): the first
             # time, its timer goes back to the storage at once rather than waiting out our
-            # claim; should it come back to us, the claim runs its course (no claim and hand-
-            # back every poll for a run nobody here can run).
-            if run_id not in self._strangers:
+            # claim; should it come back to us (no process that has the workflow took it),
+            # the run is blocked (``engine.blocking``) and the claim runs its course (no claim
+            # and hand-back every poll for a run nobody here can run).
+            if run_id in self._strangers:
+                await self.engine.record_block(run_id, exc, retry=False)
+            else:
                 if len(self._strangers) >= 10_000:
                     self._strangers.clear()  # (bounded: a run may be logged again)
                 self._strangers.add(run_id)
@@ -74,6 +78,10 @@ class InProcessQueue:
                     run.workflow_name,
                 )
                 await self.engine.hand_back_timer(run_id)
+        except Exception as exc:
+            if blocked_kind(exc) is None:
+                raise
+            # The run is blocked: the engine said so on the run and in one warning line.
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -151,6 +159,7 @@ class LocalRuntime(Runtime):
             lease_ttl=timedelta(seconds=self.lease_ttl),
             event_limit=self.event_limit,
             max_nesting_depth=self.max_nesting_depth,
+            block_unregistered=False,
         )
         engine = Engine(storage, self.clock, queue, options=options)
         queue.engine = engine

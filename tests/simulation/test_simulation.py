@@ -118,6 +118,38 @@ async def test_random_branch_in_workflow_code_fails_with_seed_and_reproduce_line
     assert "not deterministic" in text and "expected:" in text and "actual:" in text
 
 
+deployed = {"version": 1}
+
+
+@workflow(name="sim_changed_under_its_run")
+async def changed_under_its_run() -> str:
+    first = await flip_a() if deployed["version"] == 1 else await flip_b()
+    await sleep("1m")
+    return first
+
+
+async def test_a_run_stopped_by_a_divergence_is_reported_blocked_with_the_diff() -> None:
+    deployed["version"] = 1
+    sim = Simulation(seed=3, workers=2)
+    try:
+        run = await sim.start(changed_under_its_run)
+        await sim.run_for(timedelta(seconds=30))  # the run sleeps
+        deployed["version"] = 2  # a deploy changed the code under it
+        for engine in sim.world.engines:
+            engine.evict()  # (the new workers have nothing cached)
+        await sim.run_until_idle()
+        with pytest.raises(SimulationFailure) as info:
+            sim.check()
+        record = await sim.world.storage.inner.get_run(run.run_id)
+    finally:
+        deployed["version"] = 1
+        sim.close()
+    assert record.status.value == "suspended" and record.blocked is not None
+    text = str(info.value)
+    assert "the run is blocked (non_determinism)" in text
+    assert "expected: step 'sim_flip_a'" in text and "actual:   step 'sim_flip_b'" in text
+
+
 @step(name="sim_charge", max_retries=5, retry_delay="1s")
 async def charge(amount: int) -> str:
     raise RuntimeError("the real payment provider must not be called in a simulation")
