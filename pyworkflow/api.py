@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pyworkflow.config import get_config, get_storage, runtime_name
 from pyworkflow.context.runs import register_run_access
 from pyworkflow.core.lifecycle import register_cancel
 from pyworkflow.core.registry import list_workflows, workflow_definition_of
+from pyworkflow.engine.attempts import final_outcome
 from pyworkflow.engine.blocking import blocked_error
-from pyworkflow.engine.outcome import outcome_of
-from pyworkflow.model.events import Event
+from pyworkflow.engine.outcome import Outcome, outcome_of
+from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     ChildWorkflowError,
     WorkflowNotFoundError,
@@ -122,12 +124,43 @@ async def start(
     store = storage if storage is not None else (get_storage() if durable else None)
     if store is None:
         store = _transient_storage()
-    run_id, outcome = await get_runtime(runtime).start(
+    chosen = get_runtime(runtime)
+    run_id, outcome = await chosen.start(
         definition, args, kwargs, storage=store, idempotency_key=idempotency_key
     )
+    if not durable and outcome is not None:
+        outcome = await _retry_inline(run_id, store, chosen, outcome)
     if outcome is not None and outcome.status is RunStatus.FAILED:
         outcome.value()  # raises the run's error
     return run_id
+
+
+async def _retry_inline(
+    run_id: str, store: StorageBackend, runtime: Runtime, outcome: Outcome
+) -> Outcome:
+    """A transient run (``durable=False``) runs its step retries inside ``start``, as 0.4 did:
+    while it waits for nothing but a retry, wait for it here and advance the run again."""
+    while not outcome.status.is_terminal:
+        due = _next_retry(await store.get_events(run_id))
+        if due is None:
+            return outcome  # it waits on something else (a sleep, a hook): start returns
+        delay = (due - runtime.engine_for(store).clock.now()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        outcome = await runtime.resume(run_id, storage=store)
+    return outcome
+
+
+def _next_retry(events: list[Event]) -> datetime | None:
+    """When the earliest step retry the log leaves pending is due (None: no retry pending)."""
+    pending: dict[str, datetime] = {}
+    for event in events:
+        kind = event.type
+        if kind is EventType.STEP_RETRYING:
+            pending[event.data["command_id"]] = datetime.fromisoformat(event.data["resume_at"])
+        elif kind is EventType.STEP_STARTED or final_outcome(event):
+            pending.pop(event.data.get("command_id", ""), None)
+    return min(pending.values(), default=None)
 
 
 async def resume(

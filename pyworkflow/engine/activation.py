@@ -70,6 +70,7 @@ from pyworkflow.model.schemas import (
     WorkflowRun,
     _Unset,
 )
+from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import dumps, error_fields, serialize_args
 from pyworkflow.storage.base import StorageBackend
 
@@ -298,6 +299,8 @@ class Engine(
         if isinstance(loaded, Outcome):
             return loaded
         inst = loaded
+        if new_run is None:
+            lifecycle("run {} resumed", run_id, run_id=run_id, workflow=inst.workflow_name)
         act = _Activation(inst, carried=carried)
         self.activation_seen[run_id] = inst.sequence  # (watched for cancellation meanwhile)
         try:
@@ -494,7 +497,7 @@ class Engine(
             data={"command_id": cmd.command_id, "step_name": cmd.step.name, "attempt": attempt},
             timestamp=self.clock.now(),
         )
-        outcome = await self.run_attempt(
+        outcomes = await self.run_attempt(
             inst.run_id,
             cmd.command_id,
             cmd.step,
@@ -504,7 +507,7 @@ class Engine(
             inst.step_context,
             cmd.shielded,
         )
-        return [started, outcome]
+        return [started, *outcomes]
 
     @staticmethod
     def _record_step(inst: WorkflowInstance, events: list[Event]) -> None:
@@ -693,6 +696,14 @@ class Engine(
             await self._commit(inst, status=status, timer=wake, lease=lease)
         for step_id, attempt in act.republish:
             await self.queue.enqueue_step(inst.run_id, step_id, attempt)
+        if status is RunStatus.SUSPENDED:
+            lifecycle(
+                "run {} suspended (next wake-up {})",
+                inst.run_id,
+                "none: waiting for a hook or another run" if wake is None else wake.isoformat(),
+                run_id=inst.run_id,
+                workflow=inst.workflow_name,
+            )
         return Outcome(inst.run_id, status)
 
     async def _finish(
@@ -741,6 +752,9 @@ class Engine(
                 lease=None,
                 notices=self._ending_notices(inst, RunStatus.COMPLETED, completed),
             )
+            lifecycle(
+                "run {} completed", inst.run_id, run_id=inst.run_id, workflow=inst.workflow_name
+            )
             return Outcome(inst.run_id, RunStatus.COMPLETED, result=result_json)
         if isinstance(error, CancellationError) and inst.cancel_requested and not imposed:
             # The request's CancellationError escaped the workflow: the run ends cancelled.
@@ -755,6 +769,9 @@ class Engine(
                 lease=None,
                 notices=self._ending_notices(inst, RunStatus.CANCELLED, cancelled),
             )
+            lifecycle(
+                "run {} cancelled", inst.run_id, run_id=inst.run_id, workflow=inst.workflow_name
+            )
             return Outcome(inst.run_id, RunStatus.CANCELLED, exception=cancelled["exception"])
         data: dict[str, Any] = error_fields(error)
         if imposed:
@@ -768,6 +785,13 @@ class Engine(
             timer=None,
             lease=None,
             notices=self._ending_notices(inst, RunStatus.FAILED, data),
+        )
+        lifecycle(
+            "run {} failed: {}",
+            inst.run_id,
+            data["error"],
+            run_id=inst.run_id,
+            workflow=inst.workflow_name,
         )
         return Outcome(
             inst.run_id, RunStatus.FAILED, exception=data["exception"], error=data["error"]

@@ -2,12 +2,14 @@
 
 ``run_attempt`` is shared by inline steps (an activation runs the body) and dispatched ones
 (``execute_step``, a worker's task, which records the outcome itself and wakes the run). The
-outcome is ``step.completed``, ``step.retrying`` (the retry policy wants another attempt, at
-``resume_at``) or ``step.failed``. A step body may run more than once (at-least-once execution);
-an outcome is recorded at most once (storage refuses a second completion). An inline attempt an
-activation ran, or is running, when it lost a commit race is carried to its next try
-(``carry_inline_work``), never run again. This module never decides what the workflow does
-next: that is the activation's business.
+outcome is ``step.completed``; ``step.failed`` (``retrying: true``) then ``step.retrying`` when
+the retry policy wants another attempt (at ``resume_at``); or ``step.failed`` alone, the step's
+final failure. Every ``step.failed`` carries ``error``, ``error_type``, ``is_retryable`` and
+``attempt``, as pyworkflow-engine 0.4 wrote them. A step body may run more than once
+(at-least-once execution); an outcome is recorded at most once (storage refuses a second
+completion). An inline attempt an activation ran, or is running, when it lost a commit race is
+carried to its next try (``carry_inline_work``), never run again. This module never decides
+what the workflow does next: that is the activation's business.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
+    CancellationError,
     DuplicateCompletionError,
     FatalError,
     RunFinishedError,
@@ -31,6 +34,7 @@ from pyworkflow.model.exceptions import (
     StepTimeoutError,
 )
 from pyworkflow.model.schemas import Commit
+from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import (
     deserialize_args,
     dumps,
@@ -90,9 +94,9 @@ class StepAttempts:
         attempt: int,
         step_context: Any,
         shielded: bool = False,
-    ) -> Event:
-        """Run one attempt of a step body; return its outcome event (completed/retrying/failed).
-        ``shielded``: the workflow called it inside ``shield()``."""
+    ) -> list[Event]:
+        """Run one attempt of a step body; return its outcome events (completed, failed then
+        retrying, or failed). ``shielded``: the workflow called it inside ``shield()``."""
         info = StepInfo(
             run_id, command_id, definition.name, attempt, step_context, self.storage, self, shielded
         )
@@ -104,15 +108,16 @@ class StepAttempts:
                 result = await invoke(definition, args, kwargs, info)
                 result_json = dumps(result, what=f"the result of step {definition.name!r}")
             except Exception as exc:  # noqa: BLE001 - every step failure is recorded
-                outcome = self._failure_event(run_id, definition, base, exc, attempt)
+                outcomes = self._failure_events(run_id, definition, base, exc, attempt)
             else:
                 base["result"] = result_json
-                outcome = Event(
+                completed = Event(
                     run_id=run_id,
                     type=EventType.STEP_COMPLETED,
                     data=base,
                     timestamp=self.clock.now(),
                 )
+                outcomes = [completed]
             finally:
                 if self.step_children:  # (an attempt cancelled midway is forgotten too)
                     started_children = self.step_children.pop(id(info), 0)
@@ -120,47 +125,63 @@ class StepAttempts:
             # Named in the outcome, the run's log knows them (lineage: they are not cancelled
             # with it, see ``children``).
             prefix = f"{run_id}.{command_id.replace(':', '-')}"
-            outcome.data["children"] = [f"{prefix}.{n}" for n in range(1, started_children + 1)]
-        return outcome
+            outcomes[-1].data["children"] = [
+                f"{prefix}.{n}" for n in range(1, started_children + 1)
+            ]
+        return outcomes
 
-    def _failure_event(
+    def _failure_events(
         self,
         run_id: str,
         definition: StepDefinition,
         base: dict[str, Any],
         exc: Exception,
         attempt: int,
-    ) -> Event:
+    ) -> list[Event]:
         now = self.clock.now()
-        delay = (
-            None if isinstance(exc, SerializationError) else definition.retry.decide(exc, attempt)
-        )
+        retryable = not isinstance(exc, FatalError | SerializationError | CancellationError)
+        delay = definition.retry.decide(exc, attempt) if retryable else None
         message = str(exc) or type(exc).__name__
+        step_id = base["command_id"]
         if delay is not None:
-            logger.bind(run_id=run_id, step_id=base["command_id"]).info(
+            lifecycle(
                 "step {} attempt {} failed ({}); retrying in {}s",
                 definition.name,
                 attempt,
                 message,
                 delay.total_seconds(),
-            )
-            return Event(
                 run_id=run_id,
-                type=EventType.STEP_RETRYING,
-                data={
-                    **base,
-                    "error": message,
-                    "error_type": error_type_name(exc),
-                    "resume_at": (now + delay).isoformat(),
-                },
-                timestamp=now,
+                step_id=step_id,
             )
-        return Event(
+            error_type = error_type_name(exc)
+            failed = {
+                **base,
+                "error": message,
+                "error_type": error_type,
+                "is_retryable": True,
+                "retrying": True,
+            }
+            retrying = {**base, "error": message, "error_type": error_type}
+            retrying["resume_at"] = (now + delay).isoformat()
+            return [
+                Event(run_id=run_id, type=EventType.STEP_FAILED, data=failed, timestamp=now),
+                Event(run_id=run_id, type=EventType.STEP_RETRYING, data=retrying, timestamp=now),
+            ]
+        lifecycle(
+            "step {} attempt {} failed ({}); no retry left",
+            definition.name,
+            attempt,
+            message,
             run_id=run_id,
-            type=EventType.STEP_FAILED,
-            data={**base, **error_fields(exc), "fatal": isinstance(exc, FatalError)},
-            timestamp=now,
+            step_id=step_id,
         )
+        data = {
+            **base,
+            **error_fields(exc),
+            "fatal": isinstance(exc, FatalError),
+            "is_retryable": retryable,
+        }
+        return [Event(run_id=run_id, type=EventType.STEP_FAILED, data=data, timestamp=now)]
 
     async def execute_step(self, run_id: str, step_id: str, attempt: int) -> None:
         """Run a dispatched step attempt (a worker's task) and record its outcome once."""
@@ -179,8 +200,8 @@ class StepAttempts:
         for event in events:
             if event.type is EventType.STEP_STARTED and event.data.get("attempt") == attempt:
                 started = event
-            elif event.type in (EventType.STEP_COMPLETED, EventType.STEP_FAILED) or (
-                event.type is EventType.STEP_RETRYING and event.data.get("attempt") == attempt
+            elif event.type in _OUTCOMES and (
+                event.data.get("attempt") == attempt or final_outcome(event)
             ):
                 return  # already recorded: a duplicate delivery
         if started is None:
@@ -197,7 +218,7 @@ class StepAttempts:
         definition = get_step(data["step_name"])
         args, kwargs = deserialize_args(data["args"], data["kwargs"])
         context = loads(data["step_context"]) if "step_context" in data else None
-        outcome = await self.run_attempt(
+        outcomes = await self.run_attempt(
             run_id, step_id, definition, args, kwargs, attempt, context, bool(data.get("shielded"))
         )
         try:
@@ -205,7 +226,7 @@ class StepAttempts:
             # timer=now: should the enqueue below be lost, the timer service still wakes the run.
             # recovery_attempts=0: a recorded result is progress (see recovery.progress_made).
             await self.storage.commit(
-                Commit(run_id=run_id, events=[outcome], now=now, timer=now, recovery_attempts=0)
+                Commit(run_id=run_id, events=outcomes, now=now, timer=now, recovery_attempts=0)
             )
         except (DuplicateCompletionError, RunFinishedError):
             return  # recorded already, or the run ended without needing this result
@@ -220,16 +241,33 @@ def carry_inline_work(act: _Activation) -> None:
     records that outcome, or waits for that task, when its replay reaches the same attempt.
     """
     buffer = act.inst.buffer
-    for started, outcome in zip(buffer, buffer[1:], strict=False):
+    for index, started in enumerate(buffer):
         if started.type is not EventType.STEP_STARTED or started.data.get("dispatched"):
             continue
         key = (started.data["command_id"], started.data["attempt"])
-        if (outcome.data.get("command_id"), outcome.data.get("attempt")) == key:
-            act.carried[key] = [_unplaced(started), _unplaced(outcome)]
+        outcomes = []
+        for outcome in buffer[index + 1 :]:  # (an attempt's outcomes follow its start at once)
+            if outcome.type not in _OUTCOMES:
+                break
+            if (outcome.data.get("command_id"), outcome.data.get("attempt")) != key:
+                break
+            outcomes.append(_unplaced(outcome))
+        if outcomes:
+            act.carried[key] = [_unplaced(started), *outcomes]
     for position, task in act.running.items():
         cmd = act.inst.commands[position - 1]
         act.carried[(cmd.command_id, act.attempts[position])] = task
     act.running = {}
+
+
+_OUTCOMES = frozenset({EventType.STEP_COMPLETED, EventType.STEP_FAILED, EventType.STEP_RETRYING})
+
+
+def final_outcome(event: Event) -> bool:
+    """Whether ``event`` ends its step (completed, or failed with no retry to follow)."""
+    return event.type is EventType.STEP_COMPLETED or (
+        event.type is EventType.STEP_FAILED and not event.data.get("retrying")
+    )
 
 
 def _unplaced(event: Event) -> Event:
@@ -237,4 +275,4 @@ def _unplaced(event: Event) -> Event:
     return Event(event.run_id, event.type, event.data, timestamp=event.timestamp)
 
 
-__all__ = ["StepAttempts", "carry_inline_work", "invoke_body"]
+__all__ = ["StepAttempts", "carry_inline_work", "final_outcome", "invoke_body"]

@@ -34,6 +34,7 @@ from pyworkflow.model.exceptions import (
     RunFinishedError,
 )
 from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, _Unset
+from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
 
@@ -226,6 +227,7 @@ class HookDelivery:
             fresh = await self.storage.get_hook(run_id, hook_id)
             _check_hook_open(fresh or hook, now)
             raise HookAlreadyReceivedError(f"hook {hook.name!r} already has its payload") from None
+        lifecycle("hook {} ({!r}) received", hook_id, hook.name, run_id=run_id)
         await self.queue.enqueue_activation(run_id)
         return run_id, hook_id
 

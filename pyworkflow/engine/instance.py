@@ -299,11 +299,11 @@ class WorkflowInstance:
         while index < len(events):
             event = events[index]
             etype = event.type
-            if etype in _RESOLVERS:
+            if etype in _RESOLVERS and not _attempt_failure(event):
                 if event.data["command_id"] != cmd.command_id:
                     return
                 break
-            if etype not in _PASSIVE:
+            if etype not in _PASSIVE and not _attempt_failure(event):
                 return
             index += 1
         else:
@@ -318,7 +318,7 @@ class WorkflowInstance:
                 # This command's own record: its id was checked when the code issued it.
                 cmd.attempt = max(cmd.attempt, int(event.data.get("attempt", 1)))
                 cmd.retry_pending = False
-            elif etype in _RESOLVERS:  # the resolution found above, for this command
+            elif etype in _RESOLVERS and not _attempt_failure(event):  # the one found above
                 self.loop.advance_time(_ts(event))
                 cmd.done = True
                 self.open.pop(cmd.position, None)
@@ -348,6 +348,8 @@ class WorkflowInstance:
                     cmd.attempt = max(cmd.attempt, int(data.get("attempt", 1)))
                     cmd.retry_pending = False
             return
+        if etype is EventType.STEP_FAILED and data.get("retrying"):
+            return  # an attempt's failure: the step.retrying that follows says what comes next
         if etype is EventType.STEP_RETRYING:
             cmd = self._issued(event)
             cmd.attempt = max(cmd.attempt, int(data["attempt"]))
@@ -922,6 +924,11 @@ class WorkflowInstance:
         self.open = {}
         self.buffer = []
         self._announcing = {}
+
+
+def _attempt_failure(event: Event) -> bool:
+    """A failed attempt that a retry follows (``step.failed`` with ``retrying``): passive."""
+    return event.type is EventType.STEP_FAILED and bool(event.data.get("retrying"))
 
 
 def _position(command_id: str) -> int:

@@ -27,6 +27,7 @@ from pyworkflow.model.exceptions import (
     WorkflowError,
 )
 from pyworkflow.model.schemas import Commit, HookStatus, RunStatus, WorkflowRun
+from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import error_fields
 from pyworkflow.storage.base import StorageBackend
 
@@ -67,6 +68,7 @@ class Recovery:
             self.clock.now(), limit, claim_for=self.options.lease_ttl
         )
         for timer in timers:
+            lifecycle("timer of run {} fired", timer.run_id, run_id=timer.run_id)
             await self.queue.enqueue_activation(timer.run_id)
         return [timer.run_id for timer in timers]
 

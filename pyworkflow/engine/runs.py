@@ -22,6 +22,7 @@ from pyworkflow.engine.ports import Clock, IdSource
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.names import checked_name
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
+from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import serialize_args
 from pyworkflow.storage.base import StorageBackend
 
@@ -131,7 +132,10 @@ class RunLifecycle:
             idempotency_key=idempotency_key,
             context=dict(context or {}),
         )
-        return await self.storage.create_run(run, [started])
+        stored, created = await self.storage.create_run(run, [started])
+        if created:
+            lifecycle("run {} started", run_id, run_id=run_id, workflow=definition.name)
+        return stored, created
 
     async def _outcome_of(self, run: WorkflowRun) -> Outcome:
         return await outcome_of(self.storage, run)

@@ -107,8 +107,12 @@ def completion_key(event_type: EventType, data: dict[str, Any]) -> str | None:
     """The uniqueness key storage enforces per run, or None for events that are not completions.
 
     A command has one final completion (``<command_id>#done``); each failed step attempt that is
-    retried has its own (``<command_id>#retry#<attempt>``); a run has one terminal event.
+    retried has its own pair (``step.failed`` with ``retrying: true``,
+    ``<command_id>#failed#<attempt>``, then ``step.retrying``, ``<command_id>#retry#<attempt>``);
+    a run has one terminal event.
     """
+    if event_type is EventType.STEP_FAILED and data.get("retrying"):
+        return f"{data['command_id']}#failed#{data['attempt']}"  # an attempt's, not the step's
     if event_type in _FINAL_COMPLETIONS:
         return f"{data['command_id']}#done"
     if event_type is EventType.STEP_RETRYING:

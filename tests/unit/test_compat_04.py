@@ -10,13 +10,21 @@ from pathlib import Path
 import pytest
 
 from pyworkflow import (
+    FatalError,
+    RunStatus,
     StepContext,
     get_step_context,
+    get_workflow_events,
+    get_workflow_result,
+    get_workflow_run,
     set_step_context,
+    start,
     step,
     workflow,
 )
 from pyworkflow.config import ConfigurationError, configure_from_yaml, get_storage
+from pyworkflow.engine.replay import replay_history
+from pyworkflow.model.events import Event, EventType
 from pyworkflow.storage.config import config_to_storage
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
 from tests.conftest import Env
@@ -114,3 +122,116 @@ def test_configure_logging_prints_each_line_once_and_keeps_the_application_s() -
     )
     assert done.stderr.count("hello once") == 1, done.stderr
     assert "app before" in done.stderr and "app after" in done.stderr, done.stderr
+
+
+# -- the log of a failed attempt: step.failed, then step.retrying (0.4's shape) -----------------
+
+flaky_calls = {"n": 0}
+
+
+@step(name="compat_flaky", max_retries=3, retry_delay=[0.01])
+async def flaky() -> str:
+    flaky_calls["n"] += 1
+    if flaky_calls["n"] < 3:
+        raise ConnectionError(f"try {flaky_calls['n']} failed")
+    return "ok"
+
+
+@step(name="compat_refused")
+async def refused() -> str:
+    raise FatalError("card declined")
+
+
+@workflow(name="compat_flaky_flow")
+async def flaky_flow() -> str:
+    return await flaky()
+
+
+@workflow(name="compat_refused_flow")
+async def refused_flow() -> str:
+    return await refused()
+
+
+def _step_outcomes(events: list[Event]) -> list[tuple[str, int]]:
+    kinds = {"step.started", "step.failed", "step.retrying", "step.completed"}
+    return [(e.type.value, e.data["attempt"]) for e in events if e.type.value in kinds]
+
+
+async def test_each_failed_attempt_logs_step_failed_then_step_retrying(env: Env) -> None:
+    await _flaky_log(env)
+
+
+async def test_a_failed_attempt_on_a_worker_logs_the_same(dispatched_env: Env) -> None:
+    await _flaky_log(dispatched_env)
+
+
+async def _flaky_log(env: Env) -> None:
+    flaky_calls["n"] = 0
+    run_id = await env.start(flaky_flow)
+    run = await env.run_until_done(run_id)
+    assert run.status is RunStatus.COMPLETED
+    events = await get_workflow_events(run_id, storage=env.storage)
+    assert _step_outcomes(events) == [
+        ("step.started", 1),
+        ("step.failed", 1),
+        ("step.retrying", 1),
+        ("step.started", 2),
+        ("step.failed", 2),
+        ("step.retrying", 2),
+        ("step.started", 3),
+        ("step.completed", 3),
+    ]
+    failed = next(e for e in events if e.type is EventType.STEP_FAILED)
+    assert failed.data["error"] == "try 1 failed"
+    assert failed.data["error_type"].endswith("ConnectionError")
+    assert failed.data["is_retryable"] is True and failed.data["attempt"] == 1
+    # the log replays to the same result, and so does one written before step.failed was
+    # logged per attempt (old logs keep working)
+    assert await replay_history(flaky_flow, events) == "ok"
+    old_shape = [e for e in events if not e.data.get("retrying")]
+    for number, event in enumerate(old_shape, start=1):
+        event.sequence = number
+    assert await replay_history(flaky_flow, old_shape) == "ok"
+
+
+async def test_a_final_failure_says_it_is_not_retryable(env: Env) -> None:
+    with pytest.raises(FatalError, match="card declined"):
+        await env.start(refused_flow)
+    runs, _ = await env.storage.list_runs(workflow_name="compat_refused_flow")
+    events = await get_workflow_events(runs[0].run_id, storage=env.storage)
+    failed = [e for e in events if e.type is EventType.STEP_FAILED]
+    assert len(failed) == 1
+    assert failed[0].data["is_retryable"] is False and failed[0].data["attempt"] == 1
+    assert failed[0].data["error"] == "card declined"
+
+
+# -- a transient workflow runs its retries inside start(), as 0.4 did ----------------------------
+
+
+@workflow(name="compat_transient_flaky", durable=False)
+async def transient_flaky() -> str:
+    return await flaky()
+
+
+@step(name="compat_always_down", max_retries=2, retry_delay=[0.01])
+async def always_down() -> str:
+    raise ConnectionError("still down")
+
+
+@workflow(name="compat_transient_down", durable=False)
+async def transient_down() -> str:
+    return await always_down()
+
+
+async def test_a_transient_run_retries_its_steps_inside_start() -> None:
+    flaky_calls["n"] = 0
+    run_id = await start(transient_flaky)
+    assert flaky_calls["n"] == 3  # (not: returned after the first attempt)
+    run = await get_workflow_run(run_id)
+    assert run is not None and run.status is RunStatus.COMPLETED
+    assert await get_workflow_result(run_id, timeout=5) == "ok"
+
+
+async def test_a_transient_run_whose_retries_run_out_raises_from_start() -> None:
+    with pytest.raises(ConnectionError, match="still down"):
+        await start(transient_down)

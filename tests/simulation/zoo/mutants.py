@@ -195,16 +195,17 @@ def sleep_resume_at_rounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def retry_delay_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """A retry delay is read in the wrong unit (milliseconds for seconds): the next attempt is
     due a thousand times too soon, and the log, recording that due time, agrees with itself."""
-    failure_event = Engine._failure_event
+    failure_events = Engine._failure_events
 
-    def too_soon(self: Engine, *args: Any) -> Event:
-        event = failure_event(self, *args)
-        if event.type is EventType.STEP_RETRYING and event.timestamp is not None:
-            delay = datetime.fromisoformat(event.data["resume_at"]) - event.timestamp
-            event.data["resume_at"] = (event.timestamp + delay / 1000).isoformat()
-        return event
+    def too_soon(self: Engine, *args: Any) -> list[Event]:
+        events = failure_events(self, *args)
+        for event in events:
+            if event.type is EventType.STEP_RETRYING and event.timestamp is not None:
+                delay = datetime.fromisoformat(event.data["resume_at"]) - event.timestamp
+                event.data["resume_at"] = (event.timestamp + delay / 1000).isoformat()
+        return events
 
-    monkeypatch.setattr(Engine, "_failure_event", too_soon)
+    monkeypatch.setattr(Engine, "_failure_events", too_soon)
 
 
 # -- delivery ------------------------------------------------------------------------------------
