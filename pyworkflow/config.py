@@ -41,6 +41,7 @@ class Config:
 
 
 _config = Config()
+_explicit: set[str] = set()  # keys set by configure (they win over the environment)
 _ALIASES = {"runtime": "default_runtime", "event_hard_limit": "event_limit"}
 _PASSTHROUGH = {
     "celery_broker",
@@ -86,6 +87,7 @@ def configure(**kwargs: Any) -> None:
             raise ConfigurationError(f"unknown runtime {value!r} (expected 'local' or 'celery')")
         changes[name] = value
     _config = replace(_config, extra=extra, **changes)
+    _explicit.update(changes)
     if "allow_pickle" in changes:
         set_allow_pickle(bool(changes["allow_pickle"]))
     if "warn_value_size" in changes or "max_value_size" in changes:
@@ -127,6 +129,7 @@ def reset_config() -> None:
     """Back to defaults (tests). Does not close the previously configured storage."""
     global _config
     _config = Config()
+    _explicit.clear()
     set_allow_pickle(False)
     set_value_limits(_config.warn_value_size, _config.max_value_size)
 
@@ -160,6 +163,10 @@ def get_storage() -> StorageBackend:
 
 
 def runtime_name() -> str:
+    """The runtime configured explicitly (``configure``, a config file), else
+    ``PYWORKFLOW_RUNTIME``, else ``local``."""
+    if "default_runtime" in _explicit:
+        return _config.default_runtime
     return os.environ.get("PYWORKFLOW_RUNTIME") or _config.default_runtime
 
 

@@ -1,4 +1,4 @@
-"""``pyworkflow worker run`` / ``pyworkflow worker status`` as users run them.
+"""``pyworkflow worker run|status|list|queues`` as users run them.
 
 A worker that cannot reach its broker or its storage, or is given a queue that does not exist,
 exits with code 1 and one line of error (no traceback, no reconnect loop). ``worker status``
@@ -102,3 +102,20 @@ async def test_worker_status_lists_the_workers_and_the_queues(client: Client) ->
     assert all(row["queues"] == sorted(QUEUES) for row in workers.values())
     assert set(status["queues"]) == set(QUEUES)
     assert "@" not in status["broker"].split("//", 1)[1] or "***" in status["broker"]
+
+
+async def test_worker_list_and_queues_answer_from_the_real_workers(client: Client) -> None:
+    cluster = client.cluster
+    await cluster.wait_ready(client.app)
+    env = _env(PYWORKFLOW_CELERY_BROKER=cluster.broker)
+    listing = _spawn(env, "worker", "list", "--output", "json", "--timeout", "1")
+    queues = _spawn(env, "--output", "plain", "worker", "queues", "--timeout", "1")
+    out, err = listing.communicate(timeout=30)
+    assert listing.returncode == 0, err
+    workers = {row["name"]: row for row in json.loads(out)}
+    assert set(workers) == {w.hostname for w in cluster.workers.values()}
+    assert workers["b@pyworkflow-tests"]["pool"] == "solo"
+    out, err = queues.communicate(timeout=30)
+    assert queues.returncode == 0, err
+    lengths = dict(line.split("\t") for line in out.splitlines())
+    assert set(lengths) == set(QUEUES) and all(n.isdigit() for n in lengths.values())

@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 
 from pyworkflow import step, workflow
 from pyworkflow.cli import main
-from pyworkflow.cli_schedules import HEADERS, format_duration
+from pyworkflow.cli._output import format_duration
+from pyworkflow.cli.schedules import HEADERS
 
 MODULE = "tests.unit.test_cli_schedules"
 

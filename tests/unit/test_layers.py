@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("celery", ("pyworkflow.celery*",)),
     ("testing", ("pyworkflow_testing*",)),
-    ("cli", ("pyworkflow.cli*", "pyworkflow.cli_schedules", "pyworkflow", "pyworkflow.__main__")),
+    ("cli", ("pyworkflow.cli*", "pyworkflow", "pyworkflow.__main__")),
 )
 EMPTY_PACKAGES = ("pyworkflow.engine", "pyworkflow.core")  # their __init__ imports nothing eagerly
 
@@ -322,14 +322,16 @@ def test_the_celery_package_is_walked_and_sits_in_the_celery_layer() -> None:
     assert {LAYERS[layer_of(m) or 0][0] for m in celery_modules} == {"celery"}
 
 
-def test_only_the_celery_package_and_the_cli_import_celery() -> None:
+def test_only_the_celery_package_and_the_worker_commands_import_celery() -> None:
     imports, _ = _all_imports()
     importers = {i.importer for i in imports if _is_celery(i.imported)}
     outside = {
-        m for m in importers if not _matches("pyworkflow.celery*", m) and m != "pyworkflow.cli"
+        m
+        for m in importers
+        if not _matches("pyworkflow.celery*", m) and m != "pyworkflow.cli.worker"
     }
     assert not outside, f"modules outside pyworkflow.celery import celery: {sorted(outside)}"
-    cli = [i for i in imports if i.importer == "pyworkflow.cli" and _is_celery(i.imported)]
+    cli = [i for i in imports if i.importer == "pyworkflow.cli.worker" and _is_celery(i.imported)]
     assert cli and not any(i.eager for i in cli), "the cli imports celery only in worker commands"
 
 
