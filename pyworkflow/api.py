@@ -140,13 +140,17 @@ async def _retry_inline(
 ) -> Outcome:
     """A transient run (``durable=False``) runs its step retries inside ``start``, as 0.4 did:
     while it waits for nothing but a retry, wait for it here and advance the run again."""
+    head = -1
     while not outcome.status.is_terminal:
-        due = _next_retry(await store.get_events(run_id))
-        if due is None:
-            return outcome  # it waits on something else (a sleep, a hook): start returns
+        events = await store.get_events(run_id)
+        due = _next_retry(events)
+        if due is None or (events and events[-1].sequence == head):
+            # It waits on something else (a sleep, a hook), or the retry it left pending is no
+            # longer awaited (a wait_for gave up on the step): the last resume changed nothing.
+            return outcome
+        head = events[-1].sequence if events else 0
         delay = (due - runtime.engine_for(store).clock.now()).total_seconds()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await asyncio.sleep(max(delay, 0.0))  # (always yields: other tasks go on meanwhile)
         outcome = await runtime.resume(run_id, storage=store)
     return outcome
 

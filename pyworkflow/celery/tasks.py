@@ -36,6 +36,7 @@ from pyworkflow.celery.app import (
 from pyworkflow.celery.process import HandedBack, Work, WorkerProcess
 from pyworkflow.engine.blocking import blocked_kind
 from pyworkflow.model.exceptions import WorkflowNotFoundError
+from pyworkflow.model.schemas import BlockedKind
 
 _TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,
@@ -53,8 +54,9 @@ def run_work(work: Work[Any], what: str, run_id: str | None = None) -> Any:
     except WorkflowNotFoundError as exc:
         logger.bind(run_id=run_id).error("{} skipped: {}", what, exc)
     except Exception as exc:  # noqa: BLE001 - the timer row or the sweeper brings the run back
-        if blocked_kind(exc) is not None:
-            # The engine recorded it on the run (``runs status`` shows it) and logged it once.
+        if blocked_kind(exc) not in (None, BlockedKind.ENGINE_ERROR):
+            # The engine recorded it on the run (``runs status`` shows it), and the message
+            # says it all (a divergence, a missing workflow): no traceback every retry.
             logger.bind(run_id=run_id).error("{} failed: {}: {}", what, type(exc).__name__, exc)
             return None
         logger.bind(run_id=run_id).opt(exception=exc).error(

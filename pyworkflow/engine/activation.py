@@ -172,7 +172,7 @@ class Engine(
                     if self.options.block_unregistered or not isinstance(
                         exc, WorkflowNotFoundError
                     ):
-                        await self.record_block(run_id, exc)
+                        await self.record_block(run_id, exc, seen=self.activation_seen.get(run_id))
                     raise
                 finally:
                     self.active.discard(run_id)
@@ -264,6 +264,9 @@ class Engine(
             raise WorkflowNotFoundError(f"no workflow run with id {run_id!r}")
         if run.status.is_terminal:
             return await self._outcome_of(run)
+        # What this activation saw, before anything can fail: a block it records is
+        # conditional on it (``engine.blocking``).
+        self.activation_seen[run_id] = run.last_sequence
         definition = get_workflow(run.workflow_name)
         events = await self.storage.get_events(run_id)
         # The timer after the events: a writer that set it with an event this instance saw did
@@ -579,8 +582,11 @@ class Engine(
                 # middle of a long step. While this activation holds the run, its lease is what
                 # brings the run back should the process die.
                 timer = next_wake(inst)
-        if error is None and inst.blocked:
-            error = ""  # this activation got through: the run is no longer blocked
+        if error is None:
+            # Every commit of an activation says the run is not blocked (``engine.blocking``):
+            # the same row update, and no block recorded elsewhere (a process with older code,
+            # one that lacks the workflow) outlives an activation that got through.
+            error = ""
         events = inst.buffer
         hooks = self._hooks_created(inst, events)
         notices = list(notices) if notices else []
@@ -692,6 +698,7 @@ class Engine(
             or wake != inst.timer
             or stale_timer
             or new_holder
+            or inst.blocked  # (its code got through now: the commit clears the block)
         ):
             await self._commit(inst, status=status, timer=wake, lease=lease)
         for step_id, attempt in act.republish:
@@ -746,7 +753,6 @@ class Engine(
                 inst,
                 status=RunStatus.COMPLETED,
                 result=result_json,
-                error="",  # (a block recorded by a process that never saw this run's news)
                 completed=True,
                 timer=None,
                 lease=None,

@@ -20,6 +20,7 @@ from datetime import timedelta
 from loguru import logger
 
 from pyworkflow.core.registry import list_workflows
+from pyworkflow.engine.leases import STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock
 from pyworkflow.model.exceptions import (
@@ -108,14 +109,17 @@ class Blocking:
     options: EngineOptions
 
     async def record_block(
-        self, run_id: str, exc: BaseException, *, retry: bool = True
+        self, run_id: str, exc: BaseException, *, retry: bool = True, seen: int | None = None
     ) -> Blocked | None:
         """If ``exc`` blocks ``run_id``, say so on the run (see the module docstring) and
         return the record; None when it does not (or the run moved on meanwhile).
 
         ``retry``: set the run's timer to ``blocked_retry`` from now (else leave it as it is).
-        Conditional on the log head and the lease: an activation elsewhere that got through
-        wins, and its commit clears any block.
+        ``seen``: the log head the failing activation loaded; the record is conditional on it
+        (else on the head now) and on the lease, so an activation that got through meanwhile,
+        or one that committed anything before failing, wins. Every activation's commit clears
+        a block. A run leased to its step executors keeps that lease (the sweeper's way back
+        to it, should they be lost).
         """
         if not isinstance(exc, _CANDIDATES):
             return None  # (no storage call: an outage is no time for one)
@@ -135,16 +139,19 @@ class Blocking:
         )
         if same and not retry:
             return known
+        if seen is not None and seen != run.last_sequence:
+            return None  # the run moved on after the failing activation loaded it
         now = self.clock.now()
         wait: timedelta | None = self.options.blocked_retry
+        on_workers = run.lease_owner == STEP_EXECUTORS
         commit = Commit(
             run_id=run_id,
             now=now,
             expected_sequence=run.last_sequence,
-            status=RunStatus.SUSPENDED,
+            status=None if on_workers else RunStatus.SUSPENDED,
             error=None if same else blocked.to_text(),
             timer=now + wait if retry and wait is not None else UNSET,
-            lease=None,
+            lease=UNSET if on_workers else None,
             owner=self.options.owner,
         )
         try:

@@ -27,6 +27,7 @@ from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome
 from pyworkflow.engine.ports import Clock, SystemClock
 from pyworkflow.model.exceptions import WorkflowNotFoundError
+from pyworkflow.model.schemas import BlockedKind
 from pyworkflow.runtime.base import Runtime, advance_when_free
 from pyworkflow.runtime.service import EngineService
 from pyworkflow.storage.base import StorageBackend
@@ -79,7 +80,10 @@ class InProcessQueue:
                 )
                 await self.engine.hand_back_timer(run_id)
         except Exception as exc:
-            if blocked_kind(exc) is None:
+            if blocked_kind(exc) in (None, BlockedKind.ENGINE_ERROR):
+                raise  # (logged with its traceback by _done)
+            run = await self.engine.storage.get_run(run_id)
+            if run is None or run.blocked is None:
                 raise
             # The run is blocked: the engine said so on the run and in one warning line.
 

@@ -189,3 +189,83 @@ def test_errors_in_a_shell_are_one_line_with_the_exit_code(shell: Shell) -> None
     assert len(bad_json.stderr.strip().splitlines()) == 1 and "is not JSON" in bad_json.stderr
     typo = shell.run("--storage", "sqlite:///nowhere/runs.db", "runs", "list", code=1)
     assert typo.stderr.strip().startswith("Error: no SQLite database at ")
+
+
+CHANGED = """
+from pyworkflow import sleep, step, workflow
+
+
+@step()
+async def pick() -> str:
+    return "picked"
+
+
+@step()
+async def pack() -> str:
+    return "packed"
+
+
+@workflow()
+async def session_changing() -> list[str]:
+    out = [await {first}(), await {second}()]
+    await sleep("1h")
+    return out
+"""
+
+WAIT_FOR_RESULT = """
+import asyncio, sys
+from pyworkflow import NonDeterminismError, configure_from_yaml, get_workflow_result
+import changing
+
+async def main() -> None:
+    configure_from_yaml("pyworkflow.config.yaml")
+    try:
+        await get_workflow_result(sys.argv[1], timeout=600)
+    except NonDeterminismError as exc:
+        print("raised", exc.position, exc.expected, "|", exc.actual)
+
+asyncio.run(main())
+"""
+
+
+def test_a_run_whose_code_changed_under_it_shows_the_divergence(shell: Shell) -> None:
+    # (no .pyc: the module changes within the second, at the same size)
+    shell.env["PYTHONDONTWRITEBYTECODE"] = "1"
+    module = shell.project / "changing.py"
+    module.write_text(CHANGED.format(first="pick", second="pack"))
+    run_id = shell.run(
+        "--module", "changing", "workflows", "run", "session_changing", "--no-wait"
+    ).stdout.strip()
+    # a deploy swaps the steps while the run sleeps
+    module.write_text(CHANGED.format(first="pack", second="pick"))
+    resumed = shell.run("--module", "changing", "runs", "resume", run_id, code=1)
+    assert resumed.stderr.startswith("Error: workflow 'session_changing' run ")
+    assert "not deterministic" in resumed.stderr and len(resumed.stderr.splitlines()) == 1
+    status = shell.json("runs", "status", run_id)
+    assert status["status"] == "suspended"
+    blocked = status["blocked"]
+    assert blocked["kind"] == "non_determinism"
+    assert blocked["detail"]["expected"] == "step 'pick' (step:pick:1)"
+    assert blocked["detail"]["actual"] == "step 'pack' (step:pack:1)"
+    shown = shell.run("runs", "status", run_id).stdout
+    assert "blocked" in shown and "step 'pack' (step:pack:1)" in shown
+    listed = shell.run("runs", "list", "--status", "blocked", "-o", "plain").stdout
+    assert listed.split("\t")[0] == run_id
+    # a caller waiting on the result hears the divergence instead of waiting out its timeout
+    (shell.project / "wait_for_result.py").write_text(WAIT_FOR_RESULT)
+    waited = subprocess.run(
+        [sys.executable, "wait_for_result.py", run_id],
+        cwd=shell.project,
+        env=shell.env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert waited.stdout.strip() == (
+        "raised 1 step 'pick' (step:pick:1) | step 'pack' (step:pack:1)"
+    ), waited.stderr
+    # the code is fixed: the run carries on from where it stopped, and is no longer blocked
+    module.write_text(CHANGED.format(first="pick", second="pack"))
+    shell.run("--module", "changing", "runs", "resume", run_id)
+    fixed = shell.json("runs", "status", run_id)
+    assert (fixed["status"], fixed["blocked"]) == ("suspended", None)

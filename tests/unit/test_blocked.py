@@ -14,6 +14,7 @@ from pyworkflow import (
     RunStatus,
     WorkflowNotFoundError,
     get_workflow_result,
+    hook,
     resume,
     sleep,
     step,
@@ -22,11 +23,12 @@ from pyworkflow import (
 from pyworkflow.core.registry import _workflows
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.blocking import blocked_error, blocked_kind
+from pyworkflow.engine.leases import STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import SystemClock
 from pyworkflow.model.exceptions import SequenceConflictError, StorageBusyError
 from pyworkflow.model.schemas import Commit
-from tests.conftest import Env
+from tests.conftest import Env, HandDrivenRuntime
 
 version = {"v": 1}
 
@@ -220,3 +222,88 @@ async def test_the_simulator_leaves_blocked_runs_for_the_oracles(env: Env) -> No
             assert engine.options.blocked_retry is None
     finally:
         sim.close()
+
+
+# -- what a second reviewer found ---------------------------------------------------------------
+
+
+@workflow(name="blocked_then_hook")
+async def then_hook() -> str:
+    await (pay() if version["v"] == 1 else pack())
+    return await hook("approve")
+
+
+@workflow(name="blocked_two_sleeps")
+async def two_sleeps() -> list[str]:
+    out = [await pay()] if version["v"] == 1 else [await pack()]
+    await sleep("1h")
+    out.append(await pack())
+    await sleep("1d")
+    return out
+
+
+async def test_fixed_code_clears_the_block_even_when_nothing_else_changes(env: Env) -> None:
+    env.engine.options.blocked_retry = None  # (no retry timer: the block changes no timer)
+    run_id = await env.start(then_hook)
+    env.engine.evict()
+    version["v"] = 2
+    with pytest.raises(NonDeterminismError):
+        await resume(run_id, storage=env.storage)
+    assert (await env.storage.get_run(run_id)).blocked is not None
+    version["v"] = 1
+    await resume(run_id, storage=env.storage)  # replays fine, still waits on the hook
+    assert (await env.storage.get_run(run_id)).blocked is None
+
+
+async def test_a_block_recorded_elsewhere_does_not_outlive_progress_here(env: Env) -> None:
+    run_id = await env.start(two_sleeps)  # cached in this engine
+    other = HandDrivenRuntime(clock=env.clock, poll_interval=3600)
+    try:
+        version["v"] = 2  # another process runs other code
+        with pytest.raises(NonDeterminismError):
+            await other.engine_for(env.storage).advance(run_id)
+        assert (await env.storage.get_run(run_id)).blocked is not None
+    finally:
+        version["v"] = 1
+        await other.shutdown()
+    env.clock.advance(3600)
+    await env.engine.advance(run_id)  # this process moves it on, from its cache
+    run = await env.storage.get_run(run_id)
+    assert run.status is RunStatus.SUSPENDED and run.blocked is None
+
+
+async def test_an_activation_that_committed_before_failing_records_no_block(env: Env) -> None:
+    run_id = await env.start(order)
+    run = await env.storage.get_run(run_id)
+    # the failing activation had loaded an older head: someone moved the run on since
+    recorded = await env.engine.record_block(
+        run_id, NonDeterminismError("late"), seen=run.last_sequence - 1
+    )
+    assert recorded is None and (await env.storage.get_run(run_id)).blocked is None
+
+
+@step(name="blocked_dispatched")
+async def far_away() -> str:
+    return "x"
+
+
+@workflow(name="blocked_on_workers")
+async def on_workers() -> str:
+    return await far_away()
+
+
+async def test_a_run_waiting_on_its_step_executors_keeps_their_lease(dispatched_env: Env) -> None:
+    env = dispatched_env
+    run_id = await env.start(on_workers)  # its step is queued for a worker
+    saved = _workflows.pop("blocked_on_workers")
+    try:
+        blocked = await env.engine.record_block(
+            run_id, WorkflowNotFoundError("not here"), retry=False
+        )
+    finally:
+        _workflows["blocked_on_workers"] = saved
+    assert blocked is not None and blocked.kind is BlockedKind.WORKFLOW_NOT_FOUND
+    run = await env.storage.get_run(run_id)
+    assert (run.status, run.lease_owner) == (RunStatus.RUNNING, STEP_EXECUTORS)
+    env.clock.advance(7 * 86400)  # the step's executors are lost: the sweeper still recovers it
+    assert await env.engine.recover_expired() == [run_id]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from pyworkflow import (
     get_workflow_events,
     get_workflow_result,
     get_workflow_run,
+    hook,
     set_step_context,
     start,
     step,
@@ -235,3 +238,22 @@ async def test_a_transient_run_retries_its_steps_inside_start() -> None:
 async def test_a_transient_run_whose_retries_run_out_raises_from_start() -> None:
     with pytest.raises(ConnectionError, match="still down"):
         await start(transient_down)
+
+
+@step(name="compat_slow_and_down", max_retries=5, retry_delay=[0.05])
+async def slow_and_down() -> str:
+    raise ConnectionError("down")
+
+
+@workflow(name="compat_transient_gives_up", durable=False)
+async def transient_gives_up() -> str:
+    # the workflow stops waiting: the step's pending retry is awaited by nobody
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(slow_and_down(), timeout=0.01)
+    return await hook("approve")
+
+
+async def test_a_transient_run_that_gave_up_on_a_retrying_step_returns_from_start() -> None:
+    run_id = await asyncio.wait_for(start(transient_gives_up), timeout=30)
+    run = await get_workflow_run(run_id)
+    assert run is not None and run.status is RunStatus.SUSPENDED  # waiting on its hook
