@@ -22,6 +22,12 @@ visibility timeout (s)      ``celery_visibility_timeout`` /     ``PYWORKFLOW_CEL
 
 ``lease_ttl``, ``timer_poll_interval``, ``event_limit`` and ``max_nesting_depth`` are the general
 configuration keys.
+
+The broker is Redis: ``redis://host:6379/0``, or the master a group of Redis Sentinels names,
+``sentinel://[:password@]host1:26379,host2:26379/<master_name>[/<db>]`` (the form is in
+``pyworkflow.utils.sentinel``; ``_sentinel_broker`` maps it onto what kombu's Sentinel transport
+wants).
+
 This module is the celery layer: nothing in ``core`` or ``engine`` may import it.
 """
 
@@ -30,11 +36,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from celery import Celery
 from kombu import Queue
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pyworkflow.config import get_config
+from pyworkflow.utils.sentinel import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_BROKER = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -95,27 +105,69 @@ class CelerySettings:
         )
 
 
+def _sentinel_broker(url: str, options: dict[str, Any]) -> str:
+    """kombu's form of a ``sentinel://`` broker URL; what its transport needs goes in ``options``.
+
+    kombu's Sentinel transport takes one ``sentinel://[:password@]host:port/<db>`` per sentinel,
+    joined with ``;`` (the credentials are the master's), and the master's name and the
+    sentinels' own credentials and timeouts as transport options. A malformed URL is a
+    ``ConfigurationError``.
+    """
+    parsed = parse_sentinel_url(url)
+    auth = ""
+    if parsed.username is not None or parsed.password is not None:
+        auth = quote(parsed.username or "", safe="")
+        if parsed.password is not None:
+            auth += ":" + quote(parsed.password, safe="")
+        auth += "@"
+    if parsed.socket_timeout is not None:
+        options["socket_timeout"] = parsed.socket_timeout
+    # The sentinels get the same socket timeouts as the master (kombu gives them none of the
+    # master's settings once ``sentinel_kwargs`` is set), and their own credentials. A sentinel
+    # that does not answer is passed over at once for the next one: redis-py's own retries (with
+    # seconds of backoff) would hold up every search for the master; kombu retries the whole.
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if parsed.sentinel_username is not None:
+        sentinel_kwargs["username"] = parsed.sentinel_username
+    if parsed.sentinel_password is not None:
+        sentinel_kwargs["password"] = parsed.sentinel_password
+    options["master_name"] = parsed.master_name
+    options["sentinel_kwargs"] = sentinel_kwargs
+    return ";".join(f"sentinel://{auth}{where}/{parsed.db}" for where in parsed.addresses())
+
+
 def celery_config(settings: CelerySettings) -> dict[str, Any]:
-    """The Celery settings the runtime relies on (applied by ``configure_app``)."""
+    """The Celery settings the runtime relies on (applied by ``configure_app``).
+
+    A malformed ``sentinel://`` broker URL is a ``ConfigurationError``.
+    """
     visibility = settings.visibility_timeout
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": visibility,
+        # How often a consumer looks for messages whose worker vanished (SIGKILL, power
+        # loss): about a third of the visibility timeout, at most kombu's default of 10 s.
+        "unacked_restore_interval": max(1.0, min(10.0, visibility / 3)),
+        "unacked_restore_throttle": 1,
+        # A broker that vanishes without closing the connection must not hang a publish.
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 5.0,
+    }
+    # kombu's Redis transports with a fix and a speed-up (transport.py); others as they are.
+    broker_url, transport = settings.broker_url, None
+    if broker_url.startswith("redis://"):
+        transport = "pyworkflow.celery.transport:Transport"
+    elif is_sentinel_url(broker_url):
+        broker_url = _sentinel_broker(broker_url, transport_options)
+        transport = "pyworkflow.celery.transport:SentinelTransport"
     return {
-        "broker_url": settings.broker_url,
-        "broker_transport_options": {
-            "visibility_timeout": visibility,
-            # How often a consumer looks for messages whose worker vanished (SIGKILL, power
-            # loss): about a third of the visibility timeout, at most kombu's default of 10 s.
-            "unacked_restore_interval": max(1.0, min(10.0, visibility / 3)),
-            "unacked_restore_throttle": 1,
-            # A broker that vanishes without closing the connection must not hang a publish.
-            "socket_timeout": 10.0,
-            "socket_connect_timeout": 5.0,
-        },
-        # kombu's Redis transport with a fix and a speed-up (transport.py); others as they are.
-        "broker_transport": (
-            "pyworkflow.celery.transport:Transport"
-            if settings.broker_url.startswith("redis://")
-            else None
-        ),
+        "broker_url": broker_url,
+        "pyworkflow_broker_url": settings.broker_url,  # as configured, for messages
+        "broker_transport_options": transport_options,
+        "broker_transport": transport,
         "broker_connection_retry_on_startup": True,
         "result_backend": settings.result_backend,
         "task_ignore_result": True,

@@ -14,8 +14,9 @@ consumer requeues them after the visibility timeout, and PyWorkflow's timers and
 their runs regardless.
 
 It also reuses one Redis client per connection pool instead of building one per command (see
-``Channel._create_client``), which cuts the CPU a message costs. ``app.py`` selects this
-transport for ``redis://`` broker URLs only.
+``Channel._create_client``), which cuts the CPU a message costs. ``app.py`` selects ``Transport``
+for ``redis://`` broker URLs and ``SentinelTransport`` (kombu's Sentinel transport with the same
+fix and the same client reuse) for ``sentinel://`` ones.
 """
 
 from __future__ import annotations
@@ -57,6 +58,25 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-TRANSPORT = f"{__name__}:Transport"
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the master found through the sentinels, and found again after a
+    failover, by redis-py's ``SentinelConnectionPool``) with ``Channel``'s fix and client reuse.
+    """
 
-__all__ = ["TRANSPORT", "Channel", "QoS", "Transport"]
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
+
+__all__ = [
+    "SENTINEL_TRANSPORT",
+    "TRANSPORT",
+    "Channel",
+    "QoS",
+    "SentinelChannel",
+    "SentinelTransport",
+    "Transport",
+]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 from collections.abc import Sequence
@@ -133,14 +134,22 @@ def _on_worker_shutdown(**_: Any) -> None:
 # -- starting a worker ---------------------------------------------------------------------------
 
 
+# redis-py names a client by its whole configuration (a Sentinel that found no master lists every
+# sentinel's that way); a message needs only the address.
+_REDIS_CLIENT = re.compile(
+    r"<redis\.client\.Redis\(<redis\.connection\.ConnectionPool\(<redis\.connection\.Connection"
+    r"\(.*?,host=([^,]+),port=(\d+),.*?\)>\)>\)>"
+)
+
+
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _REDIS_CLIENT.sub(r"\1:\2", " ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
 def check_broker(app: Any, timeout: float = PROBE_TIMEOUT) -> None:
     """Raise ``WorkerStartupError`` unless the broker accepts a connection."""
-    url = str(app.conf.broker_url)
+    url = str(app.conf.get("pyworkflow_broker_url") or app.conf.broker_url)
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(

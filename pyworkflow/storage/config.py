@@ -10,6 +10,9 @@ This is the one place that picks a storage implementation by name. A config is a
     sqlite:///relative/path.db         SQLite; four slashes for an absolute path
     postgresql://user:pw@host/db       PostgreSQL (needs the ``postgres`` extra)
     redis://host:6379/0                Redis (needs the ``redis`` extra)
+    sentinel://h1:26379,h2:26379/mymaster/0
+                                       Redis, the master Redis Sentinel names (``redis`` extra;
+                                       the form: ``pyworkflow.utils.sentinel``)
 
 The PostgreSQL and Redis backends are imported only when asked for, so their client libraries
 stay optional. Errors are ``ConfigurationError`` and never show a password.
@@ -28,6 +31,7 @@ from pyworkflow.storage.base import StorageBackend
 from pyworkflow.storage.file import FileStorageBackend
 from pyworkflow.storage.memory import InMemoryStorageBackend
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
+from pyworkflow.utils.sentinel import parse_sentinel_url
 from pyworkflow.utils.urls import shown_url
 
 DEFAULT_FILE_PATH = "./pyworkflow_data"
@@ -50,6 +54,7 @@ _URL_SCHEMES = {
     "postgresql": "postgres",
     "redis": "redis",
     "rediss": "redis",
+    "sentinel": "redis",
 }
 _POSTGRES_SETTINGS = (
     "host",
@@ -209,7 +214,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
     if kind is None:
         raise ConfigurationError(
             f"malformed storage URL {shown_url(url)}: expected memory://, file://, sqlite:///,"
-            " postgresql:// or redis://"
+            " postgresql://, redis:// or sentinel://"
         )
     if kind == "memory":
         return kind, {}
@@ -222,6 +227,9 @@ def _parse_url(url: str) -> tuple[str, dict[str, Any]]:
                 " or sqlite:////absolute/path.db"
             )
         return kind, {"db_path": rest[1:] or ":memory:"}
+    if scheme.lower() == "sentinel":
+        parse_sentinel_url(url)  # (several hosts: urlsplit cannot check this one)
+        return kind, {"redis_url": url}
     parts = _split(url)
     try:
         parts.port  # noqa: B018 - parsing the port validates it

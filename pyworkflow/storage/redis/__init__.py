@@ -5,7 +5,9 @@ The backend is split by concern, so that a connection bug and a semantic bug liv
 - ``backend``: ``RedisStorageBackend``, the port's calls mapped onto scripts and reads;
 - ``scripts``: the Lua scripts every write is, and running them by SHA1;
 - ``codec``: the key layout, and records <-> hash fields and script arguments;
-- ``connection``: the connections to the server and the protocol, written by hand.
+- ``connection``: the connections to the server and the protocol, written by hand;
+- ``sentinel``: for ``sentinel://`` URLs, the master found through Redis Sentinel, and found
+  again after a failover.
 
 This module only re-exports; it must never hold code of its own.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from pyworkflow.storage.redis.backend import DEFAULT_PREFIX, DEFAULT_URL, RedisStorageBackend
 from pyworkflow.storage.redis.codec import LAYOUT_VERSION
 from pyworkflow.storage.redis.connection import MAX_IDLE_CONNECTIONS, REPLY_TIMEOUT
+from pyworkflow.storage.redis.sentinel import SENTINEL_TIMEOUT
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -22,5 +25,6 @@ __all__ = [
     "LAYOUT_VERSION",
     "MAX_IDLE_CONNECTIONS",
     "REPLY_TIMEOUT",
+    "SENTINEL_TIMEOUT",
     "RedisStorageBackend",
 ]

@@ -1,11 +1,12 @@
 """Redis storage: the ``StorageBackend`` port on one Redis server, every write one Lua script.
 
-Every run's log and tables live in one Redis server, under a key ``prefix``. This module maps
-the port's calls onto the scripts (``scripts``) and plain reads, and the scripts' refusals
-(``PYWF_<WHAT> <detail>``) onto the port's exceptions; the key layout and value encoding are in
-``codec``, the connections and the protocol in ``connection``. Schedules are kept whole as
-``schedule_to_json`` text in a hash beside their index entries (keys listed in ``scripts``, with
-the scripts that keep them).
+Every run's log and tables live in one Redis server (or the master a group of Redis Sentinels
+names, for a ``sentinel://`` URL), under a key ``prefix``. This module maps the port's calls onto
+the scripts (``scripts``) and plain reads, and the scripts' refusals (``PYWF_<WHAT> <detail>``)
+onto the port's exceptions; the key layout and value encoding are in ``codec``, the connections
+and the protocol in ``connection`` (and ``sentinel``, which finds the master). Schedules are kept
+whole as ``schedule_to_json`` text in a hash beside their index entries (keys listed in
+``scripts``, with the scripts that keep them).
 
 This module must never write the protocol or manage connections (``connection`` does), never
 hold a script's text (``scripts`` does) or spell a record's hash fields (``codec`` does), and
@@ -70,7 +71,9 @@ from pyworkflow.storage.redis.codec import (
 )
 from pyworkflow.storage.redis.connection import Command, RedisConnections
 from pyworkflow.storage.redis.scripts import Scripts, load_commands, script_refusal
+from pyworkflow.storage.redis.sentinel import SentinelConnections
 from pyworkflow.storage.values import EPOCH, micros
+from pyworkflow.utils.sentinel import is_sentinel_url
 from pyworkflow.utils.urls import shown_url
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -108,9 +111,12 @@ def _refuse_commit(commit: Commit, what: str, detail: str) -> NoReturn:
 class RedisStorageBackend(StorageBackend):
     """Storage in one Redis server; any number of processes and hosts may share it.
 
-    ``prefix`` namespaces every key, so several deployments (or test runs) can share a database.
-    Constructing does no I/O; the first call connects, records the layout version and loads the
-    scripts.
+    ``url`` is a ``redis://`` (``rediss://``, ``unix://``) URL, or a ``sentinel://`` URL naming
+    the sentinels and the master's name (``pyworkflow.utils.sentinel``): the master is then found
+    through them, and found again after a failover. ``prefix`` namespaces every key, so several
+    deployments (or test runs) can share a database. Constructing does no I/O (a malformed
+    ``sentinel://`` URL is refused at once); the first call connects, records the layout version
+    and loads the scripts.
     """
 
     kind = "Redis database"
@@ -122,7 +128,8 @@ class RedisStorageBackend(StorageBackend):
         # On connect, in one trip: record the layout version (refusing a newer one), load the
         # scripts.
         greeting: list[Command] = [("SET", version, LAYOUT_VERSION, "NX"), ("GET", version)]
-        self._redis = RedisConnections(url, greeting + load_commands(), self._check_layout)
+        connections = SentinelConnections if is_sentinel_url(url) else RedisConnections
+        self._redis = connections(url, greeting + load_commands(), self._check_layout)
         self._scripts = Scripts(self._redis, prefix)
 
     def __repr__(self) -> str:
