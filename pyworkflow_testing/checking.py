@@ -63,6 +63,7 @@ class Checks:
     schedule_history: dict[str, schedule_oracles.History]  # what the script did to schedules
     world: World
     check_seconds: dict[str, float]
+    last_violations: list[str] | None  # what the last check() found (empty: it passed)
     _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
     _executor: ThreadPoolExecutor
 
@@ -90,6 +91,7 @@ class Checks:
             suppress: frozenset[int] | set[int] = frozenset(),
             reproduce: str | None = None,
             start: datetime | None = None,
+            trace: bool = False,
         ) -> None: ...
 
     def log_hash(self) -> str:
@@ -254,6 +256,7 @@ class Checks:
             started = time.perf_counter()
             found += self.run_sync(self._compare_with_reference())
             timings["reference"] = time.perf_counter() - started
+        self.last_violations = list(found)
         if found:
             raise SimulationFailure(
                 self.seed, self.reproduce_command(), "\n".join(f"- {v}" for v in found), found

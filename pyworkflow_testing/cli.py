@@ -3,7 +3,10 @@
 Each seed runs the workflow once in a fresh ``Simulation`` (faults, workers and hook answers as
 asked), runs it to idle and checks every oracle; a failing seed is reported with the one command
 that reproduces it alone. ``--history FILE`` instead replays a stored event log against the
-current code. The command is registered on the ``pyworkflow`` group by ``pyworkflow.cli``.
+current code. ``--report PATH`` draws failing seeds as HTML pages (``report.py``): the sweep runs
+untraced, then each failing seed (at most ``MAX_REPORTS``) runs again with a trace and writes its
+page; a single seed runs traced at once and gets its page whether it passes or not. The command
+is registered on the ``pyworkflow`` group by ``pyworkflow.cli``.
 
 Usage errors exit with code 2 and a one-line message, never a traceback; failing seeds exit 1.
 This module never touches real storage, brokers or the wall clock of the workflows it runs.
@@ -42,10 +45,12 @@ from pyworkflow.model.exceptions import NonDeterminismError
 from pyworkflow.serialization import pickle_allowed, set_allow_pickle
 from pyworkflow.utils.duration import parse_duration
 from pyworkflow_testing.faults import Faults
+from pyworkflow_testing.report import ReportUnavailable, require_plotly
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.shrink import shrink as shrink_faults
 from pyworkflow_testing.sweep import (
     DEFAULT_WORKERS,
+    ReportRequest,
     SeedOutcome,
     SweepSpec,
     load_workflow,
@@ -60,6 +65,7 @@ PROGRESS_MIN_SEEDS = 20  # shorter sweeps print no progress line
 SHOWN_FAILURES = 3  # failing seeds described in full; the rest are only listed
 LISTED_FAILURES = 20  # further failing seeds listed by number
 SHOWN_VIOLATIONS = 3  # violations shown per failing seed
+MAX_REPORTS = 20  # failing seeds of one sweep rerun with a trace for --report
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -174,8 +180,13 @@ def _report_text(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> N
     )
 
 
-def _report_json(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> None:
-    report = {
+def _report_json(
+    spec: SweepSpec,
+    outcomes: list[SeedOutcome],
+    wall: float,
+    pages: list[SeedOutcome] | None = None,
+) -> None:
+    report: dict[str, Any] = {
         "workflow": spec.target,
         "seeds": len(outcomes),
         "passed": sum(o.passed for o in outcomes),
@@ -187,7 +198,79 @@ def _report_json(spec: SweepSpec, outcomes: list[SeedOutcome], wall: float) -> N
         "wall_seconds": round(wall, 3),
         "virtual_seconds": round(sum(o.virtual_seconds for o in outcomes), 6),
     }
+    if pages is not None:
+        report["reports"] = [
+            {"seed": o.seed, "path": o.report, "problem": o.report_problem} for o in pages
+        ]
     click.echo(json.dumps(report))
+
+
+# -- --report: HTML pages of seeds ------------------------------------------------------------
+
+
+class _Pages:
+    """Where ``--report PATH`` writes: with one seed, the file PATH (or ``PATH/seed-N.html`` when
+    PATH is a directory or ends with a slash); with several, ``PATH/seed-N.html`` per failing
+    seed, PATH a directory (created)."""
+
+    def __init__(self, text: str, seeds: range) -> None:
+        path = Path(text)
+        self.single = len(seeds) == 1
+        if self.single:
+            if path.is_dir() or text.endswith(("/", os.sep)):
+                path = path / f"seed-{seeds.start}.html"
+            self.shown = {seeds.start: str(path)}
+            self.directory = None
+            return
+        if path.exists() and not path.is_dir():
+            raise click.UsageError(
+                f"--report {text}: with several seeds PATH is a directory (one seed-N.html per"
+                " failing seed), and this is a file"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.UsageError(f"--report {text}: cannot create the directory: {exc}") from None
+        self.directory = path
+        self.shown = {}
+
+    def requests(self, outcomes: list[SeedOutcome] | None) -> dict[int, ReportRequest]:
+        """With one seed (``outcomes`` None: before it runs) its request; else a request for
+        each of the first ``MAX_REPORTS`` failing ``outcomes``, to rerun them traced."""
+        if outcomes is None:
+            return {seed: ReportRequest(str(Path(p).absolute())) for seed, p in self.shown.items()}
+        assert self.directory is not None
+        chosen = [o for o in outcomes if not o.passed][:MAX_REPORTS]
+        for outcome in chosen:
+            self.shown[outcome.seed] = str(self.directory / f"seed-{outcome.seed}.html")
+        return {
+            o.seed: ReportRequest(str(Path(self.shown[o.seed]).absolute()), o.violations)
+            for o in chosen
+        }
+
+    def rerun(self, spec: SweepSpec, outcomes: list[SeedOutcome], jobs: int) -> list[SeedOutcome]:
+        """The failing seeds of a sweep of several seeds, run again traced, each writing its
+        page (a single seed already ran traced: its outcome is its page's)."""
+        if self.single:
+            return outcomes
+        requests = self.requests(outcomes)
+        jobs = max(1, min(jobs, len(requests)))
+        reruns = list(run_sweep(spec, sorted(requests), jobs, requests))
+        return sorted(reruns, key=lambda o: o.seed)
+
+    def echo(self, pages: list[SeedOutcome], failing: int) -> None:
+        if not self.single and not failing:
+            click.echo(f"no failing seed: no report written to {self.directory}")
+        for outcome in pages:
+            if outcome.report is not None:
+                click.echo(f"report for seed {outcome.seed}: {self.shown[outcome.seed]}")
+            if outcome.report_problem is not None:
+                click.echo(f"  warning: seed {outcome.seed}: {outcome.report_problem}")
+        if failing > len(pages) and not self.single:
+            click.echo(
+                f"reports for the first {len(pages)} of {failing} failing seeds; for another,"
+                " run its reproduce line with --report FILE"
+            )
 
 
 # -- parsing the command line ----------------------------------------------------------------
@@ -367,6 +450,16 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(exists=True, dir_okay=False),
             help="Run the simulation a tape (from --shrink) describes, decision for decision.",
         ),
+        click.option(
+            "--report",
+            "report_path",
+            metavar="PATH",
+            help=(
+                "Write an HTML report per failing seed into the directory PATH (seed-N.html; the"
+                " first 20); with one seed, to the file PATH, passed or not. Needs the report"
+                " extra."
+            ),
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -442,12 +535,20 @@ def simulate(
     allow_pickle: bool,
     shrink: bool,
     tape_file: str | None,
+    report_path: str | None,
 ) -> None:
     """Simulate MODULE:WORKFLOW over many seeds with faults, checking every oracle.
 
     --seeds takes A..B (both included) or N (that one seed). Exit code 0 when every seed
     passes, 1 when some fail (each with a command reproducing it), 2 for bad usage.
     """
+    if report_path is not None:
+        if history is not None or tape_file is not None:
+            raise click.UsageError("--report draws a sweep's seeds: not with --history or --replay")
+        try:
+            require_plotly()
+        except ReportUnavailable as exc:
+            raise click.UsageError(f"--report: {exc}") from None
     search_path = os.getcwd()
     workflow = load_workflow(target, search_path)
     tape: Tape | None = None
@@ -500,17 +601,26 @@ def simulate(
     seeds = _seed_range(seed, seeds_text)
     spec = replace(spec, determinism_every=determinism_every, first_seed=seeds.start)
     jobs = min(jobs, len(seeds))  # a process per seed at most
+    pages = None if report_path is None else _Pages(report_path, seeds)
+    # One seed alone runs traced at once; a sweep runs untraced and reruns its failing seeds.
+    traced = pages.requests(None) if pages is not None and pages.single else None
     started = time.monotonic()
     progress = _Progress(len(seeds))
     outcomes: list[SeedOutcome] = []
-    for outcome in run_sweep(spec, seeds, jobs):
+    for outcome in run_sweep(spec, seeds, jobs, traced):
         outcomes.append(outcome)
         progress.advance(outcome)
     progress.finish()
     outcomes.sort(key=lambda o: o.seed)
     wall = time.monotonic() - started
-    (_report_json if as_json else _report_text)(spec, outcomes, wall)
     failing = [o for o in outcomes if not o.passed]
+    if as_json:
+        written = None if pages is None else pages.rerun(spec, outcomes, jobs)
+        _report_json(spec, outcomes, wall, written)
+    else:
+        _report_text(spec, outcomes, wall)
+        if pages is not None:
+            pages.echo(pages.rerun(spec, outcomes, jobs), len(failing))
     if failing and shrink:
         _shrink(spec, failing[0])
     if failing:

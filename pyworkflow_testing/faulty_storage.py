@@ -3,8 +3,9 @@
 When the seed says so, a call fails before doing anything (transient), a commit is applied and
 the caller still sees an error (the ambiguous commit), a call yields to other workers first
 (``interleave``), and a crash strikes right before or after a commit. It also watches what
-storage hands out: a timer claimed before it is due is recorded (an oracle reads it). It never
-changes what the inner storage stores.
+storage hands out: a timer claimed before it is due is recorded (an oracle reads it). With a
+``Trace`` attached (``trace``), commits, runs created, refused commits and injected storage errors
+are recorded too. It never changes what the inner storage stores.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pyworkflow.model.events import Event
+from pyworkflow.model.exceptions import WorkflowError
 from pyworkflow.model.schedules import Schedule
 from pyworkflow.model.schemas import Commit, Hook, HookStatus, Timer, WorkflowRun
 from pyworkflow.storage.base import StorageBackend
@@ -27,6 +29,7 @@ from pyworkflow_testing.fate import (
     crash_point,
 )
 from pyworkflow_testing.ledger import ExecutionLedger
+from pyworkflow_testing.trace import Trace
 
 
 class FaultyStorage(StorageBackend):
@@ -45,6 +48,7 @@ class FaultyStorage(StorageBackend):
         self.active = True
         self.events_recorded = 0  # by successful commits and run creations: progress
         self.early_claims: list[str] = []  # timers handed out before they were due
+        self.trace: Trace | None = None  # set by the world when a report is wanted
         self._interleaving = random.Random(f"interleave:{chooser.seed}")
 
     async def _interleave(self) -> None:
@@ -60,12 +64,18 @@ class FaultyStorage(StorageBackend):
         delivery = _delivery.get()
         if self.active and delivery is not None and self.chooser.fault("storage", what):
             self.ledger.fault(delivery.run_id, "storage")
+            if self.trace is not None:
+                self.trace.storage_fault(
+                    delivery.worker, delivery.run_id, f"storage error in {what}"
+                )
             raise StorageFault(f"simulated storage error in {what}")
 
     async def create_run(self, run: WorkflowRun, events: list[Event]) -> tuple[WorkflowRun, bool]:
         await self._interleave()
         created = await self.inner.create_run(run, events)
         self.events_recorded += len(events)
+        if self.trace is not None:
+            self.trace.run_created(created[0], events, created[1])
         return created
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
@@ -84,14 +94,30 @@ class FaultyStorage(StorageBackend):
         await self._interleave()
         crash_point("before_commit")
         self._maybe_fail("commit")
-        head = await self.inner.commit(commit)
+        try:
+            head = await self.inner.commit(commit)
+        except WorkflowError as exc:
+            if self.trace is not None:
+                self._trace_refused(commit, exc)
+            raise
         self.events_recorded += len(commit.events)
         delivery = _delivery.get()
+        if self.trace is not None:
+            self.trace.committed(None if delivery is None else delivery.worker, commit, head)
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
             self.ledger.fault(delivery.run_id, "storage")
+            if self.trace is not None:
+                self.trace.storage_fault(
+                    delivery.worker, delivery.run_id, "ambiguous commit (applied, error seen)"
+                )
             raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
         crash_point("after_commit")
         return head
+
+    def _trace_refused(self, commit: Commit, error: WorkflowError) -> None:
+        assert self.trace is not None
+        delivery = _delivery.get()
+        self.trace.refused(None if delivery is None else delivery.worker, commit, error)
 
     async def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None

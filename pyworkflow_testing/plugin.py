@@ -5,7 +5,9 @@ enough. ``sim`` is a fresh ``Simulation`` per test, closed afterwards; once the 
 passed, its oracles run (``sim.check()``) inside the test, so a violation fails the test itself.
 ``@pytest.mark.simulate(seeds=range(200), faults="crash,drop", workers=2)`` runs the test once
 per seed (ids ``seed=N``); ``--sim-seeds A..B`` sweeps other seeds, ``--sim-seed N`` runs just
-one, which is what the reproduce line of a failure says to do.
+one, which is what the reproduce line of a failure says to do. ``--sim-report DIR`` traces every
+``sim`` and writes the HTML report of each failing test's seed into DIR (the first
+``MAX_REPORTS`` of the session).
 
 The process-wide ``random`` module is seeded with the test's seed while the test runs (and put
 back afterwards), so workflow code that wrongly calls ``random.random()`` fails reproducibly.
@@ -18,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import re
 import shlex
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -40,6 +44,9 @@ DEFAULT_DETERMINISM_EVERY = 10
 
 _SIMULATION = pytest.StashKey["Simulation"]()
 _SWEEP = pytest.StashKey[range]()
+_VIOLATIONS = pytest.StashKey[list[str]]()  # what the oracles found, for the report
+_REPORTS = pytest.StashKey[list[str]]()  # the reports written in this session
+MAX_REPORTS = 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="A..B",
         help="sweep simulate-marked tests over seeds A..B (both included) or the one seed N.",
     )
+    group.addoption(
+        "--sim-report",
+        dest="sim_report",
+        default=None,
+        metavar="DIR",
+        help="trace every `sim` and write an HTML report of each failing test's seed into DIR"
+        " (needs the pyworkflow-engine[report] extra).",
+    )
 
 
 class _AsyncRunner:
@@ -116,6 +131,14 @@ class _AsyncRunner:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.pluginmanager.register(_AsyncRunner(), "pyworkflow-sim-async-runner")
+    if config.getoption("sim_report", None) is not None:
+        from pyworkflow_testing.report import ReportUnavailable, require_plotly
+
+        try:
+            require_plotly()
+        except ReportUnavailable as exc:
+            raise pytest.UsageError(f"--sim-report: {exc}") from None
+        config.stash[_REPORTS] = []
     text = config.getoption("sim_seeds", None)
     if text is None:
         return
@@ -205,6 +228,7 @@ def sim(request: pytest.FixtureRequest, sim_seed: int) -> Iterator[Simulation]:
         settings.faults,
         settings.workers,
         reproduce=reproduce_command(request.node.nodeid, sim_seed),
+        trace=request.config.getoption("sim_report", None) is not None,
     )
     request.node.stash[_SIMULATION] = simulation
     saved = random.getstate()
@@ -233,6 +257,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
             simulation.check(same_seed=_reruns(pyfuncitem, simulation.seed))
         except SimulationFailure as failure:
             message = str(failure)
+            pyfuncitem.stash[_VIOLATIONS] = failure.violations
         if message is not None:
             # The oracles' own words are the whole story; a traceback into check() adds nothing.
             pytest.fail(message, pytrace=False)
@@ -247,15 +272,40 @@ def pytest_runtest_makereport(
     report: pytest.TestReport = yield
     simulation = item.stash.get(_SIMULATION, None)
     if simulation is not None and report.failed and call.when == "call":
+        written = _write_report(item, call, simulation)
         report.sections.append(
             (
                 "pyworkflow simulation",
                 f"seed {simulation.seed} (faults {simulation.faults.describe()},"
                 f" workers {simulation.workers})\n"
-                f"reproduce with: {reproduce_command(item.nodeid, simulation.seed)}",
+                f"reproduce with: {reproduce_command(item.nodeid, simulation.seed)}"
+                + (f"\n{written}" if written else ""),
             )
         )
     return report
 
 
-__all__ = ["DEFAULT_SEEDS", "MARKER", "reproduce_command"]
+def _write_report(item: pytest.Item, call: pytest.CallInfo[None], simulation: Simulation) -> str:
+    """With ``--sim-report DIR``: write the failing test's report into DIR (named after the test
+    id); returns the line that says where (or why not), empty without the option."""
+    directory = item.config.getoption("sim_report", None)
+    written = item.config.stash.get(_REPORTS, None)
+    if directory is None or written is None or simulation.trace is None:
+        return ""
+    if len(written) >= MAX_REPORTS:
+        return f"no report: --sim-report writes the first {MAX_REPORTS} of a session"
+    violations = item.stash.get(_VIOLATIONS, None)
+    if violations is None:  # the test body failed before the oracles ran
+        failure = call.excinfo.exconly() if call.excinfo is not None else "the test failed"
+        violations = [f"the test failed: {failure}"]
+    name = re.sub(r"[^A-Za-z0-9_.]+", "-", item.nodeid).strip("-") + ".html"
+    path = Path(directory) / name
+    try:
+        simulation.write_report(path, violations=violations, title=item.nodeid)
+    except Exception as exc:  # noqa: BLE001 - a report that cannot be written fails no test
+        return f"could not write the report {path}: {type(exc).__name__}: {exc}"
+    written.append(str(path))
+    return f"report: {path}"
+
+
+__all__ = ["DEFAULT_SEEDS", "MARKER", "MAX_REPORTS", "reproduce_command"]

@@ -7,21 +7,24 @@ for it, so they can be awaited from any event loop
 
 Everything a simulation does is recorded as a script (starts, hook payloads, runs to idle), so
 ``check()`` can run the same script again: without faults (the result must not change) and with
-the same seed (the log must be byte-identical).
+the same seed (the log must be byte-identical). With ``trace=True`` it also records what happened
+where and when (``trace.Trace``), and ``write_report`` draws it as one HTML page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import random
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyworkflow.core.registry import (
     StepDefinition,
@@ -49,7 +52,11 @@ from pyworkflow_testing.loop import VirtualTimeEventLoop
 from pyworkflow_testing.schedule_oracles import History
 from pyworkflow_testing.shrink import Tape
 from pyworkflow_testing.timewarp import warped
+from pyworkflow_testing.trace import CANCEL, HOOK, SCRIPT, START, Trace
 from pyworkflow_testing.world import EPOCH, World
+
+if TYPE_CHECKING:
+    from pyworkflow_testing.report import RunLog
 
 T = TypeVar("T")
 
@@ -134,6 +141,7 @@ class Simulation(Checks):
         suppress: frozenset[int] | set[int] = frozenset(),
         reproduce: str | None = None,
         start: datetime | None = None,
+        trace: bool = False,
     ) -> None:
         self.seed = seed
         # Where virtual time begins (aware; default 2030-01-01 UTC): a calendar that matters to
@@ -153,10 +161,13 @@ class Simulation(Checks):
         self.schedule_history: dict[str, History] = {}
         self.timed_out = False
         self._checked_at: tuple[int, bool] | None = None  # see Checks.check
+        self.last_violations: list[str] | None = None  # what the last check() found
         # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
         self.check_seconds: dict[str, float] = {}
         self._executor = _simulation_thread()
         self._loop = VirtualTimeEventLoop()
+        # Only for a report: the recording points of the world check for None and move on.
+        self.trace: Trace | None = Trace(self._loop) if trace else None
         self.world = World(
             self._loop,
             seed=seed,
@@ -167,6 +178,7 @@ class Simulation(Checks):
             max_faults=max_faults,
             mocks=self.mocks,
             start=self.epoch,
+            trace=self.trace,
         )
 
     # -- running on the simulation's thread ----------------------------------------------------
@@ -238,6 +250,8 @@ class Simulation(Checks):
         await world.broker.enqueue_activation(run.run_id)
         handle = SimRun(self, len(self.runs), run.run_id)
         self.runs.append(handle)
+        if self.trace is not None:
+            self.trace.scripted(START, run.run_id, f"start {definition.name}: run {handle.index}")
         return handle
 
     async def _start_run(
@@ -250,6 +264,8 @@ class Simulation(Checks):
         world = self.world
         if idempotency_key is not None and world.chooser.fault("duplicate", "start"):
             # A client that retried its request (or two clients racing): two starts at once.
+            if self.trace is not None:
+                self.trace.duplicated("", f"start with key {idempotency_key!r}", SCRIPT)
             both = await asyncio.gather(
                 world.engines[0].start_run(
                     definition, args, kwargs, idempotency_key=idempotency_key
@@ -352,6 +368,8 @@ class Simulation(Checks):
 
     async def _cancel(self, index: int, reason: str | None) -> bool:
         self.script.append(_Action("cancel", (index, reason)))
+        if self.trace is not None:
+            self.trace.scripted(CANCEL, self.runs[index].run_id, f"cancel run {index}: {reason}")
         with scripted_action():
             engine = self.world.any_engine
             return await engine.request_cancellation(self.runs[index].run_id, reason)
@@ -495,6 +513,8 @@ class Simulation(Checks):
                 " called: nobody outside was handed its token"
             )
         self.script.append(_Action("hook", (run.index, name, payload)))
+        if self.trace is not None:
+            self.trace.scripted(HOOK, run.run_id, f"payload for hook {name!r} of run {run.index}")
         with scripted_action():
             await self._deliver_payload(run, name, token, payload)
 
@@ -503,6 +523,8 @@ class Simulation(Checks):
         if not world.chooser.fault("duplicate", "hook"):
             await world.any_engine.receive_hook(token, payload)
             return
+        if self.trace is not None:
+            self.trace.duplicated(run.run_id, f"payload for hook {name!r}, twice at once", SCRIPT)
         # The sender delivers the payload twice at once (a retried webhook, a double click), to
         # two workers: one receipt wins, the other must be refused without a trace in the log.
         first = asyncio.ensure_future(world.engines[0].receive_hook(token, payload))
@@ -593,6 +615,66 @@ class Simulation(Checks):
     @property
     def faults_injected(self) -> list[tuple[int, str, str]]:
         return list(self.world.chooser.fired)
+
+    # -- the report ----------------------------------------------------------------------------
+
+    def write_report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        violations: Sequence[str] | None = None,
+        title: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> Path:
+        """Write the HTML report of this simulation to ``path`` (one self-contained file) and
+        return the path: the seed, whether it passed, the violations and the reproduce line at
+        the top, the timeline of what happened (needs ``trace=True``), and every run's log.
+
+        The violations are ``violations`` when given; else those of the last ``check()``; else
+        this calls ``check()`` now (a failure is what the page shows, it is not raised). Needs
+        the ``report`` extra (plotly): ``pip install 'pyworkflow-engine[report]'``.
+        """
+        if self.trace is None:
+            raise RuntimeError(
+                "write_report needs a trace: create the simulation with Simulation(..., trace=True)"
+            )
+        from pyworkflow_testing import report
+
+        report.require_plotly()
+        if violations is None:
+            if self.last_violations is None:
+                with contextlib.suppress(SimulationFailure):
+                    self.check()
+            violations = self.last_violations or []
+        page = report.Report(
+            title=title or ", ".join(sorted(set(self._started_workflows()))) or "simulation",
+            seed=self.seed,
+            violations=list(violations),
+            reproduce=self.reproduce_command(),
+            faults=self.faults.describe(),
+            workers=self.workers,
+            dispatch_steps=self.dispatch_steps,
+            epoch=self.epoch,
+            elapsed=self._loop.time(),
+            marks=self.trace.marks,
+            runs=self.run_sync(self._run_logs()),
+            fired=self.faults_injected,
+            notes=list(notes),
+        )
+        return report.write(path, page)
+
+    def _started_workflows(self) -> list[str]:
+        return [str(action.args[0]) for action in self.script if action.kind == "start"]
+
+    async def _run_logs(self) -> list[RunLog]:
+        from pyworkflow_testing.report import RunLog
+
+        storage = self.world.storage.inner
+        logs = []
+        for name, record in await self._every_run():
+            events = await storage.get_events(record.run_id)
+            logs.append(RunLog(name, record, events))
+        return logs
 
     def tape(self, target: dict[str, Any] | None = None) -> Tape:
         """This simulation's decisions as a ``Tape`` (``Tape.dump`` writes it as JSON)."""

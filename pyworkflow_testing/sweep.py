@@ -3,7 +3,8 @@ can (``run_seed_isolated``), and many seeds over several processes (``run_sweep`
 
 Used by ``pyworkflow simulate`` (``cli.py``) and by anyone scripting sweeps. Each seed is one
 fresh ``Simulation``; this module never prints (reporting is the CLI's) and never touches real
-storage, brokers or the wall clock of the workflows it runs.
+storage, brokers or the wall clock of the workflows it runs. A seed given a ``ReportRequest`` runs
+with a trace and writes its HTML report (``report.py``) from the process that ran it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,16 @@ class SweepSpec:
         return DEFAULT_LIVENESS if self.liveness is None else parse_duration(self.liveness)
 
 
+@dataclass(frozen=True)
+class ReportRequest:
+    """Run a seed with a trace and write its HTML report to ``path``. ``expected``: the
+    violations an earlier, untraced run of the seed found (the report says so if this run finds
+    others: the simulator is deterministic, so it should not)."""
+
+    path: str
+    expected: list[str] | None = None
+
+
 @dataclass
 class SeedOutcome:
     """How one seed went: no violations means it passed."""
@@ -104,6 +115,8 @@ class SeedOutcome:
     virtual_seconds: float
     statuses: list[str]
     fired: list[tuple[int, str, str]] = field(default_factory=list)  # faults that struck
+    report: str | None = None  # the HTML report written for the seed, if one was asked for
+    report_problem: str | None = None  # why it was not written, or how it differs from expected
 
     @property
     def passed(self) -> bool:
@@ -136,8 +149,14 @@ def load_workflow(target: str, search_path: str | None = None) -> Any:
     return found
 
 
-def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset()) -> SeedOutcome:
+def run_seed(
+    spec: SweepSpec,
+    seed: int,
+    suppress: frozenset[int] = frozenset(),
+    report: ReportRequest | None = None,
+) -> SeedOutcome:
     """Simulate one seed of the sweep and check every oracle; always closes the simulation.
+    With ``report``, the simulation is traced and its HTML report written, passed or failed.
 
     The process-wide ``random`` module is seeded with the seed for the duration, so workflow code
     that (wrongly) calls ``random.random()`` fails the same way every time the seed is rerun.
@@ -152,6 +171,7 @@ def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset())
         suppress=suppress,
         reproduce=spec.reproduce(seed),
         liveness=spec.liveness_bound(),
+        trace=report is not None,
     )
     statuses: list[str] = []
     try:
@@ -163,7 +183,7 @@ def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset())
             violations = failure.violations
         except Exception as exc:  # noqa: BLE001 - reported as this seed's failure
             violations = [f"the simulation raised {type(exc).__name__}: {exc}"]
-        return SeedOutcome(
+        outcome = SeedOutcome(
             seed,
             spec.reproduce(seed),
             violations,
@@ -171,9 +191,36 @@ def run_seed(spec: SweepSpec, seed: int, suppress: frozenset[int] = frozenset())
             statuses,
             sim.faults_injected,
         )
+        if report is not None:
+            _write_report(sim, spec, report, outcome)
+        return outcome
     finally:
         sim.close()
         random.setstate(saved)
+
+
+def _write_report(
+    sim: Simulation, spec: SweepSpec, request: ReportRequest, outcome: SeedOutcome
+) -> None:
+    notes = []
+    if request.expected is not None and request.expected != outcome.violations:
+        outcome.report_problem = (
+            "the traced rerun of the seed found other violations than the sweep's run of it"
+        )
+        found = "\n".join(f"- {v}" for v in request.expected) or "(none)"
+        notes.append(
+            f"This page shows a rerun of seed {outcome.seed} with tracing on, which found other"
+            " violations than the sweep's run of it; the simulator is meant to be deterministic,"
+            f" so please report this. The sweep found:\n{found}"
+        )
+    try:
+        sim.write_report(
+            request.path, violations=outcome.violations, title=spec.target, notes=notes
+        )
+    except Exception as exc:  # noqa: BLE001 - the sweep reports it; the seed's outcome stands
+        outcome.report_problem = f"could not write {request.path}: {type(exc).__name__}: {exc}"
+    else:
+        outcome.report = request.path
 
 
 async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
@@ -185,14 +232,16 @@ async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
     return [(await handle.status()).value for handle in sim.runs]
 
 
-def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
+def run_seed_isolated(
+    spec: SweepSpec, seed: int, report: ReportRequest | None = None
+) -> SeedOutcome:
     """``run_seed`` in a forked child: every seed starts from the process state the sweep had
     before its first seed, so a cache a workflow, a step or the engine filled in one seed cannot
     hide a bug from the next. Where ``fork`` does not exist, or other threads run in this process
     (a simulation driven from a test suite: forking then may copy a lock another thread holds,
     and the child would wait for it forever), the seed runs in this process."""
     if not hasattr(os, "fork") or threading.active_count() > 1:
-        return run_seed(spec, seed)
+        return run_seed(spec, seed, report=report)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: run the seed, send its outcome as JSON, leave at once
@@ -200,7 +249,7 @@ def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
         gc.disable()  # short-lived: a collection would touch (and so copy) the parent's heap
         try:
             os.close(read)
-            outcome = run_seed(spec, seed)
+            outcome = run_seed(spec, seed, report=report)
             with os.fdopen(write, "wb") as pipe:
                 pipe.write(json.dumps(asdict(outcome)).encode())
         except BaseException:  # noqa: BLE001 - the parent reports a child that said nothing
@@ -220,23 +269,31 @@ def run_seed_isolated(spec: SweepSpec, seed: int) -> SeedOutcome:
     return SeedOutcome(**fields)
 
 
-def run_sweep(spec: SweepSpec, seeds: Iterable[int], jobs: int = 1) -> Iterator[SeedOutcome]:
+def run_sweep(
+    spec: SweepSpec,
+    seeds: Iterable[int],
+    jobs: int = 1,
+    reports: dict[int, ReportRequest] | None = None,
+) -> Iterator[SeedOutcome]:
     """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``), each
-    from clean process state (``run_seed_isolated``)."""
+    from clean process state (``run_seed_isolated``). A seed in ``reports`` runs traced and
+    writes its report."""
+    reports = reports or {}
     if jobs <= 1:
         for seed in seeds:
-            yield run_seed_isolated(spec, seed)
+            yield run_seed_isolated(spec, seed, reports.get(seed))
         return
     # spawn, not fork: the simulator runs threads, and spawn behaves the same on every platform.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_seed_isolated, spec, seed) for seed in seeds]
+        futures = [pool.submit(run_seed_isolated, spec, seed, reports.get(seed)) for seed in seeds]
         for future in as_completed(futures):
             yield future.result()
 
 
 __all__ = [
     "HOOK_WAIT",
+    "ReportRequest",
     "SeedOutcome",
     "SweepSpec",
     "load_workflow",

@@ -7,6 +7,8 @@ comes from ``Chooser``, one seeded random stream, so a seed names one execution 
 
 A worker crash is a ``WorkerCrash`` raised at the chosen point of a delivery; the worker's engine
 (and its cache) is thrown away, and the unacked message comes back after the visibility timeout.
+With a ``Trace`` attached (``trace``), each delivery, fault, timer and commit is also recorded
+for the HTML report; without one, each recording point costs one ``is not None`` check.
 This module never reads the wall clock and never does I/O.
 """
 
@@ -44,6 +46,7 @@ from pyworkflow_testing.faults import CRASH_POINTS, SCHEDULE_CRASH_POINTS, Fault
 from pyworkflow_testing.faulty_storage import FaultyStorage
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
+from pyworkflow_testing.trace import SCHEDULER, Trace
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 SIM_CACHE_SIZE = 20_000  # cached workflow instances per simulated worker
@@ -120,7 +123,10 @@ class SimBroker:
         if world.chooser.fault("reorder", "delay"):
             delay = world.chooser.uniform(0.0, 5.0)
         self._numbers += 1
-        self.push(Message(world.micros_after(delay), self._numbers, kind, run_id, step_id, attempt))
+        message = Message(world.micros_after(delay), self._numbers, kind, run_id, step_id, attempt)
+        if delay and world.trace is not None:
+            world.trace.delayed(message, delay)
+        self.push(message)
 
     def push(self, message: Message) -> None:
         heapq.heappush(self.waiting, (message.visible_at, message.number, message))
@@ -142,6 +148,8 @@ class SimBroker:
         index = 0
         if self.world.chooser.faults.rate("reorder") > 0:
             index = self.world.chooser.pick(len(self.visible))
+            if index and self.world.trace is not None:
+                self.world.trace.out_of_order(self.visible[index], index, len(self.visible))
         return self.visible.pop(index)
 
     def next_visible(self) -> float | None:
@@ -174,16 +182,19 @@ class World:
         visibility_timeout: timedelta = timedelta(seconds=60),
         mocks: dict[str, StepMock] | None = None,
         start: datetime = EPOCH,
+        trace: Trace | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a simulation needs at least one worker")
         self.loop = loop
+        self.trace = trace  # None unless a report is wanted: then every recording point records
         self.chooser = Chooser(seed, faults, suppress)
         self.chooser.max_faults = max_faults
         self.clock = VirtualClock(loop, start)
         self.ids = SeededIds(seed)
         self.ledger = ExecutionLedger()
         self.storage = FaultyStorage(self.chooser, self.ledger)
+        self.storage.trace = trace
         self.broker = SimBroker(self)
         self.dispatch_steps = dispatch_steps
         self.lease_ttl = lease_ttl
@@ -250,6 +261,10 @@ class World:
     ) -> Any:
         crash_point("before_step")
         self.ledger.executed(info.run_id, info.step_id, info.attempt)
+        if self.trace is not None:
+            delivery = _delivery.get()
+            worker = -1 if delivery is None else delivery.worker
+            self.trace.step_body(worker, info.run_id, info.step_id, info.attempt)
         result = await self.run_body(definition, args, kwargs, info)
         crash_point("after_step")
         return result
@@ -277,23 +292,41 @@ class World:
 
     async def _handle(self, index: int, message: Message) -> None:
         engine = self.engines[index]
-        _delivery.set(self._fate(index, message.run_id))
+        fate = self._fate(index, message.run_id)
+        _delivery.set(fate)
+        trace = self.trace
+        if trace is not None:
+            trace.delivery_started(index, message, engine.options.owner, fate.crash_at)
         try:
             if message.kind == "activation":
                 await engine.advance(message.run_id)
             else:
                 await engine.execute_step(message.run_id, message.step_id, message.attempt)
             crash_point("before_ack")
-        except WorkerCrash:
+        except WorkerCrash as crash:
             self.ledger.fault(message.run_id, "crash")  # fated, or lost in a step body
+            if trace is not None:
+                trace.delivery_ended(index, "crash", crash.point)
+                trace.crash(index, message.run_id, crash.point)
             self._crash(index, message)
         except NonDeterminismError as exc:
             self.errors.append(exc)
-        except (StorageFault, WorkflowError):
+            if trace is not None:
+                trace.delivery_ended(index, "error", f"{type(exc).__name__}: {exc}")
+                trace.engine_error(index, message.run_id, exc)
+        except (StorageFault, WorkflowError) as exc:
             # A failed task is retried by the broker a little later (Celery: autoretry).
+            if trace is not None:
+                trace.delivery_ended(index, "retried", f"{type(exc).__name__}: {exc}")
             self._redeliver(message, 1.0)
         except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
             self.errors.append(exc)
+            if trace is not None:
+                trace.delivery_ended(index, "error", f"{type(exc).__name__}: {exc}")
+                trace.engine_error(index, message.run_id, exc)
+        else:
+            if trace is not None:
+                trace.delivery_ended(index, "ok")
         finally:
             if self._busy_with.get(index) is message:  # not restarted and given other work
                 del self.busy[index], self._busy_with[index]
@@ -312,11 +345,16 @@ class World:
 
     def _redeliver(self, message: Message, after: float) -> None:
         message.visible_at = self.micros_after(after)
+        if self.trace is not None:
+            self.trace.redelivery(message, after)
         self.broker.push(message)
 
     def _restart_everything(self) -> None:
         """Every worker dies and the broker forgets its queue: storage is all that is left."""
         self.ledger.fault(None, "restart")
+        if self.trace is not None:
+            forgotten = len(self.broker.visible) + len(self.broker.waiting)
+            self.trace.restart(len(self.engines), self.busy, forgotten)
         for index, task in list(self.busy.items()):
             task.cancel()
             self._crash(index, None)
@@ -354,10 +392,15 @@ class World:
             progressed = True
             if self.chooser.fault("drop", message.kind):
                 self.ledger.fault(message.run_id, "drop")
+                if self.trace is not None:
+                    self.trace.dropped(message)
                 self._redeliver(message, self.visibility_timeout)
                 continue
             if self.chooser.fault("duplicate", message.kind):
                 self.ledger.fault(message.run_id, "duplicate")
+                if self.trace is not None:
+                    copied = f"{message.kind} message #{message.number}"
+                    self.trace.duplicated(message.run_id, copied)
                 self.broker.put(message.kind, message.run_id, message.step_id, message.attempt)
             index = idle.pop(self.chooser.pick(len(idle)))
             self.deliveries += 1
@@ -376,6 +419,9 @@ class World:
             self._poll_at = None  # this is the poll
         run_ids = await self.any_engine.fire_due_timers()
         recovered = await self.any_engine.recover_expired()
+        if self.trace is not None:
+            self.trace.timers_fired(run_ids)
+            self.trace.recovered(recovered)
         served = await self._serve_schedules()
         return bool(run_ids or recovered or served)
 
@@ -410,12 +456,15 @@ class World:
         else:
             self._schedule_spins = [now, 0]
         token = _delivery.set(Delivery(index, crash_at, ""))
+        trace = self.trace
         try:
             if self.chooser.fault("duplicate", "schedule") and len(self.engines) > 1:
                 # Two schedulers got the same schedules: one serves them now, the other holds
                 # what it read and writes it after a stall (a paused VM, a long GC): its writes
                 # must not undo what happened in between.
                 self.ledger.fault(None, "duplicate")
+                if trace is not None:
+                    trace.duplicated("", "due schedules, served twice", SCHEDULER)
                 claimed = await self.storage.claim_due_schedules(self.clock.now())
                 stall = self.chooser.uniform(0.0, MAX_SCHEDULER_STALL)
                 other = self.engines[(index + 1) % len(self.engines)]
@@ -427,14 +476,23 @@ class World:
                     )
             else:
                 await self.engines[index].fire_due_schedules()
-        except WorkerCrash:
+        except WorkerCrash as crash:
             # The scheduler died mid-serving: its claims run out and another serves them.
             self.ledger.fault(None, "crash")
             self.crashes += 1
-        except StorageFault:
-            pass  # the tick fails; the claims run out and the next tick serves them
+            if trace is not None:
+                trace.scheduler_crash(index, crash.point)
+        except StorageFault as exc:
+            # The tick fails; the claims run out and the next tick serves them.
+            if trace is not None:
+                trace.schedules_served(index, f"failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - an engine bug: the simulation reports it
             self.errors.append(exc)
+            if trace is not None:
+                trace.schedules_served(index, f"engine error: {type(exc).__name__}: {exc}")
+        else:
+            if trace is not None:
+                trace.schedules_served(index, "ok")
         finally:
             _delivery.reset(token)
         return True

@@ -6,8 +6,10 @@ codes, the printed reproduce line run again in a shell-like way) run it as a rea
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -347,3 +349,118 @@ def test_a_sweep_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "simulating" in done.stdout and "seeds/s" in done.stdout, done.stdout[-2000:]
     assert "40 passed, 0 failed" in done.stdout
+
+
+# -- --report: an HTML page per failing seed ---------------------------------------------------
+
+
+def _reported(output: str) -> dict[int, str]:
+    """``report for seed N: PATH`` lines -> {N: PATH}."""
+    found = re.findall(r"^report for seed (\d+): (.+)$", output, re.MULTILINE)
+    return {int(seed): path for seed, path in found}
+
+
+def test_report_writes_one_page_per_failing_seed_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "coin_report.py").write_text(COIN.format(prefix="cli_coin_report"))
+    monkeypatch.chdir(tmp_path)
+    swept = simulate("coin_report:flip", "--seeds", "0..9", "--json")
+    failing = {entry["seed"]: entry for entry in json.loads(swept.stdout)["failed"]}
+    assert swept.exit_code == 1 and failing
+
+    result = simulate("coin_report:flip", "--seeds", "0..9", "--report", "pages")
+    assert result.exit_code == 1, result.output  # as without --report
+    reported = _reported(result.stdout)
+    assert set(reported) == set(failing)
+    assert reported == {seed: os.path.join("pages", f"seed-{seed}.html") for seed in failing}
+    assert sorted(p.name for p in (tmp_path / "pages").iterdir()) == sorted(
+        f"seed-{seed}.html" for seed in failing
+    )
+    for seed, entry in failing.items():
+        page = (tmp_path / reported[seed]).read_text(encoding="utf-8")
+        assert f"seed {seed} <span" in page and ">FAILED<" in page
+        assert f'<pre id="reproduce">{html.escape(entry["reproduce"])}</pre>' in page
+        for violation in entry["violations"]:
+            assert html.escape(violation) in page
+    assert "warning" not in result.stdout  # the traced reruns found what the sweep found
+
+    # The reproduce line on a page runs as printed (and fails the same way).
+    seed = min(failing)
+    path = os.pathsep.join([str(PYWORKFLOW.parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        failing[seed]["reproduce"],
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and f"seed {seed} FAILED" in done.stdout, done.stdout
+
+    # In parallel, with --json: the same pages, listed in the JSON.
+    parallel = simulate(
+        "coin_report:flip", "--seeds", "0..9", "--report", "json-pages", "--json", "--jobs", "2"
+    )
+    assert parallel.exit_code == 1, parallel.output
+    listed = json.loads(parallel.stdout)["reports"]
+    assert {entry["seed"] for entry in listed} == set(failing)
+    assert all(Path(entry["path"]).is_file() and entry["problem"] is None for entry in listed)
+
+
+def test_report_for_one_seed_writes_it_passed_or_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "coin_one.py").write_text(COIN.format(prefix="cli_coin_one"))
+    monkeypatch.chdir(tmp_path)
+    report = json.loads(simulate("coin_one:flip", "--seeds", "0..9", "--json").stdout)
+    failing = {entry["seed"] for entry in report["failed"]}
+    passing = sorted(set(range(10)) - failing)
+    assert passing and failing
+
+    passed = simulate("coin_one:flip", "--seed", str(passing[0]), "--report", "one.html")
+    assert passed.exit_code == 0, passed.output
+    assert _reported(passed.stdout) == {passing[0]: "one.html"}
+    page = (tmp_path / "one.html").read_text(encoding="utf-8")
+    assert ">PASSED<" in page and "Every oracle passed." in page
+
+    # A directory (an existing one, or a path ending with a slash) gets seed-N.html in it.
+    seed = min(failing)
+    failed = simulate("coin_one:flip", "--seed", str(seed), "--report", "out/")
+    assert failed.exit_code == 1, failed.output
+    assert (tmp_path / "out" / f"seed-{seed}.html").is_file()
+    again = simulate("coin_one:flip", "--seeds", str(seed), "--report", "out")
+    assert _reported(again.stdout) == {seed: os.path.join("out", f"seed-{seed}.html")}
+
+
+def test_report_of_a_sweep_that_passes_writes_nothing_and_exits_0(tmp_path: Path) -> None:
+    pages = tmp_path / "pages"
+    result = simulate(ONBOARDING, "--seeds", "0..2", "--report", str(pages))
+    assert result.exit_code == 0, result.output
+    assert f"no failing seed: no report written to {pages}" in result.stdout
+    assert list(pages.iterdir()) == []
+
+
+def test_report_usage_errors_exit_2_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "taken.html"
+    a_file.write_text("")
+    several = simulate(ONBOARDING, "--seeds", "0..2", "--report", str(a_file))
+    assert several.exit_code == 2 and "with several seeds PATH is a directory" in several.output
+    log = tmp_path / "log.json"
+    log.write_text("[]")
+    history = simulate(ONBOARDING, "--history", str(log), "--report", str(tmp_path / "r"))
+    assert history.exit_code == 2 and "not with --history or --replay" in history.output
+
+    monkeypatch.setitem(sys.modules, "plotly", None)  # as if the report extra were missing
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    missing = simulate(ONBOARDING, "--seeds", "0..2", "--report", str(tmp_path / "r"))
+    assert missing.exit_code == 2, missing.output
+    assert "--report: the HTML report needs plotly: pip install 'pyworkflow-engine[report]'" in (
+        missing.output
+    )
+    assert "Traceback" not in missing.output
+    assert not (tmp_path / "r").exists()  # nothing ran

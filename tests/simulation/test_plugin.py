@@ -7,7 +7,10 @@ inner file names its workflows after the test, since the registry is one per pro
 
 from __future__ import annotations
 
+import html
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +219,55 @@ def test_the_plugin_runs_async_tests_in_any_suite(
     result = pytester.runpytest_subprocess(*options)
     result.assert_outcomes(passed=4)
     assert "not natively supported" not in result.stdout.str(), mode
+
+
+def test_sim_report_writes_a_page_for_each_failing_test_and_seed(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        test_flip=FLIP.format(prefix="plugin_report"),
+        test_body=COIN.format(prefix="plugin_report_body") + """
+
+@pytest.mark.simulate(seeds=range(2), faults="crash")
+async def test_body_fails(sim):
+    run = await sim.start(flip)
+    await sim.run_until_idle()
+    assert await run.result() == "edge", "the coin landed on its edge"
+""",
+    )
+    result = inner.runpytest_inprocess("--sim-report", "pages", "-rf")
+    text = result.stdout.str()
+    failed = sorted(
+        line.split("::", 1)[1].split(" ")[0]
+        for line in result.stdout.lines
+        if line.startswith("FAILED ")
+    )
+    assert any(name.startswith("test_flip[") for name in failed), text
+    pages = inner.path / "pages"
+    written = sorted(path.name for path in pages.iterdir())
+    assert len(written) == len(failed)  # one page per failing test and seed, named after its id
+    for name in failed:
+        module = "test_flip.py" if name.startswith("test_flip") else "test_body.py"
+        seed = name.split("[seed=")[1].rstrip("]")
+        page_name = f"{module}-{name.split('[')[0]}-seed-{seed}.html"
+        assert page_name in written, (page_name, written)
+        assert f"report: {Path('pages', page_name)}" in text
+        page = (pages / page_name).read_text(encoding="utf-8")
+        assert f"seed {seed} <span" in page and ">FAILED<" in page
+        assert html.escape(reproduce_command(f"{module}::{name}", int(seed))) in page
+        if module == "test_body.py":  # the body failed before the oracles ran: its error
+            assert "the test failed: AssertionError: the coin landed on its edge" in page
+        else:
+            assert "not deterministic" in page
+
+
+def test_sim_report_without_plotly_is_a_usage_error(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inner.makepyfile(test_flip=FLIP.format(prefix="plugin_report_missing"))
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    result = inner.runpytest_inprocess("--sim-report", "pages")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "ERROR: --sim-report: the HTML report needs plotly: pip install"
+        " 'pyworkflow-engine[report]'" in result.stderr.lines
+    )
