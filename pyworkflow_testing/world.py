@@ -30,7 +30,7 @@ from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
 from pyworkflow.engine.options import EngineOptions
-from pyworkflow.model.exceptions import NonDeterminismError, WorkflowError
+from pyworkflow.model.exceptions import CorruptHistoryError, NonDeterminismError, WorkflowError
 from pyworkflow.model.schedules import Schedule
 from pyworkflow_testing.fate import (
     Chooser,
@@ -309,8 +309,8 @@ class World:
                 trace.delivery_ended(index, "crash", crash.point)
                 trace.crash(index, message.run_id, crash.point)
             self._crash(index, message)
-        except NonDeterminismError as exc:
-            self.errors.append(exc)
+        except (NonDeterminismError, CorruptHistoryError) as exc:
+            self.errors.append(exc)  # (the run is blocked: the oracles report it too)
             if trace is not None:
                 trace.delivery_ended(index, "error", f"{type(exc).__name__}: {exc}")
                 trace.engine_error(index, message.run_id, exc)

@@ -17,6 +17,7 @@ import click
 
 from pyworkflow.api import (
     cancel_workflow,
+    get_runtime,
     get_workflow_chain,
     get_workflow_events,
     get_workflow_run,
@@ -47,6 +48,7 @@ from pyworkflow.cli._records import (
 )
 from pyworkflow.config import get_storage
 from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType
+from pyworkflow.model.exceptions import WorkflowError
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 
 FOLLOW_POLL = 0.25  # seconds between looks at a followed log
@@ -295,6 +297,43 @@ def cancel_run(
         click.echo(f"cancellation of run {run_id} recorded; status: {run.status.value}")
     else:
         click.echo(f"run {run_id} had already finished ({run.status.value}): nothing to cancel")
+
+
+@runs.command("fail")
+@click.argument("run_id")
+@click.option("--reason", default=None, help="Recorded as the run's error.")
+@output_option
+def fail_run(run_id: str, reason: str | None, output: str | None) -> None:
+    """End a blocked run failed without running its code: when its log cannot be repaired or its
+    code cannot be fixed. Its parent hears of it; its children are cancelled."""
+    require_storage()
+
+    async def fail() -> tuple[bool, WorkflowRun]:
+        run = await _fetch_run(run_id)
+        blocked = run.blocked
+        if blocked is None:
+            raise click.ClickException(
+                f"run {run_id} is not blocked ({run.status.value}): 'runs cancel' stops a run"
+                " that can still run its code"
+            )
+        why = reason or f"ended failed by an operator while blocked: {blocked.message}"
+        engine = get_runtime(settings().runtime).engine_for(get_storage())
+        done = await engine.impose_failure(run_id, WorkflowError(why))
+        await advance_local_runs()
+        return done, await _fetch_run(run_id)
+
+    done, run = run_async(fail())
+    if not done:
+        raise click.ClickException(
+            f"run {run_id} moved on meanwhile ({run.status.value}); look again with 'runs status'"
+        )
+    chosen = output_of(output)
+    if chosen == "json":
+        echo_json(run_record(run))
+    elif chosen == "plain":
+        click.echo(f"{run_id}\t{run.status.value}")
+    else:
+        click.echo(f"run {run_id} ended {run.status.value}")
 
 
 # -- children and chain -------------------------------------------------------------------------

@@ -52,7 +52,6 @@ from pyworkflow.engine.schedules import SCHEDULE_ID, ScheduleService
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CancellationError,
-    CorruptHistoryError,
     EventLimitExceededError,
     HookAlreadyReceivedError,
     LeaseHeldError,
@@ -192,8 +191,6 @@ class Engine(
                 except SequenceConflictError:
                     new_run = None
                     logger.debug("activation of {} lost a commit race; retrying", run_id)
-                except CorruptHistoryError as exc:
-                    return await self._end_corrupt(run_id, exc)
             raise SequenceConflictError(
                 f"run {run_id}: {MAX_CONFLICT_RETRIES} activations in a row lost the race"
             )
@@ -201,19 +198,6 @@ class Engine(
             for work in carried.values():  # attempts the log no longer needs
                 if isinstance(work, asyncio.Task):
                     work.cancel()
-
-    async def _end_corrupt(self, run_id: str, error: CorruptHistoryError) -> Outcome:
-        """The run's log cannot be read back: an infrastructure fault, not something its code
-        may catch. The run ends failed, saying which event and field."""
-        self.evict(run_id)
-        if await self.impose_failure(run_id, error):
-            logger.error("{}; the run ends failed", error)
-        run = await self.storage.get_run(run_id)
-        if run is None or not run.status.is_terminal:
-            raise error  # another process holds or moved the run on: theirs to see
-        outcome = await self._outcome_of(run)
-        self._notify_finished(outcome)
-        return outcome
 
     async def _hand_back(self, run_id: str) -> None:
         """After an activation that held the run failed: leave the run to whoever comes next,

@@ -1,7 +1,9 @@
 """Blocked runs: an activation that fails for a reason code must fix says so on the run.
 
-Replay that diverges from the log (``NonDeterminismError``), a workflow not registered in the
-process that activates its run, a recorded value that does not decode here, an engine bug: none
+Replay that diverges from the log (``NonDeterminismError``), a log that cannot be read back
+(``CorruptHistoryError``: storage edited or damaged; an operator can repair the row), a workflow
+not registered in the process that activates its run, a recorded value that does not decode
+here, an engine bug: none
 of these goes away by retrying the same code, and none is the run's fault, so the run is neither
 failed nor left to look merely ``suspended``. The engine records a ``Blocked`` on the run (in its
 ``error`` field, which only terminal runs use otherwise), releases its lease (the sweeper would
@@ -24,6 +26,7 @@ from pyworkflow.engine.leases import STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock
 from pyworkflow.model.exceptions import (
+    CorruptHistoryError,
     LeaseHeldError,
     NonDeterminismError,
     RunFinishedError,
@@ -38,7 +41,13 @@ from pyworkflow.storage.base import StorageBackend
 # Exceptions that are programming errors wherever they come from (never a storage outage):
 # an activation that raises one is an engine (or workflow-library) bug that a retry repeats.
 _BUGS = (AssertionError, AttributeError, TypeError, NameError, NotImplementedError, RecursionError)
-_CANDIDATES = (NonDeterminismError, SerializationError, WorkflowNotFoundError, *_BUGS)
+_CANDIDATES = (
+    NonDeterminismError,
+    CorruptHistoryError,
+    SerializationError,
+    WorkflowNotFoundError,
+    *_BUGS,
+)
 
 
 def blocked_kind(exc: BaseException, run: WorkflowRun | None = None) -> BlockedKind | None:
@@ -46,6 +55,8 @@ def blocked_kind(exc: BaseException, run: WorkflowRun | None = None) -> BlockedK
     is transient or not the run's (a storage outage, a lost race, a run that does not exist)."""
     if isinstance(exc, NonDeterminismError):
         return BlockedKind.NON_DETERMINISM
+    if isinstance(exc, CorruptHistoryError):
+        return BlockedKind.CORRUPT_HISTORY
     if isinstance(exc, SerializationError):
         return BlockedKind.UNDECODABLE
     if isinstance(exc, WorkflowNotFoundError):
@@ -90,7 +101,17 @@ def blocked_error(run_id: str, blocked: Blocked) -> WorkflowError:
         return WorkflowNotFoundError(message)
     if blocked.kind is BlockedKind.UNDECODABLE:
         return SerializationError(message)
+    if blocked.kind is BlockedKind.CORRUPT_HISTORY:
+        return _CorruptHistory(message)
     return WorkflowError(f"{message} ({blocked.error_type})")
+
+
+class _CorruptHistory(CorruptHistoryError):
+    """A ``CorruptHistoryError`` rebuilt from a block's message (the run, event and field are
+    in the text)."""
+
+    def __init__(self, message: str) -> None:
+        WorkflowError.__init__(self, message)
 
 
 def _int_or_none(value: object) -> int | None:

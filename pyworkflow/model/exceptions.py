@@ -93,8 +93,9 @@ class SerializationError(WorkflowError):
 
 class CorruptHistoryError(WorkflowError):
     """A value recorded in a run's log cannot be read back (edited or damaged storage, or a
-    pickled value read with pickling off). An infrastructure fault: the engine ends the run
-    failed, naming the run, the event and the field; workflow code never sees it."""
+    pickled value read with pickling off). An infrastructure fault: the engine blocks the run
+    (``WorkflowRun.blocked``, kind ``corrupt_history``), naming the run, the event and the
+    field; workflow code never sees it, and a repaired log lets the run go on."""
 
     def __init__(self, run_id: str, sequence: int, event_type: str, field: str, why: str) -> None:
         super().__init__(

@@ -59,6 +59,7 @@ class BlockedKind(StrEnum):
     NON_DETERMINISM = "non_determinism"  # replay diverged from the log (``NonDeterminismError``)
     WORKFLOW_NOT_FOUND = "workflow_not_found"  # the activating process lacks the workflow
     UNDECODABLE = "undecodable"  # a recorded value does not decode in this process
+    CORRUPT_HISTORY = "corrupt_history"  # the log itself is damaged (storage edited or broken)
     ENGINE_ERROR = "engine_error"  # the activation raised something unexpected
 
     def __str__(self) -> str:

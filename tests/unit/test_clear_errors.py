@@ -55,7 +55,7 @@ async def sleeper() -> str:
     return "done"
 
 
-async def test_a_truncated_event_row_names_the_run_and_event_and_ends_the_run(
+async def test_a_truncated_event_row_names_the_run_and_event_and_blocks_the_run(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "runs.db"
@@ -64,6 +64,9 @@ async def test_a_truncated_event_row_names_the_run_and_event_and_ends_the_run(
     runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
     run_id = await api.start(sleeper, runtime=runtime, storage=storage)
     with sqlite3.connect(db) as conn:  # a disk or a hand damages one row
+        (good,) = conn.execute(
+            "SELECT data FROM events WHERE run_id = ? AND sequence = 3", (run_id,)
+        ).fetchone()
         conn.execute(
             "UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", ('{"comm', run_id)
         )
@@ -75,8 +78,14 @@ async def test_a_truncated_event_row_names_the_run_and_event_and_ends_the_run(
     await engine.fire_due_timers()
     await runtime.drain(storage)
     run = await storage.get_run(run_id)
-    assert run is not None and run.status is RunStatus.FAILED
-    assert run.error is not None and f"corrupt history: run {run_id}, event 3" in run.error
+    assert run is not None and run.status is RunStatus.SUSPENDED
+    assert run.blocked is not None and run.blocked.kind.value == "corrupt_history"
+    assert f"corrupt history: run {run_id}, event 3" in run.blocked.message
+    # the row is repaired: the run goes on where it stopped
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", (good, run_id))
+    assert await api.resume(run_id, runtime=runtime, storage=storage) == "done"
+    assert (await storage.get_run(run_id)).blocked is None
     await runtime.shutdown()
     await storage.close()
 

@@ -186,3 +186,21 @@ def test_an_unknown_run_is_one_line(cli: Cli, command: list[str]) -> None:
 def test_list_rejects_an_unknown_status(cli: Cli) -> None:
     cli("workflows", "run", "cli_sum", "--arg", "x=1")
     assert "'gone'" in one_line_error(cli("runs", "list", "--status", "gone", code=2))
+
+
+def test_a_blocked_run_can_be_ended_failed_by_an_operator(cli: Cli) -> None:
+    blocked_run = cli.start("cli_sleeper")
+    cli.block(blocked_run)
+    ended = cli.json("runs", "fail", blocked_run, "--reason", "the log cannot be repaired")
+    assert (ended["status"], ended["blocked"]) == ("failed", None)
+    status = cli.json("runs", "status", blocked_run)
+    assert status["status"] == "failed" and "the log cannot be repaired" in status["error"]
+    events = [e["type"] for e in cli.json("runs", "show", blocked_run)["log"]]
+    assert events[-1] == "workflow.failed"
+    # a run that can still run its code is cancelled, not failed from outside
+    running = cli.start("cli_sleeper")
+    refused = one_line_error(cli("runs", "fail", running, code=1))
+    assert refused == (
+        f"Error: run {running} is not blocked (suspended): 'runs cancel' stops a run that can"
+        " still run its code"
+    )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from pyworkflow import api, configure, sleep, step, workflow
+from pyworkflow import BlockedKind, api, configure, sleep, step, workflow
 from pyworkflow.model.exceptions import CorruptHistoryError, SerializationError
 from pyworkflow.serialization import dumps, loads, pickle_allowed
 from pyworkflow.serialization.codec import RemoteError
@@ -189,16 +189,20 @@ async def _careful_run_with_result(text: str) -> tuple[Any, Any, str]:
     return storage, runtime, run_id
 
 
-async def test_a_damaged_recorded_result_fails_the_run_and_never_reaches_its_code() -> None:
+async def test_a_damaged_recorded_result_blocks_the_run_and_never_reaches_its_code() -> None:
     storage, runtime, run_id = await _careful_run_with_result('{"__pw__": "pick')
     run = await storage.get_run(run_id)
-    assert run is not None and run.status.value == "failed"
-    assert run.error is not None
-    assert f"corrupt history: run {run_id}, event 3 (step.completed), field 'result'" in run.error
+    assert run is not None and run.status.value == "suspended"  # stopped, not "caught ..."
+    blocked = run.blocked
+    assert blocked is not None and blocked.kind is BlockedKind.CORRUPT_HISTORY
+    assert (
+        f"corrupt history: run {run_id}, event 3 (step.completed), field 'result'"
+        in blocked.message
+    )
     events = await storage.get_events(run_id)
-    assert events[-1].type.value == "workflow.failed" and events[-1].data["imposed"] is True
-    with pytest.raises(CorruptHistoryError):
-        await api.get_workflow_result(run_id, storage=storage)
+    assert events[-1].type.value == "sleep.started"  # nothing recorded past the damage
+    with pytest.raises(CorruptHistoryError, match="event 3"):
+        await api.get_workflow_result(run_id, timeout=3600, storage=storage)
     await runtime.shutdown()
 
 
@@ -208,6 +212,7 @@ async def test_a_value_unreadable_only_here_leaves_the_run_to_a_process_that_can
     storage, runtime, run_id = await _careful_run_with_result('{"__pw__":"pickle","v":"AAAA"}')
     run = await storage.get_run(run_id)
     assert run is not None and not run.status.is_terminal  # not failed, not "caught ..."
+    assert run.blocked is not None and run.blocked.kind is BlockedKind.UNDECODABLE
     events = await storage.get_events(run_id)
     assert [e.type.value for e in events][-1] == "sleep.started"
     await runtime.shutdown()
