@@ -80,6 +80,17 @@ def _simulation_thread() -> ThreadPoolExecutor:
         return _thread[1]
 
 
+def stop_simulation_thread() -> None:
+    """End this process's simulation thread (the next simulation starts another): a process
+    about to fork one child per seed must have no thread of its own running
+    (``sweep.run_seed_isolated``)."""
+    global _thread
+    with _thread_lock:
+        if _thread is not None and _thread[0] == os.getpid():
+            _thread[1].shutdown(wait=True)
+        _thread = None
+
+
 @dataclass
 class _Action:
     kind: str  # "start" | "hook" | "cancel" | "schedule" | "run_for" | "wait_hook" | "idle"

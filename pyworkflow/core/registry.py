@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -225,10 +226,25 @@ def clear_registry() -> None:
     _steps.clear()
 
 
+@contextmanager
+def registry_restored() -> Iterator[None]:
+    """Whatever is registered inside the block is forgotten at its end (the registry is as it
+    was): definitions a tool makes for its own use never show among the application's."""
+    workflows, steps = dict(_workflows), dict(_steps)
+    try:
+        yield
+    finally:
+        _workflows.clear()
+        _workflows.update(workflows)
+        _steps.clear()
+        _steps.update(steps)
+
+
 __all__ = [
     "StepDefinition",
     "WorkflowDefinition",
     "clear_registry",
+    "registry_restored",
     "get_step",
     "get_workflow",
     "list_steps",
