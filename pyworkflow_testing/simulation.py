@@ -80,6 +80,12 @@ def _simulation_thread() -> ThreadPoolExecutor:
         return _thread[1]
 
 
+def simulation_thread_exists() -> bool:
+    """Whether this process has its simulation thread (some simulation was built here)."""
+    with _thread_lock:
+        return _thread is not None and _thread[0] == os.getpid()
+
+
 def stop_simulation_thread() -> None:
     """End this process's simulation thread (the next simulation starts another): a process
     about to fork one child per seed must have no thread of its own running

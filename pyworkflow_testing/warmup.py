@@ -11,7 +11,9 @@ parent that ran one simulation first.
 ``warm_up`` runs one small simulation of the simulator's own (a step, a sleep, a hook, every
 fault on, then every oracle) in the parent, once per process. It runs no user code: its workflow
 and step are registered only for its duration (``registry_restored``), and the ``random`` module's
-state is put back. Best effort: a warm-up that fails is ignored (the seeds then run cold).
+state is put back. Best effort: a warm-up that fails is ignored (the seeds then run cold), and
+a process where a simulation already holds the simulation thread is not warmed (stopping that
+thread would break it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import threading
 from typing import Any
 
 from pyworkflow.core.registry import registry_restored
-from pyworkflow_testing.simulation import stop_simulation_thread
+from pyworkflow_testing.simulation import simulation_thread_exists, stop_simulation_thread
 
 _warmed = False
 _lock = threading.Lock()
@@ -36,6 +38,8 @@ def warm_up() -> None:
         if _warmed:
             return
         _warmed = True
+    if simulation_thread_exists():
+        return  # a simulation of this process holds the thread: leave it be (and run cold)
     state = random.getstate()
     try:
         with registry_restored():
@@ -46,7 +50,6 @@ def warm_up() -> None:
         stop_simulation_thread()  # (or the sweep could not fork its seeds)
         random.setstate(state)
         gc.collect()
-        gc.freeze()  # what the warm-up left is shared with every child, never collected there
 
 
 async def _simulate() -> None:

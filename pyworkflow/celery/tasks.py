@@ -55,8 +55,9 @@ def run_work(work: Work[Any], what: str, run_id: str | None = None) -> Any:
         logger.bind(run_id=run_id).error("{} skipped: {}", what, exc)
     except Exception as exc:  # noqa: BLE001 - the timer row or the sweeper brings the run back
         if blocked_kind(exc) not in (None, BlockedKind.ENGINE_ERROR):
-            # The engine recorded it on the run (``runs status`` shows it), and the message
-            # says it all (a divergence, a missing workflow): no traceback every retry.
+            # An activation's failure is recorded on the run (``runs status`` shows it); a step
+            # task's is not, and its run is blocked by the activation the sweeper gives it once
+            # the step's lease runs out. The message says it all: no traceback every retry.
             logger.bind(run_id=run_id).error("{} failed: {}: {}", what, type(exc).__name__, exc)
             return None
         logger.bind(run_id=run_id).opt(exception=exc).error(

@@ -48,7 +48,7 @@ from pyworkflow.cli._records import (
 )
 from pyworkflow.config import get_storage
 from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType
-from pyworkflow.model.exceptions import WorkflowError
+from pyworkflow.model.exceptions import CorruptHistoryError, WorkflowError
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 
 FOLLOW_POLL = 0.25  # seconds between looks at a followed log
@@ -129,7 +129,10 @@ async def _detail(run: WorkflowRun) -> dict[str, Any]:
     hooks = []
     wake_at = None
     if run.status.is_terminal:
-        tail = await storage.get_events(run.run_id, after_sequence=max(run.last_sequence - 2, 0))
+        try:
+            tail = await storage.get_events(run.run_id, after_sequence=run.last_sequence - 1)
+        except CorruptHistoryError:  # (ended by an operator after its log broke)
+            tail = []
         ending = [event for event in tail if event.type in TERMINAL_EVENT_TYPES]
         if ending and ending[-1].data.get("error_type"):
             error_type = short_type(str(ending[-1].data["error_type"]))
@@ -305,27 +308,35 @@ def cancel_run(
 @output_option
 def fail_run(run_id: str, reason: str | None, output: str | None) -> None:
     """End a blocked run failed without running its code: when its log cannot be repaired or its
-    code cannot be fixed. Its parent hears of it; its children are cancelled."""
+    code cannot be fixed. Its parent hears of it; the children its log can still name are
+    cancelled."""
     require_storage()
 
     async def fail() -> tuple[bool, WorkflowRun]:
         run = await _fetch_run(run_id)
         blocked = run.blocked
+        if run.status.is_terminal:
+            raise click.ClickException(f"run {run_id} has already ended ({run.status.value})")
         if blocked is None:
             raise click.ClickException(
                 f"run {run_id} is not blocked ({run.status.value}): 'runs cancel' stops a run"
                 " that can still run its code"
             )
-        why = reason or f"ended failed by an operator while blocked: {blocked.message}"
+        why = f"ended failed by an operator while blocked: {blocked.message}"
+        if reason:
+            why = f"{reason} ({why})"
         engine = get_runtime(settings().runtime).engine_for(get_storage())
-        done = await engine.impose_failure(run_id, WorkflowError(why))
+        done = await engine.impose_failure(
+            run_id, WorkflowError(why), expected_sequence=run.last_sequence, require_blocked=True
+        )
         await advance_local_runs()
         return done, await _fetch_run(run_id)
 
     done, run = run_async(fail())
     if not done:
         raise click.ClickException(
-            f"run {run_id} moved on meanwhile ({run.status.value}); look again with 'runs status'"
+            f"run {run_id} moved on or is held by an activation ({run.status.value}); look"
+            " again with 'runs status'"
         )
     chosen = output_of(output)
     if chosen == "json":

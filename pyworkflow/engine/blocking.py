@@ -80,6 +80,14 @@ def blocked_of(exc: BaseException, kind: BlockedKind, clock: Clock, owner: str) 
             "actual": exc.actual,
             "location": exc.location,
         }
+    elif isinstance(exc, CorruptHistoryError):
+        detail = {
+            "run_id": exc.run_id,
+            "sequence": exc.sequence,
+            "event_type": exc.event_type,
+            "field": exc.field,
+            "why": getattr(exc, "why", ""),
+        }
     elif kind is BlockedKind.WORKFLOW_NOT_FOUND:
         message = f"{message} (in process {owner}: import the module that defines it)"
     return Blocked(kind, type(exc).__name__, message, clock.now(), owner, detail)
@@ -102,13 +110,23 @@ def blocked_error(run_id: str, blocked: Blocked) -> WorkflowError:
     if blocked.kind is BlockedKind.UNDECODABLE:
         return SerializationError(message)
     if blocked.kind is BlockedKind.CORRUPT_HISTORY:
-        return _CorruptHistory(message)
+        detail = blocked.detail
+        sequence = _int_or_none(detail.get("sequence"))
+        if sequence is None:
+            return _CorruptHistory(message)
+        return CorruptHistoryError(
+            str(detail.get("run_id", run_id)),
+            sequence,
+            str(detail.get("event_type", "?")),
+            str(detail.get("field", "?")),
+            str(detail.get("why", "")),
+        )
     return WorkflowError(f"{message} ({blocked.error_type})")
 
 
 class _CorruptHistory(CorruptHistoryError):
-    """A ``CorruptHistoryError`` rebuilt from a block's message (the run, event and field are
-    in the text)."""
+    """A ``CorruptHistoryError`` rebuilt from a block's message alone (a record written without
+    the details: the run, event and field are in the text)."""
 
     def __init__(self, message: str) -> None:
         WorkflowError.__init__(self, message)

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.events import Event, EventType
-from pyworkflow.model.exceptions import RunFinishedError, WorkflowNotFoundError
+from pyworkflow.model.exceptions import (
+    CorruptHistoryError,
+    RunFinishedError,
+    WorkflowNotFoundError,
+)
 from pyworkflow.model.schemas import Commit
 from pyworkflow.storage.base import StorageBackend
 
@@ -52,7 +56,10 @@ class Cancellations:
             for run_id, seen in list(watched.items()):
                 if run_id in self.cancel_known:
                     continue
-                news = await self.storage.get_events(run_id, after_sequence=seen)
+                try:
+                    news = await self.storage.get_events(run_id, after_sequence=seen)
+                except CorruptHistoryError:
+                    continue  # (its activation blocks the run; the other runs are still read)
                 if any(event.type is EventType.CANCELLATION_REQUESTED for event in news):
                     self._know_cancelled(run_id)
                 if news and run_id in watched:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyworkflow.model.events import EventType
-from pyworkflow.model.exceptions import CancellationError, WorkflowError
+from pyworkflow.model.exceptions import CancellationError, CorruptHistoryError, WorkflowError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_exception, loads
 from pyworkflow.storage.base import StorageBackend
@@ -53,7 +53,10 @@ async def outcome_of(storage: StorageBackend, run: WorkflowRun) -> Outcome:
             if run.status is RunStatus.FAILED
             else (EventType.WORKFLOW_CANCELLED)
         )
-        tail = await storage.get_events(run.run_id, after_sequence=max(run.last_sequence - 2, 0))
+        try:
+            tail = await storage.get_events(run.run_id, after_sequence=run.last_sequence - 1)
+        except CorruptHistoryError:  # (a run ended by an operator after its log broke)
+            return Outcome(run.run_id, run.status, error=run.error)
         for event in reversed(tail):
             if event.type is ending and event.data.get("exception"):
                 return Outcome(

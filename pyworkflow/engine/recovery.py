@@ -175,12 +175,25 @@ class Recovery:
         if children or run.parent_run_id is not None:
             commit.notices = ending_notices(run, RunStatus.FAILED, failed.data, children, now)
 
-    async def impose_failure(self, run_id: str, error: BaseException) -> bool:
-        """End ``run_id`` failed with ``error`` without running its code (its log cannot be
-        replayed: ``CorruptHistoryError``). Conditional: not while another process holds the
-        run's lease, nor once its log moved on since it was read. False when not written."""
+    async def impose_failure(
+        self,
+        run_id: str,
+        error: BaseException,
+        *,
+        expected_sequence: int | None = None,
+        require_blocked: bool = False,
+    ) -> bool:
+        """End ``run_id`` failed with ``error`` without running its code (``pyworkflow runs
+        fail``: a blocked run whose log cannot be repaired). Conditional: not while another
+        process holds the run's lease, nor once its log moved on since it was read (or since
+        ``expected_sequence``, what the caller checked); with ``require_blocked``, only a run
+        that is still blocked. False when not written."""
         run = await self.storage.get_run(run_id)
         if run is None or run.status.is_terminal:
+            return False
+        if expected_sequence is not None and run.last_sequence != expected_sequence:
+            return False
+        if require_blocked and run.blocked is None:
             return False
         now = self.clock.now()
         failed = Event(

@@ -106,6 +106,7 @@ class CorruptHistoryError(WorkflowError):
         self.sequence = sequence
         self.event_type = event_type
         self.field = field
+        self.why = why
 
 
 class ChildWorkflowError(WorkflowError):

@@ -22,11 +22,15 @@ from pyworkflow import (
 )
 from pyworkflow.core.registry import _workflows
 from pyworkflow.engine.activation import Engine
-from pyworkflow.engine.blocking import blocked_error, blocked_kind
+from pyworkflow.engine.blocking import blocked_error, blocked_kind, blocked_of
 from pyworkflow.engine.leases import STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import SystemClock
-from pyworkflow.model.exceptions import SequenceConflictError, StorageBusyError
+from pyworkflow.model.exceptions import (
+    CorruptHistoryError,
+    SequenceConflictError,
+    StorageBusyError,
+)
 from pyworkflow.model.schemas import Commit
 from tests.conftest import Env, HandDrivenRuntime
 
@@ -307,3 +311,32 @@ async def test_a_run_waiting_on_its_step_executors_keeps_their_lease(dispatched_
     assert (run.status, run.lease_owner) == (RunStatus.RUNNING, STEP_EXECUTORS)
     env.clock.advance(7 * 86400)  # the step's executors are lost: the sweeper still recovers it
     assert await env.engine.recover_expired() == [run_id]
+
+
+async def test_an_operator_fails_only_a_run_that_is_still_blocked_as_checked(env: Env) -> None:
+    run_id = await diverged(env)
+    checked = await env.storage.get_run(run_id)
+    version["v"] = 1
+    await resume(run_id, storage=env.storage)  # fixed meanwhile: it got through
+    refused = await env.engine.impose_failure(
+        run_id, RuntimeError("x"), expected_sequence=checked.last_sequence, require_blocked=True
+    )
+    assert refused is False
+    assert (await env.storage.get_run(run_id)).status is RunStatus.COMPLETED  # not failed
+
+
+def test_a_corrupt_history_block_rebuilds_the_real_error() -> None:
+    error = CorruptHistoryError("r1", 3, "step.completed", "result", "not JSON")
+    kind = blocked_kind(error)
+    assert kind is BlockedKind.CORRUPT_HISTORY
+    record = Blocked.from_text(blocked_of(error, kind, SystemClock(), "w").to_text())
+    assert record is not None
+    rebuilt = blocked_error("r1", record)
+    assert type(rebuilt) is CorruptHistoryError
+    assert (rebuilt.run_id, rebuilt.sequence, rebuilt.event_type, rebuilt.field) == (
+        "r1",
+        3,
+        "step.completed",
+        "result",
+    )
+    assert str(rebuilt) == str(error)
