@@ -40,6 +40,7 @@ from rich.progress import (
 
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.model.duration import format_duration
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import NonDeterminismError
 from pyworkflow.serialization import pickle_allowed, set_allow_pickle
@@ -125,15 +126,7 @@ class _Progress:
 
 
 def _duration(seconds: float) -> str:
-    """``93784.5`` -> ``"1d 2h 3m 4.5s"``."""
-    whole, fraction = divmod(seconds, 1)
-    minutes, secs = divmod(int(whole), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
-    if secs or fraction or not parts:
-        parts.append(f"{secs + fraction:.3g}s" if fraction else f"{secs}s")
-    return " ".join(parts)
+    return format_duration(seconds, digits=3)
 
 
 def _count(n: int, noun: str) -> str:

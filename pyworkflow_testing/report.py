@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pyworkflow.model.duration import format_duration
 from pyworkflow.model.events import Event
 from pyworkflow.model.schemas import WorkflowRun
 from pyworkflow_testing import trace as t
@@ -455,14 +456,7 @@ def _header(report: Report, notes: list[str], failing: list[str]) -> str:
 
 
 def _duration(seconds: float) -> str:
-    whole, fraction = divmod(seconds, 1)
-    minutes, secs = divmod(int(whole), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
-    if secs or fraction or not parts:
-        parts.append(f"{secs + fraction:.6g}s")
-    return " ".join(parts)
+    return format_duration(seconds, digits=6)
 
 
 _PAGE = """<!DOCTYPE html>

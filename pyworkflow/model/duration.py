@@ -95,6 +95,19 @@ def resolve_wake_time(value: Duration | datetime, now: datetime) -> datetime:
     return max(wake, now)
 
 
+def format_duration(seconds: float, digits: int = 3) -> str:
+    """``93784.5`` -> ``"1d 2h 3m 4.5s"``: whole days, hours and minutes, then the seconds to
+    ``digits`` significant digits (left out when a bigger unit is there and they are 0)."""
+    whole, fraction = divmod(seconds, 1)
+    minutes, secs = divmod(int(whole), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    if secs or fraction or not parts:
+        parts.append(f"{secs + fraction:.{digits}g}s")
+    return " ".join(parts)
+
+
 def _from_seconds(seconds: Real) -> timedelta:
     as_float = float(seconds)
     if math.isnan(as_float) or math.isinf(as_float):
@@ -135,4 +148,11 @@ def _invalid(value: object, reason: str) -> ValueError:
     return ValueError(f"invalid duration {value!r}: {reason}; expected {VALID_FORMS}")
 
 
-__all__ = ["VALID_FORMS", "Duration", "parse_duration", "resolve_wake_time", "to_seconds"]
+__all__ = [
+    "VALID_FORMS",
+    "Duration",
+    "format_duration",
+    "parse_duration",
+    "resolve_wake_time",
+    "to_seconds",
+]

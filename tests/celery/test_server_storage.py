@@ -28,6 +28,26 @@ BROKER_DB = 13  # the other celery tests use 11 and 12
 STORAGE_DB = 14
 
 
+def _server_cluster(
+    redis_server: RedisServer, tmp_path: Path, storage_url: str, *workers: str
+) -> Cluster:
+    """Solo workers on a fresh broker database of the session's Redis, storing in
+    ``storage_url``: started (stop them with ``stop_all``)."""
+    broker = f"redis://127.0.0.1:{redis_server.port}/{BROKER_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    cluster = Cluster(
+        broker=broker,
+        db=tmp_path / "unused.db",
+        ledger=tmp_path / "ledger.jsonl",
+        tmp=tmp_path,
+        storage_url=storage_url,
+    )
+    for name in workers:
+        cluster.add(name, "solo")
+        cluster.start(name)
+    return cluster
+
+
 @pytest.fixture(params=["postgres", "redis"])
 def server_cluster(
     request: pytest.FixtureRequest, redis_server: RedisServer, tmp_path: Path
@@ -38,17 +58,7 @@ def server_cluster(
     else:
         storage_url = f"redis://127.0.0.1:{redis_server.port}/{STORAGE_DB}"
         redis.Redis.from_url(storage_url).flushdb()
-    broker = f"redis://127.0.0.1:{redis_server.port}/{BROKER_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    cluster = Cluster(
-        broker=broker,
-        db=tmp_path / "unused.db",
-        ledger=tmp_path / "ledger.jsonl",
-        tmp=tmp_path,
-        storage_url=storage_url,
-    )
-    cluster.add("s", "solo")
-    cluster.start("s")
+    cluster = _server_cluster(redis_server, tmp_path, storage_url, "s")
     try:
         yield cluster
     finally:
@@ -109,19 +119,7 @@ async def test_two_workers_finish_every_run_after_the_storage_server_restarts(
     tmp_path: Path,
 ) -> None:
     storage_url, restart = restartable_storage
-    broker = f"redis://127.0.0.1:{redis_server.port}/{BROKER_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    cluster = Cluster(
-        broker=broker,
-        db=tmp_path / "unused.db",
-        ledger=tmp_path / "ledger.jsonl",
-        tmp=tmp_path,
-        storage_url=storage_url,
-    )
-    cluster.add("r1", "solo")
-    cluster.add("r2", "solo")
-    cluster.start("r1")
-    cluster.start("r2")
+    cluster = _server_cluster(redis_server, tmp_path, storage_url, "r1", "r2")
     try:
         async with client_of(cluster) as client:
             await cluster.wait_ready(client.app, "r1", "r2")

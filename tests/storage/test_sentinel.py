@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from pyworkflow import api, sleep, step, workflow
+from pyworkflow import api
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.model.events import EventType
 from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
@@ -29,6 +29,7 @@ from pyworkflow.storage.redis import RedisStorageBackend
 from pyworkflow_testing import oracles
 from tests import polling
 from tests.conftest import namespace_for
+from tests.integration.test_server_restart import pipeline
 from tests.sentinel import Node, SentinelGroup, sentinel_group
 from tests.servers import free_port
 from tests.storage.test_contract import new_run, step_completed, step_started
@@ -151,21 +152,7 @@ async def test_a_master_refusing_writes_for_want_of_replicas_is_an_outage(
     assert await storage.commit(commit) == 2
 
 
-# -- runs in flight across a failover -------------------------------------------------------------
-
-
-@step(name="sentinel_add")
-async def add(total: int, n: int) -> int:
-    return total + n
-
-
-@workflow(name="sentinel_pipeline", max_recovery_attempts=50)
-async def pipeline(seed: int) -> int:
-    total = seed
-    for n in range(4):
-        total = await add(total, n)
-        await sleep(0.3)
-    return total
+# -- runs in flight across a failover (``pipeline``: the storage-restart tests' workload) --------
 
 
 async def _runs(storage: RedisStorageBackend, run_ids: list[str]) -> list[Any] | None:

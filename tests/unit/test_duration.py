@@ -127,3 +127,14 @@ def test_resolve_wake_time_keeps_the_convention_of_now() -> None:
 def test_resolve_wake_time_rejects_bad_durations() -> None:
     with pytest.raises(ValueError, match="'soon'"):
         resolve_wake_time("soon", NOW)
+
+
+def test_format_duration_names_whole_units_then_the_seconds() -> None:
+    from pyworkflow.model.duration import format_duration
+
+    assert format_duration(93784.5) == "1d 2h 3m 4.5s"
+    assert format_duration(726) == "12m 6s"
+    assert format_duration(3600) == "1h"
+    assert format_duration(0) == "0s"
+    assert format_duration(6.354321) == "6.35s"
+    assert format_duration(6.354321, digits=6) == "6.35432s"
