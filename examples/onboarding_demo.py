@@ -30,6 +30,7 @@ from typing import Any
 from pyworkflow import (
     RunStatus,
     configure,
+    get_hook_token,
     get_workflow_events,
     get_workflow_result,
     get_workflow_run,
@@ -88,8 +89,8 @@ async def _wait_for_hook_token(storage: SQLiteStorageBackend, run_id: str) -> st
     deadline = loop.time() + DEADLINE_SECONDS
     while loop.time() < deadline:
         hooks = await storage.list_hooks(run_id, status=HookStatus.PENDING)
-        if hooks:
-            return hooks[0].token
+        if hooks:  # storage keeps only a digest of the token: the hook key makes it again
+            return await get_hook_token(run_id, hooks[0].hook_id, storage=storage)
         await asyncio.sleep(POLL_SECONDS)
     raise TimeoutError(f"run {run_id} created no activation hook within {DEADLINE_SECONDS}s")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyworkflow.api import (
     ResumeResult,
     cancel_workflow,
+    get_hook_token,
     get_runtime,
     get_workflow_chain,
     get_workflow_events,
@@ -170,6 +171,7 @@ __all__ = [
     "get_step_info",
     "get_storage",
     "cancel_workflow",
+    "get_hook_token",
     "get_workflow_chain",
     "get_workflow_events",
     "get_workflow_result",

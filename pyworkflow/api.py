@@ -22,10 +22,12 @@ from pyworkflow.engine.outcome import Outcome, outcome_of
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     ChildWorkflowError,
+    HookNotFoundError,
+    InvalidTokenError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from pyworkflow.model.schemas import BlockedKind, RunStatus, WorkflowRun
+from pyworkflow.model.schemas import BlockedKind, Hook, RunStatus, WorkflowRun
 from pyworkflow.runtime.base import Runtime
 from pyworkflow.runtime.local import LocalRuntime
 from pyworkflow.runtime.registry import runtime_factory
@@ -339,6 +341,36 @@ async def resume_hook(
     return ResumeResult(run_id=run_id, hook_id=hook_id, status="received")
 
 
+async def get_hook_token(
+    run_id: str, hook_id: str, *, storage: StorageBackend | None = None
+) -> str:
+    """The token that answers hook ``hook_id`` of run ``run_id``, for whoever holds storage and
+    the deployment's hook key (operators, tools). Storage keeps only the token's digest; the
+    token is derived again from the key. Raises ``HookNotFoundError``, or ``InvalidTokenError``
+    when this process's hook key is not the one that created the hook."""
+    store = _storage_for(storage)
+    hook = await store.get_hook(run_id, hook_id)
+    if hook is None:
+        raise HookNotFoundError(f"no hook {hook_id!r} in run {run_id!r}")
+    await reveal_tokens([hook], store)
+    if hook.token is None:
+        raise InvalidTokenError(
+            f"the hook key of this process did not create hook {hook_id!r} of run {run_id!r}:"
+            " configure the deployment's hook_key (PYWORKFLOW_HOOK_KEY)"
+        )
+    return hook.token
+
+
+async def reveal_tokens(hooks: list[Hook], storage: StorageBackend) -> list[Hook]:
+    """Fill in ``token`` of each of ``hooks`` (read from ``storage``) this process can derive;
+    the others keep ``token=None``."""
+    if hooks:
+        engine = get_runtime().engine_for(storage)
+        for hook in hooks:
+            hook.token = await engine.token_of(hook)
+    return hooks
+
+
 class _DefaultRuns:
     """``RunAccess`` over the configured storage: what a ``ChildWorkflowHandle`` used in
     application code (not in its parent workflow, not in a step) reads and cancels through."""
@@ -372,6 +404,7 @@ register_run_access(_DefaultRuns())  # ChildWorkflowHandle outside its parent an
 
 __all__ = [
     "ResumeResult",
+    "get_hook_token",
     "get_runtime",
     "cancel_workflow",
     "get_workflow_chain",

@@ -3,9 +3,10 @@
 Keys keep the names of pyworkflow-engine 0.3/0.4 (``storage``, ``default_durable``,
 ``default_runtime``, ``module``, ``celery: {broker, result_backend, visibility_timeout}``).
 Environment variables (``PYWORKFLOW_STORAGE_TYPE``, ``PYWORKFLOW_STORAGE_PATH``,
-``PYWORKFLOW_STORAGE_URL``, ``PYWORKFLOW_RUNTIME``; ``PYWORKFLOW_CELERY_BROKER`` and
-``PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT``, read by ``pyworkflow.celery``) fill what was not
-configured explicitly. An unknown key or a bad value is a ``ConfigurationError`` naming it.
+``PYWORKFLOW_STORAGE_URL``, ``PYWORKFLOW_RUNTIME``, ``PYWORKFLOW_HOOK_KEY``;
+``PYWORKFLOW_CELERY_BROKER`` and ``PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT``, read by
+``pyworkflow.celery``) fill what was not configured explicitly. An unknown key or a bad value
+is a ``ConfigurationError`` naming it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Config:
     timer_poll_interval: float = 1.0
     dispatch_steps: bool = False
     max_nesting_depth: int = 3  # children nest at most this deep (MaxNestingDepthError)
+    # The key hook tokens derive from (``pyworkflow.engine.hooks``), shared by every process of
+    # a deployment; else ``PYWORKFLOW_HOOK_KEY``; else a key the storage keeps.
+    hook_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +89,8 @@ def configure(**kwargs: Any) -> None:
             value = _coerce_storage(value)
         elif name == "default_runtime" and value not in ("local", "celery"):
             raise ConfigurationError(f"unknown runtime {value!r} (expected 'local' or 'celery')")
+        elif name == "hook_key" and value is not None:
+            _check_hook_key(value, "hook_key")
         changes[name] = value
     _config = replace(_config, extra=extra, **changes)
     _explicit.update(changes)
@@ -123,6 +129,27 @@ def configure_from_yaml(path: str | os.PathLike[str]) -> None:
 
 def get_config() -> Config:
     return _config
+
+
+MIN_HOOK_KEY_LENGTH = 16
+
+
+def _check_hook_key(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) < MIN_HOOK_KEY_LENGTH:
+        raise ConfigurationError(
+            f"{where} must be a string of at least {MIN_HOOK_KEY_LENGTH} characters (a random"
+            " one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return value
+
+
+def configured_hook_key() -> bytes | None:
+    """The deployment's hook key: ``configure(hook_key=...)``, else ``PYWORKFLOW_HOOK_KEY``;
+    None when neither is set (engines then use the one their storage keeps)."""
+    if _config.hook_key is not None:
+        return _config.hook_key.encode()
+    env = os.environ.get("PYWORKFLOW_HOOK_KEY")
+    return _check_hook_key(env, "PYWORKFLOW_HOOK_KEY").encode() if env else None
 
 
 def reset_config() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pyworkflow.engine.hooks import token_matches
 from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType
 from pyworkflow.model.schemas import Hook
 
@@ -102,7 +103,7 @@ class ExecutionLedger:
         self, run_id: str, events: list[Event], hooks: list[Hook]
     ) -> list[str]:
         problems: list[str] = []
-        stored = {hook.hook_id: hook.token for hook in hooks}
+        stored = {hook.hook_id: hook for hook in hooks}
         for index, event in enumerate(events):
             if event.type is not EventType.HOOK_CREATED or not event.data.get("announce"):
                 continue
@@ -119,7 +120,7 @@ class ExecutionLedger:
                 problems.append(
                     f"hook {hook_id}: on_created was handed {len(set(tokens))} different tokens"
                 )
-            if hook_id in stored and tokens[0] != stored[hook_id]:
+            if hook_id in stored and not token_matches(stored[hook_id], tokens[0]):
                 problems.append(
                     f"hook {hook_id}: on_created was handed a token that is not the hook's"
                 )

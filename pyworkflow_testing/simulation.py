@@ -34,6 +34,7 @@ from pyworkflow.core.registry import (
     list_workflows,
     workflow_definition_of,
 )
+from pyworkflow.engine.hooks import make_token
 from pyworkflow.engine.outcome import Outcome, chain_end, outcome_of
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
@@ -563,10 +564,11 @@ class Simulation(Checks):
         announced = self.world.ledger.token(run_id, hook.hook_id)
         if announced is not None:
             return announced
+        derived = make_token(self.world.ids.hook_key, run_id, hook.hook_id)
         for event in await self.world.storage.inner.get_events(run_id):
             if event.type is EventType.HOOK_CREATED and event.data.get("hook_id") == hook.hook_id:
-                return None if event.data.get("announce") else hook.token
-        return hook.token
+                return None if event.data.get("announce") else derived
+        return derived
 
     def mock_step(
         self,

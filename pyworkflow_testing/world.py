@@ -81,16 +81,15 @@ class VirtualClock:
 
 
 class SeededIds:
-    """Run ids and hook secrets from the seed: the same seed gives byte-identical logs."""
+    """Run ids from the seed: the same seed gives byte-identical logs."""
 
     def __init__(self, seed: int) -> None:
         self._random = random.Random(f"ids:{seed}")
+        # Hook tokens derive from it (``engine.hooks``); every simulated worker shares it.
+        self.hook_key = f"sim-hook-key:{seed}".encode()
 
     def new_run_id(self) -> str:
         return f"run_{self._random.getrandbits(64):016x}"
-
-    def new_secret(self) -> str:
-        return f"{self._random.getrandbits(128):032x}"
 
 
 @dataclass
@@ -237,6 +236,7 @@ class World:
             cache_size=SIM_CACHE_SIZE,
             # A blocked run stays so (the oracles report it): no retries to fast-forward through.
             blocked_retry=None,
+            hook_key=self.ids.hook_key,
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set

@@ -24,6 +24,7 @@ from loguru import logger
 
 from pyworkflow.celery.app import CelerySettings, celery_app, configure_app
 from pyworkflow.celery.queue import BrokerQueue, Publisher
+from pyworkflow.config import configured_hook_key
 from pyworkflow.core.registry import WorkflowDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.options import EngineOptions
@@ -78,6 +79,7 @@ class CeleryRuntime(Runtime):
             ),
             event_limit=self.settings.event_limit,
             max_nesting_depth=self.settings.max_nesting_depth,
+            hook_key=configured_hook_key(),
         )
         engine = Engine(storage, self.clock, self.queue, options=options)
         self._engines[id(storage)] = (loop, engine)

@@ -129,6 +129,10 @@ def run_detail(
     }
 
 
+# Shown for a hook whose token this process cannot derive (another hook key created it).
+UNKNOWN_TOKEN = "(unknown: another hook key)"
+
+
 def hook_waiting(hook: Hook) -> dict[str, Any]:
     return {"name": hook.name, "token": hook.token, "expires_at": _iso(hook.expires_at)}
 
@@ -316,7 +320,7 @@ def hook_cells(hook: Hook, exact: bool) -> list[str]:
         hook.status.value,
         when(hook.created_at, exact),
         when(hook.expires_at, exact),
-        hook.token,
+        hook.token or UNKNOWN_TOKEN,
     ]
 
 
@@ -332,6 +336,7 @@ __all__ = [
     "event_summary",
     "hook_cells",
     "hook_record",
+    "UNKNOWN_TOKEN",
     "hook_waiting",
     "print_events",
     "run_cells",

@@ -16,14 +16,13 @@ shown off a terminal.
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
 from pydantic import BaseModel
 
-from pyworkflow.api import ResumeResult, get_workflow_run, resume_hook
+from pyworkflow.api import ResumeResult, get_workflow_run, resume_hook, reveal_tokens
 from pyworkflow.cli._common import (
     JsonType,
     advance_local_runs,
@@ -46,10 +45,10 @@ from pyworkflow.cli._output import (
     rows_table,
     when,
 )
-from pyworkflow.cli._records import HOOK_COLUMNS, hook_cells, hook_record
+from pyworkflow.cli._records import HOOK_COLUMNS, UNKNOWN_TOKEN, hook_cells, hook_record
 from pyworkflow.config import get_storage
 from pyworkflow.core.registry import list_workflows
-from pyworkflow.engine.hooks import parse_token
+from pyworkflow.engine.hooks import parse_token, token_matches
 from pyworkflow.model.exceptions import HookNotFoundError
 from pyworkflow.model.schemas import Hook, HookStatus, WorkflowRun
 
@@ -76,10 +75,12 @@ async def find_hook(reference: str, run_id: str | None = None) -> Hook:
     if reference.count(":") >= 2:
         token_run, hook_id = parse_token(reference)
         hook = await storage.get_hook(token_run, hook_id)
-        if hook is None or not hmac.compare_digest(hook.token.encode(), reference.encode()):
+        if hook is None or not token_matches(hook, reference):
             raise HookNotFoundError("no hook matches this token")
+        hook.token = reference
         return hook
     found = [h for h in await storage.list_hooks(run_id=run_id) if h.hook_id == reference]
+    await reveal_tokens(found, storage)
     where = f" in run {run_id!r}" if run_id else ""
     if not found:
         raise HookNotFoundError(f"no hook {reference!r}{where} (pyworkflow hooks list shows them)")
@@ -94,7 +95,8 @@ async def find_hook(reference: str, run_id: str | None = None) -> Hook:
 
 async def list_hooks(run_id: str | None = None, status: HookStatus | None = None) -> list[Hook]:
     """The hooks storage holds, oldest first (storage lists them in no promised order)."""
-    found = await get_storage().list_hooks(run_id=run_id, status=status)
+    storage = get_storage()
+    found = await reveal_tokens(await storage.list_hooks(run_id=run_id, status=status), storage)
     return sorted(found, key=lambda hook: (hook.created_at or _EPOCH, hook.run_id, hook.hook_id))
 
 
@@ -139,7 +141,7 @@ def info_command(reference: str, run_id: str | None, output: str | None) -> None
         ("status", hook.status.value),
         ("run id", hook.run_id),
         ("hook id", hook.hook_id),
-        ("token", hook.token),
+        ("token", hook.token or UNKNOWN_TOKEN),
         ("created", when(hook.created_at)),
         ("expires", when(hook.expires_at)),
         ("received", when(hook.received_at)),
@@ -249,7 +251,12 @@ def _choose_token() -> str:
     ]
     print_table(rows_table(CHOICE_COLUMNS, rows))
     chosen = click.prompt("hook", type=click.IntRange(1, len(pending)), default=1)
-    token: str = pending[chosen - 1].token
+    token: str | None = pending[chosen - 1].token
+    if token is None:
+        raise click.ClickException(
+            "this process's hook key did not create that hook: configure the deployment's"
+            " hook_key (PYWORKFLOW_HOOK_KEY)"
+        )
     return token
 
 

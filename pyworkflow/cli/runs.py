@@ -22,6 +22,7 @@ from pyworkflow.api import (
     get_workflow_events,
     get_workflow_run,
     resume,
+    reveal_tokens,
 )
 from pyworkflow.cli._common import (
     advance_local_runs,
@@ -137,7 +138,8 @@ async def _detail(run: WorkflowRun) -> dict[str, Any]:
         if ending and ending[-1].data.get("error_type"):
             error_type = short_type(str(ending[-1].data["error_type"]))
     else:
-        hooks = await storage.list_hooks(run_id=run.run_id, status=HookStatus.PENDING)
+        pending = await storage.list_hooks(run_id=run.run_id, status=HookStatus.PENDING)
+        hooks = await reveal_tokens(pending, storage)
         timer = await storage.get_timer(run.run_id)
         wake_at = timer.fire_at if timer is not None else None
     return run_detail(run, error_type=error_type, hooks=hooks, wake_at=wake_at)

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from pyworkflow.api import get_runtime, get_workflow_result
+from pyworkflow.api import get_runtime, get_workflow_result, reveal_tokens
 from pyworkflow.cli._common import (
     InputError,
     JsonType,
@@ -300,7 +300,10 @@ class _Watch:
 
     async def _announce_hook(self, hook_id: str) -> None:
         hook = await self.storage.get_hook(self.run_id, hook_id)
-        if hook is None or hook.status is not HookStatus.PENDING or hook.token in self.announced:
+        if hook is None or hook.status is not HookStatus.PENDING:
+            return
+        await reveal_tokens([hook], self.storage)
+        if hook.token is None or hook.token in self.announced:
             return
         self.announced.add(hook.token)
         click.echo(

@@ -131,6 +131,7 @@ class Engine(
         self.timer_listener: Callable[[str, datetime], None] | None = None
         # Told (run id, hook id, token) before each on_created call (the simulator's ledger).
         self.hook_listener: Callable[[str, str, str], None] | None = None
+        self._hook_key: bytes | None = None  # resolved at the first hook (``hook_key``)
         self._cache: OrderedDict[str, WorkflowInstance] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._finished: dict[str, list[asyncio.Future[Outcome]]] = {}
@@ -572,7 +573,8 @@ class Engine(
             # one that lacks the workflow) outlives an activation that got through.
             error = ""
         events = inst.buffer
-        hooks = self._hooks_created(inst, events)
+        new_hooks = [event for event in events if event.type is EventType.HOOK_CREATED]
+        hooks = await self._hooks_created(inst, new_hooks) if new_hooks else []
         notices = list(notices) if notices else []
         created: list[tuple[WorkflowRun, list[Event]]] = []
         continued_to = None
@@ -594,7 +596,7 @@ class Engine(
             completed_at=now if completed else None,
             timer=timer,
             lease=lease,
-            hooks_created=[hook for hook, _ in hooks],
+            hooks_created=[hook for hook, _, _ in hooks],
             hook_expired=hook_expired,
             recovery_attempts=0 if inst.losses_counted and progress_made(events) else None,
             owner=owner,
@@ -622,14 +624,16 @@ class Engine(
             inst.timer = timer
             if timer is not None and self.timer_listener is not None:
                 self.timer_listener(inst.run_id, timer)
-        for hook, cmd in hooks:
-            inst.hook_tokens[cmd.position] = hook.token
+        for _, token, cmd in hooks:
+            inst.hook_tokens[cmd.position] = token
         await self._publish(inst, events)
         if created or notices:
             await self._wake_others(created, notices)
         if not completed and inst.unannounced():
             await self._announce(inst)
-            if not isinstance(follow_up, _Unset):
+            if not isinstance(follow_up, _Unset) and inst.buffer:
+                # (Nothing buffered: no hook could be announced here, a process whose hook key
+                # differs. The guard timer stays and brings the run back.)
                 await self._commit(inst, status=inst.status, timer=follow_up)
 
     async def _wake_others(

@@ -1,18 +1,29 @@
 """Hooks from outside the workflow: tokens, hook rows, payload validation, receipts.
 
 A token is ``<run_id>:<hook_id>:<secret>``: the run and hook say where the payload goes, the
-random secret makes it unguessable. Payloads are validated against the hook's pydantic schema
-before anything is recorded. Payload schemas are found by import path, or in this process's
-registry of schemas seen by hook calls (for classes that cannot be imported by path).
-``HookDelivery`` hands a new hook's token to ``on_created`` (at least once: ``_announce``) and
-records a payload (exactly one per hook: ``receive_hook``); it never runs workflow code.
+secret makes it unguessable. The secret is ``HMAC-SHA256(hook key, "<run_id>:<hook_id>")``
+(``hook_secret``): storage keeps only the token's SHA-256 digest (``token_digest``), compared in
+constant time, so whoever reads storage cannot answer a hook, and a process that holds the key can
+still tell a hook's token again (``on_created`` is at least once: after a crash the replaying
+activation re-announces the same token). The key is the deployment's (``configure(hook_key=...)``
+or ``PYWORKFLOW_HOOK_KEY``), else one the storage keeps (``StorageBackend.keep_secret``, created
+once). Rows written before tokens were hashed hold the token itself and keep working.
+
+Payloads are validated against the hook's pydantic schema before anything is recorded. Payload
+schemas are found by import path, or in this process's registry of schemas seen by hook calls (for
+classes that cannot be imported by path). ``HookDelivery`` hands a new hook's token to
+``on_created`` (at least once: ``_announce``) and records a payload (exactly one per hook:
+``receive_hook``); it never runs workflow code.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import importlib
 import inspect
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,7 +44,14 @@ from pyworkflow.model.exceptions import (
     InvalidTokenError,
     RunFinishedError,
 )
-from pyworkflow.model.schemas import Commit, Hook, HookStatus, RunStatus, _Unset
+from pyworkflow.model.schemas import (
+    TOKEN_HASH_PREFIX,
+    Commit,
+    Hook,
+    HookStatus,
+    RunStatus,
+    _Unset,
+)
 from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import StorageBackend
@@ -77,20 +95,53 @@ def parse_token(token: Any) -> tuple[str, str]:
     return run_id, hook_id
 
 
-def build_hook(run_id: str, cmd: Command, created: Event, secret: str) -> Hook:
-    """The storage row of a hook created by ``cmd`` (recorded by ``created``)."""
+# The name under which a storage keeps the hook key of deployments that configure none.
+HOOK_KEY_NAME = "hook-key"
+
+
+def hook_secret(key: bytes, run_id: str, hook_id: str) -> str:
+    """The secret part of the token of hook ``hook_id`` of run ``run_id`` (192 bits)."""
+    mac = hmac.new(key, f"{run_id}:{hook_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode()
+
+
+def make_token(key: bytes, run_id: str, hook_id: str) -> str:
+    return f"{run_id}:{hook_id}:{hook_secret(key, run_id, hook_id)}"
+
+
+def token_digest(token: str) -> str:
+    """What storage keeps of a token (its secret carries 192 bits: no salt needed)."""
+    return TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(hook: Hook, token: str) -> bool:
+    """Whether ``token`` is ``hook``'s, compared in constant time."""
+    stored = hook.token_hash
+    if stored.startswith(TOKEN_HASH_PREFIX):
+        return hmac.compare_digest(stored.encode(), token_digest(token).encode())
+    return hmac.compare_digest(stored.encode(), token.encode())  # a row from before hashing
+
+
+def new_hook_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def build_hook(run_id: str, cmd: Command, created: Event, key: bytes) -> tuple[Hook, str]:
+    """The storage row of a hook created by ``cmd`` (recorded by ``created``), and its token."""
     assert cmd.hook_id is not None
     schema = cmd.payload_schema
-    return Hook(
+    token = make_token(key, run_id, cmd.hook_id)
+    hook = Hook(
         hook_id=cmd.hook_id,
         run_id=run_id,
         name=cmd.name,
-        token=f"{run_id}:{cmd.hook_id}:{secret}",
+        token_hash=token_digest(token),
         command_id=cmd.command_id,
         created_at=created.timestamp,
         expires_at=cmd.wake_at,
         schema_path=schema_path(schema) if schema is not None else None,
     )
+    return hook, token
 
 
 def validate_payload(hook: Hook, payload: Any) -> str:
@@ -117,6 +168,25 @@ class HookDelivery:
     ids: IdSource
     options: EngineOptions
     hook_listener: Callable[[str, str, str], None] | None
+    _hook_key: bytes | None
+
+    async def hook_key(self) -> bytes:
+        """The key hook secrets derive from: the configured one, else the storage's own."""
+        key = self._hook_key
+        if key is None:
+            key = self.options.hook_key
+            if key is None:
+                key = (await self.storage.keep_secret(HOOK_KEY_NAME, new_hook_key())).encode()
+            self._hook_key = key
+        return key
+
+    async def token_of(self, hook: Hook) -> str | None:
+        """``hook``'s token, or None when this process's hook key does not make it (a key
+        configured differently from the one that created the hook)."""
+        if hook.token is not None:
+            return hook.token
+        token = make_token(await self.hook_key(), hook.run_id, hook.hook_id)
+        return token if token_matches(hook, token) else None
 
     if TYPE_CHECKING:
 
@@ -158,7 +228,17 @@ class HookDelivery:
                 hook = await self.storage.get_hook(inst.run_id, cmd.hook_id)
                 if hook is None or hook.status is not HookStatus.PENDING:
                     continue  # resolved meanwhile: the next replay resolves it
-                token = hook.token
+                known = await self.token_of(hook)
+                if known is None:
+                    # Never hand out a token that would not be accepted; a process whose key
+                    # makes it announces it (this run's next activation, on such a process).
+                    logger.bind(run_id=inst.run_id).error(
+                        "cannot tell the token of hook {} again: this process's hook key is not"
+                        " the one that created it (configure the same hook_key everywhere)",
+                        cmd.name,
+                    )
+                    continue
+                token = known
             if self.hook_listener is not None:
                 self.hook_listener(inst.run_id, cmd.hook_id, token)
             try:
@@ -173,14 +253,16 @@ class HookDelivery:
                 {"command_id": cmd.command_id, "hook_id": cmd.hook_id},
             )
 
-    def _hooks_created(
-        self, inst: WorkflowInstance, events: list[Event]
-    ) -> list[tuple[Hook, Command]]:
+    async def _hooks_created(
+        self, inst: WorkflowInstance, created: list[Event]
+    ) -> list[tuple[Hook, str, Command]]:
+        """The rows (and tokens) of the hooks that ``hook.created`` events ``created`` record."""
+        key = await self.hook_key()
         hooks = []
-        for event in events:
-            if event.type is EventType.HOOK_CREATED:
-                cmd = inst.command(event.data["command_id"])
-                hooks.append((build_hook(inst.run_id, cmd, event, self.ids.new_secret()), cmd))
+        for event in created:
+            cmd = inst.command(event.data["command_id"])
+            hook, token = build_hook(inst.run_id, cmd, event, key)
+            hooks.append((hook, token, cmd))
         return hooks
 
     async def receive_hook(self, token: str, payload: Any) -> tuple[str, str]:
@@ -194,7 +276,7 @@ class HookDelivery:
         hook = await self.storage.get_hook(run_id, hook_id)
         if hook is None:
             raise HookNotFoundError(f"no hook {hook_id!r} in run {run_id!r}")
-        if not hmac.compare_digest(hook.token.encode(), token.encode()):
+        if not token_matches(hook, token):
             raise InvalidTokenError("the hook token does not match (wrong or tampered secret)")
         now = self.clock.now()
         _check_hook_open(hook, now)
@@ -245,4 +327,15 @@ def _check_hook_open(hook: Hook, now: datetime) -> None:
         raise HookNotFoundError(f"hook {hook.name!r} is {hook.status.value}")
 
 
-__all__ = ["HookDelivery", "build_hook", "parse_token", "schema_path", "validate_payload"]
+__all__ = [
+    "HOOK_KEY_NAME",
+    "HookDelivery",
+    "build_hook",
+    "hook_secret",
+    "make_token",
+    "parse_token",
+    "schema_path",
+    "token_digest",
+    "token_matches",
+    "validate_payload",
+]

@@ -44,6 +44,9 @@ class EngineOptions:
     # no: processes sharing a storage may each define their own workflows (it blocks a run
     # only when no process took it back, ``runtime.local``).
     block_unregistered: bool = True
+    # The key hook tokens' secrets derive from (``engine.hooks``): every process of a
+    # deployment must share it. None: the one the storage keeps (``StorageBackend.keep_secret``).
+    hook_key: bytes | None = None
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

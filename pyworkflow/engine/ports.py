@@ -7,7 +7,6 @@ seeded broker. Timers and leases are not here: they live in storage, shared by e
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Protocol
@@ -30,11 +29,10 @@ class TaskQueue(Protocol):
 
 
 class IdSource(Protocol):
-    """Where new run ids and hook secrets come from (seeded in the simulator)."""
+    """Where new run ids come from (seeded in the simulator). Hook secrets derive from the
+    hook key (``engine.hooks``)."""
 
     def new_run_id(self) -> str: ...
-
-    def new_secret(self) -> str: ...
 
 
 class SystemClock:
@@ -45,13 +43,10 @@ class SystemClock:
 
 
 class RandomIds:
-    """Run ids and hook secrets from the operating system's randomness."""
+    """Run ids from the operating system's randomness."""
 
     def new_run_id(self) -> str:
         return f"run_{uuid.uuid4().hex}"
-
-    def new_secret(self) -> str:
-        return secrets.token_urlsafe(24)
 
 
 __all__ = ["Clock", "IdSource", "RandomIds", "SystemClock", "TaskQueue"]

@@ -163,14 +163,24 @@ class WorkflowRun:
         return replace(self, **changes)
 
 
+TOKEN_HASH_PREFIX = "sha256:"
+
+
 @dataclass(slots=True)
 class Hook:
-    """A webhook a run waits on. ``token`` is ``<run_id>:<hook_id>:<secret>``."""
+    """A webhook a run waits on.
+
+    Its token is ``<run_id>:<hook_id>:<secret>``; storage keeps only ``token_hash``
+    (``sha256:<hex digest of the token>``), never the token (``engine.hooks``). ``token`` is the
+    token itself when the reader could tell it (``pyworkflow.get_hook_token`` and the CLI fill it
+    in with the deployment's hook key); rows written before tokens were hashed hold the token
+    itself in ``token_hash``, and read back with ``token`` set.
+    """
 
     hook_id: str
     run_id: str
     name: str
-    token: str
+    token_hash: str
     command_id: str
     status: HookStatus = HookStatus.PENDING
     created_at: datetime | None = None
@@ -179,10 +189,13 @@ class Hook:
     payload: str | None = None
     schema_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    token: str | None = None  # never stored: see the class docstring
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, HookStatus):
             self.status = HookStatus(self.status)
+        if self.token is None and not self.token_hash.startswith(TOKEN_HASH_PREFIX):
+            self.token = self.token_hash  # a row from before tokens were hashed
 
 
 @dataclass(slots=True, frozen=True)

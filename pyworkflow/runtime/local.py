@@ -20,6 +20,7 @@ from typing import Any
 
 from loguru import logger
 
+from pyworkflow.config import configured_hook_key
 from pyworkflow.core.registry import WorkflowDefinition, list_workflows
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.blocking import blocked_kind
@@ -164,6 +165,7 @@ class LocalRuntime(Runtime):
             event_limit=self.event_limit,
             max_nesting_depth=self.max_nesting_depth,
             block_unregistered=False,
+            hook_key=configured_hook_key(),
         )
         engine = Engine(storage, self.clock, queue, options=options)
         queue.engine = engine

@@ -55,6 +55,11 @@ from pyworkflow.model.schemas import (
 SCHEMA_VERSION = 2
 
 
+# The run id under which storage keeps deployment secrets (``keep_secret``): no run has it (run
+# ids carry no colon-prefixed namespace of ours).
+SECRETS_RUN = "pyworkflow:secrets"
+
+
 class StorageBackend(ABC):
     """Async storage port. See the module docstring for the guarantees every backend gives."""
 
@@ -218,6 +223,20 @@ class StorageBackend(ABC):
 
     @abstractmethod
     async def delete_checkpoint(self, run_id: str, step_id: str) -> None: ...
+
+    # -- deployment secrets -------------------------------------------------------------------
+
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        """The secret named ``name`` this storage keeps for its deployment (the hook key of a
+        deployment that configures none): ``candidate`` is stored by the first call, from any
+        process, and every call returns the stored one. Kept beside step checkpoints under the
+        reserved run id ``SECRETS_RUN``. The built-in backends store it atomically (first writer
+        wins); this fallback, for other backends, reads back what it wrote."""
+        stored = await self.get_checkpoint(SECRETS_RUN, name)
+        if stored is None:
+            await self.put_checkpoint(SECRETS_RUN, name, candidate)
+            stored = await self.get_checkpoint(SECRETS_RUN, name)
+        return candidate if stored is None else stored
 
 
 def number_events(commit: Commit, head: int, now: datetime) -> list[Event]:

@@ -61,7 +61,7 @@ from pyworkflow.model.schemas import (
     Timer,
     WorkflowRun,
 )
-from pyworkflow.storage.base import StorageBackend, retry_while_busy
+from pyworkflow.storage.base import SECRETS_RUN, StorageBackend, retry_while_busy
 from pyworkflow.storage.memory import MemoryStore, StoreTables
 
 if sys.platform != "win32":
@@ -333,6 +333,26 @@ class FileStorageBackend(StorageBackend):
 
         await self._locked(True, delete)
 
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        def keep() -> str:
+            stored = self._store.get_checkpoint(SECRETS_RUN, name)
+            if stored is not None:
+                return stored
+            self._store.put_checkpoint(SECRETS_RUN, name, candidate)
+            self._append(
+                _line(
+                    {
+                        "op": "put_checkpoint",
+                        "run_id": SECRETS_RUN,
+                        "step_id": name,
+                        "data": candidate,
+                    }
+                )
+            )
+            return candidate
+
+        return await self._locked(True, keep)
+
     # -- locking and catching up --------------------------------------------------------------
 
     async def _locked(self, exclusive: bool, action: Callable[[], _T]) -> _T:
@@ -555,12 +575,17 @@ def _format_time(value: datetime | None) -> str | None:
 def _encode_record(record: WorkflowRun | Hook) -> dict[str, Any]:
     encoded: dict[str, Any] = {}
     for f in fields(record):
-        value = getattr(record, f.name)
+        name = f.name
+        if isinstance(record, Hook) and name in ("token", "token_hash"):
+            if name == "token_hash":  # the journal's "token" key holds the digest (file format 1)
+                encoded["token"] = record.token_hash
+            continue  # the token itself is never stored
+        value = getattr(record, name)
         if isinstance(value, datetime):
             value = value.isoformat()
         elif isinstance(value, Enum):
             value = value.value
-        encoded[f.name] = value
+        encoded[name] = value
     return encoded
 
 
@@ -572,7 +597,9 @@ def _decode_fields(raw: dict[str, Any], times: frozenset[str]) -> dict[str, Any]
 
 
 def _decode_hook(raw: dict[str, Any]) -> Hook:
-    return Hook(**_decode_fields(raw, _HOOK_TIMES))
+    decoded = _decode_fields(raw, _HOOK_TIMES)
+    decoded["token_hash"] = decoded.pop("token")
+    return Hook(**decoded)
 
 
 def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:

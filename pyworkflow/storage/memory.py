@@ -40,6 +40,7 @@ from pyworkflow.model.schemas import (
 )
 from pyworkflow.storage.base import (
     LEASABLE_STATUSES,
+    SECRETS_RUN,
     StorageBackend,
     already_exists,
     check_hook_pending,
@@ -617,6 +618,9 @@ class MemoryStore:
     def delete_checkpoint(self, run_id: str, step_id: str) -> None:
         self._checkpoints.pop((run_id, step_id), None)
 
+    def keep_secret(self, name: str, candidate: str) -> str:
+        return self._checkpoints.setdefault((SECRETS_RUN, name), candidate)
+
 
 def _run_order(run: WorkflowRun) -> tuple[datetime, str]:
     assert run.created_at is not None  # every stored run has one
@@ -749,6 +753,9 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
         self._store.delete_checkpoint(run_id, step_id)
+
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        return self._store.keep_secret(name, candidate)
 
 
 __all__ = ["InMemoryStorageBackend", "MemoryStore", "StoreTables", "TimerTable"]

@@ -137,7 +137,7 @@ def hook_params(run_id: str, hook: Hook) -> Params:
         run_id,
         hook.hook_id,
         hook.name,
-        hook.token,
+        hook.token_hash,
         hook.command_id,
         hook.status.value,
         micros_or_none(hook.created_at),
@@ -154,7 +154,7 @@ def hook_from_row(row: Row) -> Hook:
         run_id=row[0],
         hook_id=row[1],
         name=row[2],
-        token=row[3],
+        token_hash=row[3],
         command_id=row[4],
         status=HookStatus(row[5]),
         created_at=time_or_none(row[6]),
@@ -500,6 +500,10 @@ T_PUT_CHECKPOINT = (
     "INSERT INTO {checkpoints} (run_id, step_id, data) VALUES (?, ?, ?)"
     " ON CONFLICT (run_id, step_id) DO UPDATE SET data = excluded.data"
 )
+T_ADD_CHECKPOINT = (
+    "INSERT INTO {checkpoints} (run_id, step_id, data) VALUES (?, ?, ?)"
+    " ON CONFLICT (run_id, step_id) DO NOTHING"
+)
 T_GET_CHECKPOINT = "SELECT data FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
 T_DELETE_CHECKPOINT = "DELETE FROM {checkpoints} WHERE run_id = ? AND step_id = ?"
 
@@ -567,6 +571,7 @@ class Statements:
         self.dispose_hook = sql(T_DISPOSE_HOOK)
         self.select_hook = sql(T_SELECT_HOOK)
         self.put_checkpoint = sql(T_PUT_CHECKPOINT)
+        self.add_checkpoint = sql(T_ADD_CHECKPOINT)
         self.get_checkpoint = sql(T_GET_CHECKPOINT)
         self.delete_checkpoint = sql(T_DELETE_CHECKPOINT)
         self.schema_schedules = [sql(statement) for statement in SCHEMA_SCHEDULES]

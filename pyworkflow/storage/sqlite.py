@@ -49,6 +49,7 @@ from pyworkflow.model.schemas import (
 )
 from pyworkflow.storage.base import (
     SCHEMA_VERSION,
+    SECRETS_RUN,
     StorageBackend,
     already_exists,
     check_hook_pending,
@@ -553,6 +554,15 @@ class SQLiteStorageBackend(StorageBackend):
 
     async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
         await self._write(lambda conn: conn.execute(_SQL.delete_checkpoint, (run_id, step_id)))
+
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        def keep(conn: sqlite3.Connection) -> str:
+            conn.execute(_SQL.add_checkpoint, (SECRETS_RUN, name, candidate))
+            row = conn.execute(_SQL.get_checkpoint, (SECRETS_RUN, name)).fetchone()
+            stored: str = row[0]
+            return stored
+
+        return await self._write(keep)
 
 
 __all__ = ["SQLiteStorageBackend"]

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from pyworkflow import EventType, HookStatus, RunStatus, cancel_workflow, resume_hook
+from pyworkflow import (
+    EventType,
+    HookStatus,
+    RunStatus,
+    cancel_workflow,
+    get_hook_token,
+    resume_hook,
+)
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.storage import SQLiteStorageBackend
 from pyworkflow_testing import oracles
@@ -37,7 +44,8 @@ async def answer_hooks(client: Client, run_ids: list[str], payload: Any) -> set[
     answered = set()
     for hook in await client.storage.list_hooks(status=HookStatus.PENDING):
         if hook.run_id in run_ids:
-            await resume_hook(hook.token, payload, storage=client.storage)
+            token = await get_hook_token(hook.run_id, hook.hook_id, storage=client.storage)
+            await resume_hook(token, payload, storage=client.storage)
             answered.add(hook.run_id)
     return answered
 

@@ -93,7 +93,7 @@ def a_hook(run_id: str, hook_id: str = "h1", **changes: Any) -> Hook:
         hook_id=hook_id,
         run_id=run_id,
         name="approval",
-        token=f"{run_id}:{hook_id}:secret",
+        token_hash=f"{run_id}:{hook_id}:secret",
         command_id=f"hook:approval:{hook_id}",
         created_at=changes.pop("created_at", T0),
         expires_at=changes.pop("expires_at", at(3600)),
@@ -810,6 +810,16 @@ async def test_checkpoints(backend: StorageBackend) -> None:
     await backend.delete_checkpoint("run-1", "s1")  # deleting twice is fine
     assert await backend.get_checkpoint("run-1", "s1") is None
     assert await backend.get_checkpoint("run-1", "s2") == "two"
+
+
+async def test_keep_secret_stores_the_first_candidate_only(backend: StorageBackend) -> None:
+    """The storage-kept hook key: every caller, concurrent or later, gets the first one."""
+    kept = await asyncio.gather(*(backend.keep_secret("key", f"candidate-{i}") for i in range(6)))
+    assert len(set(kept)) == 1 and kept[0].startswith("candidate-")
+    assert await backend.keep_secret("key", "later") == kept[0]
+    assert await backend.keep_secret("other", "second") == "second"
+    await backend.close()  # (and it is durable)
+    assert await backend.keep_secret("key", "after-reopen") == kept[0]
 
 
 # -- lifecycle --------------------------------------------------------------------------------

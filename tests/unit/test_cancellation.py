@@ -19,6 +19,7 @@ from pyworkflow import (
     WorkflowNotFoundError,
     WorkflowRun,
     cancel_workflow,
+    get_hook_token,
     get_step_context,
     get_step_info,
     get_workflow_events,
@@ -281,7 +282,11 @@ async def test_a_cancelled_run_disposes_the_hook_it_waited_on(env: Env) -> None:
     [disposed] = await env.storage.list_hooks(run_id)
     assert disposed.status is HookStatus.DISPOSED
     with pytest.raises(HookNotFoundError, match="disposed: its run has ended"):
-        await resume_hook(disposed.token, {"late": True}, storage=env.storage)
+        await resume_hook(
+            await get_hook_token(run_id, disposed.hook_id, storage=env.storage),
+            {"late": True},
+            storage=env.storage,
+        )
 
 
 @step()

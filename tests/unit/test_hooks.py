@@ -16,6 +16,7 @@ from pyworkflow import (
     InvalidTokenError,
     RunStatus,
     define_hook,
+    get_hook_token,
     get_workflow_events,
     get_workflow_result,
     hook,
@@ -23,6 +24,7 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.core.registry import workflow_definition_of
+from pyworkflow.engine.hooks import token_digest
 from tests.conftest import Env
 
 tokens: list[str] = []
@@ -196,7 +198,9 @@ async def test_on_created_is_called_once_with_the_stored_token_and_recorded(env:
     await env.settle()
     assert len(tokens) == 1
     hooks = await env.storage.list_hooks(run_id)
-    assert [hook.token for hook in hooks] == tokens
+    assert [hook.token for hook in hooks] == [None]  # storage keeps only the digest
+    assert [token_digest(token) for token in tokens] == [hook.token_hash for hook in hooks]
+    assert [await get_hook_token(run_id, hooks[0].hook_id, storage=env.storage)] == tokens
     events = await get_workflow_events(run_id, storage=env.storage)
     created = [e for e in events if e.type is EventType.HOOK_CREATED]
     announced = [e for e in events if e.type is EventType.HOOK_ANNOUNCED]
@@ -241,7 +245,8 @@ async def test_on_created_is_called_again_after_a_crash_before_it_was_recorded(e
     assert await engine.fire_due_timers() == [run.run_id]
     await env.settle()
     assert len(announced_tokens) == 2 and announced_tokens[0] == announced_tokens[1]
-    assert (await env.storage.list_hooks(run.run_id))[0].token == announced_tokens[0]
+    stored = (await env.storage.list_hooks(run.run_id))[0].token_hash
+    assert stored == token_digest(announced_tokens[0])
     assert (await events_of(env, run.run_id)).count("hook.announced") == 1
     assert await env.storage.get_timer(run.run_id) is None  # the guard is gone: nothing due
     await resume_hook(announced_tokens[0], {"ok": True}, storage=env.storage)

@@ -84,7 +84,6 @@ async def test_a_too_large_hook_payload_is_refused(env: Env) -> None:
     run_id = await env.start(waits)
     await env.settle()
     hooks = await env.storage.list_hooks(run_id)
-    token = hooks[0].token if hooks[0].token else None
-    assert token is not None
+    token = await api.get_hook_token(run_id, hooks[0].hook_id, storage=env.storage)
     with pytest.raises((SerializationError, HookPayloadError)):
         await api.resume_hook(token, "x" * (3 * MB), storage=env.storage)

@@ -35,6 +35,7 @@ from pyworkflow.model.schemas import (
     WorkflowRun,
 )
 from pyworkflow.storage.base import (
+    SECRETS_RUN,
     StorageBackend,
     already_exists,
     duplicate_completion,
@@ -542,6 +543,12 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
     async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
         sql = self._sql.delete_checkpoint
         await self._run(lambda conn: conn.execute(sql, run_id, step_id))
+
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        add, get = self._sql.add_checkpoint, self._sql.get_checkpoint
+        await self._run(lambda conn: conn.execute(add, SECRETS_RUN, name, candidate))
+        stored: str = await self._run(lambda conn: conn.fetchval(get, SECRETS_RUN, name))
+        return stored
 
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStorageBackend"]

@@ -38,6 +38,7 @@ from pyworkflow.model.schemas import (
     WorkflowRun,
 )
 from pyworkflow.storage.base import (
+    SECRETS_RUN,
     StorageBackend,
     already_exists,
     check_hook_pending,
@@ -449,6 +450,12 @@ class RedisStorageBackend(StorageBackend):
 
     async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
         await self._redis.call("HDEL", self._key("checkpoints", run_id), step_id)
+
+    async def keep_secret(self, name: str, candidate: str) -> str:
+        key = self._key("checkpoints", SECRETS_RUN)
+        await self._redis.call("HSETNX", key, name, candidate)
+        stored: str = await self._redis.call("HGET", key, name)
+        return stored
 
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "RedisStorageBackend"]

@@ -161,7 +161,7 @@ def _resume_again(sim: Simulation, run: SimRun, payload: Any) -> list[str]:
     async def click() -> list[str]:
         engine = sim.world.any_engine
         hooks = await sim.world.storage.inner.list_hooks(run.run_id)
-        tokens = [hook.token for hook in hooks if hook.name == "approval"]
+        tokens = [await engine.token_of(hook) for hook in hooks if hook.name == "approval"]
         try:
             await engine.receive_hook(tokens[0], payload)
         except HookAlreadyReceivedError:
