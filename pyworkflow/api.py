@@ -412,6 +412,7 @@ __all__ = [
     "get_workflow_result",
     "get_workflow_run",
     "get_workflow_run_by_idempotency_key",
+    "reveal_tokens",
     "resume",
     "resume_hook",
     "set_runtime",

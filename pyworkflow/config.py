@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pyworkflow.engine.hooks import checked_hook_key, env_hook_key
 from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.serialization import set_allow_pickle, set_value_limits
 from pyworkflow.storage.base import StorageBackend
@@ -40,7 +41,7 @@ class Config:
     max_nesting_depth: int = 3  # children nest at most this deep (MaxNestingDepthError)
     # The key hook tokens derive from (``pyworkflow.engine.hooks``), shared by every process of
     # a deployment; else ``PYWORKFLOW_HOOK_KEY``; else a key the storage keeps.
-    hook_key: str | None = None
+    hook_key: str | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,7 +91,9 @@ def configure(**kwargs: Any) -> None:
         elif name == "default_runtime" and value not in ("local", "celery"):
             raise ConfigurationError(f"unknown runtime {value!r} (expected 'local' or 'celery')")
         elif name == "hook_key" and value is not None:
-            _check_hook_key(value, "hook_key")
+            if not isinstance(value, str | bytes):
+                raise ConfigurationError("hook_key must be a string")
+            value = checked_hook_key(value, "hook_key").decode(errors="surrogateescape")
         changes[name] = value
     _config = replace(_config, extra=extra, **changes)
     _explicit.update(changes)
@@ -131,25 +134,12 @@ def get_config() -> Config:
     return _config
 
 
-MIN_HOOK_KEY_LENGTH = 16
-
-
-def _check_hook_key(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) < MIN_HOOK_KEY_LENGTH:
-        raise ConfigurationError(
-            f"{where} must be a string of at least {MIN_HOOK_KEY_LENGTH} characters (a random"
-            " one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        )
-    return value
-
-
 def configured_hook_key() -> bytes | None:
     """The deployment's hook key: ``configure(hook_key=...)``, else ``PYWORKFLOW_HOOK_KEY``;
     None when neither is set (engines then use the one their storage keeps)."""
     if _config.hook_key is not None:
-        return _config.hook_key.encode()
-    env = os.environ.get("PYWORKFLOW_HOOK_KEY")
-    return _check_hook_key(env, "PYWORKFLOW_HOOK_KEY").encode() if env else None
+        return _config.hook_key.encode(errors="surrogateescape")
+    return env_hook_key()
 
 
 def reset_config() -> None:

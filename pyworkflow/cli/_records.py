@@ -169,7 +169,8 @@ def run_fields(detail: dict[str, Any]) -> list[tuple[str, str]]:
     )
     fields += [(name, cell(value)) for name, value in optional if value is not None]
     for hook in detail["waiting"]["hooks"]:
-        fields.append(("waits on hook", f"{hook['name']}  token {hook['token']}"))
+        token = hook["token"] or UNKNOWN_TOKEN
+        fields.append(("waits on hook", f"{hook['name']}  token {token}"))
     return fields
 
 

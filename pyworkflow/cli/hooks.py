@@ -48,7 +48,7 @@ from pyworkflow.cli._output import (
 from pyworkflow.cli._records import HOOK_COLUMNS, UNKNOWN_TOKEN, hook_cells, hook_record
 from pyworkflow.config import get_storage
 from pyworkflow.core.registry import list_workflows
-from pyworkflow.engine.hooks import parse_token, token_matches
+from pyworkflow.engine.hooks import fill_payloads, parse_token, token_matches
 from pyworkflow.model.exceptions import HookNotFoundError
 from pyworkflow.model.schemas import Hook, HookStatus, WorkflowRun
 
@@ -78,9 +78,9 @@ async def find_hook(reference: str, run_id: str | None = None) -> Hook:
         if hook is None or not token_matches(hook, reference):
             raise HookNotFoundError("no hook matches this token")
         hook.token = reference
-        return hook
+        return (await fill_payloads(storage, [hook]))[0]
     found = [h for h in await storage.list_hooks(run_id=run_id) if h.hook_id == reference]
-    await reveal_tokens(found, storage)
+    await reveal_tokens(await fill_payloads(storage, found), storage)
     where = f" in run {run_id!r}" if run_id else ""
     if not found:
         raise HookNotFoundError(f"no hook {reference!r}{where} (pyworkflow hooks list shows them)")
@@ -93,10 +93,16 @@ async def find_hook(reference: str, run_id: str | None = None) -> Hook:
     return found[0]
 
 
-async def list_hooks(run_id: str | None = None, status: HookStatus | None = None) -> list[Hook]:
-    """The hooks storage holds, oldest first (storage lists them in no promised order)."""
+async def list_hooks(
+    run_id: str | None = None, status: HookStatus | None = None, *, payloads: bool = False
+) -> list[Hook]:
+    """The hooks storage holds, oldest first (storage lists them in no promised order), with
+    their tokens and, with ``payloads``, the payloads received (read from each run's log)."""
     storage = get_storage()
-    found = await reveal_tokens(await storage.list_hooks(run_id=run_id, status=status), storage)
+    found = await storage.list_hooks(run_id=run_id, status=status)
+    if payloads:
+        await fill_payloads(storage, found)
+    await reveal_tokens(found, storage)
     return sorted(found, key=lambda hook: (hook.created_at or _EPOCH, hook.run_id, hook.hook_id))
 
 
@@ -121,10 +127,11 @@ def payload_schema(hook: Hook) -> dict[str, Any] | None:
 def list_command(run_id: str | None, status: str | None, output: str | None) -> None:
     """Hooks (all runs', or one run's), with the token that answers each."""
     require_storage()
-    found = run_async(list_hooks(run_id, HookStatus(status) if status else None))
-    emit_records(
-        found, HOOK_COLUMNS, hook_cells, output_of(output), document=hook_record, empty="no hooks"
+    chosen = output_of(output)
+    found = run_async(
+        list_hooks(run_id, HookStatus(status) if status else None, payloads=chosen == "json")
     )
+    emit_records(found, HOOK_COLUMNS, hook_cells, chosen, document=hook_record, empty="no hooks")
 
 
 @hooks.command("info")

@@ -22,7 +22,7 @@ import contextlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loguru import logger
@@ -49,7 +49,7 @@ from pyworkflow.engine.ports import Clock, IdSource, RandomIds, TaskQueue
 from pyworkflow.engine.recovery import Recovery, progress_made
 from pyworkflow.engine.runs import RunLifecycle
 from pyworkflow.engine.schedules import SCHEDULE_ID, ScheduleService
-from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.events import Event, EventType, ending_record, mention
 from pyworkflow.model.exceptions import (
     CancellationError,
     EventLimitExceededError,
@@ -62,6 +62,7 @@ from pyworkflow.model.exceptions import (
     WorkflowTimeoutError,
 )
 from pyworkflow.model.schemas import (
+    IN_LOG,
     UNSET,
     Commit,
     Notice,
@@ -81,6 +82,11 @@ _TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
 
 # An inline attempt, by (command id, attempt): its outcome events, or the task still running it.
 _Carried = dict[tuple[str, int], "list[Event] | asyncio.Task[list[Event]]"]
+
+
+# How long a run waits before a process is asked again to announce a hook that the process which
+# last tried could not (its hook key is not the one that made the hook).
+HOOK_KEY_RETRY = timedelta(minutes=5)
 
 
 @dataclass(slots=True)
@@ -465,9 +471,14 @@ class Engine(
             "step_name": cmd.step.name,
             "attempt": attempt,
             "dispatched": True,
-            "args": args_json,
-            "kwargs": kwargs_json,
         }
+        first = inst.recorded.get(cmd.position)
+        if first is not None and "args" in first.data and first.type is EventType.STEP_STARTED:
+            # Stored once: the first attempt's step.started holds them (the worker reads them
+            # there, ``attempts.step_inputs``); a later attempt mentions them.
+            data.update(mention("args", args_json), **mention("kwargs", kwargs_json))
+        else:
+            data.update(args=args_json, kwargs=kwargs_json)
         if inst.step_context is not None:
             data["step_context"] = dumps(inst.step_context, what="the step context")
         if cmd.shielded:
@@ -536,10 +547,12 @@ class Engine(
         hook_expired: str | None = None,
         notices: list[Notice] | None = None,
         continued: tuple[str, tuple[WorkflowRun, list[Event]]] | None = None,
+        announce: bool = True,
     ) -> None:
         """Commit the instance's buffered events with the given run-row changes (see
         ``Commit``); ``notices`` go to other runs in the same write, ``continued`` is the next
-        run of the chain (its id and record) created by it."""
+        run of the chain (its id and record) created by it. ``announce=False``: the follow-up
+        commit of the hooks' announcements (no guard, no announcing again)."""
         now = self.clock.now()
         owner = self.options.owner
         if timer is None and inst.timer is None:
@@ -547,7 +560,7 @@ class Engine(
             # also appended an event, so this commit is refused anyway (the sequence moved).
             timer = UNSET
         follow_up: datetime | None | _Unset = UNSET
-        if self._lets_go_unannounced(inst, status, lease, completed):
+        if announce and self._lets_go_unannounced(inst, status, lease, completed):
             # This commit lets go of the run while a hook's on_created has not been called:
             # its timer is due no later than lease_ttl from now, so that should this process
             # die before hook.announced is committed, the run is activated again and that
@@ -613,6 +626,7 @@ class Engine(
         inst.sequence = await self.storage.commit(commit)
         inst.blocked = False
         inst.spawned = 0
+        inst.child_inputs.clear()
         if commit.recovery_attempts == 0:
             inst.losses_counted = False
         inst.buffer = []
@@ -629,12 +643,16 @@ class Engine(
         await self._publish(inst, events)
         if created or notices:
             await self._wake_others(created, notices)
-        if not completed and inst.unannounced():
-            await self._announce(inst)
-            if not isinstance(follow_up, _Unset) and inst.buffer:
-                # (Nothing buffered: no hook could be announced here, a process whose hook key
-                # differs. The guard timer stays and brings the run back.)
-                await self._commit(inst, status=inst.status, timer=follow_up)
+        if announce and not completed and inst.unannounced():
+            stuck = await self._announce(inst)
+            if not isinstance(follow_up, _Unset):
+                if stuck:
+                    # A hook this process cannot tell the token of (its hook key is not the one
+                    # that made it; logged): a process that can is asked again later, not every
+                    # lease_ttl (``HOOK_KEY_RETRY``), unless the run has something due sooner.
+                    retry = now + HOOK_KEY_RETRY
+                    follow_up = retry if follow_up is None or follow_up > retry else follow_up
+                await self._commit(inst, status=inst.status, timer=follow_up, announce=False)
 
     async def _wake_others(
         self, created: list[tuple[WorkflowRun, list[Event]]], notices: list[Notice]
@@ -735,8 +753,10 @@ class Engine(
             except SerializationError as exc:
                 error = exc
         if error is None:
-            completed = {"result": result_json}
-            self._emit(inst, EventType.WORKFLOW_COMPLETED, completed)
+            assert result_json is not None
+            # The value is stored once, in the run record (``WorkflowRun.result``); the log's
+            # ending copies only a small one (``ending_record``); a parent hears it in its notice.
+            self._emit(inst, EventType.WORKFLOW_COMPLETED, ending_record(result_json))
             await self._commit(
                 inst,
                 status=RunStatus.COMPLETED,
@@ -744,7 +764,7 @@ class Engine(
                 completed=True,
                 timer=None,
                 lease=None,
-                notices=self._ending_notices(inst, RunStatus.COMPLETED, completed),
+                notices=self._ending_notices(inst, RunStatus.COMPLETED, {"result": result_json}),
             )
             lifecycle(
                 "run {} completed", inst.run_id, run_id=inst.run_id, workflow=inst.workflow_name
@@ -812,7 +832,12 @@ class Engine(
         now = self.clock.now()
         following, started = continued_run(inst, next_id, now, self.options)
         args_json, kwargs_json = inst.continuation
-        data = {"continued_to_run_id": next_id, "args": args_json, "kwargs": kwargs_json}
+        # The arguments are stored once, in the next run's workflow.started: mentioned here.
+        data = {
+            "continued_to_run_id": next_id,
+            **mention("args", args_json),
+            **mention("kwargs", kwargs_json),
+        }
         self._emit(inst, EventType.WORKFLOW_CONTINUED_AS_NEW, data)
         # Its children do not carry over: they are cancelled like those of any run that ends.
         # A parent, on the other hand, knows the chain by its first run and hears from its end.
@@ -844,6 +869,8 @@ def _inputs_from_log(run: WorkflowRun, events: list[Event]) -> WorkflowRun:
     args, kwargs = data.get("args", run.input_args), data.get("kwargs", run.input_kwargs)
     if (args, kwargs) == (run.input_args, run.input_kwargs):
         return run
+    if run.input_args == IN_LOG and run.input_kwargs == IN_LOG:  # (stored once: in the log)
+        return run.copy(input_args=args, input_kwargs=kwargs)
     logger.warning(
         "run {}: the arguments in its run record differ from those its workflow.started event"
         " recorded; the event's are used (was the record edited?)",

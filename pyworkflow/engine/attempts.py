@@ -27,6 +27,7 @@ from pyworkflow.engine.ports import Clock, TaskQueue
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CancellationError,
+    CorruptHistoryError,
     DuplicateCompletionError,
     FatalError,
     RunFinishedError,
@@ -71,6 +72,23 @@ async def _with_timeout(
         if scope.expired():
             raise StepTimeoutError(f"step {definition.name!r} timed out after {seconds}s") from None
         raise
+
+
+def step_inputs(started: Event, events: list[Event]) -> tuple[str, str]:
+    """The arguments (JSON) of the attempt ``started`` records, among its command's ``events``:
+    its own, or the first attempt's, which holds them for every later one (stored once)."""
+    data = started.data
+    if "args" not in data:
+        for event in events:
+            if event.type is EventType.STEP_STARTED and "args" in event.data:
+                data = event.data
+                break
+    try:
+        return data["args"], data["kwargs"]
+    except KeyError:
+        raise CorruptHistoryError(
+            started.run_id, started.sequence, started.type.value, "args", "no attempt has them"
+        ) from None
 
 
 class StepAttempts:
@@ -216,7 +234,7 @@ class StepAttempts:
             started.sequence if watched is None else min(watched, started.sequence)
         )
         definition = get_step(data["step_name"])
-        args, kwargs = deserialize_args(data["args"], data["kwargs"])
+        args, kwargs = deserialize_args(*step_inputs(started, events))
         context = loads(data["step_context"]) if "step_context" in data else None
         outcomes = await self.run_attempt(
             run_id, step_id, definition, args, kwargs, attempt, context, bool(data.get("shielded"))

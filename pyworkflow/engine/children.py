@@ -70,11 +70,15 @@ def child_runs(
         data = event.data
         if event.type is EventType.CHILD_WORKFLOW_STARTED:
             definition = get_workflow(data["child_workflow_name"])
+            inputs = inst.child_inputs.get(data["child_run_id"])
+            if inputs is None:  # (an event built elsewhere: it must carry them)
+                inputs = (data["args"], data["kwargs"])
+            args_json, kwargs_json = inputs
             run, started = build_run(
                 definition,
                 data["child_run_id"],
-                data["args"],
-                data["kwargs"],
+                args_json,
+                kwargs_json,
                 now,
                 options,
                 parent_run_id=inst.run_id,

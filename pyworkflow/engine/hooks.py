@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import importlib
 import inspect
+import os
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -36,6 +37,7 @@ from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, IdSource, TaskQueue
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
+    ConfigurationError,
     DuplicateCompletionError,
     HookAlreadyReceivedError,
     HookExpiredError,
@@ -54,7 +56,7 @@ from pyworkflow.model.schemas import (
 )
 from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import dumps
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import SECRETS_RUN, StorageBackend
 
 _schemas: dict[str, type[BaseModel]] = {}
 
@@ -126,6 +128,27 @@ def new_hook_key() -> str:
     return secrets.token_urlsafe(32)
 
 
+MIN_HOOK_KEY_LENGTH = 16
+
+
+def checked_hook_key(value: str | bytes, where: str) -> bytes:
+    """A configured hook key as bytes (surrounding whitespace, a newline read from a secret
+    file, dropped); ``ConfigurationError`` when it is too short to be a key."""
+    key = (value.encode() if isinstance(value, str) else bytes(value)).strip()
+    if len(key) < MIN_HOOK_KEY_LENGTH:
+        raise ConfigurationError(
+            f"{where} must be at least {MIN_HOOK_KEY_LENGTH} characters (a random one:"
+            " python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return key
+
+
+def env_hook_key() -> bytes | None:
+    """``PYWORKFLOW_HOOK_KEY``, checked; None when unset."""
+    value = os.environ.get("PYWORKFLOW_HOOK_KEY")
+    return checked_hook_key(value, "PYWORKFLOW_HOOK_KEY") if value else None
+
+
 def build_hook(run_id: str, cmd: Command, created: Event, key: bytes) -> tuple[Hook, str]:
     """The storage row of a hook created by ``cmd`` (recorded by ``created``), and its token."""
     assert cmd.hook_id is not None
@@ -170,22 +193,35 @@ class HookDelivery:
     hook_listener: Callable[[str, str, str], None] | None
     _hook_key: bytes | None
 
-    async def hook_key(self) -> bytes:
-        """The key hook secrets derive from: the configured one, else the storage's own."""
+    async def hook_key(self, *, create: bool = True) -> bytes | None:
+        """The key hook secrets derive from: the configured one (``EngineOptions.hook_key``,
+        else ``PYWORKFLOW_HOOK_KEY``), else the one the storage keeps, made by the first hook
+        of the deployment (``create``; a reader passes False and gets None when there is
+        none: telling a token never writes)."""
         key = self._hook_key
         if key is None:
-            key = self.options.hook_key
+            key = self.options.hook_key or env_hook_key()
             if key is None:
-                key = (await self.storage.keep_secret(HOOK_KEY_NAME, new_hook_key())).encode()
+                stored = (
+                    await self.storage.keep_secret(HOOK_KEY_NAME, new_hook_key())
+                    if create
+                    else await self.storage.get_checkpoint(SECRETS_RUN, HOOK_KEY_NAME)
+                )
+                if stored is None:
+                    return None
+                key = stored.encode()
             self._hook_key = key
         return key
 
     async def token_of(self, hook: Hook) -> str | None:
         """``hook``'s token, or None when this process's hook key does not make it (a key
-        configured differently from the one that created the hook)."""
+        configured differently from the one that created the hook). Never writes."""
         if hook.token is not None:
             return hook.token
-        token = make_token(await self.hook_key(), hook.run_id, hook.hook_id)
+        key = await self.hook_key(create=False)
+        if key is None:
+            return None
+        token = make_token(key, hook.run_id, hook.hook_id)
         return token if token_matches(hook, token) else None
 
     if TYPE_CHECKING:
@@ -211,7 +247,7 @@ class HookDelivery:
         owner = inst.lease_owner if isinstance(lease, _Unset) else lease and lease[0]
         return status is not RunStatus.RUNNING or owner != self.options.owner
 
-    async def _announce(self, inst: WorkflowInstance) -> None:
+    async def _announce(self, inst: WorkflowInstance) -> int:
         """Call ``on_created(token)`` of the hooks waiting for it; buffer ``hook.announced``.
 
         Called after a commit that made the hook durable. Until ``hook.announced`` is committed,
@@ -220,7 +256,11 @@ class HookDelivery:
         ``on_created`` again: at least once, always with the token storage holds. A callback that
         raises is logged and not called again (the token stays readable from storage:
         ``get_hook``, ``list_hooks``).
+
+        Returns how many hooks it could not announce (this process's hook key did not make
+        them: logged, left for a process whose key does).
         """
+        stuck = 0
         for cmd in inst.unannounced():
             assert cmd.hook_id is not None
             token = inst.hook_tokens.get(cmd.position)
@@ -237,6 +277,7 @@ class HookDelivery:
                         " the one that created it (configure the same hook_key everywhere)",
                         cmd.name,
                     )
+                    stuck += 1
                     continue
                 token = known
             if self.hook_listener is not None:
@@ -252,12 +293,14 @@ class HookDelivery:
                 EventType.HOOK_ANNOUNCED,
                 {"command_id": cmd.command_id, "hook_id": cmd.hook_id},
             )
+        return stuck
 
     async def _hooks_created(
         self, inst: WorkflowInstance, created: list[Event]
     ) -> list[tuple[Hook, str, Command]]:
         """The rows (and tokens) of the hooks that ``hook.created`` events ``created`` record."""
         key = await self.hook_key()
+        assert key is not None  # (create=True always gives one)
         hooks = []
         for event in created:
             cmd = inst.command(event.data["command_id"])
@@ -293,7 +336,8 @@ class HookDelivery:
                     run_id=run_id,
                     events=[event],
                     now=now,
-                    hook_received=(hook_id, payload_json),
+                    # The payload is stored once, in hook.received; the row says "received".
+                    hook_received=(hook_id, None),
                     timer=now,  # wakes the run even if the enqueue below is lost
                 )
             )
@@ -314,6 +358,19 @@ class HookDelivery:
         return run_id, hook_id
 
 
+async def fill_payloads(storage: StorageBackend, hooks: list[Hook]) -> list[Hook]:
+    """Set ``payload`` of the received ``hooks`` from their ``hook.received`` events: a payload
+    is stored once, in the log (rows written before hold a copy)."""
+    for hook in hooks:
+        if hook.status is HookStatus.RECEIVED and hook.payload is None:
+            for event in await storage.get_events(hook.run_id, command_id=hook.command_id):
+                if event.type is EventType.HOOK_RECEIVED and event.data.get("hook_id") == (
+                    hook.hook_id
+                ):
+                    hook.payload = event.data.get("payload")
+    return hooks
+
+
 def _check_hook_open(hook: Hook, now: datetime) -> None:
     if hook.status is HookStatus.DISPOSED:
         raise HookNotFoundError(f"hook {hook.name!r} is disposed: its run has ended")
@@ -331,6 +388,7 @@ __all__ = [
     "HOOK_KEY_NAME",
     "HookDelivery",
     "build_hook",
+    "fill_payloads",
     "hook_secret",
     "make_token",
     "parse_token",

@@ -29,7 +29,7 @@ from typing import Any
 from pyworkflow.context import StepContext, set_current_workflow
 from pyworkflow.core.registry import StepDefinition, WorkflowDefinition
 from pyworkflow.engine.loop import WorkflowEventLoop
-from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.events import Event, EventType, mention
 from pyworkflow.model.exceptions import (
     CancellationError,
     ChildWorkflowFailedError,
@@ -196,6 +196,9 @@ class WorkflowInstance:
         self.max_nesting_depth = max_nesting_depth
         self.children: dict[str, Command] = {}
         self.spawned = 0
+        # The arguments of the children recorded since the last commit (``children.child_runs``
+        # writes them into each child's workflow.started; the parent's event mentions them).
+        self.child_inputs: dict[str, tuple[str, str]] = {}
         self.result_waiters: list[tuple[asyncio.Future[Any], bool]] = []
         # continue_as_new: the next run's (args JSON, kwargs JSON) once the code asked for it,
         # and the future the code awaits (it gets CancellationError if a request arrives first).
@@ -759,10 +762,12 @@ class WorkflowInstance:
                     "command_id": cmd.command_id,
                     "child_run_id": cmd.child_run_id,
                     "child_workflow_name": definition.name,
-                    "args": args_json,
-                    "kwargs": kwargs_json,
+                    # Stored once, in the child's workflow.started: mentioned here.
+                    **mention("args", args_json),
+                    **mention("kwargs", kwargs_json),
                 },
             )
+            self.child_inputs[cmd.child_run_id] = (args_json, kwargs_json)
             self.spawned += 1
         if cmd.recorded and wait:
             self._resolve_from_history(cmd)

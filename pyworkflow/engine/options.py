@@ -6,7 +6,7 @@ Plain configuration, read by every part of the engine; nothing here runs anythin
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +46,7 @@ class EngineOptions:
     block_unregistered: bool = True
     # The key hook tokens' secrets derive from (``engine.hooks``): every process of a
     # deployment must share it. None: the one the storage keeps (``StorageBackend.keep_secret``).
-    hook_key: bytes | None = None
+    hook_key: bytes | None = field(default=None, repr=False)
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

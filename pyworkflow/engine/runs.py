@@ -24,7 +24,7 @@ from pyworkflow.model.names import checked_name
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
 from pyworkflow.observability.logging import lifecycle
 from pyworkflow.serialization import serialize_args
-from pyworkflow.storage.base import StorageBackend
+from pyworkflow.storage.base import RESERVED_RUN_PREFIX, StorageBackend
 
 
 def build_run(
@@ -118,6 +118,10 @@ class RunLifecycle:
             checked_name("an idempotency key", idempotency_key, control=True)
         if run_id is not None:
             checked_name("a run id", run_id)
+            if run_id.startswith(RESERVED_RUN_PREFIX):
+                raise ValueError(
+                    f"run id {run_id!r}: ids starting with {RESERVED_RUN_PREFIX!r} are reserved"
+                )
         args_json, kwargs_json = serialize_args(args, kwargs)
         now = self.clock.now()
         run_id = run_id or self.ids.new_run_id()

@@ -9,10 +9,13 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 - ``workflow.started``: ``workflow_name``, ``args``, ``kwargs`` (serialized JSON text), and
   ``nesting_depth`` for a child and ``max_nesting_depth`` when the limit is not the default 3
   (replay needs them: how deep a run is, and may go, decides what it may start)
-- ``workflow.completed``: ``result``;  ``workflow.failed``: ``error``, ``error_type``, ``exception``
+- ``workflow.completed``: ``result`` (up to ``INLINE_RESULT_LIMIT`` characters; a larger value
+  lives in the run record only and the event has ``result_sha256``, ``result_size``: see
+  ``ending_record``);  ``workflow.failed``: ``error``, ``error_type``, ``exception``
   (and ``imposed: true`` when the engine ended the run from outside its code, e.g. max_duration)
 - ``step.started``: ``command_id``, ``step_name``, ``attempt`` (and ``args``/``kwargs`` when the
-  step is dispatched to a queue)
+  step is dispatched to a queue; an attempt after a dispatched first one mentions them instead:
+  ``args_sha256``/``args_size`` when large, see ``mention``)
 - ``step.completed``: ``command_id``, ``step_name``, ``attempt``, ``result`` (an outcome of
   ``step.*`` also names the child runs the attempt started, ``children``, when it did)
 - ``step.retrying``: ``command_id``, ``step_name``, ``attempt``, ``error``, ``resume_at``
@@ -29,9 +32,11 @@ Event ``data`` fields by type (``command_id`` names the durable call, e.g. ``ste
 - ``cancellation.requested``: ``reason`` (``cancel_workflow``);  ``workflow.cancelled``: ``error``,
   ``error_type``, ``exception``, ``reason``
 
-- ``workflow.continued_as_new``: ``continued_to_run_id``, ``args``, ``kwargs`` (the next run's)
+- ``workflow.continued_as_new``: ``continued_to_run_id``, ``args``, ``kwargs`` (the next run's,
+  mentioned: a large value as ``args_sha256``/``args_size``, kept in the next run's log)
 - ``child_workflow.started``: ``command_id``, ``child_run_id``, ``child_workflow_name``,
-  ``args``, ``kwargs`` (the child run is created by the same write)
+  ``args``, ``kwargs`` (mentioned likewise: the child's log holds them; the child run is created
+  by the same write)
 - ``child_workflow.completed``: ``command_id``, ``child_run_id``, ``result``;
   ``child_workflow.failed``: ``command_id``, ``child_run_id``, ``error``, ``error_type``,
   ``exception``; ``child_workflow.cancelled``: the same and ``reason``. Appended to the parent's
@@ -44,6 +49,7 @@ Reserved, never recorded by this release: ``workflow.suspended`` and ``hook.proc
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -269,4 +275,46 @@ class Event:
         )
 
 
-__all__ = ["TERMINAL_EVENT_TYPES", "Event", "EventType", "completion_key"]
+# Each value is stored once. Where an event only mentions a value stored elsewhere (a completed
+# run's return value, kept in its record: ``WorkflowRun.result``, what ``get_workflow_result``
+# reads; the arguments of the run a chain continues into, kept in that run's
+# ``workflow.started``), it copies a value up to this many characters, for readers of the log,
+# and of a larger one keeps the SHA-256: enough for a replay to check that the code still
+# returns (or continues with) it.
+INLINE_RESULT_LIMIT = 1024
+
+
+def mention(name: str, value_json: str) -> dict[str, Any]:
+    """Event data mentioning the value ``value_json`` under ``name`` (see above)."""
+    if len(value_json) <= INLINE_RESULT_LIMIT:
+        return {name: value_json}
+    encoded = value_json.encode()
+    return {f"{name}_sha256": hashlib.sha256(encoded).hexdigest(), f"{name}_size": len(encoded)}
+
+
+def mentions(data: dict[str, Any], name: str, value_json: str) -> bool | None:
+    """Whether ``data`` mentions ``value_json`` under ``name``; None when it mentions nothing
+    (events written before ``name`` was recorded)."""
+    if name in data:
+        return bool(data[name] == value_json)
+    digest = data.get(f"{name}_sha256")
+    if digest is None:
+        return None
+    return bool(digest == hashlib.sha256(value_json.encode()).hexdigest())
+
+
+def ending_record(result_json: str) -> dict[str, Any]:
+    """The data of ``workflow.completed`` for a run that returned ``result_json``."""
+    return mention("result", result_json)
+
+
+__all__ = [
+    "INLINE_RESULT_LIMIT",
+    "TERMINAL_EVENT_TYPES",
+    "Event",
+    "EventType",
+    "completion_key",
+    "ending_record",
+    "mention",
+    "mentions",
+]

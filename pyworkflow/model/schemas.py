@@ -116,9 +116,20 @@ class Blocked:
             return None
 
 
+# What a run record holds in place of a value its log holds (each value is stored once): the
+# arguments are in ``workflow.started``, a completed run's result in ``workflow.completed``.
+IN_LOG = ""
+
+
 @dataclass(slots=True)
 class WorkflowRun:
-    """A run of a workflow. ``input_args``/``input_kwargs``/``result``/``error`` hold JSON text."""
+    """A run of a workflow. ``input_args``/``input_kwargs``/``result``/``error`` hold JSON text.
+
+    Storage keeps each value once. The arguments live in the run's ``workflow.started`` event
+    (the one source of truth): the stored row holds ``IN_LOG`` and every backend fills them in
+    from that event when it reads the run (rows written before hold a copy). The return value
+    lives in the record (``result``); ``workflow.completed`` mentions it (``events.mention``).
+    """
 
     run_id: str
     workflow_name: str
@@ -334,7 +345,9 @@ class Commit:
     timer: datetime | None | _Unset = UNSET
     lease: tuple[str, datetime] | None | _Unset = UNSET
     hooks_created: list[Hook] = field(default_factory=list)
-    hook_received: tuple[str, str] | None = None  # (hook_id, payload JSON)
+    # (hook_id, payload JSON or None): the hook's row moves to ``received`` (the engine keeps
+    # the payload in the hook.received event only: None).
+    hook_received: tuple[str, str | None] | None = None
     hook_expired: str | None = None  # hook_id
     owner: str | None = None
     runs_created: list[tuple[WorkflowRun, list[Event]]] = field(default_factory=list)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pyworkflow.model.events import Event
+from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     CorruptHistoryError,
     DuplicateCompletionError,
@@ -43,6 +43,7 @@ from pyworkflow.model.exceptions import (
 )
 from pyworkflow.model.schedules import Schedule, ScheduleStatus
 from pyworkflow.model.schemas import (
+    IN_LOG,
     Commit,
     Hook,
     HookStatus,
@@ -52,12 +53,13 @@ from pyworkflow.model.schemas import (
     lease_blocks,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
-# The run id under which storage keeps deployment secrets (``keep_secret``): no run has it (run
-# ids carry no colon-prefixed namespace of ours).
-SECRETS_RUN = "pyworkflow:secrets"
+# Run ids of this prefix are PyWorkflow's own (``start`` refuses them): the run id under which
+# storage keeps deployment secrets (``keep_secret``) is one.
+RESERVED_RUN_PREFIX = "pyworkflow:"
+SECRETS_RUN = RESERVED_RUN_PREFIX + "secrets"
 
 
 class StorageBackend(ABC):
@@ -296,17 +298,52 @@ def new_run_record(
 ) -> tuple[WorkflowRun, list[Event]]:
     """What ``create_run`` stores: a copy of ``run`` and its first ``events``, numbered from 1.
 
+    Arguments that the first event (``workflow.started``) records are not copied into the
+    record (``IN_LOG``).
+
     ``created_at`` defaults to ``now``, ``updated_at`` to ``created_at``, events without a
     timestamp get ``created_at``; ``last_sequence`` is the number of events.
     """
     created_at = run.created_at or now
     numbered = number_events(Commit(run.run_id, events, expected_sequence=0), 0, created_at)
+    logged = _logs_args(run, numbered)
     record = run.copy(
         created_at=created_at,
         updated_at=run.updated_at or created_at,
         last_sequence=len(numbered),
+        input_args=IN_LOG if logged else run.input_args,
+        input_kwargs=IN_LOG if logged else run.input_kwargs,
     )
     return record, numbered
+
+
+def _logs_args(record: WorkflowRun, first: list[Event]) -> bool:
+    """Whether ``record``'s arguments are the ones its first event (``workflow.started``)
+    records, so that storage keeps them there only."""
+    if not first or first[0].type is not EventType.WORKFLOW_STARTED or record.input_args == IN_LOG:
+        return False
+    data = first[0].data
+    return (data.get("args"), data.get("kwargs")) == (record.input_args, record.input_kwargs)
+
+
+def without_logged_args(record: WorkflowRun, first: list[Event]) -> WorkflowRun:
+    """``record`` as storage keeps it: arguments that its first event (``workflow.started``,
+    the one source of truth) records are stored there only (``IN_LOG``). ``record`` itself when
+    nothing changes, else a copy."""
+    if _logs_args(record, first):
+        return record.copy(input_args=IN_LOG, input_kwargs=IN_LOG)
+    return record
+
+
+def with_logged_args(record: WorkflowRun, started: Event | dict[str, Any] | None) -> WorkflowRun:
+    """A stored record as backends return it: arguments kept only in the run's
+    ``workflow.started`` (``IN_LOG``, see ``new_run_record``) filled in from that event (or its
+    data). Modifies and returns ``record`` (a copy the backend made)."""
+    if record.input_args == IN_LOG and started is not None:
+        data = started.data if isinstance(started, Event) else started
+        record.input_args = data.get("args", "[]")
+        record.input_kwargs = data.get("kwargs", "{}")
+    return record
 
 
 def already_exists(run_id: str) -> WorkflowAlreadyRunningError:
@@ -407,6 +444,7 @@ async def retry_while_busy(
 
 
 __all__ = [
+    "RESERVED_RUN_PREFIX",
     "SCHEMA_VERSION",
     "StorageBackend",
     "StorageBusyError",
@@ -421,6 +459,8 @@ __all__ = [
     "encode_run_cursor",
     "lease_held",
     "new_run_record",
+    "without_logged_args",
+    "with_logged_args",
     "number_events",
     "retry_while_busy",
     "run_not_found",

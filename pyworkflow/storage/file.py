@@ -61,7 +61,12 @@ from pyworkflow.model.schemas import (
     Timer,
     WorkflowRun,
 )
-from pyworkflow.storage.base import SECRETS_RUN, StorageBackend, retry_while_busy
+from pyworkflow.storage.base import (
+    SECRETS_RUN,
+    StorageBackend,
+    retry_while_busy,
+    without_logged_args,
+)
 from pyworkflow.storage.memory import MemoryStore, StoreTables
 
 if sys.platform != "win32":
@@ -135,7 +140,7 @@ class FileStorageBackend(StorageBackend):
                     _line(
                         {
                             "op": "create_run",
-                            "run": _encode_record(stored),
+                            "run": _encode_record(without_logged_args(stored, logged)),
                             "events": [event.to_dict() for event in logged],
                         }
                     )
@@ -621,7 +626,10 @@ def _encode_commit(commit: Commit, now: datetime) -> dict[str, Any]:
     # Absent when empty: journals written before children and chains read the same.
     if commit.runs_created:
         raw["runs_created"] = [
-            {"run": _encode_record(run), "events": [event.to_dict() for event in events]}
+            {
+                "run": _encode_record(without_logged_args(run, events)),
+                "events": [event.to_dict() for event in events],
+            }
             for run, events in commit.runs_created
         ]
     if commit.continued_to_run_id is not None:

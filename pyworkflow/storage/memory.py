@@ -52,6 +52,7 @@ from pyworkflow.storage.base import (
     new_run_record,
     number_events,
     run_not_found,
+    with_logged_args,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -154,18 +155,22 @@ class MemoryStore:
     ) -> tuple[WorkflowRun, bool]:
         key = run.idempotency_key
         if key is not None and key in self._idempotency:
-            return _copy_run(self._runs[self._idempotency[key]].run), False
+            return self._read_run(self._runs[self._idempotency[key]]), False
         if run.run_id in self._runs:
             raise already_exists(run.run_id)
         record, numbered = new_run_record(run, events, now)
         self._insert_run(record, numbered)
         if key is not None:
             self._idempotency[key] = run.run_id
-        return _copy_run(record), True
+        return with_logged_args(_copy_run(record), numbered[0] if numbered else None), True
 
     def get_run(self, run_id: str) -> WorkflowRun | None:
         log = self._runs.get(run_id)
-        return _copy_run(log.run) if log is not None else None
+        return self._read_run(log) if log is not None else None
+
+    @staticmethod
+    def _read_run(log: _RunLog) -> WorkflowRun:
+        return with_logged_args(_copy_run(log.run), log.events[0] if log.events else None)
 
     def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         run_id = self._idempotency.get(key)
@@ -190,7 +195,7 @@ class MemoryStore:
         if cursor is not None:
             after = decode_run_cursor(cursor)
             runs = [run for run in runs if _run_order(run) > after]
-        page = [_copy_run(run) for run in runs[:limit]]
+        page = [self._read_run(self._runs[run.run_id]) for run in runs[:limit]]
         if len(runs) <= limit:
             return page, None
         last = page[-1]

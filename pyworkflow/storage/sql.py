@@ -40,6 +40,7 @@ from pyworkflow.storage.base import (
     decode_run_cursor,
     encode_run_cursor,
     unknown_event_type,
+    with_logged_args,
 )
 from pyworkflow.storage.values import EPOCH, micros, micros_or_none, time_of, time_or_none
 
@@ -62,6 +63,13 @@ RUN_COLUMNS = (
     " recovery_attempts, max_recovery_attempts, recover_on_worker_loss, parent_run_id,"
     " nesting_depth, continued_from_run_id, continued_to_run_id, last_sequence, lease_owner,"
     " lease_expires_at"
+)
+# What reads of a run select (``FROM {runs} AS r``): its columns, then, when its record keeps
+# its arguments in its log (``IN_LOG``: every run written since values are stored once), the data
+# of its ``workflow.started`` (``run_from_row`` takes them from there): one indexed lookup.
+RUN_SELECT = (
+    f"{RUN_COLUMNS}, CASE WHEN input_args = '' THEN (SELECT e.data FROM {{events}} AS e"
+    " WHERE e.run_id = r.run_id AND e.sequence = 1) END"
 )
 HOOK_COLUMNS = (
     "run_id, hook_id, name, token, command_id, status, created_at, expires_at, received_at,"
@@ -103,7 +111,7 @@ def run_params(run: WorkflowRun) -> Params:
 
 
 def run_from_row(row: Row) -> WorkflowRun:
-    return WorkflowRun(
+    run = WorkflowRun(
         run_id=row[0],
         workflow_name=row[1],
         status=RunStatus(row[2]),
@@ -129,6 +137,13 @@ def run_from_row(row: Row) -> WorkflowRun:
         lease_owner=row[22],
         lease_expires_at=time_or_none(row[23]),
     )
+    if len(row) > 24 and row[24] is not None:  # (``RUN_SELECT``: the arguments are in the log)
+        try:
+            started = loads(row[24])
+        except ValueError:
+            return run  # a damaged workflow.started: the activation reports it (corrupt_history)
+        with_logged_args(run, started if isinstance(started, dict) else None)
+    return run
 
 
 def hook_params(run_id: str, hook: Hook) -> Params:
@@ -414,8 +429,8 @@ T_INSERT_VERSION = "INSERT INTO {schema_version} (version) VALUES (?)"
 T_UPDATE_VERSION = "UPDATE {schema_version} SET version = ?"
 
 T_INSERT_RUN = f"INSERT INTO {{runs}} ({RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})"
-T_SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE run_id = ?"
-T_SELECT_RUN_BY_KEY = f"SELECT {RUN_COLUMNS} FROM {{runs}} WHERE idempotency_key = ?"
+T_SELECT_RUN = f"SELECT {RUN_SELECT} FROM {{runs}} AS r WHERE run_id = ?"
+T_SELECT_RUN_BY_KEY = f"SELECT {RUN_SELECT} FROM {{runs}} AS r WHERE idempotency_key = ?"
 # What a commit checks: the head, whether the run ended, and who holds its lease.
 T_SELECT_HEAD = (
     "SELECT last_sequence, status, lease_owner, lease_expires_at FROM {runs} WHERE run_id = ?"
@@ -609,7 +624,7 @@ class Statements:
             if wanted
         ]
         order = " ORDER BY created_at, run_id LIMIT ?"
-        return f"SELECT {RUN_COLUMNS} FROM {{runs}}{_where(clauses)}{order}"
+        return f"SELECT {RUN_SELECT} FROM {{runs}} AS r{_where(clauses)}{order}"
 
     @staticmethod
     def _list_hooks_template(by_run: bool, by_status: bool) -> str:

@@ -60,6 +60,7 @@ from pyworkflow.storage.base import (
     number_events,
     retry_while_busy,
     run_not_found,
+    with_logged_args,
 )
 from pyworkflow.storage.sql import (
     LEASABLE,
@@ -98,7 +99,19 @@ def _migrate_to_2(conn: sqlite3.Connection) -> None:
     del conn
 
 
-_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Hook rows keep a digest of the token; a run's row keeps its arguments in its log
+    (``IN_LOG``); later attempts of a dispatched step mention their arguments. No table
+    changes: rows written before read as before. The version keeps releases that would read
+    a digest as a token, or ``IN_LOG`` as arguments, away from a database this one writes."""
+    del conn
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 assert len(_MIGRATIONS) == SCHEMA_VERSION, "a schema change needs its migration step"
 
 # SQLite has no SKIP LOCKED: a claim looks without the write lock first (polls mostly find
@@ -263,7 +276,10 @@ class SQLiteStorageBackend(StorageBackend):
             _insert_events(conn, record.run_id, numbered, record.created_at)
             return record, True
 
-        return await self._write(create)
+        stored, created = await self._write(create)
+        if created:  # (after the transaction: a retried one inserts ``record`` as built)
+            with_logged_args(stored, numbered[0] if numbered else None)
+        return stored, created
 
     @staticmethod
     def _run_with_key(conn: sqlite3.Connection, key: str | None) -> WorkflowRun | None:

@@ -208,6 +208,18 @@ async def test_a_newer_layout_is_refused(
         await backend.get_run("run-1")
 
 
+async def test_an_older_layout_is_read_and_moved_up(
+    redis_server: RedisServer, admin: Redis, prefix: str
+) -> None:
+    """Layout 1 data reads correctly here; the marker moves up so that processes of the older
+    release refuse what this one writes (a hook digest they would take for a token)."""
+    await admin.set(f"{prefix}:version", 1)
+    backend = RedisStorageBackend(redis_server.url, prefix=prefix)
+    assert await backend.get_run("run-1") is None
+    assert int(await admin.get(f"{prefix}:version")) == LAYOUT_VERSION == 2
+    await backend.close()
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from pyworkflow import (
 )
 from pyworkflow.config import configured_hook_key
 from pyworkflow.core.registry import workflow_definition_of
-from pyworkflow.engine.activation import Engine
+from pyworkflow.engine.activation import HOOK_KEY_RETRY, Engine
 from pyworkflow.engine.hooks import HOOK_KEY_NAME, make_token, token_digest
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.model.events import Event, EventType
@@ -164,6 +164,9 @@ async def test_a_process_with_another_key_never_announces_a_token_that_would_be_
     [stored] = await env.storage.list_hooks(run.run_id)
     assert await stranger.token_of(stored) is None
 
+    # It is asked again in five minutes, not every lease_ttl (and not never).
+    timer = await env.storage.get_timer(run.run_id)
+    assert timer is not None and timer.fire_at == clock.now() + HOOK_KEY_RETRY
     right = Engine(env.storage, clock, _Queue(), options=EngineOptions(hook_key=b"a" * 32))
     await right.advance(run.run_id)
     assert announced == [make_token(b"a" * 32, run.run_id, stored.hook_id)]
@@ -248,3 +251,34 @@ def test_sqlite_rows_hold_digests(tmp_path: Path) -> None:
     asyncio.run(go())
     rows = sqlite3.connect(tmp_path / "db.sqlite").execute("SELECT token FROM hooks").fetchall()
     assert rows == [(token_digest(announced[0]),)]
+
+
+async def test_telling_a_token_never_writes_a_key(env: Env) -> None:
+    """A reader (get_hook_token, the CLI) in a process without the deployment's key must not
+    leave a storage-kept key behind, which later processes would silently start using."""
+    configure(hook_key=KEY)
+    env.runtime._engines.clear()
+    run_id = await env.start(token_flow)
+    await env.settle()
+    [stored] = await env.storage.list_hooks(run_id)
+    configure(hook_key=None)
+    env.runtime._engines.clear()
+    with pytest.raises(InvalidTokenError, match="hook key"):
+        await get_hook_token(run_id, stored.hook_id, storage=env.storage)
+    assert await env.storage.get_checkpoint("pyworkflow:secrets", HOOK_KEY_NAME) is None
+
+
+async def test_an_engine_without_options_takes_the_key_from_the_environment(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYWORKFLOW_HOOK_KEY", f"  {KEY}\n")  # (as read from a secret file)
+    engine = Engine(env.storage, env.clock, _Queue())
+    assert await engine.hook_key() == KEY.encode()
+    assert await env.storage.get_checkpoint("pyworkflow:secrets", HOOK_KEY_NAME) is None
+
+
+async def test_run_ids_in_the_reserved_namespace_are_refused(env: Env) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        await env.engine.start_run(
+            workflow_definition_of(token_flow), (), {}, run_id="pyworkflow:secrets"
+        )

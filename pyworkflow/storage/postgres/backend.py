@@ -41,6 +41,7 @@ from pyworkflow.storage.base import (
     duplicate_completion,
     new_run_record,
     number_events,
+    with_logged_args,
 )
 from pyworkflow.storage.postgres.dsn import (
     parse_bool,
@@ -270,7 +271,7 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
                 raise duplicate_completion(record.run_id, keys) from None
             raise
         if inserted:
-            return record, True
+            return with_logged_args(record, numbered[0] if numbered else None), True
         if record.idempotency_key is not None:
             existing = await self.get_run_by_idempotency_key(record.idempotency_key)
             if existing is not None:

@@ -221,7 +221,13 @@ async def _migrate_to_2(conn: Any, statements: Statements) -> None:
     await conn.execute(_commit_function(statements.dialect))
 
 
-_MIGRATIONS: list[_Migration] = [_migrate_to_1, _migrate_to_2]
+async def _migrate_to_3(conn: Any, statements: Statements) -> None:
+    """Values stored once, hook tokens as digests (see the SQLite backend's ``_migrate_to_3``):
+    no table changes; the version keeps older releases away."""
+    del conn, statements
+
+
+_MIGRATIONS: list[_Migration] = [_migrate_to_1, _migrate_to_2, _migrate_to_3]
 assert len(_MIGRATIONS) == SCHEMA_VERSION, "a schema change needs its migration step"
 
 # -- statements only PostgreSQL runs ------------------------------------------------------------

@@ -15,13 +15,18 @@ never import the engine (only its event model) or a runtime.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from redis.exceptions import ResponseError
 
 from pyworkflow.model.events import Event
-from pyworkflow.model.exceptions import ConfigurationError, SequenceConflictError
+from pyworkflow.model.exceptions import (
+    ConfigurationError,
+    CorruptHistoryError,
+    SequenceConflictError,
+)
 from pyworkflow.model.schedules import (
     Schedule,
     ScheduleStatus,
@@ -29,6 +34,7 @@ from pyworkflow.model.schedules import (
     schedule_to_json,
 )
 from pyworkflow.model.schemas import (
+    IN_LOG,
     Change,
     Commit,
     Hook,
@@ -50,6 +56,7 @@ from pyworkflow.storage.base import (
     new_run_record,
     number_events,
     run_not_found,
+    with_logged_args,
 )
 from pyworkflow.storage.redis.codec import (
     LAYOUT_VERSION,
@@ -109,6 +116,26 @@ def _refuse_commit(commit: Commit, what: str, detail: str) -> NoReturn:
     raise AssertionError(f"a pending hook was refused: {detail}")
 
 
+# The layout version this process writes, recorded unless a newer one is (returned either way).
+# Every older layout reads correctly here (``LAYOUT_VERSION``), so it is moved up: processes of
+# the older release then refuse the data rather than misread what this one writes.
+_RECORD_LAYOUT = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+if stored < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return tonumber(ARGV[1])
+end
+return stored
+"""
+
+
+def _fill_args(run: WorkflowRun, entry: str) -> None:
+    """Arguments of ``run`` from its log's first entry (a damaged one leaves ``IN_LOG``: the
+    activation reports it, ``corrupt_history``)."""
+    with contextlib.suppress(CorruptHistoryError):
+        with_logged_args(run, events_from_entries(run.run_id, 1, [entry])[0])
+
+
 class RedisStorageBackend(StorageBackend):
     """Storage in one Redis server; any number of processes and hosts may share it.
 
@@ -126,9 +153,9 @@ class RedisStorageBackend(StorageBackend):
         self.url = url
         self.prefix = prefix
         version = key_name(prefix, "version")
-        # On connect, in one trip: record the layout version (refusing a newer one), load the
-        # scripts.
-        greeting: list[Command] = [("SET", version, LAYOUT_VERSION, "NX"), ("GET", version)]
+        # On connect, in one trip: record the layout version (moving an older, compatible one
+        # up; a newer one is refused by ``_check_layout``), load the scripts.
+        greeting: list[Command] = [("EVAL", _RECORD_LAYOUT, 1, version, LAYOUT_VERSION)]
         connections = SentinelConnections if is_sentinel_url(url) else RedisConnections
         self._redis = connections(url, greeting + load_commands(), self._check_layout)
         self._scripts = Scripts(self._redis, prefix)
@@ -150,7 +177,7 @@ class RedisStorageBackend(StorageBackend):
 
     def _check_layout(self, replies: list[Any]) -> ConfigurationError | None:
         """The refusal of a server whose data has another layout version (from the greeting)."""
-        version = int(replies[1])
+        version = int(replies[0])
         if version == LAYOUT_VERSION:
             return None
         return ConfigurationError(
@@ -184,15 +211,32 @@ class RedisStorageBackend(StorageBackend):
             what, detail = script_refusal(exc)
         else:
             if reply[0] == 1:
-                return record, True
-            return run_from_hash(pairs(reply[1])), False
+                return with_logged_args(record, numbered[0] if numbered else None), True
+            [existing] = await self._with_logged_args([run_from_hash(pairs(reply[1]))])
+            return existing, False
         if what == "EXISTS":
             raise already_exists(record.run_id)
         raise duplicate_completion(record.run_id, [detail])
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
-        fields = await self._redis.call("HGETALL", self._key("run", run_id))
-        return run_from_hash(pairs(fields)) if fields else None
+        fields, first = await self._scripts.run("run_record", run_id)
+        if not fields:
+            return None
+        run = run_from_hash(pairs(fields))
+        if first:
+            _fill_args(run, first)
+        return run
+
+    async def _with_logged_args(self, runs: list[WorkflowRun]) -> list[WorkflowRun]:
+        """``runs`` with the arguments their records keep in their logs (``IN_LOG``)."""
+        missing = [run for run in runs if run.input_args == IN_LOG]
+        if missing:
+            ids = [run.run_id for run in missing]
+            entries = await self._scripts.run("first_entries", *ids)
+            for run, entry in zip(missing, entries, strict=True):
+                if entry:
+                    _fill_args(run, entry)
+        return runs
 
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         run_id = await self._redis.call("HGET", self._key("idem"), key)
@@ -218,7 +262,9 @@ class RedisStorageBackend(StorageBackend):
             start = "(" + run_index_member(*decode_run_cursor(cursor))
         # <ix> is 18 digits and ":" before the run id: the id starts at character 20.
         records = await self._scripts.run("range_records", index, start, "+", limit + 1, "run:", 20)
-        page = [run_from_hash(pairs(flat)) for flat in records[:limit]]
+        page = await self._with_logged_args(
+            [run_from_hash(pairs(flat)) for flat in records[:limit]]
+        )
         if len(records) <= limit:
             return page, None
         last = page[-1]
@@ -286,7 +332,7 @@ class RedisStorageBackend(StorageBackend):
             lease_expires,
             timer_arg,
             opt(received[0] if received is not None else None),
-            received[1] if received is not None else "",
+            (received[1] or "") if received is not None else "",
             opt(commit.hook_expired),
             len(fields),
             *fields,

@@ -22,6 +22,8 @@ order is ``(run_id, hook_id)`` order)::
     P:hook:<hk>                        hash: the hook record
     P:hooks, P:hooks:status:<s>        zsets (score 0, members <hk>): ``list_hooks`` indexes
     P:checkpoints:<run_id>             hash: step_id -> checkpoint data
+    P:checkpoints:pyworkflow:secrets   hash: the deployment secrets the storage keeps
+                                       (``keep_secret``: the hook key when none is configured)
 
 The invariants that tie the timer and lease indexes to the records are kept by the Lua scripts and
 written next to them (``pyworkflow.storage.redis.scripts``).
@@ -49,7 +51,10 @@ from pyworkflow.serialization.jsontext import dump_text
 from pyworkflow.storage.base import damaged_event, unknown_event_type
 from pyworkflow.storage.values import micros
 
-LAYOUT_VERSION = 1
+# 2: hook rows keep the token's digest (``sha256:``), a run's hash keeps its arguments in its log
+# (``input_args`` empty), a received hook's payload is empty (in its ``hook.received``), later
+# attempts of a dispatched step mention their arguments. Layout 1 data reads correctly.
+LAYOUT_VERSION = 2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The ``list_runs`` index orders by text, so creation times are written as 18 digits counted from
@@ -224,7 +229,7 @@ def hook_from_hash(h: dict[str, str]) -> Hook:
         created_at=_time_or_none(get("created_at")),
         expires_at=_time_or_none(get("expires_at")),
         received_at=_time_or_none(get("received_at")),
-        payload=get("payload"),
+        payload=get("payload") or None,
         schema_path=get("schema_path"),
         metadata=_loads(h["metadata"]),
     )

@@ -391,6 +391,30 @@ end
 return records
 """
 
+# ARGV: prefix, run_id. A run's record and, when the record keeps its arguments in its log
+# (``input_args`` empty: ``IN_LOG``), its first log entry (``workflow.started``); else false.
+_RUN_RECORD = """
+local fields = redis.call('HGETALL', P .. ':run:' .. ARGV[2])
+for i = 1, #fields, 2 do
+  if fields[i] == 'input_args' then
+    if fields[i + 1] == '' then
+      return {fields, redis.call('LINDEX', P .. ':log:' .. ARGV[2], 0)}
+    end
+    break
+  end
+end
+return {fields, false}
+"""
+
+# ARGV: prefix, run_id... The first log entry of each run (false for a run without one).
+_FIRST_ENTRIES = """
+local entries = {}
+for i = 2, #ARGV do
+  entries[i - 1] = redis.call('LINDEX', P .. ':log:' .. ARGV[i], 0)
+end
+return entries
+"""
+
 # ARGV: prefix, now, limit, claimed_until. Due timers are the unclaimed ones with fire_at <= now
 # and the claimed ones whose claim ran out; the first ``limit`` by (fire_at, run_id) are claimed.
 # Returns {run_id, fire_at, ...}.
@@ -556,6 +580,8 @@ SCRIPTS = {
         "commit": _COMMIT,
         "command_events": _COMMAND_EVENTS,
         "range_records": _RANGE_RECORDS,
+        "run_record": _RUN_RECORD,
+        "first_entries": _FIRST_ENTRIES,
         "claim_due_timers": _CLAIM_DUE_TIMERS,
         "renew_leases": _RENEW_LEASES,
         "claim_expired_leases": _CLAIM_EXPIRED_LEASES,
