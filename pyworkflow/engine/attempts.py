@@ -24,7 +24,7 @@ from pyworkflow.context import StepInfo, step_scope
 from pyworkflow.core.registry import StepDefinition, get_step
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, TaskQueue
-from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.events import Event, EventType, mentions
 from pyworkflow.model.exceptions import (
     CancellationError,
     CorruptHistoryError,
@@ -76,19 +76,21 @@ async def _with_timeout(
 
 def step_inputs(started: Event, events: list[Event]) -> tuple[str, str]:
     """The arguments (JSON) of the attempt ``started`` records, among its command's ``events``:
-    its own, or the first attempt's, which holds them for every later one (stored once)."""
+    its own, or the first attempt's, which holds them for every later one (stored once) and
+    must match what this attempt mentions (its digest)."""
     data = started.data
-    if "args" not in data:
-        for event in events:
-            if event.type is EventType.STEP_STARTED and "args" in event.data:
-                data = event.data
-                break
-    try:
+    if "args" in data:
         return data["args"], data["kwargs"]
-    except KeyError:
-        raise CorruptHistoryError(
-            started.run_id, started.sequence, started.type.value, "args", "no attempt has them"
-        ) from None
+    for event in events:
+        if event.type is EventType.STEP_STARTED and "args" in event.data:
+            args, kwargs = event.data["args"], event.data["kwargs"]
+            if False in (mentions(data, "args", args), mentions(data, "kwargs", kwargs)):
+                why = "the first attempt's arguments are not the ones this attempt mentions"
+                break
+            return args, kwargs
+    else:
+        why = "no attempt has them"
+    raise CorruptHistoryError(started.run_id, started.sequence, started.type.value, "args", why)
 
 
 class StepAttempts:

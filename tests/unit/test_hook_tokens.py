@@ -282,3 +282,27 @@ async def test_run_ids_in_the_reserved_namespace_are_refused(env: Env) -> None:
         await env.engine.start_run(
             workflow_definition_of(token_flow), (), {}, run_id="pyworkflow:secrets"
         )
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+async def test_two_processes_opening_one_storage_keep_one_key(kind: str, tmp_path: Path) -> None:
+    """Two backend objects on one folder or database file (two processes' view): whoever comes
+    first decides the key, and the other gets it too."""
+
+    def open_one() -> FileStorageBackend | SQLiteStorageBackend:
+        if kind == "file":
+            return FileStorageBackend(tmp_path / "files")
+        return SQLiteStorageBackend(tmp_path / "db.sqlite")
+
+    first, second = open_one(), open_one()
+    try:
+        got = await asyncio.gather(
+            first.keep_secret(HOOK_KEY_NAME, "from-first"),
+            second.keep_secret(HOOK_KEY_NAME, "from-second"),
+            second.keep_secret(HOOK_KEY_NAME, "second-again"),
+            first.keep_secret(HOOK_KEY_NAME, "first-again"),
+        )
+        assert len(set(got)) == 1 and got[0] in ("from-first", "from-second")
+    finally:
+        await first.close()
+        await second.close()

@@ -202,3 +202,24 @@ async def test_a_dispatched_step_s_arguments_are_in_its_first_attempt_only(
     ]
     assert len(started) == 3 and ARG in started[0]["args"]
     assert all("args" not in data and "args_sha256" in data for data in started[1:])
+
+
+def test_a_later_attempt_takes_the_first_attempt_s_arguments_only_when_they_match() -> None:
+    from pyworkflow.core.exceptions import CorruptHistoryError
+    from pyworkflow.engine.attempts import step_inputs
+    from pyworkflow.model.events import Event, mention
+
+    big, other = json.dumps(["x" * 2000]), json.dumps(["y" * 2000])
+
+    def started(attempt: int, **data: Any) -> Event:
+        return Event("r", EventType.STEP_STARTED, {"attempt": attempt, **data}, sequence=attempt)
+
+    first = started(1, args=big, kwargs="{}")
+    later = started(2, **mention("args", big), **mention("kwargs", "{}"))
+    assert step_inputs(first, [first, later]) == (big, "{}")
+    assert step_inputs(later, [first, later]) == (big, "{}")
+    changed = started(2, **mention("args", other), **mention("kwargs", "{}"))
+    with pytest.raises(CorruptHistoryError, match="not the ones this attempt mentions"):
+        step_inputs(changed, [first, changed])
+    with pytest.raises(CorruptHistoryError, match="no attempt has them"):
+        step_inputs(later, [later])
