@@ -310,8 +310,8 @@ def cancel_run(
 @output_option
 def fail_run(run_id: str, reason: str | None, output: str | None) -> None:
     """End a blocked run failed without running its code: when its log cannot be repaired or its
-    code cannot be fixed. Its parent hears of it; the children its log can still name are
-    cancelled."""
+    code cannot be fixed. Its parent hears of it; the children it leaves running are cancelled
+    (found by their parent when its log cannot name them)."""
     require_storage()
 
     async def fail() -> tuple[bool, WorkflowRun]:

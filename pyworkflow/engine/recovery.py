@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pyworkflow.engine.children import ending_notices, open_children_in
+from pyworkflow.engine.children import PARENT_COMMAND, ending_notices, open_children_in
 from pyworkflow.engine.leases import RECOVERED, STEP_EXECUTORS
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.ports import Clock, TaskQueue
@@ -169,7 +169,13 @@ class Recovery:
         try:
             children = open_children_in(await self.storage.get_events(run.run_id))
         except CorruptHistoryError:
-            children = []  # its log cannot be read: which children it leaves is unknown
+            # Its log cannot be read: the children it leaves running are found by their
+            # parent_run_id instead (those its code started; a step's children run on their own).
+            children = [
+                child.run_id
+                for child in await self.storage.list_children(run.run_id, open_only=True)
+                if child.context.get(PARENT_COMMAND)
+            ]
         waiting = await self.storage.list_hooks(run.run_id, HookStatus.PENDING)
         commit.hooks_disposed = [hook.hook_id for hook in waiting]
         if children or run.parent_run_id is not None:

@@ -22,7 +22,7 @@ import base64
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +54,7 @@ from pyworkflow.model.schemas import (
 )
 
 SCHEMA_VERSION = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # Run ids of this prefix are PyWorkflow's own (``start`` refuses them): the run id under which
@@ -115,6 +116,27 @@ class StorageBackend(ABC):
         cursor: str | None = None,
     ) -> tuple[list[WorkflowRun], str | None]:
         """Runs ordered by ``(created_at, run_id)``; returns the page and the next cursor."""
+
+    async def list_children(
+        self, parent_run_id: str, *, open_only: bool = False
+    ) -> list[WorkflowRun]:
+        """The runs whose ``parent_run_id`` is ``parent_run_id`` (with ``open_only``, those not
+        ended), ordered by ``(created_at, run_id)``: what a parent left running when its own log
+        can no longer name them (``pyworkflow runs fail`` of a damaged run). The SQL backends
+        answer from their ``parent_run_id`` index; this fallback pages through ``list_runs``
+        (by status when ``open_only``), which an operator's command can afford."""
+        statuses: list[RunStatus | None] = (
+            [status for status in RunStatus if not status.is_terminal] if open_only else [None]
+        )
+        found: list[WorkflowRun] = []
+        for status in statuses:
+            cursor: str | None = None
+            while True:
+                page, cursor = await self.list_runs(status=status, limit=500, cursor=cursor)
+                found += [run for run in page if run.parent_run_id == parent_run_id]
+                if cursor is None:
+                    break
+        return sorted(found, key=lambda run: (run.created_at or _EPOCH, run.run_id))
 
     # -- the log ------------------------------------------------------------------------------
 

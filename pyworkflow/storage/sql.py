@@ -431,6 +431,9 @@ T_UPDATE_VERSION = "UPDATE {schema_version} SET version = ?"
 T_INSERT_RUN = f"INSERT INTO {{runs}} ({RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})"
 T_SELECT_RUN = f"SELECT {RUN_SELECT} FROM {{runs}} AS r WHERE run_id = ?"
 T_SELECT_RUN_BY_KEY = f"SELECT {RUN_SELECT} FROM {{runs}} AS r WHERE idempotency_key = ?"
+T_SELECT_CHILDREN = (
+    f"SELECT {RUN_SELECT} FROM {{runs}} AS r WHERE parent_run_id = ? ORDER BY created_at, run_id"
+)
 # What a commit checks: the head, whether the run ended, and who holds its lease.
 T_SELECT_HEAD = (
     "SELECT last_sequence, status, lease_owner, lease_expires_at FROM {runs} WHERE run_id = ?"
@@ -562,6 +565,7 @@ class Statements:
         self.insert_run = sql(T_INSERT_RUN)
         self.select_run = sql(T_SELECT_RUN)
         self.select_run_by_key = sql(T_SELECT_RUN_BY_KEY)
+        self.select_children = sql(T_SELECT_CHILDREN)
         self.select_head = sql(T_SELECT_HEAD)
         self.update_run = sql(T_UPDATE_RUN)
         self.update_run_and_lease = sql(T_UPDATE_RUN_AND_LEASE)

@@ -292,6 +292,14 @@ class SQLiteStorageBackend(StorageBackend):
         row = await self._read(lambda conn: conn.execute(_SQL.select_run, (run_id,)).fetchone())
         return run_from_row(row) if row is not None else None
 
+    async def list_children(
+        self, parent_run_id: str, *, open_only: bool = False
+    ) -> list[WorkflowRun]:
+        params = (parent_run_id,)
+        rows = await self._read(lambda conn: conn.execute(_SQL.select_children, params).fetchall())
+        runs = [run_from_row(row) for row in rows]
+        return [run for run in runs if not (open_only and run.status.is_terminal)]
+
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         return await self._read(lambda conn: self._run_with_key(conn, key))
 

@@ -812,6 +812,23 @@ async def test_checkpoints(backend: StorageBackend) -> None:
     assert await backend.get_checkpoint("run-1", "s2") == "two"
 
 
+async def test_list_children_finds_a_parent_s_runs_by_their_parent_run_id(
+    backend: StorageBackend,
+) -> None:
+    await new_run(backend, "parent")
+    await new_run(backend, "other")
+    await new_run(backend, "kid-2", parent_run_id="parent", created_at=at(2))
+    await new_run(backend, "kid-1", parent_run_id="parent", created_at=at(1))
+    await new_run(backend, "stranger", parent_run_id="other", created_at=at(1))
+    done = Event("kid-2", EventType.WORKFLOW_COMPLETED, {"result": "1"}, timestamp=at(3))
+    await backend.commit(Commit("kid-2", [done], status=RunStatus.COMPLETED))
+    assert [r.run_id for r in await backend.list_children("parent")] == ["kid-1", "kid-2"]
+    assert [r.run_id for r in await backend.list_children("parent", open_only=True)] == ["kid-1"]
+    [kid] = await backend.list_children("parent", open_only=True)
+    assert kid.input_args == "[]"  # a whole record: its arguments read back from its log
+    assert await backend.list_children("nobody") == []
+
+
 async def test_keep_secret_stores_the_first_candidate_only(backend: StorageBackend) -> None:
     """The storage-kept hook key: every caller, concurrent or later, gets the first one."""
     kept = await asyncio.gather(*(backend.keep_secret("key", f"candidate-{i}") for i in range(6)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pyworkflow import api, sleep, step, workflow
+from pyworkflow import api, sleep, start_child_workflow, step, workflow
 from pyworkflow.model.exceptions import ConfigurationError, CorruptHistoryError
 from pyworkflow.model.schemas import RunStatus
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
@@ -86,6 +86,57 @@ async def test_a_truncated_event_row_names_the_run_and_event_and_blocks_the_run(
         conn.execute("UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", (good, run_id))
     assert await api.resume(run_id, runtime=runtime, storage=storage) == "done"
     assert (await storage.get_run(run_id)).blocked is None
+    await runtime.shutdown()
+    await storage.close()
+
+
+@workflow(name="clear_kid")
+async def kid() -> str:
+    await sleep("1d")
+    return "grown"
+
+
+@workflow(name="clear_parent")
+async def parent_of_one() -> str:
+    await start_child_workflow(kid, wait_for_completion=False)
+    await note()
+    await sleep("1h")
+    return "done"
+
+
+async def test_failing_a_parent_whose_log_is_damaged_still_cancels_its_children(
+    tmp_path: Path,
+) -> None:
+    """``runs fail`` of a run whose log cannot name its children: they are found by their
+    parent_run_id and cancelled, not left running for a parent that is gone."""
+    db = tmp_path / "runs.db"
+    storage = SQLiteStorageBackend(db)
+    clock = ManualClock()
+    runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
+    run_id = await api.start(parent_of_one, runtime=runtime, storage=storage)
+    await runtime.drain(storage)
+    [child] = await storage.list_children(run_id)
+    assert child.status is RunStatus.SUSPENDED  # asleep for a day
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE events SET data = '{\"comm' WHERE run_id = ? AND sequence = 2", (run_id,)
+        )
+    engine = runtime.engine_for(storage)
+    engine.evict()
+    clock.advance(3600)
+    await engine.fire_due_timers()
+    await runtime.drain(storage)
+    blocked = await storage.get_run(run_id)
+    assert blocked is not None and blocked.blocked is not None
+    assert await engine.impose_failure(
+        run_id,
+        RuntimeError("the log cannot be repaired"),
+        expected_sequence=blocked.last_sequence,
+        require_blocked=True,
+    )
+    await runtime.drain(storage)
+    assert (await storage.get_run(run_id)).status is RunStatus.FAILED
+    assert (await storage.get_run(child.run_id)).status is RunStatus.CANCELLED
     await runtime.shutdown()
     await storage.close()
 

@@ -282,6 +282,14 @@ class PostgresStorageBackend(GroupCommit, StorageBackend):
         row = await self._run(lambda conn: conn.fetchrow(self._sql.select_run, run_id))
         return run_from_row(row) if row is not None else None
 
+    async def list_children(
+        self, parent_run_id: str, *, open_only: bool = False
+    ) -> list[WorkflowRun]:
+        sql = self._sql.select_children
+        rows = await self._run(lambda conn: conn.fetch(sql, parent_run_id))
+        runs = [run_from_row(row) for row in rows]
+        return [run for run in runs if not (open_only and run.status.is_terminal)]
+
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         row = await self._run(lambda conn: conn.fetchrow(self._sql.select_run_by_key, key))
         return run_from_row(row) if row is not None else None
