@@ -253,9 +253,9 @@ class HookDelivery:
         Called after a commit that made the hook durable. Until ``hook.announced`` is committed,
         either this activation's lease or a timer due within ``lease_ttl`` (see ``_commit``)
         brings the run back should the process die, and the activation that replays it calls
-        ``on_created`` again: at least once, always with the token storage holds. A callback that
-        raises is logged and not called again (the token stays readable from storage:
-        ``get_hook``, ``list_hooks``).
+        ``on_created`` again: at least once, always with the same token (made again from the
+        hook key and checked against the stored digest). A callback that raises is logged and
+        not called again (the token stays available: ``get_hook_token``).
 
         Returns how many hooks it could not announce (this process's hook key did not make
         them: logged, left for a process whose key does).
