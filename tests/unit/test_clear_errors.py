@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -55,39 +57,65 @@ async def sleeper() -> str:
     return "done"
 
 
+@dataclass
+class DamagedDisk:
+    """A SQLite database on a hand-driven runtime whose event rows a test damages by hand."""
+
+    db: Path
+    storage: SQLiteStorageBackend
+    clock: ManualClock
+    runtime: HandDrivenRuntime
+
+    @classmethod
+    def at(cls, tmp_path: Path) -> DamagedDisk:
+        db, clock = tmp_path / "runs.db", ManualClock()
+        return cls(
+            db, SQLiteStorageBackend(db), clock, HandDrivenRuntime(clock=clock, poll_interval=3600)
+        )
+
+    def damage(self, run_id: str, sequence: int, data: str = '{"comm') -> str:
+        """Overwrite one event row's data; returns what it held."""
+        with sqlite3.connect(self.db) as conn:
+            key = (run_id, sequence)
+            select = "SELECT data FROM events WHERE run_id = ? AND sequence = ?"
+            (good,) = conn.execute(select, key).fetchone()
+            conn.execute(
+                "UPDATE events SET data = ? WHERE run_id = ? AND sequence = ?", (data, *key)
+            )
+        return str(good)
+
+    async def wake_an_hour_later(self) -> Any:
+        """Forget the cached runs, move an hour on and fire what is due: replays from the log."""
+        engine = self.runtime.engine_for(self.storage)
+        engine.evict()
+        self.clock.advance(3600)
+        await engine.fire_due_timers()
+        await self.runtime.drain(self.storage)
+        return engine
+
+    async def close(self) -> None:
+        await self.runtime.shutdown()
+        await self.storage.close()
+
+
 async def test_a_truncated_event_row_names_the_run_and_event_and_blocks_the_run(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "runs.db"
-    storage = SQLiteStorageBackend(db)
-    clock = ManualClock()
-    runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
-    run_id = await api.start(sleeper, runtime=runtime, storage=storage)
-    with sqlite3.connect(db) as conn:  # a disk or a hand damages one row
-        (good,) = conn.execute(
-            "SELECT data FROM events WHERE run_id = ? AND sequence = 3", (run_id,)
-        ).fetchone()
-        conn.execute(
-            "UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", ('{"comm', run_id)
-        )
+    disk = DamagedDisk.at(tmp_path)
+    storage = disk.storage
+    run_id = await api.start(sleeper, runtime=disk.runtime, storage=storage)
+    good = disk.damage(run_id, 3)  # a disk or a hand damages one row
     with pytest.raises(CorruptHistoryError, match=f"run {run_id}, event 3"):
         await storage.get_events(run_id)
-    engine = runtime.engine_for(storage)
-    engine.evict()
-    clock.advance(3600)
-    await engine.fire_due_timers()
-    await runtime.drain(storage)
+    await disk.wake_an_hour_later()
     run = await storage.get_run(run_id)
     assert run is not None and run.status is RunStatus.SUSPENDED
     assert run.blocked is not None and run.blocked.kind.value == "corrupt_history"
     assert f"corrupt history: run {run_id}, event 3" in run.blocked.message
-    # the row is repaired: the run goes on where it stopped
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE events SET data = ? WHERE run_id = ? AND sequence = 3", (good, run_id))
-    assert await api.resume(run_id, runtime=runtime, storage=storage) == "done"
+    disk.damage(run_id, 3, good)  # the row is repaired: the run goes on where it stopped
+    assert await api.resume(run_id, runtime=disk.runtime, storage=storage) == "done"
     assert (await storage.get_run(run_id)).blocked is None
-    await runtime.shutdown()
-    await storage.close()
+    await disk.close()
 
 
 @workflow(name="clear_kid")
@@ -109,23 +137,14 @@ async def test_failing_a_parent_whose_log_is_damaged_still_cancels_its_children(
 ) -> None:
     """``runs fail`` of a run whose log cannot name its children: they are found by their
     parent_run_id and cancelled, not left running for a parent that is gone."""
-    db = tmp_path / "runs.db"
-    storage = SQLiteStorageBackend(db)
-    clock = ManualClock()
-    runtime = HandDrivenRuntime(clock=clock, poll_interval=3600)
-    run_id = await api.start(parent_of_one, runtime=runtime, storage=storage)
-    await runtime.drain(storage)
+    disk = DamagedDisk.at(tmp_path)
+    storage = disk.storage
+    run_id = await api.start(parent_of_one, runtime=disk.runtime, storage=storage)
+    await disk.runtime.drain(storage)
     [child] = await storage.list_children(run_id)
     assert child.status is RunStatus.SUSPENDED  # asleep for a day
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE events SET data = '{\"comm' WHERE run_id = ? AND sequence = 2", (run_id,)
-        )
-    engine = runtime.engine_for(storage)
-    engine.evict()
-    clock.advance(3600)
-    await engine.fire_due_timers()
-    await runtime.drain(storage)
+    disk.damage(run_id, 2)  # its child_workflow.started
+    engine = await disk.wake_an_hour_later()
     blocked = await storage.get_run(run_id)
     assert blocked is not None and blocked.blocked is not None
     assert await engine.impose_failure(
@@ -134,11 +153,10 @@ async def test_failing_a_parent_whose_log_is_damaged_still_cancels_its_children(
         expected_sequence=blocked.last_sequence,
         require_blocked=True,
     )
-    await runtime.drain(storage)
+    await disk.runtime.drain(storage)
     assert (await storage.get_run(run_id)).status is RunStatus.FAILED
     assert (await storage.get_run(child.run_id)).status is RunStatus.CANCELLED
-    await runtime.shutdown()
-    await storage.close()
+    await disk.close()
 
 
 def test_names_with_control_characters_are_refused_on_every_backend() -> None:
