@@ -25,7 +25,7 @@ from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.faults import Faults
-from pyworkflow_testing.reference import ReferenceCall, run_references
+from pyworkflow_testing.reference import ReferenceCall, drive_references
 from pyworkflow_testing.world import World
 
 if TYPE_CHECKING:
@@ -177,34 +177,39 @@ class Checks:
             named.append((f"{kind} {record.run_id}", record))
         return named
 
-    async def _compare_with_reference(self) -> list[str]:
+    def _compare_with_reference(self) -> list[str]:
         """Each run against its workflow function run with no engine (``run_reference``): hooks
-        get the payloads the run received, when it received them."""
-        storage = self.world.storage.inner
-        checked: list[tuple[SimRun, WorkflowRun, list[Event]]] = []
-        calls: list[ReferenceCall] = []
-        for run in self.runs:
-            record = await storage.get_run(run.run_id)
-            events = await storage.get_events(run.run_id)
-            if record is None or not events or events[0].type is not EventType.WORKFLOW_STARTED:
-                continue
-            checked.append((run, record, events))
-            calls.append(self._reference_call(record, events))
+        get the payloads the run received, when it received them. The models run from this
+        thread, outside the simulation's loop (``drive_references``)."""
+        checked = self.run_sync(self._reference_inputs())
         saved = random.getstate()
         random.seed(self.seed)  # as the reruns do: user code drawing from ``random`` starts alike
         try:
-            models = await run_references(calls)
+            models = drive_references([call for *_, call in checked])
         finally:
             random.setstate(saved)
         faulted = bool(self.world.chooser.fired)
         found = []
-        for (run, record, events), model in zip(checked, models, strict=True):
+        for (run, record, events, _), model in zip(checked, models, strict=True):
             problems = oracles.agrees_with_reference(record, events, model, faults=faulted)
             found += [
                 f"run {run.index} ({run.run_id}): against the reference model: {problem}"
                 for problem in problems
             ]
         return found
+
+    async def _reference_inputs(
+        self,
+    ) -> list[tuple[SimRun, WorkflowRun, list[Event], ReferenceCall]]:
+        storage = self.world.storage.inner
+        checked = []
+        for run in self.runs:
+            record = await storage.get_run(run.run_id)
+            events = await storage.get_events(run.run_id)
+            if record is None or not events or events[0].type is not EventType.WORKFLOW_STARTED:
+                continue
+            checked.append((run, record, events, self._reference_call(record, events)))
+        return checked
 
     def _reference_call(self, record: WorkflowRun, events: list[Event]) -> ReferenceCall:
         started = events[0]
@@ -254,7 +259,7 @@ class Checks:
             timings["same_seed_rerun"] = time.perf_counter() - started
         if not found:  # last: a more specific oracle names most of what it would find
             started = time.perf_counter()
-            found += self.run_sync(self._compare_with_reference())
+            found += self._compare_with_reference()
             timings["reference"] = time.perf_counter() - started
         self.last_violations = list(found)
         if found:

@@ -241,14 +241,16 @@ class _Pages:
             for o in chosen
         }
 
-    def rerun(self, spec: SweepSpec, outcomes: list[SeedOutcome], jobs: int) -> list[SeedOutcome]:
+    def rerun(
+        self, spec: SweepSpec, outcomes: list[SeedOutcome], jobs: int, isolate: bool
+    ) -> list[SeedOutcome]:
         """The failing seeds of a sweep of several seeds, run again traced, each writing its
         page (a single seed already ran traced: its outcome is its page's)."""
         if self.single:
             return outcomes
         requests = self.requests(outcomes)
         jobs = max(1, min(jobs, len(requests)))
-        reruns = list(run_sweep(spec, sorted(requests), jobs, requests))
+        reruns = list(run_sweep(spec, sorted(requests), jobs, requests, isolate))
         return sorted(reruns, key=lambda o: o.seed)
 
     def echo(self, pages: list[SeedOutcome], failing: int) -> None:
@@ -403,6 +405,11 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             metavar="N|auto",
             help="Processes to use (auto: one per usable core).",
         ),
+        click.option(
+            "--isolate",
+            is_flag=True,
+            help="Run each seed in a fresh forked process (nothing reaches it from other seeds).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout."),
         click.option(
             "--answer-hooks",
@@ -520,6 +527,7 @@ def simulate(
     faults: str,
     workers: int,
     jobs_text: str,
+    isolate: bool,
     as_json: bool,
     answers_text: str | None,
     liveness: str | None,
@@ -600,7 +608,7 @@ def simulate(
     started = time.monotonic()
     progress = _Progress(len(seeds))
     outcomes: list[SeedOutcome] = []
-    for outcome in run_sweep(spec, seeds, jobs, traced):
+    for outcome in run_sweep(spec, seeds, jobs, traced, isolate):
         outcomes.append(outcome)
         progress.advance(outcome)
     progress.finish()
@@ -608,12 +616,12 @@ def simulate(
     wall = time.monotonic() - started
     failing = [o for o in outcomes if not o.passed]
     if as_json:
-        written = None if pages is None else pages.rerun(spec, outcomes, jobs)
+        written = None if pages is None else pages.rerun(spec, outcomes, jobs, isolate)
         _report_json(spec, outcomes, wall, written)
     else:
         _report_text(spec, outcomes, wall)
         if pages is not None:
-            pages.echo(pages.rerun(spec, outcomes, jobs), len(failing))
+            pages.echo(pages.rerun(spec, outcomes, jobs, isolate), len(failing))
     if failing and shrink:
         _shrink(spec, failing[0])
     if failing:

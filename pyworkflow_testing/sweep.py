@@ -1,5 +1,5 @@
-"""Sweeping a workflow over seeds: what one seed runs (``run_seed``), in a fresh process when it
-can (``run_seed_isolated``), and many seeds over several processes (``run_sweep``).
+"""Sweeping a workflow over seeds: what one seed runs (``run_seed``), in a fresh process on
+request (``run_seed_isolated``), and many seeds in one or several processes (``run_sweep``).
 
 Used by ``pyworkflow simulate`` (``cli.py``) and by anyone scripting sweeps. Each seed is one
 fresh ``Simulation``; this module never prints (reporting is the CLI's) and never touches real
@@ -9,7 +9,6 @@ with a trace and writes its HTML report (``report.py``) from the process that ra
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import importlib
 import json
@@ -177,7 +176,7 @@ def run_seed(
     statuses: list[str] = []
     try:
         try:
-            statuses = asyncio.run(_play(sim, spec, workflow))
+            statuses = _play(sim, spec, workflow)
             sim.check(same_seed=spec.reruns(seed))
             violations: list[str] = []
         except SimulationFailure as failure:
@@ -224,13 +223,22 @@ def _write_report(
         outcome.report = request.path
 
 
-async def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
-    run = await sim.start(workflow, *spec.args, **spec.kwargs)
+def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
+    """The seed's script, driven from this thread: one ``run_sync`` per action, as
+    ``replay_script`` performs it again for the reruns (no event loop of its own, no trip to the
+    simulation's thread)."""
+    run = sim.run_sync(sim._start(workflow, spec.args, spec.kwargs))
     for name, payload in spec.answer_hooks.items():
-        if await sim.wait_for_hook(run, name, within=HOOK_WAIT):
-            await sim.resume_hook(run, name, payload)
-    await sim.run_until_idle()
-    return [(await handle.status()).value for handle in sim.runs]
+        if sim.run_sync(sim._wait_for_hook(run.index, name, HOOK_WAIT.total_seconds())):
+            sim.run_sync(sim._resume_hook(run, name, payload))
+    sim.run_sync(sim._run_until_idle())
+    return sim.run_sync(_statuses(sim))
+
+
+async def _statuses(sim: Simulation) -> list[str]:
+    storage = sim.world.storage.inner
+    records = [await storage.get_run(handle.run_id) for handle in sim.runs]
+    return [record.status.value for record in records if record is not None]
 
 
 def _forks() -> bool:
@@ -275,26 +283,43 @@ def run_seed_isolated(
     return SeedOutcome(**fields)
 
 
+def _run_one(
+    spec: SweepSpec, seed: int, report: ReportRequest | None, isolate: bool
+) -> SeedOutcome:
+    if isolate:
+        return run_seed_isolated(spec, seed, report)
+    return run_seed(spec, seed, report=report)
+
+
 def run_sweep(
     spec: SweepSpec,
     seeds: Iterable[int],
     jobs: int = 1,
     reports: dict[int, ReportRequest] | None = None,
+    isolate: bool = False,
 ) -> Iterator[SeedOutcome]:
-    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``), each
-    from clean process state (``run_seed_isolated``). A seed in ``reports`` runs traced and
-    writes its report."""
+    """Every seed's outcome, as each finishes (in order of completion when ``jobs > 1``). A
+    seed in ``reports`` runs traced and writes its report.
+
+    The seeds of a process run one after another in it. What one seed leaves behind (a cache
+    that workflow code, a step or the engine filled) is caught by the determinism rerun: a
+    sampled seed's rerun starts from the state its first run left, so state that changes what a
+    seed does shows as a different log, from the first seed of the sweep on. With ``isolate``
+    each seed runs in a child forked from the sweep before its first seed
+    (``run_seed_isolated``): nothing reaches one seed from another, at about twice the cost.
+    """
     reports = reports or {}
     if jobs <= 1:
-        if _forks():
+        if isolate and _forks():
             warm_up()  # (each forked seed then starts warm: half the cost, see ``warmup``)
         for seed in seeds:
-            yield run_seed_isolated(spec, seed, reports.get(seed))
+            yield _run_one(spec, seed, reports.get(seed), isolate)
         return
     # spawn, not fork: the simulator runs threads, and spawn behaves the same on every platform.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm_up) as pool:
-        futures = [pool.submit(run_seed_isolated, spec, seed, reports.get(seed)) for seed in seeds]
+    warm = warm_up if isolate else None
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=warm) as pool:
+        futures = [pool.submit(_run_one, spec, seed, reports.get(seed), isolate) for seed in seeds]
         for future in as_completed(futures):
             yield future.result()
 

@@ -1,7 +1,8 @@
 """Warming a sweep's parent process before it forks one child per seed.
 
-A sweep runs each seed in a child forked from the sweep's process (``sweep.run_seed_isolated``),
-so that what one seed leaves in memory cannot hide a bug from the next. A child forked from a
+An isolated sweep (``--isolate``) runs each seed in a child forked from the sweep's process
+(``sweep.run_seed_isolated``), so that what one seed leaves in memory cannot hide a bug from the
+next. A child forked from a
 process that has never run a simulation pays, in every seed, for what the first simulation of a
 process does once: the interpreter's first trip through the engine's and the simulator's code
 paths, and growing the allocator's arenas (each a fresh page the child copies on first write).

@@ -12,6 +12,7 @@ from the package.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -120,6 +121,7 @@ def _from_seconds(seconds: Real) -> timedelta:
         raise _invalid(seconds, "the duration is too large") from None
 
 
+@functools.lru_cache(maxsize=512)  # a workflow names the same few durations, again and again
 def _parse_text(text: str) -> timedelta:
     if not text.strip():
         raise _invalid(text, "the string is empty")

@@ -251,19 +251,58 @@ async def flow(path: str) -> str:
 """
 
 
-def test_every_seed_of_a_sweep_starts_from_clean_process_state(tmp_path: Path) -> None:
-    """A cache filled in one seed (by workflow code, a step or the engine) cannot hide a bug
-    from the next: each seed runs in a process forked from the sweep before any seed ran. (A real
-    ``pyworkflow`` process: this test process runs simulation threads, and forks only without.)"""
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_sweep_runs_its_seeds_in_one_process_or_one_each_with_isolate(
+    isolate: bool, tmp_path: Path
+) -> None:
+    """By default the seeds of a sweep run one after another in the sweep's process (a fork per
+    seed cost more than the simulation itself); ``--isolate`` forks a child per seed, from the
+    sweep before any seed ran. (A real ``pyworkflow`` process: this test process runs
+    simulation threads, and forks only without.)"""
     (tmp_path / "cli_pids.py").write_text(PIDS)
     noted = tmp_path / "pids.txt"
     argv = [str(PYWORKFLOW), "simulate", "cli_pids:flow", "--seeds", "0..3", "--faults", "none"]
-    done = run_command([*argv, "--args", json.dumps([str(noted)])], tmp_path)
+    argv += ["--args", json.dumps([str(noted)])] + (["--isolate"] if isolate else [])
+    done = run_command(argv, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     pids = noted.read_text().split()
     assert len(pids) >= 4  # each seed ran the step, its reruns and the reference run it again
-    # One process per seed: the step ran in exactly four processes.
-    assert len(set(pids)) == 4
+    # With --isolate, one process per seed: the step ran in exactly four; else in one.
+    assert len(set(pids)) == (4 if isolate else 1)
+
+
+LEAKY = """
+from pyworkflow import step, workflow
+
+CACHE: dict[str, str] = {}
+
+
+@step(name="leaky_fetch")
+async def fetch() -> str:
+    return "fetched"
+
+
+@workflow(name="leaky_flow")
+async def flow() -> str:
+    if "value" not in CACHE:  # the bug: a cache in workflow code outlives the run
+        CACHE["value"] = await fetch()
+    return CACHE["value"]
+"""
+
+
+def test_state_one_run_leaves_behind_fails_the_first_seed_of_an_in_process_sweep(
+    tmp_path: Path,
+) -> None:
+    """Seeds share the process, and what a run leaves in memory is caught where it first
+    matters: the first seed's replay and rerun start from the state its first run left."""
+    (tmp_path / "leaky.py").write_text(LEAKY)
+    argv = [str(PYWORKFLOW), "simulate", "leaky:flow", "--seeds", "0..4", "--json"]
+    done = run_command(argv, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    failed = {entry["seed"]: entry["violations"] for entry in report["failed"]}
+    assert 0 in failed, failed
+    assert any("replay from scratch diverges" in v for v in failed[0]), failed[0]
 
 
 def test_liveness_is_an_option_checked_at_the_boundary() -> None:

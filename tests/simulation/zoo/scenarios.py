@@ -143,10 +143,24 @@ async def _result_problems(run: SimRun, expected: Any) -> list[str]:
     try:
         result = await run.result()
     except (WorkflowError, RuntimeError) as exc:
+        if await _budget_spent_on_faults(run):
+            return []  # the ending production reaches too (the fault-free comparison's excuse)
         return [f"run {run.index} ended with {type(exc).__name__}: {exc}; expected {expected!r}"]
     if result != expected:
         return [f"run {run.index} returned {result!r}; expected {expected!r}"]
     return []
+
+
+async def _budget_spent_on_faults(run: SimRun) -> bool:
+    """Whether ``run`` failed for losing its worker more than ``max_recovery_attempts`` times
+    where every loss the engine counted can be laid on a fault that struck it."""
+    record = await run.record()
+    ledger = run.sim.world.ledger
+    return (
+        record.status is RunStatus.FAILED
+        and (record.error or "").endswith(_BUDGET_SPENT)
+        and ledger.faults[record.run_id] + ledger.global_faults >= record.recovery_attempts
+    )
 
 
 async def _to_idle(sim: Simulation) -> bool:
@@ -267,6 +281,8 @@ async def drive_onboard(sim: Simulation, ledger: Ledger) -> list[str]:
     try:
         await sim.resume_hook(first, "activate", {"via": "link"})
     except HookNotFoundError as exc:
+        if await _budget_spent_on_faults(first):
+            return problems  # it failed before it waited: the faults cost it its budget
         return [*problems, f"run {first.index} cannot be answered: {exc}"]
     await sim.run_until_idle()
     announced = sim.world.ledger.announcements
@@ -279,7 +295,8 @@ async def drive_onboard(sim: Simulation, ledger: Ledger) -> list[str]:
     for (run_id, _), token in tokens.items():
         if run_id == late.run_id:  # the link is clicked after the hook expired and the run ended
             problems += sim.run_sync(_refused(sim, token, {"via": "late"}, "after expiry"))
-    if not any(run_id == late.run_id for run_id, _ in tokens):
+    announced_late = any(run_id == late.run_id for run_id, _ in tokens)
+    if not announced_late and not await _budget_spent_on_faults(late):
         problems.append(f"run {late.index}: on_created was never called")
     return problems
 
