@@ -11,7 +11,7 @@ import contextlib
 import contextvars
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from pyworkflow.model.exceptions import WorkflowError
@@ -85,6 +85,13 @@ class Delivery:
     worker: int
     crash_at: str | None
     run_id: str = ""
+    # Every run the delivery wrote to or ran a step of (a child run in its parent's activation,
+    # ``Engine._child_here``): a fault that strikes the delivery strikes each of them.
+    runs: set[str] = field(default_factory=set)
+
+    def struck(self) -> set[str]:
+        """The runs a fault of this delivery may make repeat work."""
+        return {self.run_id, *self.runs} - {""}
 
 
 _delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(

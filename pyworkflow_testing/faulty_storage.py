@@ -63,7 +63,8 @@ class FaultyStorage(StorageBackend):
     def _maybe_fail(self, what: str) -> None:
         delivery = _delivery.get()
         if self.active and delivery is not None and self.chooser.fault("storage", what):
-            self.ledger.fault(delivery.run_id, "storage")
+            for run_id in delivery.struck():
+                self.ledger.fault(run_id, "storage")
             if self.trace is not None:
                 self.trace.storage_fault(
                     delivery.worker, delivery.run_id, f"storage error in {what}"
@@ -92,6 +93,9 @@ class FaultyStorage(StorageBackend):
 
     async def commit(self, commit: Commit) -> int:
         await self._interleave()
+        delivery = _delivery.get()
+        if delivery is not None:
+            delivery.runs.add(commit.run_id)
         crash_point("before_commit")
         self._maybe_fail("commit")
         try:
@@ -101,11 +105,11 @@ class FaultyStorage(StorageBackend):
                 self._trace_refused(commit, exc)
             raise
         self.events_recorded += len(commit.events)
-        delivery = _delivery.get()
         if self.trace is not None:
             self.trace.committed(None if delivery is None else delivery.worker, commit, head)
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
-            self.ledger.fault(delivery.run_id, "storage")
+            for run_id in delivery.struck():
+                self.ledger.fault(run_id, "storage")
             if self.trace is not None:
                 self.trace.storage_fault(
                     delivery.worker, delivery.run_id, "ambiguous commit (applied, error seen)"

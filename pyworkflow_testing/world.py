@@ -235,6 +235,7 @@ class World:
         self.storage.trace = trace
         self.broker = SimBroker(self)
         self.dispatch_steps = dispatch_steps
+        self.inline_children = (seed // 2) % 2 == 0
         self.lease_ttl = lease_ttl
         self.visibility_timeout = visibility_timeout.total_seconds()
         self.mocks = mocks if mocks is not None else {}
@@ -276,6 +277,9 @@ class World:
             # A blocked run stays so (the oracles report it): no retries to fast-forward through.
             blocked_retry=None,
             hook_key=self.ids.hook_key,
+            # Half the seeds run a child awaited alone in its parent's activation, half send it
+            # to the queue: both paths get explored (independent of dispatch_steps's bit).
+            inline_children=self.inline_children,
         )
         engine = Engine(self.storage, self.clock, self.broker, ids=self.ids, options=options)
         engine.timer_listener = self._timer_set
@@ -299,6 +303,9 @@ class World:
         info: StepInfo,
     ) -> Any:
         crash_point("before_step")
+        delivery = _delivery.get()
+        if delivery is not None:
+            delivery.runs.add(info.run_id)  # (a child's step in its parent's activation)
         self.ledger.executed(info.run_id, info.step_id, info.attempt)
         if self.trace is not None:
             delivery = _delivery.get()
@@ -343,7 +350,8 @@ class World:
                 await engine.execute_step(message.run_id, message.step_id, message.attempt)
             crash_point("before_ack")
         except WorkerCrash as crash:
-            self.ledger.fault(message.run_id, "crash")  # fated, or lost in a step body
+            for run_id in fate.struck():  # fated, or lost in a step body
+                self.ledger.fault(run_id, "crash")
             if trace is not None:
                 trace.delivery_ended(index, "crash", crash.point)
                 trace.crash(index, message.run_id, crash.point)

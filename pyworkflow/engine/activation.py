@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +75,77 @@ from pyworkflow.serialization import dumps, error_fields, serialize_args
 from pyworkflow.storage.base import StorageBackend
 
 MAX_CONFLICT_RETRIES = 20
+
+
+@dataclass(slots=True)
+class _ChildHere:
+    """A child run in its parent's activation (``Engine._child_here``): how it went."""
+
+    child_id: str
+    outcome: Outcome | None = None  # its first activation's, when that returned
+    requeue: bool = False  # it failed there: its own activation is queued
+
+
+class _JointWriteFailed(BaseException):
+    """The parent's write, joined to its child's first write, failed: nothing was written. A
+    ``BaseException`` so that the child's activation does not handle it as its own failure
+    (no retry, no block recorded on a run that does not exist); the parent re-raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Joint:
+    """A write that creates a child run here, waiting for the child's first write
+    (``Engine._child_here``). ``before``: the write this one waits on in turn, when the run
+    writing it is itself a child in its parent's activation (a chain of them is one write);
+    ``sequence``: this write's head once written."""
+
+    commit: Commit
+    before: _Joint | None = None
+    sequence: int | None = None
+
+    async def flush(self, storage: StorageBackend, child: Commit | None = None) -> int | None:
+        """Write the waiting chain, oldest first, then ``child`` (if any): one write where
+        storage can (``joint_commits``); the child's head. A failure of the chain's part raises
+        ``_JointWriteFailed`` (the parts written before it, one by one, stay written)."""
+        chain: list[_Joint] = []
+        joint: _Joint | None = self
+        while joint is not None and joint.sequence is None:
+            chain.append(joint)
+            joint = joint.before
+        chain.reverse()
+        if storage.joint_commits:
+            commits = [joint.commit for joint in chain] + ([child] if child is not None else [])
+            try:
+                heads = await storage.commit_many(commits)
+            except Exception as exc:
+                raise _JointWriteFailed(exc) from exc
+            for joint, head in zip(chain, heads, strict=False):
+                joint.sequence = head
+            return heads[-1] if child is not None else None
+        for joint in chain:
+            try:
+                joint.sequence = await storage.commit(joint.commit)
+            except Exception as exc:
+                raise _JointWriteFailed(exc) from exc
+        return await storage.commit(child) if child is not None else None
+
+
+def _waited_child(inst: WorkflowInstance) -> str | None:
+    """The child the workflow awaits now, started in this activation and not yet committed;
+    None unless it is the only open command."""
+    commands = [cmd for cmd in inst.open.values() if cmd.waiting]
+    if len(commands) != 1:
+        return None
+    cmd = commands[0]
+    if cmd.kind != "child" or not cmd.wait or cmd.recorded or cmd.child_run_id is None:
+        return None
+    return cmd.child_run_id
+
+
 # What a cached instance assumes of its timer row once someone else wrote to the run: due, so
 # the activation's closing commit rewrites it.
 _TIMER_UNKNOWN = datetime.min.replace(tzinfo=UTC)
@@ -150,6 +221,9 @@ class Engine(
         self.cancel_known: set[str] = set()
         self.cancel_watch: dict[str, int] = {}
         self.activation_seen: dict[str, int] = {}  # active run -> sequence its activation loaded
+        self._holding_for_child: set[str] = set()  # runs whose child runs here (_child_here)
+        self._told_here: dict[str, Notice] = {}  # such a run -> its child's ending notice
+        self._joining: dict[str, _Joint] = {}  # such a child -> the write its first one joins
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -401,7 +475,7 @@ class Engine(
             # What earlier steps did becomes durable before the next side effect starts.
             await self._commit(inst)
         if not ready_steps and not act.running:
-            return False
+            return await self._child_here(act)
         wake = next_wake(inst)
         if (
             ready_steps
@@ -438,6 +512,86 @@ class Engine(
         if act.running:
             await self._commit(inst)  # others may run long: do not hold this result back
         return True
+
+    async def _child_here(self, act: _Activation) -> bool:
+        """The fast path of a child workflow; False when the workflow is blocked.
+
+        When the workflow waits on exactly one child it has just started and on nothing else
+        (no step, sleep, hook expiry, retry or deadline can come due meanwhile), this activation
+        runs the child's first activation itself, at once: no message, no other worker, and no
+        activation of this run to hear how the child ended. The child runs before the write
+        that creates it, and its first write (taking its lease, blocking or ending) joins that
+        write: one transaction where storage can (``joint_commits``), else this run's write
+        first (``_write_with_child``). Until then the child's code has done nothing but run:
+        a crash loses nothing a replay does not do again. This run stays leased meanwhile, so a
+        child that ends appends its ending to this run's log without a timer (should this
+        process die, the sweeper resumes this run); the workflow takes it from the child's
+        write (``Notice.placed``) or reads it back, and goes on. A child that blocks is left to
+        its own activations, and this run blocks as before (the child's ending wakes it).
+        """
+        inst = act.inst
+        if not self.options.inline_children or inst.spawned != 1 or act.carried:
+            return False
+        child_id = _waited_child(inst)
+        if child_id is None or next_wake(inst) is not None:
+            return False
+        here = _ChildHere(child_id)
+        self._holding_for_child.add(inst.run_id)
+        try:
+            await self._commit(
+                inst, run_here=child_id, write=lambda commit: self._write_with_child(here, commit)
+            )
+        finally:
+            self._holding_for_child.discard(inst.run_id)
+            told = self._told_here.pop(inst.run_id, None)
+        if here.outcome is None or not here.outcome.status.is_terminal:
+            return False
+        placed = None if told is None else told.placed
+        if placed is not None and placed.sequence == inst.sequence + 1:
+            news = [placed]  # (storage says where it put the child's ending: nothing else came)
+        else:
+            news = await self.storage.get_events(inst.run_id, after_sequence=inst.sequence)
+        if len(news) != 1 or news[0].data.get("child_run_id") != child_id:
+            # Someone else wrote to the run meanwhile (a hook receipt, a cancellation request):
+            # it may have set the run's timer, and the next commit takes the run again.
+            inst.timer = _TIMER_UNKNOWN
+            inst.lease_owner = None
+        inst.feed(news)
+        return True
+
+    async def _write_with_child(self, here: _ChildHere, commit: Commit) -> int:
+        """``_commit``'s write for ``_child_here``: the child's first activation, whose first
+        write writes ``commit`` too (``_Joint``), then ``commit`` alone if the child wrote
+        nothing. Returns ``commit``'s head; raises what writing ``commit`` raised (or
+        ``_JointWriteFailed`` when this run is a child whose parent's write, joined to this
+        one, failed with it: the parent's to handle)."""
+        child_id = here.child_id
+        record, first = next((r, f) for r, f in commit.runs_created if r.run_id == child_id)
+        pending = self._joining.get(commit.run_id)
+        before = pending if pending is not None and pending.sequence is None else None
+        joint = self._joining[child_id] = _Joint(commit, before)
+        try:
+            try:
+                here.outcome = await self.advance(
+                    child_id, new_run=record.copy(last_sequence=len(first))
+                )
+            except _JointWriteFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the child's own activations take over
+                logger.debug("child {} failed in its parent's activation: {!r}", child_id, exc)
+                here.requeue = True
+            finally:
+                self._joining.pop(child_id, None)
+            if joint.sequence is None:  # the child wrote nothing: this write goes alone
+                await joint.flush(self.storage)
+        except _JointWriteFailed as failed:
+            if before is not None and before.sequence is None:
+                raise  # the write this one joined failed too: the parent's to handle
+            raise failed.error from None  # this run's write did not land
+        if here.requeue:
+            await self.queue.enqueue_activation(child_id)
+        assert joint.sequence is not None
+        return joint.sequence
 
     def _needs_lease(self, inst: WorkflowInstance) -> bool:
         """Whether a step must not start before a commit makes this worker the run's holder.
@@ -548,11 +702,15 @@ class Engine(
         notices: list[Notice] | None = None,
         continued: tuple[str, tuple[WorkflowRun, list[Event]]] | None = None,
         announce: bool = True,
+        run_here: str | None = None,
+        write: Callable[[Commit], Awaitable[int]] | None = None,
     ) -> None:
         """Commit the instance's buffered events with the given run-row changes (see
         ``Commit``); ``notices`` go to other runs in the same write, ``continued`` is the next
         run of the chain (its id and record) created by it. ``announce=False``: the follow-up
-        commit of the hooks' announcements (no guard, no announcing again)."""
+        commit of the hooks' announcements (no guard, no announcing again). ``run_here``: a
+        child this commit creates that the caller activates itself (no message for it);
+        ``write``: how to write it (``_child_here``), instead of ``storage.commit``."""
         now = self.clock.now()
         owner = self.options.owner
         if timer is None and inst.timer is None:
@@ -623,7 +781,15 @@ class Engine(
                 else []
             ),
         )
-        inst.sequence = await self.storage.commit(commit)
+        joint = self._joining.get(inst.run_id) if self._joining else None
+        if write is not None:
+            inst.sequence = await write(commit)
+        elif joint is not None and joint.sequence is None:
+            head = await joint.flush(self.storage, commit)  # the parent's write too
+            assert head is not None
+            inst.sequence = head
+        else:
+            inst.sequence = await self.storage.commit(commit)
         inst.blocked = False
         inst.spawned = 0
         inst.child_inputs.clear()
@@ -642,7 +808,7 @@ class Engine(
             inst.hook_tokens[cmd.position] = token
         await self._publish(inst, events)
         if created or notices:
-            await self._wake_others(created, notices)
+            await self._wake_others(created, notices, run_here)
         if announce and not completed and inst.unannounced():
             stuck = await self._announce(inst)
             if not isinstance(follow_up, _Unset):
@@ -655,15 +821,22 @@ class Engine(
                 await self._commit(inst, status=inst.status, timer=follow_up, announce=False)
 
     async def _wake_others(
-        self, created: list[tuple[WorkflowRun, list[Event]]], notices: list[Notice]
+        self,
+        created: list[tuple[WorkflowRun, list[Event]]],
+        notices: list[Notice],
+        run_here: str | None = None,
     ) -> None:
         """After a commit that reached other runs: start the runs it created (children, the
-        chain's next run) and wake the runs it told something (a parent, children to stop)."""
+        chain's next run) and wake the runs it told something (a parent, children to stop).
+        Not ``run_here`` (its creator activates it), nor a parent holding on for its child here
+        (``_child_here``: it reads the child's ending itself)."""
         woken = {notice.run_id for notice in notices}
         for notice in notices:  # a request made here: steps running here know it at once
             if notice.event.type is EventType.CANCELLATION_REQUESTED:
                 self._know_cancelled(notice.run_id)
         for run, first in created:
+            if run.run_id == run_here:
+                continue  # (its first activation has run: ``_child_here``)
             if run.run_id not in woken:  # (a log that holds only its first events)
                 run.last_sequence = len(first)
                 self._born[run.run_id] = run
@@ -671,7 +844,10 @@ class Engine(
                     self._born.popitem(last=False)
             await self.queue.enqueue_activation(run.run_id)
         for notice in notices:
-            await self.queue.enqueue_activation(notice.run_id)
+            if notice.run_id in self._holding_for_child:
+                self._told_here[notice.run_id] = notice  # (read by _child_here)
+            else:
+                await self.queue.enqueue_activation(notice.run_id)
 
     async def _publish(self, inst: WorkflowInstance, events: list[Event]) -> None:
         """After a commit: send what the committed events ask the outside world to do."""
@@ -818,7 +994,9 @@ class Engine(
         children = open_children(inst)
         if not children and run.parent_run_id is None:
             return []  # the common case: a root run with no children left running
-        return ending_notices(run, status, data, children, self.clock.now())
+        # A parent holding on for this child here (``_child_here``) is leased: no timer.
+        wake = run.parent_run_id not in self._holding_for_child
+        return ending_notices(run, status, data, children, self.clock.now(), wake_parent=wake)
 
     async def _continue_as_new(self, act: _Activation) -> Outcome:
         """The code called ``continue_as_new``: end the run and create the next one of its

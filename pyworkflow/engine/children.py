@@ -103,9 +103,12 @@ def ending_notices(
     data: dict[str, Any],
     open_children: list[str],
     now: datetime,
+    *,
+    wake_parent: bool = True,
 ) -> list[Notice]:
     """What a run's terminal write tells others: its parent how it ended (``data``: the
-    terminal event's), and each child it leaves running that it must stop."""
+    terminal event's), and each child it leaves running that it must stop. ``wake_parent``:
+    whether the parent's timer is set (not when the parent is held for this child, leased)."""
     reason = f"parent run {run.run_id} ended ({status.value})"
     notices = [cancel_notice(child, reason, now) for child in open_children]
     parent, command_id = run.parent_run_id, run.context.get(PARENT_COMMAND)
@@ -121,7 +124,8 @@ def ending_notices(
             for key in ("error", "error_type", "exception", "reason"):
                 if key in data:
                     told[key] = data[key]
-        notices.append(Notice(parent, Event(parent, ending, told, timestamp=now), wake_at=now))
+        event = Event(parent, ending, told, timestamp=now)
+        notices.append(Notice(parent, event, wake_at=now if wake_parent else None))
     return notices
 
 

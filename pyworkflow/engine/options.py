@@ -47,6 +47,9 @@ class EngineOptions:
     # The key hook tokens' secrets derive from (``engine.hooks``): every process of a
     # deployment must share it. None: the one the storage keeps (``StorageBackend.keep_secret``).
     hook_key: bytes | None = field(default=None, repr=False)
+    # Whether an activation whose workflow awaits a child it just started runs the child's first
+    # activation itself (``Engine._child_here``) rather than sending it to the queue.
+    inline_children: bool = True
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

@@ -295,6 +295,9 @@ class Notice:
     event: Event
     wake_at: datetime | None = None
     follow_chain: bool = False
+    # Set by a backend that can tell, when the commit returns: the event as appended (its
+    # sequence and timestamp), or None when it skipped the notice. Not stored.
+    placed: Event | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

@@ -149,6 +149,18 @@ class StorageBackend(ABC):
         ``WorkflowNotFoundError`` for an unknown run; on any error nothing was written.
         """
 
+    # Whether ``commit_many`` is one atomic write here (the default: one write per commit).
+    joint_commits: bool = False
+
+    async def commit_many(self, commits: list[Commit]) -> list[int]:
+        """Apply ``commits`` in order and return each one's new head sequence.
+
+        With ``joint_commits`` they are one atomic write: on any error nothing was written (the
+        engine joins a child's first write to the parent's write that creates it). The default
+        commits them one after another, each atomic: an error leaves the earlier ones written.
+        """
+        return [await self.commit(commit) for commit in commits]
+
     @abstractmethod
     async def get_events(
         self, run_id: str, after_sequence: int = 0, command_id: str | None = None

@@ -305,6 +305,7 @@ class MemoryStore:
 
     def _deliver(self, notice: Notice, now: datetime) -> None:
         """Append a notice to its run (followed along a chain), or skip it (see ``Notice``)."""
+        notice.placed = None
         log = self._runs.get(notice.run_id)
         seen = {notice.run_id}
         while (
@@ -324,6 +325,7 @@ class MemoryStore:
         event = notice.event.copy_for(run.run_id)
         event.place(run.last_sequence + 1, now)
         log.events.append(event)
+        notice.placed = event
         if key is not None:
             log.completion_keys.add(key)
         run.last_sequence += 1

@@ -8,6 +8,8 @@ never to a run that has ended, and follows a chain to the run that carries it on
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from pyworkflow.model.exceptions import (
 )
 from pyworkflow.model.schemas import Commit, HookStatus, Notice, RunStatus, Timer
 from pyworkflow.storage.base import StorageBackend
-from tests.storage.conftest import Backends
+from tests.storage.conftest import BACKENDS, Backends
 from tests.storage.test_contract import (
     a_hook,
     a_run,
@@ -330,3 +332,160 @@ async def test_an_ending_disposes_the_hooks_still_pending(backend: StorageBacken
     assert [h.hook_id for h in await backend.list_hooks(status=HookStatus.PENDING)] == []
     disposed = await backend.list_hooks(status=HookStatus.DISPOSED)
     assert sorted(h.hook_id for h in disposed) == ["h1", "h3"]
+
+
+# -- commit_many: a child's first write joined to the parent's write that creates it ----------
+
+
+def _family_writes(child_ending: RunStatus = RunStatus.COMPLETED) -> list[Commit]:
+    """What the engine writes for a child awaited in its parent's activation: the parent's
+    commit creating it (the parent keeps its lease), then the child's first commit (it takes
+    the run and ends it, telling the parent without a timer)."""
+    parent = Commit(
+        "run-1",
+        [child_started("run-1", 1, "run-1.c1")],
+        expected_sequence=1,
+        now=at(1),
+        status=RunStatus.RUNNING,
+        lease=("worker-a", at(31)),
+        runs_created=[a_child("run-1.c1")],
+    )
+    ended = Event("run-1.c1", EventType.WORKFLOW_COMPLETED, {"result": "7"}, timestamp=at(2))
+    child = Commit(
+        "run-1.c1",
+        [ended],
+        expected_sequence=1,
+        now=at(2),
+        status=child_ending,
+        result="7",
+        error="",
+        completed_at=at(2),
+        lease=None,
+        timer=None,
+        owner="worker-a",
+        notices=[Notice("run-1", child_completed("run-1", 1, "run-1.c1"))],
+    )
+    return [parent, child]
+
+
+async def _state(backend: StorageBackend) -> dict[str, Any]:
+    return {run_id: await snapshot(backend, run_id) for run_id in ("run-1", "run-1.c1")}
+
+
+@pytest.fixture(params=BACKENDS, ids=str)
+async def two_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[StorageBackend, StorageBackend]]:
+    """Two separate stores of one kind."""
+    first = Backends.for_test(request, tmp_path / "first")
+    second = Backends.for_test(request, tmp_path / "second")
+    yield first.open(), second.open()
+    await first.close()
+    await second.close()
+
+
+async def test_commit_many_writes_what_the_commits_write_one_by_one(
+    two_stores: tuple[StorageBackend, StorageBackend],
+) -> None:
+    """The joined write (one transaction where the backend has ``joint_commits``) leaves the
+    runs exactly as the same commits applied one after another: rows, logs, timers, hooks."""
+    joined, one_by_one = two_stores
+    for backend in (joined, one_by_one):
+        await new_run(backend)
+    heads = await joined.commit_many(_family_writes())
+    assert heads == [2, 2]
+    for commit in _family_writes():
+        await one_by_one.commit(commit)
+    assert await _state(joined) == await _state(one_by_one)
+    parent = await joined.get_run("run-1")
+    child = await joined.get_run("run-1.c1")
+    assert parent is not None and child is not None
+    assert (parent.last_sequence, parent.lease_owner) == (3, "worker-a")
+    assert (child.status, child.result, child.lease_owner) == (RunStatus.COMPLETED, "7", None)
+    assert await joined.get_timer("run-1") is None  # (the notice asked for no wake-up)
+    events = await joined.get_events("run-1")
+    assert [e.type for e in events][1:] == [
+        EventType.CHILD_WORKFLOW_STARTED,
+        EventType.CHILD_WORKFLOW_COMPLETED,
+    ]
+
+
+async def test_a_notice_says_where_storage_put_it(backend: StorageBackend) -> None:
+    await new_run(backend)
+    [parent, child] = _family_writes()
+    await backend.commit(parent)
+    await backend.commit(child)
+    [notice] = child.notices
+    stored = (await backend.get_events("run-1"))[-1]
+    if notice.placed is not None:  # (a backend may leave it unset: the engine reads the log)
+        assert (notice.placed.sequence, notice.placed.type) == (stored.sequence, stored.type)
+        assert notice.placed.data == stored.data
+
+
+async def test_a_joined_write_that_fails_writes_nothing(backend: StorageBackend) -> None:
+    """With ``joint_commits`` a refused part refuses the whole write: no child, no event."""
+    if not backend.joint_commits:
+        pytest.skip(f"{type(backend).__name__} writes commit_many one commit at a time")
+    await new_run(backend)
+    before = await snapshot(backend)
+    parent, child = _family_writes()
+    child.expected_sequence = 7  # the child's part is refused (its head is 1)
+    with pytest.raises(SequenceConflictError):
+        await backend.commit_many([parent, child])
+    assert await snapshot(backend) == before
+    assert await backend.get_run("run-1.c1") is None
+
+
+async def test_a_joined_write_with_a_taken_child_id_writes_nothing(backend: StorageBackend) -> None:
+    if not backend.joint_commits:
+        pytest.skip(f"{type(backend).__name__} writes commit_many one commit at a time")
+    await new_run(backend)
+    await new_run(backend, "run-1.c1")
+    before = await _state(backend)
+    with pytest.raises((WorkflowAlreadyRunningError, SequenceConflictError)):
+        await backend.commit_many(_family_writes())
+    assert await _state(backend) == before
+
+
+async def test_commit_many_of_a_child_that_continues_as_new_at_once(
+    two_stores: tuple[StorageBackend, StorageBackend],
+) -> None:
+    """The child's first write ends it by continuing as new: the next run is created in the
+    same write, and the child's row names it (``continued_to_run_id``)."""
+    joined, one_by_one = two_stores
+
+    def writes() -> list[Commit]:
+        parent, _ = _family_writes()
+        data = {"continued_to_run_id": "run-1.c1.n"}
+        ended = Event("run-1.c1", EventType.WORKFLOW_CONTINUED_AS_NEW, data, timestamp=at(2))
+        nxt = a_run(
+            "run-1.c1.n",
+            workflow_name="report",
+            status=RunStatus.RUNNING,
+            continued_from_run_id="run-1.c1",
+            parent_run_id="run-1",
+            nesting_depth=1,
+        )
+        child = Commit(
+            "run-1.c1",
+            [ended],
+            expected_sequence=1,
+            now=at(2),
+            status=RunStatus.CONTINUED_AS_NEW,
+            completed_at=at(2),
+            lease=None,
+            owner="worker-a",
+            runs_created=[(nxt, [started("run-1.c1.n")])],
+            continued_to_run_id="run-1.c1.n",
+        )
+        return [parent, child]
+
+    for backend in (joined, one_by_one):
+        await new_run(backend)
+    await joined.commit_many(writes())
+    for commit in writes():
+        await one_by_one.commit(commit)
+    assert await _state(joined) == await _state(one_by_one)
+    assert await snapshot(joined, "run-1.c1.n") == await snapshot(one_by_one, "run-1.c1.n")
+    child = await joined.get_run("run-1.c1")
+    assert child is not None and child.continued_to_run_id == "run-1.c1.n"

@@ -292,11 +292,21 @@ async def test_handle_cancel_in_the_parent_cancels_the_child(env: Env) -> None:
     assert "child_workflow.cancelled" in await types(env, run_id)
 
 
+async def failed_root(storage: Any, workflow_name: str) -> str:
+    """The one failed run of ``workflow_name`` with no parent (a start that raised)."""
+    runs, _ = await storage.list_runs(workflow_name=workflow_name, limit=1000)
+    [root] = [r.run_id for r in runs if r.parent_run_id is None and r.status is RunStatus.FAILED]
+    return root
+
+
 async def test_nesting_stops_at_three_levels(env: Env) -> None:
     run_id = await env.start(nests, 3)
     await settle_all(env, run_id)
     assert await get_workflow_result(run_id, storage=env.storage) == 3
-    deep = await env.start(nests, 4)
+    # The tree runs within start (each child in its parent's activation): start re-raises.
+    with pytest.raises(ChildWorkflowFailedError, match="nest at most 3"):
+        await env.start(nests, 4)
+    deep = await failed_root(env.storage, "nests")
     run = await settle_all(env, deep)
     assert run.status is RunStatus.FAILED
     with pytest.raises(ChildWorkflowFailedError, match="MaxNestingDepthError|nest at most 3"):
@@ -380,7 +390,9 @@ async def test_the_nesting_limit_is_configurable(env: Env) -> None:
         run_id = await start(nests, 1, runtime=runtime, storage=env.storage)
         await runtime.drain(env.storage)
         assert await get_workflow_result(run_id, storage=env.storage) == 1
-        deeper = await start(nests, 2, runtime=runtime, storage=env.storage)
+        with pytest.raises(ChildWorkflowFailedError, match="at most 1 level deep"):
+            await start(nests, 2, runtime=runtime, storage=env.storage)
+        deeper = await failed_root(env.storage, "nests")
         await runtime.drain(env.storage)
         with pytest.raises(ChildWorkflowFailedError, match="at most 1 level deep"):
             await get_workflow_result(deeper, storage=env.storage)
