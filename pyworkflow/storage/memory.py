@@ -647,7 +647,7 @@ def _new_completion_keys(run_id: str, events: list[Event], recorded: set[str]) -
 
 
 def _copy_run(run: WorkflowRun) -> WorkflowRun:
-    return replace(run, context=copy.deepcopy(run.context) if run.context else {})
+    return run.copy(context=copy.deepcopy(run.context) if run.context else {})
 
 
 def _copy_hook(hook: Hook, run_id: str | None = None) -> Hook:
