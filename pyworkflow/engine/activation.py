@@ -81,13 +81,21 @@ MAX_CONFLICT_RETRIES = 20
 class _ChildHere:
     """A child run in its parent's activation (``Engine._child_here``): how it went."""
 
+    parent_id: str
     child_id: str
     outcome: Outcome | None = None  # its first activation's, when that returned
     requeue: bool = False  # it failed there: its own activation is queued
+    left: bool = False  # the child was left to its own activation: the parent's write blocks it
+
+
+class _LeftToQueue(BaseException):  # noqa: N818 - a decision, not an error
+    """A child in its parent's activation is about to write something but its ending (nothing
+    of it is written): it stops there and goes to the queue (``Engine._child_here``). A
+    ``BaseException`` so that the child's activation does not handle it as its own failure."""
 
 
 class _JointWriteFailed(BaseException):
-    """The parent's write, joined to its child's first write, failed: nothing was written. A
+    """The parent's write, joined to its child's ending, failed: nothing was written. A
     ``BaseException`` so that the child's activation does not handle it as its own failure
     (no retry, no block recorded on a run that does not exist); the parent re-raises ``error``."""
 
@@ -98,39 +106,23 @@ class _JointWriteFailed(BaseException):
 
 @dataclass(slots=True)
 class _Joint:
-    """A write that creates a child run here, waiting for the child's first write
-    (``Engine._child_here``). ``before``: the write this one waits on in turn, when the run
-    writing it is itself a child in its parent's activation (a chain of them is one write);
-    ``sequence``: this write's head once written."""
+    """The write that creates a child run here, waiting for the child's first write
+    (``Engine._child_here``); ``sequence``: its head once written."""
 
     commit: Commit
-    before: _Joint | None = None
     sequence: int | None = None
 
     async def flush(self, storage: StorageBackend, child: Commit | None = None) -> int | None:
-        """Write the waiting chain, oldest first, then ``child`` (if any): one write where
-        storage can (``joint_commits``); the child's head. A failure of the chain's part raises
-        ``_JointWriteFailed`` (the parts written before it, one by one, stay written)."""
-        chain: list[_Joint] = []
-        joint: _Joint | None = self
-        while joint is not None and joint.sequence is None:
-            chain.append(joint)
-            joint = joint.before
-        chain.reverse()
-        if storage.joint_commits:
-            commits = [joint.commit for joint in chain] + ([child] if child is not None else [])
-            try:
-                heads = await storage.commit_many(commits)
-            except Exception as exc:
-                raise _JointWriteFailed(exc) from exc
-            for joint, head in zip(chain, heads, strict=False):
-                joint.sequence = head
-            return heads[-1] if child is not None else None
-        for joint in chain:
-            try:
-                joint.sequence = await storage.commit(joint.commit)
-            except Exception as exc:
-                raise _JointWriteFailed(exc) from exc
+        """Write the waiting commit, then ``child`` (if any): one write where storage can
+        (``joint_commits``); the child's head. A failure of the waiting commit's part raises
+        ``_JointWriteFailed``."""
+        try:
+            if storage.joint_commits and child is not None:
+                self.sequence, head = await storage.commit_many([self.commit, child])
+                return head
+            self.sequence = await storage.commit(self.commit)
+        except Exception as exc:
+            raise _JointWriteFailed(exc) from exc
         return await storage.commit(child) if child is not None else None
 
 
@@ -221,7 +213,9 @@ class Engine(
         self.cancel_known: set[str] = set()
         self.cancel_watch: dict[str, int] = {}
         self.activation_seen: dict[str, int] = {}  # active run -> sequence its activation loaded
-        self._holding_for_child: set[str] = set()  # runs whose child runs here (_child_here)
+        # Runs holding on for a child running here (``_child_here``), and those children.
+        self._holding_for_child: dict[str, _ChildHere] = {}
+        self._held_by: dict[str, _ChildHere] = {}
         self._told_here: dict[str, Notice] = {}  # such a run -> its child's ending notice
         self._joining: dict[str, _Joint] = {}  # such a child -> the write its first one joins
 
@@ -520,14 +514,18 @@ class Engine(
         (no step, sleep, hook expiry, retry or deadline can come due meanwhile), this activation
         runs the child's first activation itself, at once: no message, no other worker, and no
         activation of this run to hear how the child ended. The child runs before the write
-        that creates it, and its first write (taking its lease, blocking or ending) joins that
-        write: one transaction where storage can (``joint_commits``), else this run's write
-        first (``_write_with_child``). Until then the child's code has done nothing but run:
-        a crash loses nothing a replay does not do again. This run stays leased meanwhile, so a
-        child that ends appends its ending to this run's log without a timer (should this
-        process die, the sweeper resumes this run); the workflow takes it from the child's
-        write (``Notice.placed``) or reads it back, and goes on. A child that blocks is left to
-        its own activations, and this run blocks as before (the child's ending wakes it).
+        that creates it; until it writes, its code has done nothing but run (a crash loses
+        nothing a replay does not do again). This run stays leased meanwhile. A child that
+        ends without writing anything else (no step, no wait, no child of its own) joins its
+        ending to that write (``_write_with_child``): one transaction where storage can
+        (``joint_commits``), else this run's write first. Its ending reaches this run's log
+        without a timer (should this process die, the sweeper resumes this run); the workflow
+        takes it from the child's write (``Notice.placed``) or reads it back, and goes on.
+        A child about to write
+        anything but its ending (take its lease for a step, block, start a child) is stopped
+        before it writes (``_LeftToQueue``): this run's write blocks it and the child goes to
+        the queue, as every child did before. Its steps and waits are then its own (a worker
+        lost in them is its loss; a cancellation of this run is not held up by them).
         """
         inst = act.inst
         if not self.options.inline_children or inst.spawned != 1 or act.carried:
@@ -535,15 +533,19 @@ class Engine(
         child_id = _waited_child(inst)
         if child_id is None or next_wake(inst) is not None:
             return False
-        here = _ChildHere(child_id)
-        self._holding_for_child.add(inst.run_id)
+        here = _ChildHere(inst.run_id, child_id)
+        self._holding_for_child[inst.run_id] = self._held_by[child_id] = here
         try:
             await self._commit(
                 inst, run_here=child_id, write=lambda commit: self._write_with_child(here, commit)
             )
         finally:
-            self._holding_for_child.discard(inst.run_id)
+            self._holding_for_child.pop(inst.run_id, None)
+            self._held_by.pop(child_id, None)
             told = self._told_here.pop(inst.run_id, None)
+        if here.left:  # (this run's write blocked it: as storage has it now)
+            inst.status, inst.lease_owner = RunStatus.SUSPENDED, None
+            return False
         if here.outcome is None or not here.outcome.status.is_terminal:
             return False
         placed = None if told is None else told.placed
@@ -560,21 +562,24 @@ class Engine(
         return True
 
     async def _write_with_child(self, here: _ChildHere, commit: Commit) -> int:
-        """``_commit``'s write for ``_child_here``: the child's first activation, whose first
-        write writes ``commit`` too (``_Joint``), then ``commit`` alone if the child wrote
-        nothing. Returns ``commit``'s head; raises what writing ``commit`` raised (or
-        ``_JointWriteFailed`` when this run is a child whose parent's write, joined to this
-        one, failed with it: the parent's to handle)."""
+        """``_commit``'s write for ``_child_here``: the child's first activation, whose ending
+        writes ``commit`` too (``_Joint``); else ``commit`` alone (blocking this run when the
+        child was left to the queue). Returns ``commit``'s head; raises what writing
+        ``commit`` raised."""
         child_id = here.child_id
         record, first = next((r, f) for r, f in commit.runs_created if r.run_id == child_id)
-        pending = self._joining.get(commit.run_id)
-        before = pending if pending is not None and pending.sequence is None else None
-        joint = self._joining[child_id] = _Joint(commit, before)
+        joint = self._joining[child_id] = _Joint(commit)
         try:
             try:
                 here.outcome = await self.advance(
                     child_id, new_run=record.copy(last_sequence=len(first))
                 )
+            except _LeftToQueue:
+                # The child goes on in an activation of its own: this run blocks instead of
+                # waiting here (its write, not yet made, says so), and the child is queued.
+                commit.status, commit.lease = RunStatus.SUSPENDED, None
+                here.left = here.requeue = True
+                self._holding_for_child.pop(here.parent_id, None)
             except _JointWriteFailed:
                 raise
             except Exception as exc:  # noqa: BLE001 - the child's own activations take over
@@ -585,9 +590,11 @@ class Engine(
             if joint.sequence is None:  # the child wrote nothing: this write goes alone
                 await joint.flush(self.storage)
         except _JointWriteFailed as failed:
-            if before is not None and before.sequence is None:
-                raise  # the write this one joined failed too: the parent's to handle
             raise failed.error from None  # this run's write did not land
+        if here.left:  # (its first activation there reads nothing back, like any child's)
+            self._born[child_id] = record.copy(last_sequence=len(first))
+            if len(self._born) > self.options.cache_size:
+                self._born.popitem(last=False)
         if here.requeue:
             await self.queue.enqueue_activation(child_id)
         assert joint.sequence is not None
@@ -711,6 +718,10 @@ class Engine(
         commit of the hooks' announcements (no guard, no announcing again). ``run_here``: a
         child this commit creates that the caller activates itself (no message for it);
         ``write``: how to write it (``_child_here``), instead of ``storage.commit``."""
+        if not completed and self._held_by and inst.run_id in self._held_by:
+            # A child in its parent's activation about to write something but its ending: it
+            # is left to its own activation (``_child_here``); nothing of it was written.
+            raise _LeftToQueue(inst.run_id)
         now = self.clock.now()
         owner = self.options.owner
         if timer is None and inst.timer is None:
@@ -785,7 +796,7 @@ class Engine(
         if write is not None:
             inst.sequence = await write(commit)
         elif joint is not None and joint.sequence is None:
-            head = await joint.flush(self.storage, commit)  # the parent's write too
+            head = await joint.flush(self.storage, commit)  # the parent's write first
             assert head is not None
             inst.sequence = head
         else:

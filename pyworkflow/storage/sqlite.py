@@ -529,15 +529,19 @@ class SQLiteStorageBackend(StorageBackend):
                 raise already_exists(run.run_id)
             raise ValueError("a run created by a commit cannot have an idempotency key")
         record, numbered = new_run_record(run, first, now)
-        if batch is not None:
-            batch.insert(record)
-        else:
+        assert record.created_at is not None
+        if batch is None:
             try:
                 conn.execute(_SQL.insert_run, run_params(record))
             except sqlite3.IntegrityError:
                 raise already_exists(record.run_id) from None
-        assert record.created_at is not None
-        _insert_events(conn, record.run_id, numbered, record.created_at)
+            _insert_events(conn, record.run_id, numbered, record.created_at)
+            return
+        batch.insert(record)
+        try:
+            _insert_events(conn, record.run_id, numbered, record.created_at)
+        except SequenceConflictError:  # (its row comes later: its first events tell it exists)
+            raise already_exists(record.run_id) from None
 
     @staticmethod
     def _deliver(

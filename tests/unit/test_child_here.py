@@ -1,18 +1,27 @@
 """A child awaited alone runs in its parent's activation (``Engine._child_here``), on every
 backend (``PYWORKFLOW_TEST_STORAGE``): no message for the child, no activation of the parent
 to hear how it ended, and the child's first write joined to the parent's write that creates it
-(one transaction on SQLite). What is not awaited alone, or blocks, takes the queue as before;
-a joined write that fails leaves nothing behind, and the run goes on from storage.
+(one transaction on SQLite). A child about to write anything but its ending (a step, a wait)
+is left to its own activation, as before: cancelling the parent is not held up by it. A joined
+write that fails leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
 import pytest
 
-from pyworkflow import get_workflow_result, sleep, start_child_workflow, step, workflow
+from pyworkflow import (
+    cancel_workflow,
+    get_workflow_result,
+    sleep,
+    start_child_workflow,
+    step,
+    workflow,
+)
 from pyworkflow.model.exceptions import SequenceConflictError
 from pyworkflow.model.schemas import Commit, RunStatus
 from pyworkflow.storage.sqlite import SQLiteStorageBackend
@@ -97,8 +106,15 @@ async def test_children_awaited_alone_run_in_their_parent_s_activation(env: Env)
     assert events.count("child_workflow.started") == events.count("child_workflow.completed") == 4
 
 
-async def test_a_child_s_steps_run_under_its_own_lease_once(env: Env) -> None:
+async def test_a_child_that_runs_a_step_is_left_to_its_own_activation(env: Env) -> None:
+    """The child stops before its first write that is not its ending (its lease for the step):
+    the parent blocks in the write that creates the child, and the child is queued. Its steps
+    are its own: the parent is not held while they run."""
+    sent = Enqueued(env)
     run_id = await env.start(parent_of_doubled, 5)
+    assert (await env.storage.get_run(run_id)).status is RunStatus.SUSPENDED
+    assert ran == [] and sent.run_ids == [f"{run_id}.c1"]
+    await env.settle()
     assert await get_workflow_result(run_id, storage=env.storage) == 11
     assert ran == [5]
     child = (await children_of(env, run_id))[0]
@@ -116,7 +132,7 @@ async def test_a_child_that_blocks_is_left_to_its_own_activations(env: Env) -> N
     run_id = await env.start(waits)
     assert (await env.storage.get_run(run_id)).status is RunStatus.SUSPENDED
     (child,) = await children_of(env, run_id)
-    assert child.status is RunStatus.SUSPENDED and await env.storage.get_timer(child.run_id)
+    assert sent.run_ids == [child.run_id]  # stopped before its wait: queued, as before
     run = await settle_all(env, run_id)
     assert run.status is RunStatus.COMPLETED
     assert await get_workflow_result(run_id, storage=env.storage) == "parent of late"
@@ -178,3 +194,46 @@ async def test_on_sqlite_each_child_costs_one_transaction(env: Env) -> None:
         conn.set_trace_callback(None)
     # The run's creation, one per child (created, run and ended), the run's ending.
     assert len(begun) == 1 + 5 + 1
+
+
+async def root_of(env: Env, workflow_name: str) -> str:
+    runs, _ = await env.storage.list_runs(workflow_name=workflow_name, limit=100)
+    [root] = [r.run_id for r in runs if r.parent_run_id is None]
+    return root
+
+
+gate: dict[str, asyncio.Event] = {}
+
+
+@step(name="here_long")
+async def long_step() -> str:
+    gate["started"].set()
+    await gate["release"].wait()
+    return "done"
+
+
+@workflow(name="here_long_child")
+async def long_child() -> str:
+    return await long_step()
+
+
+@workflow(name="here_long_parent")
+async def long_parent() -> str:
+    return await start_child_workflow(long_child)
+
+
+async def test_cancelling_a_parent_is_not_held_up_by_its_child_s_step(env: Env) -> None:
+    gate["started"], gate["release"] = asyncio.Event(), asyncio.Event()
+    started = asyncio.ensure_future(env.start(long_parent))
+    try:
+        await asyncio.wait_for(gate["started"].wait(), timeout=10)
+        root = await root_of(env, "here_long_parent")
+        # While the child's step still runs, the parent is cancelled, and its child with it.
+        assert await cancel_workflow(root, wait=True, timeout=10, storage=env.storage)
+        assert (await env.storage.get_run(root)).status is RunStatus.CANCELLED
+    finally:
+        gate["release"].set()
+        await started
+    await env.settle()
+    child = await env.storage.get_run(f"{root}.c1")
+    assert child.status is RunStatus.CANCELLED
