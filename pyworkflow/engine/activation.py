@@ -520,12 +520,12 @@ class Engine(
         ending to that write (``_write_with_child``): one transaction where storage can
         (``joint_commits``), else this run's write first. Its ending reaches this run's log
         without a timer (should this process die, the sweeper resumes this run); the workflow
-        takes it from the child's write (``Notice.placed``) or reads it back, and goes on.
-        A child about to write
-        anything but its ending (take its lease for a step, block, start a child) is stopped
-        before it writes (``_LeftToQueue``): this run's write blocks it and the child goes to
-        the queue, as every child did before. Its steps and waits are then its own (a worker
-        lost in them is its loss; a cancellation of this run is not held up by them).
+        takes it from the child's write (``Notice.placed``) or reads it back, and goes on. A
+        child about to write anything but its ending (take its lease for a step, block, start
+        a child) is stopped before it writes (``_LeftToQueue``): this run's write blocks it and
+        the child goes to the queue, as every child did before. Its steps and waits are then
+        its own (a worker lost in them is its loss; a cancellation of this run is not held up
+        by them).
         """
         inst = act.inst
         if not self.options.inline_children or inst.spawned != 1 or act.carried:
@@ -840,7 +840,7 @@ class Engine(
         """After a commit that reached other runs: start the runs it created (children, the
         chain's next run) and wake the runs it told something (a parent, children to stop).
         Not ``run_here`` (its creator activates it), nor a parent holding on for its child here
-        (``_child_here``: it reads the child's ending itself)."""
+        when told that child's ending (``_child_here``: it reads it itself)."""
         woken = {notice.run_id for notice in notices}
         for notice in notices:  # a request made here: steps running here know it at once
             if notice.event.type is EventType.CANCELLATION_REQUESTED:
@@ -855,7 +855,8 @@ class Engine(
                     self._born.popitem(last=False)
             await self.queue.enqueue_activation(run.run_id)
         for notice in notices:
-            if notice.run_id in self._holding_for_child:
+            held = self._holding_for_child.get(notice.run_id)
+            if held is not None and notice.event.data.get("child_run_id") == held.child_id:
                 self._told_here[notice.run_id] = notice  # (read by _child_here)
             else:
                 await self.queue.enqueue_activation(notice.run_id)
@@ -1006,7 +1007,8 @@ class Engine(
         if not children and run.parent_run_id is None:
             return []  # the common case: a root run with no children left running
         # A parent holding on for this child here (``_child_here``) is leased: no timer.
-        wake = run.parent_run_id not in self._holding_for_child
+        held = self._holding_for_child.get(run.parent_run_id or "")
+        wake = held is None or held.child_id != run.run_id
         return ending_notices(run, status, data, children, self.clock.now(), wake_parent=wake)
 
     async def _continue_as_new(self, act: _Activation) -> Outcome:
