@@ -108,7 +108,10 @@ class FaultyStorage(StorageBackend):
         if self.trace is not None:
             self.trace.committed(None if delivery is None else delivery.worker, commit, head)
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
-            for run_id in delivery.struck():
+            # The caller sees an error: what it does after a commit (queue the runs it created,
+            # among others) does not happen, so those runs are struck too.
+            created = {run.run_id for run, _ in commit.runs_created}
+            for run_id in delivery.struck() | created:
                 self.ledger.fault(run_id, "storage")
             if self.trace is not None:
                 self.trace.storage_fault(

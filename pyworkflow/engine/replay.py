@@ -73,11 +73,12 @@ def _check_ending(inst: WorkflowInstance) -> Any:
                 f"continue_as_new with {inst.continuation}",
             )
         return None
+    if terminal.type is EventType.WORKFLOW_FAILED and terminal.data.get("imposed"):
+        # The engine ended the run (max_duration, the event limit, the recovery budget) before
+        # its code did: the code was waiting then, or had not run at all (a run lost before
+        # its first activation); replayed without those limits it may now wait or end.
+        raise deserialize_exception(terminal.data["exception"])
     if not main.done():
-        if terminal.type is EventType.WORKFLOW_FAILED and terminal.data.get("imposed"):
-            # The engine ended the run (max_duration, the event limit, the recovery budget):
-            # the code was waiting when it happened, as it is now.
-            raise deserialize_exception(terminal.data["exception"])
         _diverged(inst, f"the history ends with {terminal.type.value}", "the code is still waiting")
     if terminal.type is EventType.WORKFLOW_COMPLETED:
         if main.cancelled() or main.exception() is not None:

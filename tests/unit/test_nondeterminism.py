@@ -9,6 +9,7 @@ import pytest
 from pyworkflow import (
     NonDeterminismError,
     RunStatus,
+    WorkflowError,
     get_workflow_events,
     resume,
     sleep,
@@ -16,6 +17,8 @@ from pyworkflow import (
     workflow,
 )
 from pyworkflow.engine.replay import replay_history
+from pyworkflow.model.events import Event, EventType
+from pyworkflow.serialization import error_fields
 from tests.conftest import Env
 
 version = {"v": 1}
@@ -129,3 +132,33 @@ async def test_replay_detects_a_different_ending(env: Env) -> None:
     last.data = {**last.data, "result": '["something else"]'}
     with pytest.raises(NonDeterminismError, match="ending differs"):
         await replay_history(evolving, tampered)
+
+
+@workflow(name="nd_returns_at_once")
+async def returns_at_once() -> int:
+    return 11
+
+
+async def test_an_imposed_ending_replays_even_where_the_code_would_have_returned(
+    env: Env,
+) -> None:
+    """A run lost before its first activation, again and again, ends failed by its recovery
+    budget without its code ever running; replayed, the code returns at once. That is not a
+    divergence: the recorded, imposed failure stands."""
+    run_id = await env.start(returns_at_once)
+    events = await get_workflow_events(run_id, storage=env.storage)
+    started = events[0]
+    error = WorkflowError(f"run {run_id} lost its worker 4 times (max_recovery_attempts=3)")
+    failed = Event(
+        run_id,
+        EventType.WORKFLOW_FAILED,
+        {**error_fields(error), "imposed": True},
+        timestamp=started.timestamp,
+    )
+    failed.place(2, started.timestamp)
+    with pytest.raises(WorkflowError, match="lost its worker 4 times"):
+        await replay_history(returns_at_once, [started, failed])
+    not_imposed = Event(run_id, EventType.WORKFLOW_FAILED, error_fields(error))
+    not_imposed.place(2, started.timestamp)
+    with pytest.raises(NonDeterminismError, match="its ending differs"):
+        await replay_history(returns_at_once, [started, not_imposed])

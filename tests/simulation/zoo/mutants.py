@@ -839,3 +839,16 @@ def replace_policy(schedule: Schedule, policy: OverlapPolicy) -> Schedule:
     changed = schedule.copy()
     changed.overlap_policy = policy
     return changed
+
+
+@mutant("family")
+def child_ending_sets_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child's ending is appended to its parent's log without setting the parent's timer, as
+    if every parent held on for its child in its own activation (``Engine._child_here``): when
+    the message that wakes the parent is lost, nothing ever wakes it."""
+
+    def without_timer(*args: Any, **kwargs: Any) -> Any:
+        kwargs["wake_parent"] = False
+        return ending_notices(*args, **kwargs)
+
+    monkeypatch.setattr(activation, "ending_notices", without_timer)

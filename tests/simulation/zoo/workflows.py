@@ -41,6 +41,7 @@ from typing import Any
 
 from pyworkflow import (
     CancellationError,
+    ChildWorkflowFailedError,
     FatalError,
     HookExpiredError,
     RetryableError,
@@ -310,6 +311,39 @@ async def family(label: str) -> list[Any]:
     return [*together, await stamp(f"{label}-parent"), await waiting.get_status()]
 
 
+@workflow(name="zoo_square")
+async def square(n: int) -> int:
+    """Ends in its first activation: runs in its parent's (``Engine._child_here``)."""
+    return n * n
+
+
+@workflow(name="zoo_refuses")
+async def refuses(n: int) -> int:
+    raise FatalError(f"kid {n} refuses")
+
+
+@workflow(name="zoo_once_more")
+async def once_more(n: int, again: bool = True) -> int:
+    if again:
+        await continue_as_new(n + 1, again=False)
+    return n
+
+
+@workflow(name="zoo_here")
+async def here(label: str) -> list[Any]:
+    """Children awaited one at a time: some end in their first activation (returning, failing,
+    continuing as new), one stamps (left to the queue), one sleeps first."""
+    got: list[Any] = [await start_child_workflow(square, n) for n in range(3)]
+    try:
+        await start_child_workflow(refuses, 7)
+    except ChildWorkflowFailedError:
+        got.append("refused")
+    got.append(await start_child_workflow(once_more, 10))
+    got.append(await start_child_workflow(kid, label))
+    got.append(await start_child_workflow(square, 4))
+    return got
+
+
 @workflow(name="zoo_tree")
 async def tree(label: str) -> str:
     """Children sleeping a day: cancelled with their parent, which sleeps a week."""
@@ -429,6 +463,10 @@ def expected_family(label: str) -> list[Any]:
         f"{label}-parent@step:zoo_stamp:5",
         "running",
     ]
+
+
+def expected_here(label: str) -> list[Any]:
+    return [0, 1, 4, "refused", 11, f"{label}-kid@step:zoo_stamp:2", 16]
 
 
 def expected_chain() -> int:
