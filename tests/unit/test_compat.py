@@ -150,27 +150,9 @@ NAMES = {
     "pyworkflow.storage.schemas": "WorkflowRun RunStatus Hook HookStatus",
 }
 
-# Promised by docs/api.md, not implemented yet in this repository (remove a name when it lands).
-PENDING = {
-    ("pyworkflow", name)
-    for name in [
-        "start_child_workflow",
-        "continue_as_new",
-        "scheduled_workflow",
-        "create_schedule",
-        "get_schedule",
-        "list_schedules",
-        "update_schedule",
-        "pause_schedule",
-        "resume_schedule",
-        "delete_schedule",
-        "trigger_schedule",
-        "backfill_schedule",
-        "ScheduleSpec",
-        "CalendarSpec",
-        "OverlapPolicy",
-    ]
-}
+# Promised by docs/api.md, not implemented yet in this repository (add a name here until it
+# lands; none is pending now).
+PENDING: set[tuple[str, str]] = set()
 
 
 def _name_params() -> list[object]:
