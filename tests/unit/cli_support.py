@@ -67,7 +67,8 @@ async def cli_answer() -> Any:
 
 @workflow(name="cli_expiring")
 async def cli_expiring() -> str:
-    await hook("soon", timeout=0.01)
+    # Long enough that a busy machine reads the hook back before it expires (10 ms was not).
+    await hook("soon", timeout=0.5)
     return "answered"
 
 
