@@ -13,13 +13,13 @@ import pytest
 
 from pyworkflow import (
     ChildWorkflowFailedError,
-    continue_as_new,
     sleep,
     start_child_workflow,
     step,
     workflow,
 )
 from pyworkflow_testing import Faults, Simulation
+from tests.simulation.zoo.workflows import once_more, refuses
 
 
 @step(name="simhere_twice")
@@ -30,18 +30,6 @@ async def twice(n: int) -> int:
 @workflow(name="simhere_pure")
 async def pure(n: int) -> int:
     return n + 100
-
-
-@workflow(name="simhere_failing")
-async def failing(n: int) -> int:
-    raise ValueError(f"no {n}")
-
-
-@workflow(name="simhere_continues")
-async def continues(n: int, again: bool = True) -> int:
-    if again:
-        await continue_as_new(n + 1, again=False)
-    return n
 
 
 @workflow(name="simhere_with_step")
@@ -64,10 +52,10 @@ async def middle(n: int) -> int:
 async def family(n: int) -> list[object]:
     got: list[object] = [await start_child_workflow(pure, n)]
     try:
-        await start_child_workflow(failing, n)
+        await start_child_workflow(refuses, n)
     except ChildWorkflowFailedError as exc:
         got.append(exc.error_type.rsplit(":", 1)[-1])
-    got.append(await start_child_workflow(continues, n))
+    got.append(await start_child_workflow(once_more, n))
     got.append(await start_child_workflow(with_step, n))
     got.append(await start_child_workflow(sleepy, n))
     got.append(await start_child_workflow(middle, n))
@@ -75,7 +63,7 @@ async def family(n: int) -> list[object]:
     return got
 
 
-EXPECTED = [103, "ValueError", 4, 7, 3, 103 + 7, 6]
+EXPECTED = [103, "FatalError", 4, 7, 3, 103 + 7, 6]
 SEEDS = range(120)
 
 
