@@ -50,6 +50,8 @@ class FaultyStorage(StorageBackend):
         self.early_claims: list[str] = []  # timers handed out before they were due
         self.trace: Trace | None = None  # set by the world when a report is wanted
         self._interleaving = random.Random(f"interleave:{chooser.seed}")
+        self.joint_commits = False  # see ``commit_many``
+        self.joint_writes = 0  # atomic ``commit_many`` calls
 
     async def _interleave(self) -> None:
         """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
@@ -92,25 +94,46 @@ class FaultyStorage(StorageBackend):
         return await self.inner.list_runs(**kwargs)
 
     async def commit(self, commit: Commit) -> int:
+        return (await self._write([commit]))[0]
+
+    async def commit_many(self, commits: list[Commit]) -> list[int]:
+        """One atomic write when ``joint_commits`` (as on SQLite; the world sets it per seed, so
+        that both forms of the engine's joined writes are explored): the faults strike the whole
+        write, before anything or after everything. Else one commit after another."""
+        if not self.joint_commits:
+            return [await self.commit(commit) for commit in commits]
+        self.joint_writes += 1
+        return await self._write(commits)
+
+    async def _write(self, commits: list[Commit]) -> list[int]:
         await self._interleave()
         delivery = _delivery.get()
         if delivery is not None:
-            delivery.runs.add(commit.run_id)
+            delivery.runs.update(commit.run_id for commit in commits)
         crash_point("before_commit")
         self._maybe_fail("commit")
-        try:
-            head = await self.inner.commit(commit)
-        except WorkflowError as exc:
+        heads: list[int] = []
+        for commit in commits:
+            try:
+                heads.append(await self.inner.commit(commit))  # (never suspends: one write)
+            except WorkflowError as exc:
+                if self.trace is not None:
+                    self._trace_refused(commit, exc)
+                if heads:
+                    # The engine joins only writes that cannot refuse each other: report it.
+                    raise RuntimeError(
+                        f"the joint write of {[c.run_id for c in commits]} was refused after"
+                        f" its first part was applied: {type(exc).__name__}: {exc}"
+                    ) from exc
+                raise
+            self.events_recorded += len(commit.events)
             if self.trace is not None:
-                self._trace_refused(commit, exc)
-            raise
-        self.events_recorded += len(commit.events)
-        if self.trace is not None:
-            self.trace.committed(None if delivery is None else delivery.worker, commit, head)
+                worker = None if delivery is None else delivery.worker
+                self.trace.committed(worker, commit, heads[-1])
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
             # The caller sees an error: what it does after a commit (queue the runs it created,
             # among others) does not happen, so those runs are struck too.
-            created = {run.run_id for run, _ in commit.runs_created}
+            created = {run.run_id for commit in commits for run, _ in commit.runs_created}
             for run_id in delivery.struck() | created:
                 self.ledger.fault(run_id, "storage")
             if self.trace is not None:
@@ -119,7 +142,7 @@ class FaultyStorage(StorageBackend):
                 )
             raise StorageFault("simulated ambiguous commit: applied, but the caller saw an error")
         crash_point("after_commit")
-        return head
+        return heads
 
     def _trace_refused(self, commit: Commit, error: WorkflowError) -> None:
         assert self.trace is not None

@@ -236,6 +236,9 @@ class World:
         self.broker = SimBroker(self)
         self.dispatch_steps = dispatch_steps
         self.inline_children = (seed // 2) % 2 == 0
+        # Half the seeds with children here write a child's ending and its parent's write as
+        # one atomic write (as SQLite does), half one after the other (the other backends).
+        self.storage.joint_commits = (seed // 4) % 2 == 0
         self.lease_ttl = lease_ttl
         self.visibility_timeout = visibility_timeout.total_seconds()
         self.mocks = mocks if mocks is not None else {}

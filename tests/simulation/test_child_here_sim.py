@@ -69,7 +69,7 @@ SEEDS = range(120)
 
 @pytest.mark.parametrize("first", range(SEEDS.start, SEEDS.stop, 40))
 def test_a_family_of_children_passes_every_oracle_under_every_fault(first: int) -> None:
-    inline = set()
+    inline, joint = set(), set()
     for seed in range(first, first + 40):
         sim = Simulation(seed, Faults.all(), workers=3)
         try:
@@ -78,6 +78,9 @@ def test_a_family_of_children_passes_every_oracle_under_every_fault(first: int) 
             assert sim.run_sync(run._outcome()).value() == EXPECTED, f"seed {seed}"
             sim.check()
             inline.add(sim.world.inline_children)
+            if sim.world.inline_children:  # a child's ending joined atomically, or not
+                joint.add(sim.world.storage.joint_writes > 0)
         finally:
             sim.close()
     assert inline == {True, False}  # both paths explored in every block of seeds
+    assert joint == {True, False}  # and both forms of the joined write
