@@ -93,6 +93,9 @@ class RedisServer:
         )
         wait_for_port(self.port, self.proc, "redis-server", log)
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill(self) -> None:
         """Stop at once (SIGKILL): what an outage looks like to clients."""
         if self.proc is not None and self.proc.poll() is None:

@@ -327,12 +327,27 @@ async def client_of(cluster: Cluster) -> AsyncIterator[Client]:
         app.close()
 
 
-@pytest.fixture
-async def client(cluster: Cluster) -> AsyncIterator[Client]:
-    async with client_of(cluster) as made:
-        dead = [name for name, worker in cluster.workers.items() if not worker.alive()]
-        for name in dead:
+async def heal(cluster: Cluster, app: Any, server: RedisServer, deadline: float = DEADLINE) -> None:
+    """Leave the package's cluster as a test expects it: the broker up, every worker alive and
+    answering a ping. A test that failed midway (a broker that did not come back in time, a
+    worker that stopped consuming after an outage) must not fail every test after it: workers
+    that do not answer within the deadline are started again."""
+    if not server.alive():
+        server.start()
+    for name, worker in cluster.workers.items():
+        if not worker.alive():
             cluster.start(name)
-        if dead:
-            await cluster.wait_ready(made.app, *dead)
+    try:
+        await cluster.wait_ready(app, deadline=deadline)
+    except AssertionError:
+        for name in cluster.workers:
+            cluster.kill(name)
+            cluster.start(name)
+        await cluster.wait_ready(app)
+
+
+@pytest.fixture
+async def client(cluster: Cluster, redis_server: RedisServer) -> AsyncIterator[Client]:
+    async with client_of(cluster) as made:
+        await heal(cluster, made.app, redis_server)
         yield made

@@ -8,6 +8,8 @@ children, ``b`` a solo worker; both use the SQLite file of the module and Redis 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -27,7 +29,8 @@ from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.storage import SQLiteStorageBackend
 from pyworkflow_testing import oracles
 from tests.celery import workflows as wf
-from tests.celery.conftest import LEASE_TTL, Client, until
+from tests.celery.conftest import LEASE_TTL, Client, heal, until
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -346,3 +349,25 @@ async def test_a_dispatched_step_sees_its_run_cancelled_and_stops_early(client: 
     assert len(stopped) == 1 and stopped[0]["after"] < 100_000
     types = [e.type.value for e in await client.events(run_id)]
     assert "step.failed" in types and "step.retrying" not in types
+
+
+async def test_a_test_that_left_the_broker_down_and_a_worker_deaf_does_not_fail_the_next(
+    client: Client, redis_server: RedisServer
+) -> None:
+    """What the ``client`` fixture does before each test (``heal``): a broker that a failed test
+    left down is started, and a worker that no longer answers (here: stopped) is started again."""
+    cluster = client.cluster
+    deaf = cluster.workers["b"]
+    assert deaf.proc is not None
+    before = deaf.proc.pid
+    os.kill(before, signal.SIGSTOP)
+    redis_server.kill()
+    await heal(cluster, client.app, redis_server, deadline=3.0)
+    assert redis_server.alive()
+    assert deaf.proc.pid != before
+    answered = await asyncio.get_running_loop().run_in_executor(
+        None, cluster.ping, client.app, list(cluster.workers), 2.0
+    )
+    assert answered == set(cluster.workers)
+    run_id = await client.start(wf.pipeline, str(cluster.ledger), 7)
+    assert await client.completed([run_id]) == [wf.pipeline_result(7)]
