@@ -2,6 +2,7 @@
 
 Layout under ``base_path``::
 
+    FORMAT               the layout's version (``FILE_FORMAT``; absent: written before it, 1)
     CURRENT              the current generation g (absent: 0)
     snapshot-<g>.json    the whole state when generation g began (absent for g = 0)
     journal-<g>.jsonl    one JSON line per mutation since then, in order
@@ -79,6 +80,11 @@ _JSON_SEPARATORS = (",", ":")
 # Files are the owner's alone: they hold arguments, results and hook tokens' digests.
 _FILE_MODE = 0o600
 
+# The version of what the files mean (``FORMAT``). A release that changes it writes a higher
+# number; a release that finds a number it does not know refuses the folder with a clear error
+# rather than misread it. A folder without ``FORMAT`` was written before it existed: format 1.
+FILE_FORMAT = 1
+
 
 class FileStorageBackend(StorageBackend):
     """Storage in JSON files under ``base_path``, safe to share between processes on one host."""
@@ -118,7 +124,45 @@ class FileStorageBackend(StorageBackend):
         if sys.platform == "win32":
             raise ConfigurationError("file storage needs POSIX file locks, which Windows lacks")
         self.base_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.base_path / "lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        fd = os.open(self.base_path / "lock", os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            await retry_while_busy(
+                lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                lambda exc: isinstance(exc, BlockingIOError),
+                what=f"file storage {self.base_path}",
+                timeout=self.lock_timeout,
+            )
+            try:
+                self._check_format()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def _check_format(self) -> None:
+        """Refuse a folder in a format this release does not know; mark a new one (under the
+        lock: two processes opening a fresh folder at once)."""
+        path = self.base_path / "FORMAT"
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            _write_atomically(path, f"{FILE_FORMAT}\n".encode())
+            return
+        try:
+            found = int(text.strip())
+        except ValueError:
+            raise ConfigurationError(
+                f"file storage {self.base_path}: {path.name} holds {text[:40]!r}, not a format"
+                " number (is this folder pyworkflow's?)"
+            ) from None
+        if found > FILE_FORMAT:
+            raise ConfigurationError(
+                f"file storage {self.base_path} is in format {found}, written by a newer release"
+                f" of pyworkflow; this release reads format {FILE_FORMAT} at most: upgrade"
+                " pyworkflow in this process"
+            )
 
     async def close(self) -> None:
         self._close_journal()

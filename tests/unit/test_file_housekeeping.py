@@ -1,13 +1,17 @@
-"""File storage housekeeping: private files, and no orphans left by a compaction that was killed."""
+"""File storage housekeeping: private files, no orphans left by a compaction that was killed, and
+a format marker that an older release refuses."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
+import pytest
+
 from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.model.schemas import RunStatus, WorkflowRun
-from pyworkflow.storage.file import FileStorageBackend
+from pyworkflow.storage.file import FILE_FORMAT, FileStorageBackend
 
 
 def _run(run_id: str) -> tuple[WorkflowRun, list[Event]]:
@@ -21,7 +25,8 @@ async def test_files_are_private_and_not_executable(tmp_path: Path) -> None:
         await storage.create_run(*_run(f"r{n}"))
     await storage.close()
     files = [p for p in (tmp_path / "data").iterdir() if p.is_file()]
-    assert {p.name.split("-")[0] for p in files} >= {"lock", "CURRENT", "journal", "snapshot"}
+    names = {p.name.split("-")[0] for p in files}
+    assert names >= {"lock", "FORMAT", "CURRENT", "journal", "snapshot"}
     for path in files:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0 and mode & 0o111 == 0, f"{path.name}: {oct(mode)}"
@@ -43,3 +48,29 @@ async def test_a_killed_compaction_leaves_nothing_behind(tmp_path: Path) -> None
     runs, _ = await again.list_runs()
     assert [run.run_id for run in runs] == ["r1", "r2"]
     await again.close()
+
+
+async def test_a_folder_says_its_format_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "data"
+    storage = FileStorageBackend(base)
+    await storage.create_run(*_run("r1"))
+    await storage.close()
+    assert (base / "FORMAT").read_text().strip() == str(FILE_FORMAT)
+    # A folder written before the marker existed is format 1: it opens, and gets the marker.
+    (base / "FORMAT").unlink()
+    older = FileStorageBackend(base)
+    assert (await older.get_run("r1")) is not None
+    await older.close()
+    assert (base / "FORMAT").read_text().strip() == str(FILE_FORMAT)
+    # A newer release's folder is refused before anything is read or written.
+    (base / "FORMAT").write_text(f"{FILE_FORMAT + 1}\n")
+    before = sorted((p.name, p.stat().st_size) for p in base.iterdir())
+    newer = FileStorageBackend(base)
+    with pytest.raises(ConfigurationError, match=f"format {FILE_FORMAT + 1}.*newer release"):
+        await newer.get_run("r1")
+    with pytest.raises(ConfigurationError, match=str(base)):
+        await newer.create_run(*_run("r2"))
+    assert sorted((p.name, p.stat().st_size) for p in base.iterdir()) == before
+    (base / "FORMAT").write_text("not a number")
+    with pytest.raises(ConfigurationError, match="not a format number"):
+        await FileStorageBackend(base).connect()
