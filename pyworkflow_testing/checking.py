@@ -24,6 +24,7 @@ from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
+from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.reference import ReferenceCall, drive_references
 from pyworkflow_testing.world import World
@@ -245,6 +246,10 @@ class Checks:
         last = self._checked_at
         if last is not None and last[0] == len(self.script) and (last[1] or not same_seed):
             return  # nothing happened since the last check, which passed (and covered this)
+        with fewer_collections():
+            self._check(same_seed)
+
+    def _check(self, same_seed: bool) -> None:
         timings = self.check_seconds = {}
         started = time.perf_counter()
         found = self.run_sync(self._violations())

@@ -47,6 +47,7 @@ from pyworkflow.model.exceptions import (
 from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
 from pyworkflow_testing.checking import Checks, SimulationFailure
+from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.fate import scripted_action
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.loop import VirtualTimeEventLoop
@@ -245,7 +246,7 @@ class Simulation(Checks):
     def _run_here(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` to completion with user code's clocks on virtual time; one call at a time
         in the whole process (``warped`` swaps module attributes that every thread sees)."""
-        with _running:
+        with _running, fewer_collections():
             _inside.active = True
             try:
                 with warped(_user_modules(), self.world.clock.now):
