@@ -109,7 +109,8 @@ class FaultyStorage(StorageBackend):
         await self._interleave()
         delivery = _delivery.get()
         if delivery is not None:
-            delivery.runs.update(commit.run_id for commit in commits)
+            for commit in commits:
+                delivery.runs.add(commit.run_id)
         crash_point("before_commit")
         self._maybe_fail("commit")
         heads: list[int] = []
