@@ -8,6 +8,7 @@ then talk only to the ``Runtime`` port and the ``StorageBackend`` port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,8 +116,9 @@ async def start(
     """Start a run of ``workflow_func``; returns its run id.
 
     On the local runtime the workflow runs in this process until it finishes or blocks; if it
-    raises, ``start`` re-raises after the run is recorded as failed. The same
-    ``idempotency_key`` always gives the same run id.
+    raises, ``start`` re-raises after the run is recorded as failed (the error names the run:
+    its ``run_id`` attribute, and a note). The same ``idempotency_key`` always gives the same
+    run id.
     """
     definition = workflow_definition_of(workflow_func)
     if durable is None:
@@ -133,8 +135,22 @@ async def start(
     if not durable and outcome is not None:
         outcome = await _retry_inline(run_id, store, chosen, outcome)
     if outcome is not None and outcome.status is RunStatus.FAILED:
-        outcome.value()  # raises the run's error
+        try:
+            outcome.value()  # raises the run's error
+        except Exception as exc:
+            _name_the_run(exc, run_id)
+            raise
     return run_id
+
+
+def _name_the_run(exc: Exception, run_id: str) -> None:
+    """Say which run the error ``start`` re-raises ended: a note in its traceback, and its
+    ``run_id`` attribute when it has none of its own (and takes one)."""
+    exc.add_note(f"(pyworkflow run {run_id} failed with this error; it is recorded as failed)")
+    if getattr(exc, "run_id", None) is None:
+        # (A class with __slots__, or a frozen one, takes none: the note still names the run.)
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.run_id = run_id  # type: ignore[attr-defined]
 
 
 async def _retry_inline(

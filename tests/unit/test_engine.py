@@ -242,12 +242,15 @@ async def fatal_wf() -> None:
 
 
 async def test_fatal_error_is_not_retried_and_start_reraises(env: Env) -> None:
-    with pytest.raises(FatalError, match="card declined"):
+    with pytest.raises(FatalError, match="card declined") as raised:
         await env.start(fatal_wf)
     assert calls["fatal"] == 1
     runs, _ = await env.storage.list_runs()
     assert runs[0].status is RunStatus.FAILED
     assert runs[0].error == "card declined"
+    # The error names the run it ended, so the caller can find it.
+    assert raised.value.run_id == runs[0].run_id  # type: ignore[attr-defined]
+    assert any(runs[0].run_id in note for note in raised.value.__notes__)
 
 
 @step(timeout="1s", max_retries=1, retry_delay="0s")
