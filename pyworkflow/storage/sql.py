@@ -449,6 +449,12 @@ T_UPDATE_RUN = T_UPDATE_RUN_FIELDS + " WHERE run_id = ?"
 T_UPDATE_RUN_AND_LEASE = (
     T_UPDATE_RUN_FIELDS + ", lease_owner = ?, lease_expires_at = ? WHERE run_id = ?"
 )
+# The same without ``status`` (its first parameter), for a commit that keeps it (most do): an
+# UPDATE that names an indexed column rewrites that index's page even when the value stays, which
+# on SQLite doubled what a step's transaction wrote to the WAL.
+_KEEP_STATUS = ("status = COALESCE(?, status), ", "")
+T_UPDATE_RUN_KEEP_STATUS = T_UPDATE_RUN.replace(*_KEEP_STATUS)
+T_UPDATE_RUN_AND_LEASE_KEEP_STATUS = T_UPDATE_RUN_AND_LEASE.replace(*_KEEP_STATUS)
 
 T_INSERT_EVENT = f"INSERT INTO {{events}} ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 T_SELECT_EVENTS = (
@@ -569,6 +575,8 @@ class Statements:
         self.select_head = sql(T_SELECT_HEAD)
         self.update_run = sql(T_UPDATE_RUN)
         self.update_run_and_lease = sql(T_UPDATE_RUN_AND_LEASE)
+        self.update_run_keep_status = sql(T_UPDATE_RUN_KEEP_STATUS)
+        self.update_run_and_lease_keep_status = sql(T_UPDATE_RUN_AND_LEASE_KEEP_STATUS)
         self.insert_event = sql(T_INSERT_EVENT)
         self.select_events = sql(T_SELECT_EVENTS)
         self.select_command_events = sql(T_SELECT_COMMAND_EVENTS)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -231,9 +231,18 @@ class _Batch:
 
 
 def _execute_update(
-    conn: sqlite3.Connection, run_id: str, with_lease: bool, params: list[Any]
+    conn: sqlite3.Connection, run_id: str, with_lease: bool, params: Sequence[Any]
 ) -> None:
-    conn.execute(_SQL.update_run_and_lease if with_lease else _SQL.update_run, (*params, run_id))
+    """A commit's row change; ``params[0]`` is the status (None keeps it: the statement that does
+    not name it, ``T_UPDATE_RUN_KEEP_STATUS``)."""
+    if params[0] is None:
+        statement = (
+            _SQL.update_run_and_lease_keep_status if with_lease else _SQL.update_run_keep_status
+        )
+        conn.execute(statement, (*params[1:], run_id))
+    else:
+        statement = _SQL.update_run_and_lease if with_lease else _SQL.update_run
+        conn.execute(statement, (*params, run_id))
 
 
 def _notice_target(
@@ -480,9 +489,9 @@ class SQLiteStorageBackend(StorageBackend):
         if batch is not None:
             batch.update(conn, run_id, fields, lease.change is not Change.KEEP, owner, expires)
         elif lease.change is Change.KEEP:
-            conn.execute(_SQL.update_run, (*fields, run_id))
+            _execute_update(conn, run_id, False, fields)
         else:
-            conn.execute(_SQL.update_run_and_lease, (*fields, owner, expires, run_id))
+            _execute_update(conn, run_id, True, (*fields, owner, expires))
         timer = commit.timer_change
         if timer.change is Change.SET:
             conn.execute(_SQL.set_timer, (run_id, micros_or_none(timer.fire_at)))
