@@ -145,10 +145,17 @@ async def start(
 
 def _name_the_run(exc: Exception, run_id: str) -> None:
     """Say which run the error ``start`` re-raises ended: a note in its traceback, and its
-    ``run_id`` attribute when it has none of its own (and takes one)."""
-    exc.add_note(f"(pyworkflow run {run_id} failed with this error; it is recorded as failed)")
-    if getattr(exc, "run_id", None) is None:
-        # (A class with __slots__, or a frozen one, takes none: the note still names the run.)
+    ``run_id`` attribute unless it has one of its own (one an inner ``start`` set, whose note
+    names it, is replaced). An error that takes neither (``__slots__``, a frozen dataclass)
+    is raised as it is."""
+    previous = getattr(exc, "run_id", None)
+    notes = getattr(exc, "__notes__", None) or []
+    ours = previous is not None and any(
+        isinstance(note, str) and note.startswith(f"(pyworkflow run {previous} ") for note in notes
+    )
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.add_note(f"(pyworkflow run {run_id} failed with this error; it is recorded as failed)")
+    if previous is None or ours:
         with contextlib.suppress(AttributeError, TypeError):
             exc.run_id = run_id  # type: ignore[attr-defined]
 

@@ -6,7 +6,8 @@ threshold (700 allocations) the collector ran so often that it cost about a tent
 ``bench/simulation.py``'s ``throughput_sampled_rerun`` went from 387 to 420 workflow-days per
 second with a threshold of 10,000 (456 with the collector off, which would let cyclic garbage of a
 long simulation pile up). The threshold is raised only while a simulation runs or is checked, and
-put back afterwards; a caller's higher threshold is kept.
+put back afterwards (a change made meanwhile is undone then); a caller's higher threshold, or
+collection turned off, is kept.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def fewer_collections() -> Iterator[None]:
     with _lock:
         if _depth == 0:
             _saved = gc.get_threshold()
-            if _saved[0] < THRESHOLD:
+            if 0 < _saved[0] < THRESHOLD:  # (0: the caller turned collection off)
                 gc.set_threshold(THRESHOLD, _saved[1], _saved[2])
         _depth += 1
     try:

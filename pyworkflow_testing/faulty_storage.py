@@ -117,8 +117,8 @@ class FaultyStorage(StorageBackend):
         for commit in commits:
             try:
                 heads.append(await self.inner.commit(commit))  # (never suspends: one write)
-            except WorkflowError as exc:
-                if self.trace is not None:
+            except Exception as exc:
+                if self.trace is not None and isinstance(exc, WorkflowError):
                     self._trace_refused(commit, exc)
                 if heads:
                     # The engine joins only writes that cannot refuse each other: report it.

@@ -139,6 +139,9 @@ class FileStorageBackend(StorageBackend):
         except BaseException:
             os.close(fd)
             raise
+        if self._lock_fd is not None:  # another call connected while this one waited
+            os.close(fd)
+            return
         self._lock_fd = fd
 
     def _check_format(self) -> None:

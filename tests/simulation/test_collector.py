@@ -51,9 +51,11 @@ def test_windows_nest_across_threads_and_a_higher_threshold_is_kept() -> None:
     leave.set()
     thread.join(10)
     assert gc.get_threshold() == before
-    gc.set_threshold(THRESHOLD * 3, *before[1:])
-    try:
-        with fewer_collections():
-            assert gc.get_threshold()[0] == THRESHOLD * 3
-    finally:
-        gc.set_threshold(*before)
+    for theirs in (THRESHOLD * 3, 0):  # a higher threshold, or collection turned off, stays
+        gc.set_threshold(theirs, *before[1:])
+        try:
+            with fewer_collections():
+                assert gc.get_threshold()[0] == theirs
+            assert gc.get_threshold()[0] == theirs
+        finally:
+            gc.set_threshold(*before)

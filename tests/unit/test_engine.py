@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -251,6 +252,28 @@ async def test_fatal_error_is_not_retried_and_start_reraises(env: Env) -> None:
     # The error names the run it ended, so the caller can find it.
     assert raised.value.run_id == runs[0].run_id  # type: ignore[attr-defined]
     assert any(runs[0].run_id in note for note in raised.value.__notes__)
+
+
+@dataclass(frozen=True)
+class FrozenRefusal(Exception):  # noqa: N818 - a user's error class, named as users name them
+    code: int
+
+
+@step(name="frozen_refusal_step", max_retries=0)
+async def frozen_refusal_step() -> None:
+    raise FrozenRefusal(7)
+
+
+@workflow(name="frozen_refusal_wf")
+async def frozen_refusal_wf() -> None:
+    await frozen_refusal_step()
+
+
+async def test_start_reraises_an_error_that_takes_no_attributes_as_it_is(env: Env) -> None:
+    with pytest.raises(FrozenRefusal) as raised:
+        await env.start(frozen_refusal_wf)
+    assert raised.value.code == 7
+    assert not hasattr(raised.value, "run_id")
 
 
 @step(timeout="1s", max_retries=1, retry_delay="0s")

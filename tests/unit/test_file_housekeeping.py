@@ -3,6 +3,9 @@ a format marker that an older release refuses."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import stat
 from pathlib import Path
 
@@ -74,3 +77,27 @@ async def test_a_folder_says_its_format_and_a_newer_one_is_refused(tmp_path: Pat
     (base / "FORMAT").write_text("not a number")
     with pytest.raises(ConfigurationError, match="not a format number"):
         await FileStorageBackend(base).connect()
+
+
+async def test_concurrent_first_calls_open_one_lock_file(tmp_path: Path) -> None:
+    base = tmp_path / "data"
+    storage = FileStorageBackend(base)
+    await storage.create_run(*_run("r1"))
+    await storage.close()
+
+    def lock_fds() -> int:
+        lock = str(base / "lock")
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == lock)
+
+    before = lock_fds()
+    holder = os.open(base / "lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process holds the lock: connects wait
+    again = FileStorageBackend(base)
+    reads = [asyncio.ensure_future(again.get_run("r1")) for _ in range(5)]
+    await asyncio.sleep(0.05)  # (the holder keeps the lock a while: not a wait for a condition)
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    assert all(run is not None for run in await asyncio.gather(*reads))
+    await again.close()
+    assert lock_fds() == before
