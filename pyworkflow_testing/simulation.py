@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
 import os
 import random
 import threading
@@ -378,8 +379,9 @@ class Simulation(Checks):
     async def wait_for_hook(
         self, run: SimRun, name: str, within: timedelta = timedelta(days=1)
     ) -> bool:
-        """Run until ``run`` has a pending hook ``name``; False if it ended, if ``within`` passed,
-        or if the simulation went idle without it (nothing left could ever create it)."""
+        """Run until ``run``, or a run it started (a child, a child's child, the next run of its
+        chain), has a pending hook ``name``; False if the run (its chain) ended, if ``within``
+        passed, or if the simulation went idle without it (nothing left could ever create it)."""
         return await self._call(self._wait_for_hook(run.index, name, within.total_seconds()))
 
     async def _wait_for_hook(self, index: int, name: str, seconds: float) -> bool:
@@ -387,21 +389,51 @@ class Simulation(Checks):
         # wait exactly the same way (polling from outside would let busy workers run between
         # the polls, differently each time).
         self.script.append(_Action("wait_hook", (index, name, seconds)))
-        run_id, storage = self.runs[index].run_id, self.world.storage.inner
+        run_id, storage, world = self.runs[index].run_id, self.world.storage.inner, self.world
         deadline = self._loop.time() + seconds
         idle = False
         while True:
-            hooks = await storage.list_hooks(run_id, HookStatus.PENDING)
-            for hook in hooks:
-                if hook.name == name and await self._token_known(run_id, hook) is not None:
-                    return True
+            if await self._family_hook(run_id, name) is not None:
+                return True
             record = await storage.get_run(run_id)
+            if record is not None:
+                record = await chain_end(storage, record)
             if idle or record is None or record.status.is_terminal:
                 return False
             now = self._loop.time()
             if now >= deadline:
                 return False
-            idle = await self.world.run_until_idle(min(now + 1.0, deadline))
+            # Look again every virtual second; while nothing is under way (no worker busy, no
+            # message waiting), nothing can create the hook before the next wake-up: the next
+            # look is the first one after it (a run sleeping for days before it asks is not
+            # looked at once a second meanwhile).
+            until = now + 1.0
+            wakeup = None if world.busy or world.broker.visible else world._next_wakeup()
+            if wakeup is not None and wakeup > until:
+                until = now + math.ceil(wakeup - now)
+            idle = await world.run_until_idle(min(until, deadline))
+
+    async def _family_hook(self, run_id: str, name: str) -> tuple[str, Hook, str] | None:
+        """The pending hook ``name`` of run ``run_id`` or of a run it started (children, breadth
+        first in the order they were created, and the runs of each one's chain), whose token
+        whoever answers it has (see ``_token_known``): (its run id, the hook, the token)."""
+        storage = self.world.storage.inner
+        queue, seen = [run_id], {run_id}
+        while queue:
+            current = queue.pop(0)
+            for hook in await storage.list_hooks(current, HookStatus.PENDING):
+                if hook.name == name:
+                    token = await self._token_known(current, hook)
+                    if token is not None:
+                        return current, hook, token
+            record = await storage.get_run(current)
+            following = [] if record is None else [record.continued_to_run_id]
+            children = await storage.list_children(current, open_only=True)
+            for next_id in [*following, *(child.run_id for child in children)]:
+                if next_id is not None and next_id not in seen:
+                    seen.add(next_id)
+                    queue.append(next_id)
+        return None
 
     async def cancel(
         self,
@@ -555,23 +587,27 @@ class Simulation(Checks):
         return await getattr(engine, f"{op}_schedule")(*args)
 
     async def resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
-        """Deliver ``payload`` to the pending hook ``name`` of ``run``."""
+        """Deliver ``payload`` to the pending hook ``name`` of ``run``, or of a run it started
+        (see ``wait_for_hook``)."""
         await self._call(self._resume_hook(run, name, payload))
 
     async def _resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
-        hooks = await self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
-        matching = [hook for hook in hooks if hook.name == name]
-        if not matching:
-            raise HookNotFoundError(f"run {run.run_id} has no pending hook {name!r}")
-        token = await self._token_known(run.run_id, matching[0])
-        if token is None:
+        found = await self._family_hook(run.run_id, name)
+        if found is None:
+            hooks = await self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
+            if any(hook.name == name for hook in hooks):
+                raise HookNotFoundError(
+                    f"run {run.run_id}: hook {name!r} was created with on_created, which was"
+                    " never called: nobody outside was handed its token"
+                )
             raise HookNotFoundError(
-                f"run {run.run_id}: hook {name!r} was created with on_created, which was never"
-                " called: nobody outside was handed its token"
+                f"neither run {run.run_id} nor a run it started has a pending hook {name!r}"
             )
+        owner, _, token = found
         self.script.append(_Action("hook", (run.index, name, payload)))
         if self.trace is not None:
-            self.trace.scripted(HOOK, run.run_id, f"payload for hook {name!r} of run {run.index}")
+            whose = f"run {run.index}" if owner == run.run_id else f"run {owner}"
+            self.trace.scripted(HOOK, owner, f"payload for hook {name!r} of {whose}")
         with scripted_action():
             await self._deliver_payload(run, name, token, payload)
 

@@ -34,7 +34,6 @@ from pyworkflow_testing.simulation import DEFAULT_LIVENESS, Simulation, Simulati
 from pyworkflow_testing.warmup import warm_up
 
 DEFAULT_WORKERS = 3
-HOOK_WAIT = timedelta(days=1)
 
 _SEED_RANGE = re.compile(r"(\d+)\.\.(\d+)")
 
@@ -228,8 +227,9 @@ def _play(sim: Simulation, spec: SweepSpec, workflow: Any) -> list[str]:
     ``replay_script`` performs it again for the reruns (no event loop of its own, no trip to the
     simulation's thread)."""
     run = sim.run_sync(sim._start(workflow, spec.args, spec.kwargs))
+    wait = spec.liveness_bound().total_seconds()  # (a run may sleep for days before it asks)
     for name, payload in spec.answer_hooks.items():
-        if sim.run_sync(sim._wait_for_hook(run.index, name, HOOK_WAIT.total_seconds())):
+        if sim.run_sync(sim._wait_for_hook(run.index, name, wait)):
             sim.run_sync(sim._resume_hook(run, name, payload))
     sim.run_sync(sim._run_until_idle())
     return sim.run_sync(_statuses(sim))
@@ -325,7 +325,6 @@ def run_sweep(
 
 
 __all__ = [
-    "HOOK_WAIT",
     "ReportRequest",
     "SeedOutcome",
     "SweepSpec",

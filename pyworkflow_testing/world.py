@@ -604,7 +604,10 @@ class World:
         served_at: float | None = None  # when timers were last served while workers were busy
         self._progress = (-1, 0)
         while True:
-            if self.chooser.fault("restart", "tick") and self.busy:
+            # Drawn only while workers are busy: a restart of an idle world changes nothing,
+            # and a draw that "fired" there counted as a fault (the seed looked faulty to the
+            # oracles, and used up ``max_faults``) though nothing happened.
+            if self.busy and self.chooser.fault("restart", "tick"):
                 self._restart_everything()
             if self._stuck(max_time):
                 return False

@@ -176,6 +176,17 @@ class MemoryStore:
         run_id = self._idempotency.get(key)
         return self.get_run(run_id) if run_id is not None else None
 
+    def list_children(self, parent_run_id: str, open_only: bool) -> list[WorkflowRun]:
+        """One pass over the runs (``StorageBackend.list_children`` pages through them all)."""
+        found = [
+            log
+            for log in self._runs.values()
+            if log.run.parent_run_id == parent_run_id
+            and not (open_only and log.run.status.is_terminal)
+        ]
+        found.sort(key=lambda log: (log.run.created_at or _EPOCH, log.run.run_id))
+        return [self._read_run(log) for log in found]
+
     def list_runs(
         self,
         status: RunStatus | None,
@@ -685,6 +696,11 @@ class InMemoryStorageBackend(StorageBackend):
 
     async def get_run_by_idempotency_key(self, key: str) -> WorkflowRun | None:
         return self._store.get_run_by_idempotency_key(key)
+
+    async def list_children(
+        self, parent_run_id: str, *, open_only: bool = False
+    ) -> list[WorkflowRun]:
+        return self._store.list_children(parent_run_id, open_only)
 
     async def list_runs(
         self,

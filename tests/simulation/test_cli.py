@@ -77,6 +77,20 @@ def test_text_summary_with_answered_hooks_and_arguments() -> None:
     assert "runs ended: 5 completed" in result.stdout
 
 
+def test_answered_hooks_reach_a_child_of_the_run() -> None:
+    # The run sleeps two days, then its child asks: answered (not expired after its hour).
+    result = simulate(
+        "tests.simulation.test_simulation:parent_of_asker",
+        "--seeds",
+        "0..9",
+        "--answer-hooks",
+        '{"approve": "yes"}',
+    )
+    assert result.exit_code == 0, result.output
+    assert "10 passed, 0 failed" in result.stdout
+    assert "runs ended: 10 completed" in result.stdout
+
+
 def test_jobs_give_the_same_outcomes_as_one_process() -> None:
     def outcome(*extra: str) -> dict[str, Any]:
         result = simulate(ONBOARDING, "--seeds", "0..5", "--json", *extra)

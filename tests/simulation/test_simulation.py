@@ -16,6 +16,7 @@ from pyworkflow import (
     CancellationError,
     Event,
     EventType,
+    HookNotFoundError,
     RetryableError,
     RunStatus,
     WorkflowRun,
@@ -412,10 +413,10 @@ def test_a_forked_child_gets_its_own_simulation_thread() -> None:
         parent.close()
 
 
-async def _onboarding_seed_912() -> Simulation:
-    """Seed 912 of the onboarding sweep: crashes, a dropped message and two restarts in a row
-    make the run lose its worker 4 times (max_recovery_attempts=3), and it fails."""
-    sim = Simulation(912, "all", workers=3)
+async def _onboarding_seed_1981() -> Simulation:
+    """Seed 1981 of the onboarding sweep: its faults make the run lose its worker 4 times
+    (max_recovery_attempts=3), and it fails."""
+    sim = Simulation(1981, "all", workers=3)
     run = await sim.start(onboarding, user_id="user-1")
     if await sim.wait_for_hook(run, "activation"):
         await sim.resume_hook(run, "activation", {"via": "simulated click"})
@@ -426,7 +427,7 @@ async def _onboarding_seed_912() -> Simulation:
 
 
 async def test_a_recovery_budget_spent_on_faults_is_not_a_fault_free_difference() -> None:
-    sim = await _onboarding_seed_912()
+    sim = await _onboarding_seed_1981()
     try:
         sim.check()  # every loss the engine counted has a fault that struck the run
     finally:
@@ -434,7 +435,7 @@ async def test_a_recovery_budget_spent_on_faults_is_not_a_fault_free_difference(
 
 
 async def test_a_recovery_budget_spent_without_faults_to_blame_is_reported() -> None:
-    sim = await _onboarding_seed_912()
+    sim = await _onboarding_seed_1981()
     try:
         sim.world.ledger.faults.clear()  # as if the engine had counted losses nobody caused
         sim.world.ledger.global_faults = 0
@@ -572,3 +573,27 @@ async def test_list_runs_returns_every_run_the_simulation_holds() -> None:
         assert len(leaves) == 3 and all(r.parent_run_id == run.run_id for r in leaves)
     finally:
         sim.close()
+
+
+@workflow(name="sim_child_asks")
+async def child_asks(who: str) -> str:
+    answer = await hook("approve", timeout="1h")
+    return f"{who}: {answer}"
+
+
+@workflow(name="sim_parent_of_asker")
+async def parent_of_asker() -> str:
+    await sleep("2d")  # (looked at again after the sleep, not once a virtual second meanwhile)
+    return await start_child_workflow(child_asks, "bob")
+
+
+async def test_a_hook_of_a_child_is_waited_for_and_answered_through_its_parent() -> None:
+    async with Simulation(seed=5, faults="all", workers=2) as sim:
+        run = await sim.start(parent_of_asker)
+        assert await sim.wait_for_hook(run, "approve", within=timedelta(days=3))
+        await sim.resume_hook(run, "approve", "yes")
+        await sim.run_until_idle()
+        assert await run.result() == "bob: yes"
+        sim.check()
+        with pytest.raises(HookNotFoundError, match="nor a run it started"):
+            await sim.resume_hook(run, "approve", "again")
