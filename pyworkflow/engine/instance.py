@@ -349,7 +349,10 @@ class WorkflowInstance:
                 cmd.recorded = True
                 if etype is EventType.STEP_STARTED:
                     cmd.attempt = max(cmd.attempt, int(data.get("attempt", 1)))
-                    cmd.retry_pending = False
+                    # A start after an interruption supersedes the attempt it lost. (Replaying,
+                    # the command may look started at the interruption already: its code issued
+                    # it from the recorded start, further on in the log.)
+                    cmd.retry_pending = cmd.lost_attempt = False
             return
         if etype is EventType.STEP_FAILED and data.get("retrying"):
             return  # an attempt's failure: the step.retrying that follows says what comes next
@@ -357,6 +360,7 @@ class WorkflowInstance:
             cmd = self._issued(event)
             cmd.attempt = max(cmd.attempt, int(data["attempt"]))
             cmd.retry_pending = True
+            cmd.lost_attempt = False  # (the attempt ended: nothing of it is in flight)
             cmd.wake_at = datetime.fromisoformat(data["resume_at"])
             return
         if etype in _RESOLVERS:

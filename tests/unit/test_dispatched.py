@@ -261,3 +261,50 @@ async def test_the_sweeper_recovers_every_expired_run_not_one_batch_a_tick(
     assert set(first) | set(rest) == run_ids and len(rest) == 150
     assert sorted(queue.activations) == sorted(run_ids)
     assert await engine.recover_expired(limit=100, until_done=True) == []
+
+
+flaky_calls: list[int] = []
+
+
+@step(max_retries=2, retry_delay="10s")
+async def fails_first(x: int) -> int:
+    flaky_calls.append(x)
+    if len(flaky_calls) == 1:
+        raise ConnectionError("the first attempt fails")
+    return x
+
+
+@workflow()
+async def after_a_lost_start(x: int) -> int:
+    return await fails_first(x)
+
+
+async def test_a_retry_after_a_recovery_is_published_once_by_a_worker_replaying_the_log(
+    clock: ManualClock,
+) -> None:
+    # The run's first activation was lost (workflow.interrupted comes before any step.started).
+    # A worker replaying that log from scratch sees the step as started already when it reads
+    # the interruption (its code issued it from the recorded start); the attempt that was in
+    # flight then must not stay "lost" once it is known to have ended, or the retry is
+    # published twice (as new and as lost), and runs twice.
+    flaky_calls.clear()
+    queue = HeldQueue()
+    engine = _engine(clock, queue, None)
+    run, _ = await engine.start_run(workflow_definition_of(after_a_lost_start), (7,), {})
+    clock.advance(31)
+    assert await engine.recover_expired() == [run.run_id]
+    await engine.advance(run.run_id)
+    assert [attempt for *_, attempt in queue.steps] == [1]
+    await engine.execute_step(*queue.steps.pop())  # fails: a retry in 10 s
+    engine.evict()  # the next activation replays the whole log
+    clock.advance(10)
+    await engine.advance(run.run_id)
+    assert [attempt for *_, attempt in queue.steps] == [2]
+    await engine.execute_step(*queue.steps.pop())
+    await engine.advance(run.run_id)
+    record = await engine.storage.get_run(run.run_id)
+    assert record is not None and record.status is RunStatus.COMPLETED
+    assert flaky_calls == [7, 7]
+    events = await engine.storage.get_events(run.run_id)
+    types = [e.type for e in events]
+    assert types.index(EventType.WORKFLOW_INTERRUPTED) < types.index(EventType.STEP_STARTED)
