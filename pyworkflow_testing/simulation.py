@@ -389,16 +389,14 @@ class Simulation(Checks):
         # wait exactly the same way (polling from outside would let busy workers run between
         # the polls, differently each time).
         self.script.append(_Action("wait_hook", (index, name, seconds)))
-        run_id, storage, world = self.runs[index].run_id, self.world.storage.inner, self.world
+        run_id, world = self.runs[index].run_id, self.world
         deadline = self._loop.time() + seconds
         idle = False
         while True:
-            if await self._family_hook(run_id, name) is not None:
+            hooks, open_runs = await self._family_hooks(run_id, name)
+            if any(token is not None for _, _, token in hooks):
                 return True
-            record = await storage.get_run(run_id)
-            if record is not None:
-                record = await chain_end(storage, record)
-            if idle or record is None or record.status.is_terminal:
+            if idle or not open_runs:
                 return False
             now = self._loop.time()
             if now >= deadline:
@@ -413,27 +411,34 @@ class Simulation(Checks):
                 until = now + math.ceil(wakeup - now)
             idle = await world.run_until_idle(min(until, deadline))
 
-    async def _family_hook(self, run_id: str, name: str) -> tuple[str, Hook, str] | None:
-        """The pending hook ``name`` of run ``run_id`` or of a run it started (children, breadth
-        first in the order they were created, and the runs of each one's chain), whose token
-        whoever answers it has (see ``_token_known``): (its run id, the hook, the token)."""
+    async def _family_hooks(
+        self, run_id: str, name: str
+    ) -> tuple[list[tuple[str, Hook, str | None]], int]:
+        """The pending hooks ``name`` of run ``run_id`` and of the runs it started (its chain's
+        next runs, its children, theirs, breadth first; children by ``(created_at, run_id)``),
+        each with the token whoever answers it has (``_token_known``: None before its
+        ``on_created`` was called); and how many runs of that family are still open (a child
+        started from a step may outlive its parent)."""
         storage = self.world.storage.inner
         queue, seen = [run_id], {run_id}
+        found: list[tuple[str, Hook, str | None]] = []
+        open_runs = 0
         while queue:
             current = queue.pop(0)
-            for hook in await storage.list_hooks(current, HookStatus.PENDING):
-                if hook.name == name:
-                    token = await self._token_known(current, hook)
-                    if token is not None:
-                        return current, hook, token
             record = await storage.get_run(current)
-            following = [] if record is None else [record.continued_to_run_id]
-            children = await storage.list_children(current, open_only=True)
-            for next_id in [*following, *(child.run_id for child in children)]:
+            if record is None:
+                continue
+            if not record.status.is_terminal:
+                open_runs += 1
+                for hook in await storage.list_hooks(current, HookStatus.PENDING):
+                    if hook.name == name:
+                        found.append((current, hook, await self._token_known(current, hook)))
+            children = await storage.list_children(current)
+            for next_id in [record.continued_to_run_id, *(child.run_id for child in children)]:
                 if next_id is not None and next_id not in seen:
                     seen.add(next_id)
                     queue.append(next_id)
-        return None
+        return found, open_runs
 
     async def cancel(
         self,
@@ -592,18 +597,18 @@ class Simulation(Checks):
         await self._call(self._resume_hook(run, name, payload))
 
     async def _resume_hook(self, run: SimRun, name: str, payload: Any) -> None:
-        found = await self._family_hook(run.run_id, name)
-        if found is None:
-            hooks = await self.world.storage.inner.list_hooks(run.run_id, HookStatus.PENDING)
-            if any(hook.name == name for hook in hooks):
+        hooks, _ = await self._family_hooks(run.run_id, name)
+        answerable = [(owner, token) for owner, _, token in hooks if token is not None]
+        if not answerable:
+            if hooks:
                 raise HookNotFoundError(
-                    f"run {run.run_id}: hook {name!r} was created with on_created, which was"
+                    f"run {hooks[0][0]}: hook {name!r} was created with on_created, which was"
                     " never called: nobody outside was handed its token"
                 )
             raise HookNotFoundError(
                 f"neither run {run.run_id} nor a run it started has a pending hook {name!r}"
             )
-        owner, _, token = found
+        owner, token = answerable[0]
         self.script.append(_Action("hook", (run.index, name, payload)))
         if self.trace is not None:
             whose = f"run {run.index}" if owner == run.run_id else f"run {owner}"

@@ -157,7 +157,6 @@ class _Activation:
     inst: WorkflowInstance
     running: dict[int, asyncio.Task[list[Event]]] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)  # position -> attempt running
-    republish: list[tuple[str, int]] = field(default_factory=list)
     # Inline attempts an earlier try of this activation ran but could not commit (it lost a
     # commit race to a step worker or a hook receipt): adopted, never run again.
     carried: _Carried = field(default_factory=dict)
@@ -620,11 +619,10 @@ class Engine(
 
     def _dispatch(self, act: _Activation, cmd: Command, attempt: int) -> None:
         inst = act.inst
-        if cmd.lost_attempt:
-            # The attempt in flight was lost with its worker: publish it again, same number.
-            cmd.lost_attempt = False
-            act.republish.append((cmd.command_id, attempt))
-            return
+        # An attempt lost with its worker (``lost_attempt``) starts again with the same number,
+        # recorded like any start: a later activation that replays the log sees it started
+        # again, and does not publish it once more while the new one runs.
+        cmd.lost_attempt = False
         assert cmd.step is not None
         args_json, kwargs_json = serialize_args(cmd.args, cmd.kwargs)
         data: dict[str, Any] = {
@@ -895,8 +893,6 @@ class Engine(
             or inst.blocked  # (its code got through now: the commit clears the block)
         ):
             await self._commit(inst, status=status, timer=wake, lease=lease)
-        for step_id, attempt in act.republish:
-            await self.queue.enqueue_step(inst.run_id, step_id, attempt)
         if status is RunStatus.SUSPENDED:
             lifecycle(
                 "run {} suspended (next wake-up {})",

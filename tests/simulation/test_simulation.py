@@ -597,3 +597,32 @@ async def test_a_hook_of_a_child_is_waited_for_and_answered_through_its_parent()
         sim.check()
         with pytest.raises(HookNotFoundError, match="nor a run it started"):
             await sim.resume_hook(run, "approve", "again")
+
+
+@workflow(name="sim_late_asker")
+async def late_asker() -> str:
+    await sleep("1h")
+    return await hook("approve", timeout="1d")
+
+
+@step(name="sim_spawn_asker")
+async def spawn_asker() -> None:
+    await start_child_workflow(late_asker, wait_for_completion=False)
+
+
+@workflow(name="sim_parent_spawns")
+async def parent_spawns() -> str:
+    await spawn_asker()
+    return "done"
+
+
+async def test_a_child_started_from_a_step_is_waited_for_after_its_parent_ended() -> None:
+    async with Simulation(seed=1, faults="all", workers=2) as sim:
+        run = await sim.start(parent_spawns)
+        assert await sim.wait_for_hook(run, "approve", within=timedelta(days=1))
+        assert await run.result() == "done"  # (the parent ended long before its child asked)
+        await sim.resume_hook(run, "approve", "ok")
+        await sim.run_until_idle()
+        [child] = [r for r in await sim.list_runs() if r.parent_run_id == run.run_id]
+        assert child.status is RunStatus.COMPLETED
+        sim.check()
