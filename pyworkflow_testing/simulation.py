@@ -420,24 +420,39 @@ class Simulation(Checks):
         ``on_created`` was called); and how many runs of that family are still open (a child
         started from a step may outlive its parent)."""
         storage = self.world.storage.inner
-        queue, seen = [run_id], {run_id}
+        root = await storage.get_run(run_id)
+        if root is None:
+            return [], 0
+        # Who started whom: one pass over the runs, and only when the run started any (a family
+        # of many runs would otherwise cost a pass per member, at every look).
+        children: dict[str, list[WorkflowRun]] = {}
+        if root.continued_to_run_id is not None or await storage.list_children(run_id):
+            cursor: str | None = None
+            while True:
+                page, cursor = await storage.list_runs(limit=1_000, cursor=cursor)
+                for record in page:  # (in (created_at, run_id) order)
+                    if record.parent_run_id is not None:
+                        children.setdefault(record.parent_run_id, []).append(record)
+                if cursor is None:
+                    break
+        queue, seen = [root], {run_id}
         found: list[tuple[str, Hook, str | None]] = []
         open_runs = 0
         while queue:
-            current = queue.pop(0)
-            record = await storage.get_run(current)
-            if record is None:
-                continue
+            record = queue.pop(0)
+            current = record.run_id
             if not record.status.is_terminal:
                 open_runs += 1
                 for hook in await storage.list_hooks(current, HookStatus.PENDING):
                     if hook.name == name:
                         found.append((current, hook, await self._token_known(current, hook)))
-            children = await storage.list_children(current)
-            for next_id in [record.continued_to_run_id, *(child.run_id for child in children)]:
-                if next_id is not None and next_id not in seen:
-                    seen.add(next_id)
-                    queue.append(next_id)
+            following = []
+            if record.continued_to_run_id is not None and record.continued_to_run_id not in seen:
+                following.append(await storage.get_run(record.continued_to_run_id))
+            for child in [*following, *children.get(current, [])]:
+                if child is not None and child.run_id not in seen:
+                    seen.add(child.run_id)
+                    queue.append(child)
         return found, open_runs
 
     async def cancel(
