@@ -279,6 +279,31 @@ async def after_a_lost_start(x: int) -> int:
     return await fails_first(x)
 
 
+async def _start_after_a_lost_start(clock: ManualClock) -> tuple[Engine, HeldQueue, str]:
+    flaky_calls.clear()
+    queue = HeldQueue()
+    engine = _engine(clock, queue, None)
+    run, _ = await engine.start_run(workflow_definition_of(after_a_lost_start), (7,), {})
+    clock.advance(31)  # the first activation was lost: the sweeper takes the run back
+    assert await engine.recover_expired() == [run.run_id]
+    await engine.advance(run.run_id)
+    return engine, queue, run.run_id
+
+
+async def _retry_published_once_then_done(
+    clock: ManualClock, engine: Engine, queue: HeldQueue, run_id: str
+) -> None:
+    """The failed attempt's retry, 10 s later: published once, and the run completes."""
+    clock.advance(10)
+    await engine.advance(run_id)
+    assert [attempt for *_, attempt in queue.steps] == [2]
+    await engine.execute_step(*queue.steps.pop())
+    await engine.advance(run_id)
+    record = await engine.storage.get_run(run_id)
+    assert record is not None and record.status is RunStatus.COMPLETED
+    assert flaky_calls == [7, 7]
+
+
 async def test_a_retry_after_a_recovery_is_published_once_by_a_worker_replaying_the_log(
     clock: ManualClock,
 ) -> None:
@@ -287,25 +312,12 @@ async def test_a_retry_after_a_recovery_is_published_once_by_a_worker_replaying_
     # the interruption (its code issued it from the recorded start); the attempt that was in
     # flight then must not stay "lost" once it is known to have ended, or the retry is
     # published twice (as new and as lost), and runs twice.
-    flaky_calls.clear()
-    queue = HeldQueue()
-    engine = _engine(clock, queue, None)
-    run, _ = await engine.start_run(workflow_definition_of(after_a_lost_start), (7,), {})
-    clock.advance(31)
-    assert await engine.recover_expired() == [run.run_id]
-    await engine.advance(run.run_id)
+    engine, queue, run_id = await _start_after_a_lost_start(clock)
     assert [attempt for *_, attempt in queue.steps] == [1]
     await engine.execute_step(*queue.steps.pop())  # fails: a retry in 10 s
     engine.evict()  # the next activation replays the whole log
-    clock.advance(10)
-    await engine.advance(run.run_id)
-    assert [attempt for *_, attempt in queue.steps] == [2]
-    await engine.execute_step(*queue.steps.pop())
-    await engine.advance(run.run_id)
-    record = await engine.storage.get_run(run.run_id)
-    assert record is not None and record.status is RunStatus.COMPLETED
-    assert flaky_calls == [7, 7]
-    events = await engine.storage.get_events(run.run_id)
+    await _retry_published_once_then_done(clock, engine, queue, run_id)
+    events = await engine.storage.get_events(run_id)
     types = [e.type for e in events]
     assert types.index(EventType.WORKFLOW_INTERRUPTED) < types.index(EventType.STEP_STARTED)
 
@@ -314,42 +326,25 @@ async def test_a_start_after_a_recovery_is_not_published_again_by_a_later_replay
     clock: ManualClock,
 ) -> None:
     # The recovery came before the step's first start: replaying, that start clears the loss.
-    flaky_calls.clear()
-    queue = HeldQueue()
-    engine = _engine(clock, queue, None)
-    run, _ = await engine.start_run(workflow_definition_of(after_a_lost_start), (7,), {})
-    clock.advance(31)
-    assert await engine.recover_expired() == [run.run_id]
-    await engine.advance(run.run_id)
+    engine, queue, run_id = await _start_after_a_lost_start(clock)
     engine.evict()
-    await engine.advance(run.run_id)  # a duplicate activation message, replayed from scratch
+    await engine.advance(run_id)  # a duplicate activation message, replayed from scratch
     assert [attempt for *_, attempt in queue.steps] == [1]
 
 
 async def test_a_lost_attempt_is_started_again_once_and_its_retry_published_once(
     clock: ManualClock,
 ) -> None:
-    flaky_calls.clear()
-    queue = HeldQueue()
-    engine = _engine(clock, queue, None)
-    run, _ = await engine.start_run(workflow_definition_of(after_a_lost_start), (7,), {})
-    await engine.advance(run.run_id)
+    engine, queue, run_id = await _start_after_a_lost_start(clock)
     clock.advance(31)  # the worker that took attempt 1 died: nobody renews the lease
-    assert await engine.recover_expired() == [run.run_id]
+    assert await engine.recover_expired() == [run_id]
     for _ in range(3):  # the recovery, then two activations on workers that never ran the run
-        await engine.advance(run.run_id)
+        await engine.advance(run_id)
         engine.evict()
     assert [attempt for *_, attempt in queue.steps] == [1, 1]  # started again once, recorded
-    events = await engine.storage.get_events(run.run_id)
+    events = await engine.storage.get_events(run_id)
     starts = [e.data["attempt"] for e in events if e.type is EventType.STEP_STARTED]
     assert starts == [1, 1]
     await engine.execute_step(*queue.steps.pop())  # fails: a retry in 10 s
     queue.steps.clear()
-    clock.advance(10)
-    await engine.advance(run.run_id)
-    assert [attempt for *_, attempt in queue.steps] == [2]
-    await engine.execute_step(*queue.steps.pop())
-    await engine.advance(run.run_id)
-    record = await engine.storage.get_run(run.run_id)
-    assert record is not None and record.status is RunStatus.COMPLETED
-    assert flaky_calls == [7, 7]
+    await _retry_published_once_then_done(clock, engine, queue, run_id)
