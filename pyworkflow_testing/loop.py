@@ -13,9 +13,16 @@ This module must never do real I/O or read the wall clock.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import heapq
 import math
 import selectors
+from asyncio import events as _events
+from collections.abc import Callable
 from typing import Any
+
+_MAXIMUM_WAIT = 24 * 3600  # the longest jump at once (``base_events.MAXIMUM_SELECT_TIMEOUT``)
+_RESOLUTION = 1e-9  # a timer due within this of now is due (``BaseEventLoop._clock_resolution``)
 
 
 class SimulationDeadlock(RuntimeError):
@@ -68,6 +75,50 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._micros / 1_000_000
+
+    # The two methods below are ``BaseEventLoop``'s, without what a loop with no I/O, no debug
+    # mode and no other thread never needs (the selector's round trip, the slow-callback log,
+    # the closed and thread checks): the simulator and its reference model spend a fifth of
+    # their time in them. Timers come due in the same order at the same virtual instants.
+
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., Any],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        handle = _events.Handle(callback, args, self, context)
+        self._ready.append(handle)  # type: ignore[attr-defined]
+        return handle
+
+    def _run_once(self) -> None:
+        scheduled: list[Any] = self._scheduled  # type: ignore[attr-defined]
+        ready: Any = self._ready  # type: ignore[attr-defined]
+        while scheduled and scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
+            heapq.heappop(scheduled)._scheduled = False
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            if not scheduled:
+                raise SimulationDeadlock(
+                    "the simulation is waiting for something nothing scheduled will bring"
+                    " (no runnable task, no timer)"
+                )
+            timeout = min(max(0.0, scheduled[0]._when - self.time()), _MAXIMUM_WAIT)
+            if timeout > 0:
+                self.advance(timeout)
+        end_time = self.time() + _RESOLUTION
+        while scheduled:
+            handle = scheduled[0]
+            if handle._when >= end_time:
+                break
+            heapq.heappop(scheduled)._scheduled = False
+            ready.append(handle)
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

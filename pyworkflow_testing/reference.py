@@ -153,7 +153,7 @@ class _ReferenceLoop(VirtualTimeEventLoop):
 
     def _run_once(self) -> None:
         self.iterations_left -= 1
-        super()._run_once()  # type: ignore[misc]
+        super()._run_once()
         if self.iterations_left < 0:
             self.halted = "the run took more than its budget of event loop iterations"
         elif self.time() > self.max_seconds:
@@ -342,22 +342,33 @@ class _ReferenceWorkflow:
         kwargs: dict[str, Any],
         info: StepInfo,
     ) -> Any:
-        seconds = None if definition.timeout is None else definition.timeout.total_seconds()
-        scope = asyncio.timeout(seconds)  # None: no timeout
+        if definition.timeout is None:
+            return await self._invoke(definition, args, kwargs, info)
+        seconds = definition.timeout.total_seconds()
+        scope = asyncio.timeout(seconds)
         try:
             async with scope:
-                for _ in range(MAX_LOST_WORKERS):
-                    try:
-                        return await self.invoke_step(definition, args, kwargs, info)
-                    except WorkerCrash:
-                        continue  # the body took its worker down: the engine runs it again
-                raise WorkflowError(f"step {definition.name!r} lost its worker every time")
+                return await self._invoke(definition, args, kwargs, info)
         except TimeoutError:
             if scope.expired():
                 raise StepTimeoutError(
                     f"step {definition.name!r} timed out after {seconds}s"
                 ) from None
             raise
+
+    async def _invoke(
+        self,
+        definition: StepDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+    ) -> Any:
+        for _ in range(MAX_LOST_WORKERS):
+            try:
+                return await self.invoke_step(definition, args, kwargs, info)
+            except WorkerCrash:
+                continue  # the body took its worker down: the engine runs it again
+        raise WorkflowError(f"step {definition.name!r} lost its worker every time")
 
     def sleep(self, duration: Any) -> asyncio.Future[None]:
         now = self.now()
