@@ -215,9 +215,17 @@ class Checks:
     def _reference_call(self, record: WorkflowRun, events: list[Event]) -> ReferenceCall:
         started = events[0]
         args, kwargs = deserialize_args(started.data["args"], started.data["kwargs"])
+        # A payload arrives in the model as long after its hook was made as it did in the run:
+        # a run whose clock a late timer moved on (faults) made the hook later than the model
+        # does, and its sender answered that hook, not the model's.
+        made = {
+            e.data["command_id"]: e.timestamp
+            for e in events
+            if e.type is EventType.HOOK_CREATED and e.timestamp is not None
+        }
         received = {
             int(str(e.data["command_id"]).rpartition(":")[2]): (
-                e.timestamp,
+                e.timestamp - made.get(e.data["command_id"], e.timestamp),
                 loads(e.data["payload"]),
             )
             for e in events

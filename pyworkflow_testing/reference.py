@@ -75,7 +75,9 @@ _WAITS_FOREVER = "nothing can run and nothing is scheduled: it waits for what no
 _MICROSECOND = timedelta(microseconds=1)
 
 StepInvoker = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any], StepInfo], Awaitable[Any]]
-HookAnswer = Callable[[int, str], tuple[datetime, Any] | None]
+# A hook's answer: when its payload arrives (an instant, or how long after the hook was made)
+# and the payload; None when nobody answers it.
+HookAnswer = Callable[[int, str], tuple[datetime | timedelta, Any] | None]
 
 
 @dataclass
@@ -400,13 +402,20 @@ class _ReferenceWorkflow:
         if on_created is not None:
             self._spawn(_announce(on_created, f"{self.run_id}:hook-{position}:reference"))
         answer = self.hook_answer(position, name)
-        if answer is not None and (expires_at is None or answer[0] < expires_at):
+        arrives = None
+        if answer is not None:
+            arrives = now + answer[0] if isinstance(answer[0], timedelta) else answer[0]
+        if (
+            answer is not None
+            and arrives is not None
+            and (expires_at is None or arrives < expires_at)
+        ):
             try:
                 payload = _received_payload(answer[1], payload_schema)
             except (SerializationError, ValidationError):
                 pass  # refused at receipt, as the engine refuses it: nothing is delivered
             else:
-                self._wake_at(max(answer[0], now), _settle, future, payload)
+                self._wake_at(max(arrives, now), _settle, future, payload)
                 return future
         if expires_at is not None:
             self._wake_at(expires_at, _expire, future, name)

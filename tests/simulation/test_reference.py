@@ -232,6 +232,25 @@ async def test_hook_answered_at_its_expiry_or_with_an_invalid_payload_expires() 
     assert outcome.ended_at == at(3600)
 
 
+async def approval_after_a_night(item: str) -> str:
+    await sleep("8h")
+    return await approval(item)
+
+
+async def test_a_hook_answer_given_as_a_delay_arrives_that_long_after_the_hook_is_made() -> None:
+    # The simulator answers this way: a run whose clock a late timer moved on made its hook
+    # later than the model does, and the sender answered that hook, so long after it appeared.
+    valid = {"approved": True, "by": "ann"}
+    answer = lambda p, n: (timedelta(minutes=10), valid)  # noqa: E731
+    outcome = await reference(approval_after_a_night, "book", answer=answer)
+    made = 8 * 3600
+    assert outcome.result == f"book: True by ann at {at(made + 600).isoformat()}"
+    late = lambda p, n: (timedelta(hours=1), valid)  # noqa: E731 - at its expiry: refused
+    outcome = await reference(approval_after_a_night, "book", answer=late)
+    assert outcome.error_type == "pyworkflow.core.exceptions:HookExpiredError"
+    assert outcome.ended_at == at(made + 3600)
+
+
 @workflow(name="ref_expiring")
 async def expiring() -> str:
     try:
