@@ -440,6 +440,8 @@ class Engine(
         """Do the first due piece of live work; False when the workflow is blocked."""
         inst = act.inst
         ready_steps: list[tuple[Command, int]] = []
+        due: Command | None = None  # the sleep or timer due first
+        action: tuple[Command, int] | None = None  # else the first hook expiry or dispatch
         for cmd in list(inst.open.values()):
             if not cmd.waiting:
                 if cmd.position not in act.running:
@@ -449,21 +451,32 @@ class Engine(
             if kind == "child":
                 continue  # its outcome arrives in the log (the child's notice)
             if kind == "sleep" or kind == "timer":
-                if cmd.wake_at is not None and cmd.wake_at <= now:
-                    self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": cmd.command_id})
-                    return True
+                wake = cmd.wake_at
+                if wake is not None and wake <= now and (due is None or wake < due.wake_at):  # type: ignore[operator]
+                    due = cmd  # (timers fire in the order they came due: ``fires_first``)
+            elif action is not None:
+                continue
             elif kind == "hook":
                 if cmd.wake_at is not None and cmd.wake_at <= now:
-                    await self._expire_hook(inst, cmd)
-                    return True
+                    action = (cmd, 0)
             elif cmd.position not in act.running:
                 attempt = next_attempt(cmd, now)
                 if attempt is None:
                     continue
                 if cmd.dispatched:
-                    self._dispatch(act, cmd, attempt)
-                    return True
-                ready_steps.append((cmd, attempt))
+                    action = (cmd, attempt)
+                else:
+                    ready_steps.append((cmd, attempt))
+        if due is not None:
+            self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": due.command_id})
+            return True
+        if action is not None:
+            cmd, attempt = action
+            if cmd.kind == "hook":
+                await self._expire_hook(inst, cmd)
+            else:
+                self._dispatch(act, cmd, attempt)
+            return True
         if ready_steps and (inst.buffer or self._needs_lease(inst)):
             # What earlier steps did becomes durable before the next side effect starts.
             await self._commit(inst)
@@ -484,6 +497,9 @@ class Engine(
         for cmd, attempt in ready_steps:
             work = act.carried.pop((cmd.command_id, attempt), None)
             if isinstance(work, list):
+                if _timer_due_first(inst, work):
+                    act.carried[(cmd.command_id, attempt)] = work
+                    return True
                 self._record_step(inst, work)  # ran before this activation lost a race
                 return True
             if work is None:
@@ -501,6 +517,8 @@ class Engine(
         if not done:
             return True
         position = min(p for p, task in act.running.items() if task.done())
+        if _timer_due_first(inst, act.running[position].result()):
+            return True  # a timer came due before the attempt ended: it fires first
         self._record_step(inst, act.running.pop(position).result())
         if act.running:
             await self._commit(inst)  # others may run long: do not hold this result back
@@ -1044,6 +1062,17 @@ class Engine(
             continued=(next_id, (following, [started])),
         )
         return Outcome(inst.run_id, RunStatus.CONTINUED_AS_NEW)
+
+
+def _timer_due_first(inst: WorkflowInstance, events: list[Event]) -> bool:
+    """Whether a sleep or timer was due before the outcome ``events`` of an attempt: it fires
+    first (the next pass of ``_take_action``), as replay orders them (``fires_first``)."""
+    if not inst.logical_order or len(inst.open) < 2:
+        return False
+    ending = events[-1]
+    if ending.type is EventType.STEP_RETRYING or ending.timestamp is None:
+        return False  # (a retry resolves nothing)
+    return inst.timer_due_before(ending.timestamp) is not None
 
 
 def _inputs_from_log(run: WorkflowRun, events: list[Event]) -> WorkflowRun:

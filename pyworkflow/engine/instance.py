@@ -60,6 +60,9 @@ _COMMAND_RECORDS = frozenset(
 )
 # How deep children nest by default: a root run is depth 0, its children 1, and so on.
 MAX_NESTING_DEPTH = 3
+# ``workflow.started`` of a run whose resolutions apply in logical time (``fires_first``): every
+# run started by this release. A run started before it replays in log order, as it ran.
+LOGICAL_ORDER = "logical_order"
 # A command's record followed at once by its resolution: the common shapes replay takes at once.
 _STEP_STARTED, _STEP_COMPLETED = EventType.STEP_STARTED, EventType.STEP_COMPLETED
 _SLEEP_STARTED, _SLEEP_COMPLETED = EventType.SLEEP_STARTED, EventType.SLEEP_COMPLETED
@@ -209,6 +212,9 @@ class WorkflowInstance:
         self.terminal: Event | None = None
         # The run record says it is blocked (``engine.blocking``): the next commit clears that.
         self.blocked = False
+        # Resolutions apply in logical time (``fires_first``); off for a run whose
+        # workflow.started says nothing of it (started by a release before this rule).
+        self.logical_order = True
         self.step_context: StepContext | None = None
         self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False
@@ -251,6 +257,18 @@ class WorkflowInstance:
                 self._cursor += 1
                 if event.sequence <= self.sequence:
                     continue
+                if self.open and self.logical_order and event.type in _RESOLVERS:
+                    early = self.fires_first(event)
+                    if early is not None:
+                        # A timer was due before this resolution: it fires first, its code
+                        # runs, and the resolution comes back round (another may be due).
+                        self._cursor -= 1
+                        self._fire_early(early)
+                        if self.loop.has_ready:
+                            self.loop.run_ready()
+                        if self.failure is not None:
+                            raise self.failure
+                        continue
                 self.apply(event)
                 self.sequence = event.sequence
                 if self.loop.has_ready:
@@ -286,7 +304,11 @@ class WorkflowInstance:
             ) and first.sequence > self.sequence:
                 command_id = cmd.command_id
                 started, completed = first.data, second.data
-                if started["command_id"] == command_id and completed["command_id"] == command_id:
+                if (
+                    started["command_id"] == command_id
+                    and completed["command_id"] == command_id
+                    and (len(self.open) == 1 or not self._waits_for_timer(cmd, second))
+                ):
                     if ftype is _STEP_STARTED:
                         attempt = int(started.get("attempt", 1))
                         if attempt > cmd.attempt:
@@ -311,6 +333,8 @@ class WorkflowInstance:
             index += 1
         else:
             return
+        if len(self.open) > 1 and self._waits_for_timer(cmd, events[index]):
+            return  # (``feed`` fires the timer, then applies the resolution)
         command_id = cmd.command_id
         for event in events[self._cursor : index + 1]:
             if event.sequence <= self.sequence:
@@ -375,6 +399,9 @@ class WorkflowInstance:
         if etype is EventType.HOOK_ANNOUNCED:
             self.announced.add(_position(data["command_id"]))
             return
+        if etype is EventType.WORKFLOW_STARTED:
+            self.logical_order = bool(data.get(LOGICAL_ORDER))
+            return
         if etype is EventType.CANCELLATION_REQUESTED:
             if not self.cancel_requested:
                 self.cancel_requested = True
@@ -387,7 +414,7 @@ class WorkflowInstance:
                 if cmd.kind == "step" and cmd.attempt > 0 and not cmd.retry_pending:
                     cmd.lost_attempt = True
             return
-        if etype.value.startswith("workflow.") and etype is not EventType.WORKFLOW_STARTED:
+        if etype.value.startswith("workflow."):
             if etype in (
                 EventType.WORKFLOW_COMPLETED,
                 EventType.WORKFLOW_FAILED,
@@ -396,6 +423,79 @@ class WorkflowInstance:
             ):
                 self.terminal = event
             return
+
+    # -- logical time ---------------------------------------------------------------------------
+
+    def fires_first(self, event: Event) -> Command | None:
+        """The timer that must fire before ``event`` is applied, if any.
+
+        Resolutions apply in logical time: a sleep or loop timer due before a resolution fires
+        before it, whatever order their events reached the log in. Another writer appends a
+        dispatched step's outcome, a hook's payload or a child's ending when it has it; a
+        timer's firing is appended by the activation it wakes, which can come late (its message
+        lost, its worker gone). Without this rule ``wait_for(step(), 20)`` could return a result
+        that took 30 s. The activation that fires such a timer records its firing after the
+        resolution (``_fire_early``), so replay, which applies the same rule, meets it there
+        and skips it. A resolution's logical time is its event's timestamp, or the due time of
+        the timer or hook expiry it is.
+        """
+        data = event.data
+        if _attempt_failure(event):
+            return None
+        position = _position(data["command_id"])
+        if position > len(self.commands):
+            return None  # (``apply`` says why)
+        cmd = self.commands[position - 1]
+        if cmd.done or cmd.command_id != data["command_id"]:
+            return None
+        if len(self.open) == 1 and position in self.open:
+            return None  # (it waits on nothing else: the common case)
+        return self._due_timer(cmd, event)
+
+    def _waits_for_timer(self, cmd: Command, event: Event) -> bool:
+        """Whether resolving ``cmd`` with ``event`` now would pass a timer due before it."""
+        return self.logical_order and self._due_timer(cmd, event) is not None
+
+    def _due_timer(self, cmd: Command, event: Event) -> Command | None:
+        at = cmd.wake_at
+        if at is None or event.type not in (_SLEEP_COMPLETED, EventType.HOOK_EXPIRED):
+            at = event.timestamp
+            if at is None:
+                return None
+        return self.timer_due_before(at, cmd)
+
+    def timer_due_before(self, at: datetime, other_than: Command | None = None) -> Command | None:
+        """The open sleep or loop timer due first, if it is due before ``at``."""
+        first: Command | None = None
+        for cmd in self.open.values():
+            if (cmd.kind == "sleep" or cmd.kind == "timer") and cmd is not other_than:
+                wake = cmd.wake_at
+                if (
+                    wake is not None
+                    and wake < at
+                    and cmd.waiting
+                    and (first is None or wake < first.wake_at)  # type: ignore[operator]
+                ):
+                    first = cmd
+        return first
+
+    def _fire_early(self, cmd: Command) -> None:
+        """Fire ``cmd`` at its due time, ahead of the resolution ``feed`` is at. Its firing is
+        recorded unless the log holds it further on (then that event finds it done)."""
+        assert cmd.wake_at is not None
+        cmd.done = True
+        self.open.pop(cmd.position, None)
+        self.loop.advance_time(cmd.wake_at.timestamp())
+        self._wake_sleeper(cmd)
+        events, command_id = self._replay, cmd.command_id
+        if events is None or not any(
+            event.type is _SLEEP_COMPLETED and event.data.get("command_id") == command_id
+            for event in events[self._cursor :]
+        ):
+            # (Unstamped: storage stamps it as it appends it.)
+            self.buffer.append(
+                Event(run_id=self.run_id, type=_SLEEP_COMPLETED, data={"command_id": command_id})
+            )
 
     def _issued(self, event: Event) -> Command:
         command_id = event.data["command_id"]
@@ -536,6 +636,9 @@ class WorkflowInstance:
         self.shield_depth -= 1
 
     def _resolve_sleep(self, cmd: Command, event: Event) -> None:  # noqa: ARG002
+        self._wake_sleeper(cmd)
+
+    def _wake_sleeper(self, cmd: Command) -> None:
         if cmd.kind == "timer":
             handle = cmd.handle
             if handle is not None and not handle.cancelled():
@@ -968,4 +1071,4 @@ _RESOLVERS: dict[EventType, Callable[[WorkflowInstance, Command, Event], None]] 
     EventType.CHILD_WORKFLOW_CANCELLED: WorkflowInstance._resolve_child,
 }
 
-__all__ = ["MAX_NESTING_DEPTH", "Command", "WorkflowInstance", "describe"]
+__all__ = ["LOGICAL_ORDER", "MAX_NESTING_DEPTH", "Command", "WorkflowInstance", "describe"]

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pyworkflow.core.registry import WorkflowDefinition
-from pyworkflow.engine.instance import MAX_NESTING_DEPTH, WorkflowInstance
+from pyworkflow.engine.instance import LOGICAL_ORDER, MAX_NESTING_DEPTH, WorkflowInstance
 from pyworkflow.engine.leases import STARTING
 from pyworkflow.engine.options import EngineOptions
 from pyworkflow.engine.outcome import Outcome, outcome_of
@@ -71,6 +71,7 @@ def build_run(
         "workflow_name": definition.name,
         "args": args_json,
         "kwargs": kwargs_json,
+        LOGICAL_ORDER: True,  # (its resolutions apply in logical time: ``fires_first``)
     }
     # What the code may do depends on these (how deep it is, how deep children may go): replay
     # must know them too.
