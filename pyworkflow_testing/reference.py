@@ -245,7 +245,6 @@ class _ReferenceWorkflow:
     sleeps: list[tuple[int, datetime, datetime]] = field(default_factory=list)
     asked: dict[tuple[str, int], tuple[timedelta, datetime]] = field(default_factory=dict)
     timed_out: bool = False  # the workflow's max_duration passed
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # steps and callbacks running
     rng: random.Random = field(init=False)
     runs: _ReferenceRuns = field(init=False)
 
@@ -269,9 +268,7 @@ class _ReferenceWorkflow:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` outside workflow code (as the engine runs step bodies and callbacks)."""
-        task = self.loop.create_task(coro, context=contextvars.Context())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.loop.create_task(coro, context=contextvars.Context())  # (the loop holds it)
 
     # -- commands ----------------------------------------------------------------------------
 
