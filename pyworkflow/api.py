@@ -74,6 +74,7 @@ def get_runtime(runtime: str | Runtime | None = None) -> Runtime:
             lease_ttl=config.lease_ttl,
             event_limit=config.event_limit,
             max_nesting_depth=config.max_nesting_depth,
+            logical_order=config.logical_order,
         )
     else:
         made = runtime_factory(name)()  # registered by its package (runtime/registry.py)

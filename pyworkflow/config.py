@@ -39,6 +39,10 @@ class Config:
     timer_poll_interval: float = 1.0
     dispatch_steps: bool = False
     max_nesting_depth: int = 3  # children nest at most this deep (MaxNestingDepthError)
+    # New runs hear timers before later results in logical time (``logical_order`` in their
+    # workflow.started). False while workers of a release without that rule still run: they
+    # replay every log in log order.
+    logical_order: bool = True
     # The key hook tokens derive from (``pyworkflow.engine.hooks``), shared by every process of
     # a deployment; else ``PYWORKFLOW_HOOK_KEY``; else a key the storage keeps.
     hook_key: str | None = field(default=None, repr=False)

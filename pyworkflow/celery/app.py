@@ -20,8 +20,8 @@ visibility timeout (s)      ``celery_visibility_timeout`` /     ``PYWORKFLOW_CEL
                             ``visibility_timeout``              ``VISIBILITY_TIMEOUT``
 ==========================  ==================================  ===========================
 
-``lease_ttl``, ``timer_poll_interval``, ``event_limit`` and ``max_nesting_depth`` are the general
-configuration keys.
+``lease_ttl``, ``timer_poll_interval``, ``event_limit``, ``max_nesting_depth`` and
+``logical_order`` are the general configuration keys.
 
 The broker is Redis: ``redis://host:6379/0``, or the master a group of Redis Sentinels names,
 ``sentinel://[:password@]host1:26379,host2:26379/<master_name>[/<db>]`` (the form is in
@@ -77,6 +77,7 @@ class CelerySettings:
     timer_poll_interval: float = 1.0
     event_limit: int = 50_000
     max_nesting_depth: int = 3
+    logical_order: bool = True
     result_backend: str | None = None
 
     @classmethod
@@ -101,6 +102,7 @@ class CelerySettings:
             timer_poll_interval=float(config.timer_poll_interval),
             event_limit=int(config.event_limit),
             max_nesting_depth=int(config.max_nesting_depth),
+            logical_order=bool(config.logical_order),
             result_backend=extra.get("celery_result_backend"),
         )
 

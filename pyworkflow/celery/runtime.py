@@ -79,6 +79,7 @@ class CeleryRuntime(Runtime):
             ),
             event_limit=self.settings.event_limit,
             max_nesting_depth=self.settings.max_nesting_depth,
+            logical_order=self.settings.logical_order,
             hook_key=configured_hook_key(),
         )
         engine = Engine(storage, self.clock, self.queue, options=options)

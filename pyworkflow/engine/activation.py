@@ -298,6 +298,7 @@ class Engine(
                 max_nesting_depth=self.options.max_nesting_depth,
             )
             fresh.sequence = new_run.last_sequence  # just workflow.started
+            fresh.event_limit = self.options.event_limit
             fresh.loop.run_ready()
             return fresh
         cached = self._cache.pop(run_id, None)
@@ -338,6 +339,7 @@ class Engine(
         )
         inst.status = run.status
         inst.blocked = run.error is not None
+        inst.event_limit = self.options.event_limit
         if carried:
             inst.in_flight = {command_id for command_id, _ in carried}
         try:
@@ -440,8 +442,8 @@ class Engine(
         """Do the first due piece of live work; False when the workflow is blocked."""
         inst = act.inst
         ready_steps: list[tuple[Command, int]] = []
-        due: Command | None = None  # the sleep or timer due first
-        action: tuple[Command, int] | None = None  # else the first hook expiry or dispatch
+        due: Command | None = None  # the sleep, timer or hook expiry due first
+        dispatch: tuple[Command, int] | None = None  # else the first attempt to dispatch
         for cmd in list(inst.open.values()):
             if not cmd.waiting:
                 if cmd.position not in act.running:
@@ -450,32 +452,30 @@ class Engine(
             kind = cmd.kind
             if kind == "child":
                 continue  # its outcome arrives in the log (the child's notice)
-            if kind == "sleep" or kind == "timer":
+            if kind == "sleep" or kind == "timer" or kind == "hook":
+                # (What came due first goes first, as replay orders it: ``fires_first``.)
                 wake = cmd.wake_at
                 if wake is not None and wake <= now and (due is None or wake < due.wake_at):  # type: ignore[operator]
-                    due = cmd  # (timers fire in the order they came due: ``fires_first``)
-            elif action is not None:
-                continue
-            elif kind == "hook":
-                if cmd.wake_at is not None and cmd.wake_at <= now:
-                    action = (cmd, 0)
-            elif cmd.position not in act.running:
+                    due = cmd
+            elif dispatch is None and cmd.position not in act.running:
                 attempt = next_attempt(cmd, now)
                 if attempt is None:
                     continue
                 if cmd.dispatched:
-                    action = (cmd, attempt)
+                    dispatch = (cmd, attempt)
                 else:
                     ready_steps.append((cmd, attempt))
         if due is not None:
-            self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": due.command_id})
-            return True
-        if action is not None:
-            cmd, attempt = action
-            if cmd.kind == "hook":
-                await self._expire_hook(inst, cmd)
+            assert due.wake_at is not None
+            if await self._record_finished_before(act, ready_steps, due.wake_at):
+                return True  # an inline attempt ended before it came due: heard first
+            if due.kind == "hook":
+                await self._expire_hook(inst, due)
             else:
-                self._dispatch(act, cmd, attempt)
+                self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": due.command_id})
+            return True
+        if dispatch is not None:
+            self._dispatch(act, *dispatch)
             return True
         if ready_steps and (inst.buffer or self._needs_lease(inst)):
             # What earlier steps did becomes durable before the next side effect starts.
@@ -497,13 +497,17 @@ class Engine(
         for cmd, attempt in ready_steps:
             work = act.carried.pop((cmd.command_id, attempt), None)
             if isinstance(work, list):
-                if _timer_due_first(inst, work):
+                if self._fire_timer_due_first(inst, work):
                     act.carried[(cmd.command_id, attempt)] = work
                     return True
                 self._record_step(inst, work)  # ran before this activation lost a race
                 return True
             if work is None:
                 work = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
+            else:
+                # Still running from the try that lost the race: started, as ``_run_inline``
+                # says (a retry it was, no longer pending: its wake-up must not spin the wait).
+                cmd.lost_attempt = cmd.retry_pending = False
             act.running[cmd.position] = work
             act.attempts[cmd.position] = attempt
         if not act.running:
@@ -516,12 +520,57 @@ class Engine(
         )
         if not done:
             return True
-        position = min(p for p, task in act.running.items() if task.done())
-        if _timer_due_first(inst, act.running[position].result()):
-            return True  # a timer came due before the attempt ended: it fires first
+        position = _first_to_end(act)
+        if self._fire_timer_due_first(inst, act.running[position].result()):
+            return True  # a timer came due before the attempt ended: it fired first
         self._record_step(inst, act.running.pop(position).result())
         if act.running:
             await self._commit(inst)  # others may run long: do not hold this result back
+        return True
+
+    async def _record_finished_before(
+        self, act: _Activation, ready_steps: list[tuple[Command, int]], when: datetime
+    ) -> bool:
+        """Record the inline attempt that ended first, if it ended before ``when`` (a timer or
+        hook expiry due now): its outcome is heard first, as its time says."""
+        first: tuple[datetime, int, tuple[str, int] | None] | None = None
+        for position, task in act.running.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                end = task.result()[-1].timestamp
+                if end is not None and end < when and (first is None or end < first[0]):
+                    first = (end, position, None)
+        for cmd, attempt in ready_steps:
+            key = (cmd.command_id, attempt)
+            work = act.carried.get(key)
+            if isinstance(work, list):
+                end = work[-1].timestamp
+                if end is not None and end < when and (first is None or end < first[0]):
+                    first = (end, cmd.position, key)  # ran before this activation lost a race
+        if first is None:
+            return False
+        _, position, carried = first
+        if carried is not None:
+            work = act.carried.pop(carried)
+            assert isinstance(work, list)
+            self._record_step(act.inst, work)
+            return True
+        self._record_step(act.inst, act.running.pop(position).result())
+        if act.running:
+            await self._commit(act.inst)  # others may run long: do not hold this result back
+        return True
+
+    def _fire_timer_due_first(self, inst: WorkflowInstance, events: list[Event]) -> bool:
+        """Fire the sleep or timer due before the outcome ``events`` of an attempt, if any:
+        replay hears them in that order (``fires_first``)."""
+        if not inst.logical_order:
+            return False
+        ending = events[-1]
+        if ending.type is EventType.STEP_RETRYING or ending.timestamp is None:
+            return False  # (a retry resolves nothing)
+        timer = inst.timer_due_before(ending.timestamp)
+        if timer is None:
+            return False
+        self._emit(inst, EventType.SLEEP_COMPLETED, {"command_id": timer.command_id})
         return True
 
     async def _child_here(self, act: _Activation) -> bool:
@@ -1064,15 +1113,16 @@ class Engine(
         return Outcome(inst.run_id, RunStatus.CONTINUED_AS_NEW)
 
 
-def _timer_due_first(inst: WorkflowInstance, events: list[Event]) -> bool:
-    """Whether a sleep or timer was due before the outcome ``events`` of an attempt: it fires
-    first (the next pass of ``_take_action``), as replay orders them (``fires_first``)."""
-    if not inst.logical_order or len(inst.open) < 2:
-        return False
-    ending = events[-1]
-    if ending.type is EventType.STEP_RETRYING or ending.timestamp is None:
-        return False  # (a retry resolves nothing)
-    return inst.timer_due_before(ending.timestamp) is not None
+def _first_to_end(act: _Activation) -> int:
+    """The position of the finished inline attempt that ended first (the first issued among
+    those that ended together); the first finished by position when one raised, as before."""
+    finished = [(p, task) for p, task in act.running.items() if task.done()]
+    if any(task.cancelled() or task.exception() is not None for _, task in finished):
+        return min(p for p, _ in finished)
+    ends = [(task.result()[-1].timestamp, p) for p, task in finished]
+    if any(end is None for end, _ in ends):
+        return min(p for _, p in ends)
+    return min(ends)[1]
 
 
 def _inputs_from_log(run: WorkflowRun, events: list[Event]) -> WorkflowRun:

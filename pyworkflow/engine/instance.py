@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
 import os
 import random
 import sys
@@ -215,6 +216,12 @@ class WorkflowInstance:
         # Resolutions apply in logical time (``fires_first``); off for a run whose
         # workflow.started says nothing of it (started by a release before this rule).
         self.logical_order = True
+        # The sleeps and loop timers issued, by due time (those done or abandoned are dropped
+        # as they reach the top): what ``timer_due_before`` asks, without a scan of ``open``.
+        self._timers: list[tuple[datetime, int, Command]] = []
+        self._completed_ahead: set[str] | None = None  # see ``_fire_early``
+        # The engine's ``event_limit``: timers fired early stop short of it (``feed``).
+        self.event_limit: int | None = None
         self.step_context: StepContext | None = None
         self._rng: random.Random | None = None  # seeded from the run id on first use
         self._closed = False
@@ -250,7 +257,7 @@ class WorkflowInstance:
                     recorded[position] = event
                     if position > self._max_recorded:
                         self._max_recorded = position
-        self._replay, self._cursor = events, 0
+        self._replay, self._cursor, self._completed_ahead = events, 0, None
         try:
             while self._cursor < len(events):
                 event = events[self._cursor]
@@ -268,6 +275,13 @@ class WorkflowInstance:
                             self.loop.run_ready()
                         if self.failure is not None:
                             raise self.failure
+                        limit = self.event_limit
+                        if limit is not None and self.sequence + len(self.buffer) > limit:
+                            # Code firing timers without end (a poll loop, a result come
+                            # late): the activation ends the run at the limit (it sees
+                            # the count), so what is left of the log need not be applied.
+                            self.sequence = events[-1].sequence
+                            return
                         continue
                 self.apply(event)
                 self.sequence = event.sequence
@@ -307,7 +321,7 @@ class WorkflowInstance:
                 if (
                     started["command_id"] == command_id
                     and completed["command_id"] == command_id
-                    and (len(self.open) == 1 or not self._waits_for_timer(cmd, second))
+                    and not self._waits_for_timer(cmd, second)
                 ):
                     if ftype is _STEP_STARTED:
                         attempt = int(started.get("attempt", 1))
@@ -333,7 +347,7 @@ class WorkflowInstance:
             index += 1
         else:
             return
-        if len(self.open) > 1 and self._waits_for_timer(cmd, events[index]):
+        if self._waits_for_timer(cmd, events[index]):
             return  # (``feed`` fires the timer, then applies the resolution)
         command_id = cmd.command_id
         for event in events[self._cursor : index + 1]:
@@ -448,13 +462,13 @@ class WorkflowInstance:
         cmd = self.commands[position - 1]
         if cmd.done or cmd.command_id != data["command_id"]:
             return None
-        if len(self.open) == 1 and position in self.open:
-            return None  # (it waits on nothing else: the common case)
+        if not self._timers:
+            return None  # (no sleep or timer issued: the common case)
         return self._due_timer(cmd, event)
 
     def _waits_for_timer(self, cmd: Command, event: Event) -> bool:
         """Whether resolving ``cmd`` with ``event`` now would pass a timer due before it."""
-        return self.logical_order and self._due_timer(cmd, event) is not None
+        return bool(self._timers) and self.logical_order and self._due_timer(cmd, event) is not None
 
     def _due_timer(self, cmd: Command, event: Event) -> Command | None:
         at = cmd.wake_at
@@ -462,22 +476,20 @@ class WorkflowInstance:
             at = event.timestamp
             if at is None:
                 return None
-        return self.timer_due_before(at, cmd)
+        # (A sleep's own due time is ``at``: it is never due before itself.)
+        return self.timer_due_before(at)
 
-    def timer_due_before(self, at: datetime, other_than: Command | None = None) -> Command | None:
-        """The open sleep or loop timer due first, if it is due before ``at``."""
-        first: Command | None = None
-        for cmd in self.open.values():
-            if (cmd.kind == "sleep" or cmd.kind == "timer") and cmd is not other_than:
-                wake = cmd.wake_at
-                if (
-                    wake is not None
-                    and wake < at
-                    and cmd.waiting
-                    and (first is None or wake < first.wake_at)  # type: ignore[operator]
-                ):
-                    first = cmd
-        return first
+    def timer_due_before(self, at: datetime) -> Command | None:
+        """The waiting sleep or loop timer due first (the first issued among those due
+        together), if it is due before ``at``."""
+        timers = self._timers
+        while timers:
+            wake, _, cmd = timers[0]
+            if cmd.done or not cmd.waiting:
+                heapq.heappop(timers)  # (done, or abandoned for good: a cancelled future)
+                continue
+            return cmd if wake < at else None
+        return None
 
     def _fire_early(self, cmd: Command) -> None:
         """Fire ``cmd`` at its due time, ahead of the resolution ``feed`` is at. Its firing is
@@ -487,11 +499,16 @@ class WorkflowInstance:
         self.open.pop(cmd.position, None)
         self.loop.advance_time(cmd.wake_at.timestamp())
         self._wake_sleeper(cmd)
-        events, command_id = self._replay, cmd.command_id
-        if events is None or not any(
-            event.type is _SLEEP_COMPLETED and event.data.get("command_id") == command_id
-            for event in events[self._cursor :]
-        ):
+        events, ahead = self._replay, self._completed_ahead
+        if events is not None and ahead is None:
+            # The firings the log holds (those before the cursor are of timers done already).
+            ahead = self._completed_ahead = {
+                str(event.data.get("command_id"))
+                for event in events
+                if event.type is _SLEEP_COMPLETED
+            }
+        command_id = cmd.command_id
+        if ahead is None or command_id not in ahead:
             # (Unstamped: storage stamps it as it appends it.)
             self.buffer.append(
                 Event(run_id=self.run_id, type=_SLEEP_COMPLETED, data={"command_id": command_id})
@@ -773,8 +790,12 @@ class WorkflowInstance:
         recorded = self.recorded.get(cmd.position)
         if recorded is not None and recorded.data["command_id"] == cmd.command_id:
             cmd.wake_at = datetime.fromisoformat(recorded.data["resume_at"])
+        else:
+            cmd.wake_at = resume_at
+        if cmd.position:
+            heapq.heappush(self._timers, (cmd.wake_at, cmd.position, cmd))
+        if recorded is not None and recorded.data["command_id"] == cmd.command_id:
             return
-        cmd.wake_at = resume_at
         if not cmd.recorded and cmd.position:
             self._record(
                 EventType.SLEEP_STARTED,
@@ -1036,6 +1057,7 @@ class WorkflowInstance:
         self.open = {}
         self.buffer = []
         self._announcing = {}
+        self._timers = []
 
 
 def _attempt_failure(event: Event) -> bool:

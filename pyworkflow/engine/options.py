@@ -50,6 +50,10 @@ class EngineOptions:
     # Whether an activation whose workflow awaits a child it just started runs the child's first
     # activation itself (``Engine._child_here``) rather than sending it to the queue.
     inline_children: bool = True
+    # Whether the runs this engine starts apply resolutions in logical time (``logical_order``
+    # in their workflow.started: ``WorkflowInstance.fires_first``). Off during a rolling upgrade
+    # from a release without the rule, whose workers would replay such a log in log order.
+    logical_order: bool = True
 
 
 __all__ = ["EngineOptions", "StepInvoker"]

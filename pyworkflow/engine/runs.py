@@ -71,8 +71,9 @@ def build_run(
         "workflow_name": definition.name,
         "args": args_json,
         "kwargs": kwargs_json,
-        LOGICAL_ORDER: True,  # (its resolutions apply in logical time: ``fires_first``)
     }
+    if options.logical_order:
+        data[LOGICAL_ORDER] = True  # (its resolutions apply in logical time: ``fires_first``)
     # What the code may do depends on these (how deep it is, how deep children may go): replay
     # must know them too.
     if run.nesting_depth:

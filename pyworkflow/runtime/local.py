@@ -128,6 +128,7 @@ class LocalRuntime(Runtime):
         event_limit: int = 50_000,
         owner: str | None = None,
         max_nesting_depth: int = 3,
+        logical_order: bool = True,
     ) -> None:
         self.dispatch_steps = dispatch_steps
         self.clock = clock or SystemClock()
@@ -135,6 +136,7 @@ class LocalRuntime(Runtime):
         self.lease_ttl = lease_ttl
         self.event_limit = event_limit
         self.max_nesting_depth = max_nesting_depth
+        self.logical_order = logical_order
         self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Per storage object, most recently used last; at most MAX_STORAGES of them (past it,
         # an idle one's engine and service are let go: each polls its storage).
@@ -164,6 +166,7 @@ class LocalRuntime(Runtime):
             lease_ttl=timedelta(seconds=self.lease_ttl),
             event_limit=self.event_limit,
             max_nesting_depth=self.max_nesting_depth,
+            logical_order=self.logical_order,
             block_unregistered=False,
             hook_key=configured_hook_key(),
         )

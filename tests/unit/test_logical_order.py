@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from pyworkflow import EventType, RunStatus, sleep, step, workflow
+from pyworkflow import EventType, RunStatus, hook, sleep, step, workflow
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.instance import LOGICAL_ORDER, WorkflowInstance
@@ -178,3 +179,135 @@ async def test_a_late_result_meets_a_timer_that_fired_in_time(clock: ManualClock
     value, events = await _outcome(engine, run.run_id)
     assert value == "timed out"
     assert await replay_history(bounded_lookup, events) == "timed out"
+
+
+@workflow()
+async def expiry_or_nap() -> str:
+    answer = asyncio.ensure_future(hook("nobody", timeout="40s"))
+    nap = asyncio.ensure_future(sleep(45))
+    done, _ = await asyncio.wait({answer, nap}, return_when=asyncio.FIRST_COMPLETED)
+    return "nap" if nap in done else "expired"
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["on time", "one late activation"])
+async def test_a_hook_expiry_due_before_a_sleep_comes_first(clock: ManualClock, late: bool) -> None:
+    queue = HeldQueue()
+    engine = _engine(clock, queue)
+    run, _ = await engine.start_run(workflow_definition_of(expiry_or_nap), (), {})
+    await engine.advance(run.run_id)
+    for seconds in [60] if late else [41, 10]:
+        clock.advance(seconds)
+        await engine.advance(run.run_id)
+    value, events = await _outcome(engine, run.run_id)
+    assert value == "expired"
+    assert await replay_history(expiry_or_nap, events) == "expired"
+
+
+# Inline steps whose bodies move the test's clock: the first to end ends at 10 s, the other at
+# 50 s, and a 20 s sleep comes due between them.
+_moving: dict[str, object] = {}
+
+
+@step(force_local=True)
+async def ends_at_fifty() -> str:
+    gate = _moving["gate"]
+    assert isinstance(gate, asyncio.Event)
+    await gate.wait()
+    clock = _moving["clock"]
+    assert isinstance(clock, ManualClock)
+    clock.advance(40)
+    return "late"
+
+
+@step(force_local=True)
+async def ends_at_ten() -> str:
+    clock, gate = _moving["clock"], _moving["gate"]
+    assert isinstance(clock, ManualClock) and isinstance(gate, asyncio.Event)
+    clock.advance(10)
+    gate.set()
+    return "early"
+
+
+@workflow()
+async def inline_against_a_sleep() -> list[str]:
+    heard: list[str] = []
+
+    async def hear(awaitable: Any, name: str) -> None:
+        await awaitable
+        heard.append(name)
+
+    await asyncio.gather(
+        hear(ends_at_fifty(), "step ending at 50 s"),
+        hear(ends_at_ten(), "step ending at 10 s"),
+        hear(sleep(20), "sleep due at 20 s"),
+    )
+    return heard
+
+
+async def test_inline_outcomes_and_a_sleep_are_heard_in_the_order_they_happened(
+    clock: ManualClock,
+) -> None:
+    _moving.update(clock=clock, gate=asyncio.Event())
+    engine = Engine(
+        InMemoryStorageBackend(), clock, HeldQueue(), options=EngineOptions(owner="worker-1")
+    )
+    run, _ = await engine.start_run(workflow_definition_of(inline_against_a_sleep), (), {})
+    await engine.advance(run.run_id)
+    value, events = await _outcome(engine, run.run_id)
+    assert value == ["step ending at 10 s", "sleep due at 20 s", "step ending at 50 s"]
+    assert await replay_history(inline_against_a_sleep, events) == value
+
+
+@workflow()
+async def poller() -> int:
+    answer = asyncio.ensure_future(lookup(1))
+    polls = 0
+    while not answer.done():
+        await asyncio.sleep(0.5)  # a durable timer each time round
+        polls += 1
+    return polls
+
+
+async def test_timers_fired_ahead_of_a_late_result_stop_at_the_event_limit(
+    clock: ManualClock,
+) -> None:
+    queue = HeldQueue()
+    options = EngineOptions(owner="worker-1", dispatch_steps=True, event_limit=100)
+    engine = Engine(InMemoryStorageBackend(), clock, queue, options=options)
+    run, _ = await engine.start_run(workflow_definition_of(poller), (), {})
+    await engine.advance(run.run_id)
+    clock.advance(300)  # 600 polls were due before the result: one activation hears them all
+    await engine.execute_step(*queue.steps[0])
+    await engine.advance(run.run_id)
+    record = await engine.storage.get_run(run.run_id)
+    assert record is not None and record.status is RunStatus.FAILED
+    assert "recorded more than 100 events" in (record.error or "")
+    assert record.last_sequence < 110  # not the 1,200 the polls would write
+
+
+async def test_an_engine_in_a_rolling_upgrade_starts_runs_that_replay_in_log_order(
+    clock: ManualClock,
+) -> None:
+    queue = HeldQueue()
+    options = EngineOptions(owner="worker-1", dispatch_steps=True, logical_order=False)
+    engine = Engine(InMemoryStorageBackend(), clock, queue, options=options)
+    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
+    await engine.advance(run.run_id)
+    clock.advance(30)
+    await engine.execute_step(*queue.steps[0])
+    await engine.advance(run.run_id)
+    value, events = await _outcome(engine, run.run_id)
+    assert LOGICAL_ORDER not in events[0].data
+    assert value == 40  # as a worker of the release before the rule would have it
+    assert await replay_history(bounded_lookup, events) == 40
+
+
+def test_the_configuration_key_reaches_the_runtimes() -> None:
+    import pyworkflow
+    from pyworkflow.api import get_runtime
+    from pyworkflow.celery.app import CelerySettings
+
+    pyworkflow.configure(logical_order=False)
+    runtime = get_runtime("local")
+    assert getattr(runtime, "logical_order", None) is False
+    assert CelerySettings.from_config().logical_order is False
