@@ -160,6 +160,9 @@ class _Activation:
     # Inline attempts an earlier try of this activation ran but could not commit (it lost a
     # commit race to a step worker or a hook receipt): adopted, never run again.
     carried: _Carried = field(default_factory=dict)
+    # Carried attempts whose start this try recorded up front (``_pin_carried``): their
+    # outcome goes in without it.
+    pinned: set[tuple[str, int]] = field(default_factory=set)
 
 
 class Engine(
@@ -367,6 +370,8 @@ class Engine(
         act = _Activation(inst, carried=carried)
         self.activation_seen[run_id] = inst.sequence  # (watched for cancellation meanwhile)
         try:
+            if carried:
+                self._pin_carried(act)
             outcome = await self._drive(act)
         except BaseException as exc:
             if isinstance(exc, SequenceConflictError):
@@ -500,7 +505,7 @@ class Engine(
                 if self._fire_timer_due_first(inst, work):
                     act.carried[(cmd.command_id, attempt)] = work
                     return True
-                self._record_step(inst, work)  # ran before this activation lost a race
+                self._record_attempt(act, work)  # ran before this activation lost a race
                 return True
             if work is None:
                 work = asyncio.ensure_future(self._run_inline(inst, cmd, attempt))
@@ -523,7 +528,7 @@ class Engine(
         position = _first_to_end(act)
         if self._fire_timer_due_first(inst, act.running[position].result()):
             return True  # a timer came due before the attempt ended: it fired first
-        self._record_step(inst, act.running.pop(position).result())
+        self._record_attempt(act, act.running.pop(position).result())
         if act.running:
             await self._commit(inst)  # others may run long: do not hold this result back
         return True
@@ -552,9 +557,9 @@ class Engine(
         if carried is not None:
             work = act.carried.pop(carried)
             assert isinstance(work, list)
-            self._record_step(act.inst, work)
+            self._record_attempt(act, work)
             return True
-        self._record_step(act.inst, act.running.pop(position).result())
+        self._record_attempt(act, act.running.pop(position).result())
         if act.running:
             await self._commit(act.inst)  # others may run long: do not hold this result back
         return True
@@ -733,6 +738,53 @@ class Engine(
             cmd.shielded,
         )
         return [started, *outcomes]
+
+    def _pin_carried(self, act: _Activation) -> None:
+        """Record the start of every attempt an earlier try of this activation ran or left
+        running, whose command this try's code has issued again, and wait for it here.
+
+        That try lost a commit race; this one read the log again, and a cancellation request
+        it found was held back for those attempts (``in_flight``: their outcome is recorded,
+        then the code hears of it). A replay holds it back only for an attempt it finds started
+        in the log, so the start goes in with this try's first write, and the attempt stays
+        this activation's to record (``running``) even if the code stops waiting for it.
+        """
+        inst = act.inst
+        for key, work in list(act.carried.items()):
+            command_id, attempt = key
+            position = int(command_id.rpartition(":")[2])
+            if position > len(inst.commands):
+                continue  # (not issued yet: taken up when it is, ``_take_action``)
+            cmd = inst.commands[position - 1]
+            if cmd.command_id != command_id or cmd.done or cmd.attempt >= attempt:
+                continue
+            if position in act.running or cmd.step is None:
+                continue
+            del act.carried[key]
+            started = Event(
+                run_id=inst.run_id,
+                type=EventType.STEP_STARTED,
+                data={"command_id": command_id, "step_name": cmd.step.name, "attempt": attempt},
+                timestamp=self.clock.now(),
+            )
+            self._record_step(inst, [started])
+            act.pinned.add(key)
+            if isinstance(work, list):  # (ended: waits in ``running`` as a finished future)
+                finished: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+                finished.set_result(work)
+                work = finished  # type: ignore[assignment]
+            act.running[position] = work  # type: ignore[assignment]
+            act.attempts[position] = attempt
+
+    def _record_attempt(self, act: _Activation, events: list[Event]) -> None:
+        """``_record_step``, without the start ``_pin_carried`` recorded already."""
+        first = events[0]
+        if first.type is EventType.STEP_STARTED and act.pinned:
+            key = (first.data["command_id"], first.data["attempt"])
+            if key in act.pinned:
+                act.pinned.discard(key)
+                events = events[1:]
+        self._record_step(act.inst, events)
 
     @staticmethod
     def _record_step(inst: WorkflowInstance, events: list[Event]) -> None:
