@@ -370,7 +370,7 @@ class Engine(
         act = _Activation(inst, carried=carried)
         self.activation_seen[run_id] = inst.sequence  # (watched for cancellation meanwhile)
         try:
-            if carried:
+            if carried and inst.cancel_requested:
                 self._pin_carried(act)
             outcome = await self._drive(act)
         except BaseException as exc:
@@ -741,7 +741,8 @@ class Engine(
 
     def _pin_carried(self, act: _Activation) -> None:
         """Record the start of every attempt an earlier try of this activation ran or left
-        running, whose command this try's code has issued again, and wait for it here.
+        running, whose command this try's code has issued again, and wait for it here (when
+        this try found a cancellation request: only then does it matter).
 
         That try lost a commit race; this one read the log again, and a cancellation request
         it found was held back for those attempts (``in_flight``: their outcome is recorded,

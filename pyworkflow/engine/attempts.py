@@ -265,13 +265,14 @@ def carry_inline_work(act: _Activation) -> None:
         if started.type is not EventType.STEP_STARTED or started.data.get("dispatched"):
             continue
         key = (started.data["command_id"], started.data["attempt"])
-        outcomes = []
-        for outcome in buffer[index + 1 :]:  # (an attempt's outcomes follow its start at once)
-            if outcome.type not in _OUTCOMES:
-                break
-            if (outcome.data.get("command_id"), outcome.data.get("attempt")) != key:
-                break
-            outcomes.append(_unplaced(outcome))
+        # An attempt's outcomes follow its start at once, or later in the buffer when its start
+        # was recorded up front (``Engine._pin_carried``): found by command and attempt.
+        outcomes = [
+            _unplaced(outcome)
+            for outcome in buffer[index + 1 :]
+            if outcome.type in _OUTCOMES
+            and (outcome.data.get("command_id"), outcome.data.get("attempt")) == key
+        ]
         if outcomes:
             act.carried[key] = [_unplaced(started), *outcomes]
     for position, task in act.running.items():

@@ -250,6 +250,7 @@ class WorkflowInstance:
     def feed(self, events: list[Event]) -> None:
         """Apply events from storage in order (replay, or catching up a cached instance)."""
         recorded, records = self.recorded, _COMMAND_RECORDS
+        commands = self.commands
         for event in events:
             if event.type in records:
                 position = int(event.data["command_id"].rpartition(":")[2])
@@ -257,6 +258,12 @@ class WorkflowInstance:
                     recorded[position] = event
                     if position > self._max_recorded:
                         self._max_recorded = position
+                    if position <= len(commands) and event.type is _STEP_STARTED:
+                        # Issued before its start reached this instance (catching up): started,
+                        # as ``_issue`` says of a command whose start it finds in the log.
+                        cmd = commands[position - 1]
+                        if cmd.attempt == 0 and cmd.command_id == event.data["command_id"]:
+                            cmd.attempt = int(event.data.get("attempt", 1))
         self._replay, self._cursor, self._completed_ahead = events, 0, None
         try:
             while self._cursor < len(events):
@@ -626,7 +633,10 @@ class WorkflowInstance:
             if cmd.kind == "child" and not cmd.wait:
                 continue  # nobody awaits it here: handle.result() has its own waiter
             if cmd.kind == "step" and (
-                (cmd.attempt > 0 and not cmd.retry_pending) or cmd.command_id in self.in_flight
+                # (In flight: an attempt an earlier try of the activation runs. Not a retry the
+                # log does not show started: a replay would not hold the request back for it.)
+                not cmd.retry_pending
+                and (cmd.attempt > 0 or cmd.command_id in self.in_flight)
             ):
                 cmd.cancel_on_outcome = True
                 continue
