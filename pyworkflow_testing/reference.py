@@ -341,33 +341,22 @@ class _ReferenceWorkflow:
         kwargs: dict[str, Any],
         info: StepInfo,
     ) -> Any:
-        if definition.timeout is None:
-            return await self._invoke(definition, args, kwargs, info)
-        seconds = definition.timeout.total_seconds()
-        scope = asyncio.timeout(seconds)
+        seconds = None if definition.timeout is None else definition.timeout.total_seconds()
+        scope = None if seconds is None else asyncio.timeout(seconds)  # (None: no timeout)
         try:
-            async with scope:
-                return await self._invoke(definition, args, kwargs, info)
+            async with scope or contextlib.nullcontext():
+                for _ in range(MAX_LOST_WORKERS):
+                    try:
+                        return await self.invoke_step(definition, args, kwargs, info)
+                    except WorkerCrash:
+                        continue  # the body took its worker down: the engine runs it again
+                raise WorkflowError(f"step {definition.name!r} lost its worker every time")
         except TimeoutError:
-            if scope.expired():
+            if scope is not None and scope.expired():
                 raise StepTimeoutError(
                     f"step {definition.name!r} timed out after {seconds}s"
                 ) from None
             raise
-
-    async def _invoke(
-        self,
-        definition: StepDefinition,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        info: StepInfo,
-    ) -> Any:
-        for _ in range(MAX_LOST_WORKERS):
-            try:
-                return await self.invoke_step(definition, args, kwargs, info)
-            except WorkerCrash:
-                continue  # the body took its worker down: the engine runs it again
-        raise WorkflowError(f"step {definition.name!r} lost its worker every time")
 
     def sleep(self, duration: Any) -> asyncio.Future[None]:
         now = self.now()

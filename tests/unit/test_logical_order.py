@@ -80,22 +80,33 @@ def _types(events: list[Event]) -> list[tuple[str, str | None]]:
     return [(e.type.value, e.data.get("command_id")) for e in events]
 
 
+async def _result_after(
+    clock: ManualClock, seconds: float, options: EngineOptions | None = None
+) -> tuple[Engine, str]:
+    """``bounded_lookup`` started and activated (its step dispatched, its 20 s timer set), then
+    the step's result written ``seconds`` later, before any activation of the timer."""
+    queue = HeldQueue()
+    options = options or EngineOptions(owner="worker-1", dispatch_steps=True)
+    engine = Engine(InMemoryStorageBackend(), clock, queue, options=options)
+    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
+    await engine.advance(run.run_id)
+    assert len(queue.steps) == 1  # on its way to a worker; the 20 s timer is set
+    clock.advance(seconds)
+    await engine.execute_step(*queue.steps[0])
+    return engine, run.run_id
+
+
 @pytest.mark.parametrize("cold", [False, True], ids=["cached", "replayed"])
 async def test_a_timer_due_before_a_dispatched_result_wins_though_its_activation_came_late(
     clock: ManualClock, cold: bool
 ) -> None:
-    queue = HeldQueue()
-    engine = _engine(clock, queue)
-    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
-    await engine.advance(run.run_id)
-    assert len(queue.steps) == 1  # on its way to a worker; the 20 s timer is set
-    clock.advance(30)  # the timer came due at 20 s, and its activation never came
-    await engine.execute_step(*queue.steps[0])  # the result lands at 30 s
+    # The timer came due at 20 s and its activation never came; the result lands at 30 s.
+    engine, run_id = await _result_after(clock, 30)
     if cold:
         engine.evict()  # a worker that never saw the run
-    await engine.advance(run.run_id)
+    await engine.advance(run_id)
 
-    value, events = await _outcome(engine, run.run_id)
+    value, events = await _outcome(engine, run_id)
     assert value == "timed out"
     # The log holds the result first (its writer came first) and the timer's firing after it;
     # a replay meets that firing done already, and ends the same way.
@@ -109,15 +120,10 @@ async def test_a_timer_due_before_a_dispatched_result_wins_though_its_activation
 async def test_a_result_that_lands_before_the_timer_is_due_is_the_answer(
     clock: ManualClock,
 ) -> None:
-    queue = HeldQueue()
-    engine = _engine(clock, queue)
-    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
-    await engine.advance(run.run_id)
-    clock.advance(15)
-    await engine.execute_step(*queue.steps[0])
+    engine, run_id = await _result_after(clock, 15)
     engine.evict()
-    await engine.advance(run.run_id)
-    value, events = await _outcome(engine, run.run_id)
+    await engine.advance(run_id)
+    value, events = await _outcome(engine, run_id)
     assert value == 40
     assert await replay_history(bounded_lookup, events) == 40
 
@@ -128,13 +134,8 @@ async def test_a_replay_fires_the_timer_first_only_for_runs_started_under_the_ru
 ) -> None:
     # The log as the late activation found it: the result in, the timer's firing not yet. A run
     # an earlier release started gave the code the result then, and must replay as it ran.
-    queue = HeldQueue()
-    engine = _engine(clock, queue)
-    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
-    await engine.advance(run.run_id)
-    clock.advance(30)
-    await engine.execute_step(*queue.steps[0])
-    found = await engine.storage.get_events(run.run_id)
+    engine, run_id = await _result_after(clock, 30)
+    found = await engine.storage.get_events(run_id)
     assert found[0].data[LOGICAL_ORDER] is True and found[-1].type is EventType.STEP_COMPLETED
     events = [Event(e.run_id, e.type, dict(e.data), e.timestamp, e.sequence) for e in found]
     if not logical:
@@ -288,15 +289,10 @@ async def test_timers_fired_ahead_of_a_late_result_stop_at_the_event_limit(
 async def test_an_engine_in_a_rolling_upgrade_starts_runs_that_replay_in_log_order(
     clock: ManualClock,
 ) -> None:
-    queue = HeldQueue()
     options = EngineOptions(owner="worker-1", dispatch_steps=True, logical_order=False)
-    engine = Engine(InMemoryStorageBackend(), clock, queue, options=options)
-    run, _ = await engine.start_run(workflow_definition_of(bounded_lookup), (4,), {})
-    await engine.advance(run.run_id)
-    clock.advance(30)
-    await engine.execute_step(*queue.steps[0])
-    await engine.advance(run.run_id)
-    value, events = await _outcome(engine, run.run_id)
+    engine, run_id = await _result_after(clock, 30, options)
+    await engine.advance(run_id)
+    value, events = await _outcome(engine, run_id)
     assert LOGICAL_ORDER not in events[0].data
     assert value == 40  # as a worker of the release before the rule would have it
     assert await replay_history(bounded_lookup, events) == 40
