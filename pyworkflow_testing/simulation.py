@@ -40,7 +40,9 @@ from pyworkflow.engine.outcome import Outcome, chain_end, outcome_of
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.exceptions import (
     HookAlreadyReceivedError,
+    HookExpiredError,
     HookNotFoundError,
+    HookPayloadError,
     ScheduleAlreadyExistsError,
     ScheduleNotFoundError,
     WorkflowError,
@@ -122,12 +124,24 @@ def _user_modules() -> set[str]:
     return modules
 
 
+# Why a payload is refused: a script that caught one goes on, and so does its rerun.
+_REFUSED_PAYLOAD = (
+    HookNotFoundError,
+    HookExpiredError,
+    HookAlreadyReceivedError,
+    HookPayloadError,
+)
+
+
 @dataclass
 class _Action:
     kind: str  # "start" | "hook" | "cancel" | "schedule" | "run_for" | "wait_hook" | "idle"
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # a start's idempotency key
+    # What the action raised when the script performed it (a payload refused as the hook had
+    # expired, say, which the script caught): a rerun whose payload is refused goes on likewise.
+    raised: type[BaseException] | None = None
 
 
 class SimRun:
@@ -624,12 +638,17 @@ class Simulation(Checks):
                 f"neither run {run.run_id} nor a run it started has a pending hook {name!r}"
             )
         owner, token = answerable[0]
-        self.script.append(_Action("hook", (run.index, name, payload)))
+        action = _Action("hook", (run.index, name, payload))
+        self.script.append(action)
         if self.trace is not None:
             whose = f"run {run.index}" if owner == run.run_id else f"run {owner}"
             self.trace.scripted(HOOK, owner, f"payload for hook {name!r} of {whose}")
-        with scripted_action():
-            await self._deliver_payload(run, name, token, payload)
+        try:
+            with scripted_action():
+                await self._deliver_payload(run, name, token, payload)
+        except Exception as exc:
+            action.raised = type(exc)
+            raise
 
     async def _deliver_payload(self, run: SimRun, name: str, token: str, payload: Any) -> None:
         world = self.world
@@ -706,7 +725,13 @@ class Simulation(Checks):
             await self._start(get_workflow(name).func, tuple(args), action.kwargs, action.key)
         elif action.kind == "hook":
             index, name, payload = action.args
-            await self._resume_hook(self.runs[index], name, payload)
+            try:
+                await self._resume_hook(self.runs[index], name, payload)
+            except _REFUSED_PAYLOAD:
+                if action.raised is None:
+                    raise  # (the script got through it)
+                # Refused in the script too (which went on): refused for another reason here
+                # (the hook expired, and a run without faults recorded its expiry in time).
         elif action.kind == "run_for":
             await self._run_for(action.args[0])
         elif action.kind == "wait_hook":
