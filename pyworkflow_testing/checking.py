@@ -46,6 +46,41 @@ class SimulationFailure(AssertionError):
         super().__init__(f"simulation seed {seed} failed:\n{diff}\nreproduce with:\n  {reproduce}")
 
 
+class FaultFreeEndings:
+    """What a sweep learned of its script's endings without faults, to spare most seeds the
+    fault-free rerun (``Checks._compare_with_fault_free``).
+
+    Without faults, what a script's runs end with is a property of the code, the script and the
+    few settings a seed draws (where steps run, children, joint commits: the key), not of the
+    seed: faults are what a seed adds. So a seed of a sweep compares its runs' endings with the
+    fault-free endings another seed of the same key reached, and reruns without faults only when
+    they differ (or when it is sampled, or nothing is known yet); a difference is only ever
+    reported from a fault-free rerun of the seed itself. Code whose fault-free endings depend on
+    the seed after all (a result holding a run id, ``random`` in a step) is found as soon as a
+    rerun's endings differ from what was learned, and every seed reruns from then on.
+    """
+
+    MAX_KEYS = 256  # (a script per key: a sweep has a handful)
+
+    def __init__(self) -> None:
+        self.endings: dict[str, list[tuple[str, str | None]]] = {}
+        self.trusted = True
+        self.reused = 0  # seeds that were spared the rerun
+        self.reruns = 0
+
+    def known(self, key: str) -> list[tuple[str, str | None]] | None:
+        return self.endings.get(key) if self.trusted else None
+
+    def learn(self, key: str, endings: list[tuple[str, str | None]]) -> None:
+        self.reruns += 1
+        known = self.endings.get(key)
+        if known is not None and known != endings:
+            self.trusted = False  # the seed matters to them: no more reuse
+            self.endings.clear()
+        elif self.trusted and len(self.endings) < self.MAX_KEYS:
+            self.endings[key] = endings
+
+
 class Checks:
     """The checking part of ``Simulation`` (a mixin: the simulation provides the attributes)."""
 
@@ -66,6 +101,8 @@ class Checks:
     check_seconds: dict[str, float]
     last_violations: list[str] | None  # what the last check() found (empty: it passed)
     _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
+    # A sweep's endings without faults (``FaultFreeEndings``); None: this seed reruns itself.
+    fault_free_endings: FaultFreeEndings | None
     _executor: ThreadPoolExecutor
 
     if TYPE_CHECKING:
@@ -264,7 +301,7 @@ class Checks:
         timings["per_run"] = time.perf_counter() - started
         if self.faults.enabled and not found:
             started = time.perf_counter()
-            found += self._compare_with_fault_free()
+            found += self._compare_with_fault_free(reuse=not same_seed)
             timings["fault_free_rerun"] = time.perf_counter() - started
         if not found and same_seed:
             started = time.perf_counter()
@@ -316,18 +353,44 @@ class Checks:
             random.setstate(saved)
         return twin
 
-    def _compare_with_fault_free(self) -> list[str]:
+    def _compare_with_fault_free(self, reuse: bool = False) -> list[str]:
+        """Each finished run must end as it does without faults. With ``reuse`` (a seed the
+        sweep does not sample) and a sweep's ``fault_free_endings``, endings that match what a
+        fault-free rerun of another seed reached pass without a rerun of this one."""
+        actual = self._outcomes()
+        excused = self.run_sync(self._budget_spent_on_faults())
+        memo = self.fault_free_endings
+        key = self._fault_free_key() if memo is not None else ""
+        if memo is not None and reuse:
+            known = memo.known(key)
+            if known is not None and not _endings_differ(known, actual, excused):
+                memo.reused += 1
+                return []
         twin = self._rerun(Faults.none())
         try:
-            expected, actual = twin._outcomes(), self._outcomes()
+            expected = twin._outcomes()
         finally:
             twin.close()
-        excused = self.run_sync(self._budget_spent_on_faults())
+        if memo is not None:
+            memo.learn(key, expected)
         return [
             f"run {i}: with faults it ended {a}, without faults {e}"
-            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-            if e != a and RunStatus(a[0]).is_terminal and i not in excused
+            for i, (e, a) in _endings_differ(expected, actual, excused)
         ]
+
+    def _fault_free_key(self) -> str:
+        """What, besides the code, a fault-free rerun of this simulation depends on."""
+        world = self.world
+        settings = (
+            self.workers,
+            self.dispatch_steps,
+            world.inline_children,
+            world.storage.joint_commits,
+            self.epoch.isoformat(),
+            self.liveness.total_seconds(),
+            sorted(self.mocks),
+        )
+        return repr((settings, self.script))
 
     async def _budget_spent_on_faults(self) -> set[int]:
         """Runs the engine failed for losing their worker more than ``max_recovery_attempts``
@@ -398,4 +461,17 @@ class Checks:
         return "the logs differ in their data or timestamps"
 
 
-__all__ = ["Checks", "SimulationFailure"]
+def _endings_differ(
+    expected: list[tuple[str, str | None]],
+    actual: list[tuple[str, str | None]],
+    excused: set[int],
+) -> list[tuple[int, tuple[tuple[str, str | None], tuple[str, str | None]]]]:
+    """The runs whose ending with faults (finished, not excused) is not the one without."""
+    return [
+        (i, (e, a))
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+        if e != a and RunStatus(a[0]).is_terminal and i not in excused
+    ]
+
+
+__all__ = ["Checks", "FaultFreeEndings", "SimulationFailure"]

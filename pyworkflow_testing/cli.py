@@ -432,7 +432,10 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(0),
             default=10,
             show_default=True,
-            help="Rerun the first seed and every Nth with the same seed (1: all, 0: none).",
+            help=(
+                "Rerun the first seed and every Nth with the same seed (1: all, 0: none); the"
+                " others reuse the fault-free endings other seeds reached when theirs match."
+            ),
         ),
         click.option(
             "--allow-pickle",

@@ -16,7 +16,6 @@ import asyncio
 import contextvars
 import heapq
 import math
-import selectors
 from asyncio import events as _events
 from collections.abc import Callable
 from typing import Any
@@ -29,48 +28,17 @@ class SimulationDeadlock(RuntimeError):
     """The simulation waits for something that nothing scheduled can bring."""
 
 
-class _VirtualSelector(selectors.BaseSelector):
-    """A selector with nothing to watch: ``select(timeout)`` advances virtual time instead."""
+class VirtualTimeEventLoop(asyncio.BaseEventLoop):
+    """An asyncio loop on virtual time (seconds since the simulation's epoch).
+
+    A ``BaseEventLoop`` with no selector and no self-pipe: it does no I/O, and ``_run_once``
+    below never waits. (It was a ``SelectorEventLoop`` with a selector that advanced time: the
+    socket pair of its self-pipe made creating and closing a loop cost about 60 us, and a sweep
+    creates two or three per seed.)
+    """
 
     def __init__(self) -> None:
-        self._keys: dict[int, selectors.SelectorKey] = {}
-        self.loop: VirtualTimeEventLoop | None = None
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        key = selectors.SelectorKey(fileobj, fd, events, data)
-        self._keys[fd] = key
-        return key
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
-        return self._keys.pop(fd)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        assert self.loop is not None
-        if timeout is None:
-            raise SimulationDeadlock(
-                "the simulation is waiting for something nothing scheduled will bring"
-                " (no runnable task, no timer)"
-            )
-        if timeout > 0:
-            self.loop.advance(timeout)
-        return []
-
-    def close(self) -> None:
-        self._keys.clear()
-
-    def get_map(self) -> Any:
-        return self._keys
-
-
-class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
-    """An asyncio loop on virtual time (seconds since the simulation's epoch)."""
-
-    def __init__(self) -> None:
-        selector = _VirtualSelector()
-        super().__init__(selector)
-        selector.loop = self
+        super().__init__()
         self._micros = 0  # virtual time in whole microseconds, like the datetimes of the logs
 
     def time(self) -> float:
@@ -119,6 +87,15 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             handle = ready.popleft()
             if not handle._cancelled:
                 handle._run()
+
+    def _process_events(self, event_list: list[Any]) -> None:
+        del event_list  # (no I/O: nothing to process)
+
+    def _write_to_self(self) -> None:
+        # ``call_soon_threadsafe`` from another thread: its callback is in the ready queue,
+        # which ``_run_once`` runs without waiting. (Nothing in a simulation should come from
+        # another thread: its timing would not be the seed's.)
+        pass
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -49,7 +49,7 @@ from pyworkflow.model.exceptions import (
 )
 from pyworkflow.model.schedules import OverlapPolicy, Schedule, ScheduleSpec, ScheduleStatus
 from pyworkflow.model.schemas import Hook, HookStatus, RunStatus, WorkflowRun
-from pyworkflow_testing.checking import Checks, SimulationFailure
+from pyworkflow_testing.checking import Checks, FaultFreeEndings, SimulationFailure
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.fate import scripted_action
 from pyworkflow_testing.faults import Faults
@@ -217,6 +217,7 @@ class Simulation(Checks):
         self.schedule_history: dict[str, History] = {}
         self.timed_out = False
         self._checked_at: tuple[int, bool] | None = None  # see Checks.check
+        self.fault_free_endings: FaultFreeEndings | None = None  # a sweep's (see there)
         self.last_violations: list[str] | None = None  # what the last check() found
         # Wall seconds of the last check()'s phases: per-run oracles and the two reruns.
         self.check_seconds: dict[str, float] = {}

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,12 +30,17 @@ import click
 from pyworkflow.core.registry import workflow_definition_of
 from pyworkflow.model.exceptions import WorkflowNotFoundError
 from pyworkflow.utils.duration import parse_duration
+from pyworkflow_testing.checking import FaultFreeEndings
 from pyworkflow_testing.simulation import DEFAULT_LIVENESS, Simulation, SimulationFailure
 from pyworkflow_testing.warmup import warm_up
 
 DEFAULT_WORKERS = 3
 
 _SEED_RANGE = re.compile(r"(\d+)\.\.(\d+)")
+
+# Per sweep (its spec), what its seeds learned of the fault-free endings (``FaultFreeEndings``):
+# the seeds of one process share it.
+_ENDINGS: dict[str, FaultFreeEndings] = {}
 
 
 def parse_seeds(text: str) -> range:
@@ -172,6 +177,8 @@ def run_seed(
         liveness=spec.liveness_bound(),
         trace=report is not None,
     )
+    if report is None:  # (a traced seed, one to look at, reruns everything itself)
+        sim.fault_free_endings = fault_free_endings(spec)
     statuses: list[str] = []
     try:
         try:
@@ -196,6 +203,17 @@ def run_seed(
     finally:
         sim.close()
         random.setstate(saved)
+
+
+def fault_free_endings(spec: SweepSpec) -> FaultFreeEndings:
+    """The fault-free endings the seeds of ``spec``'s sweep share in this process."""
+    key = repr(replace(spec, determinism_every=0, first_seed=0))
+    found = _ENDINGS.get(key)
+    if found is None:
+        if len(_ENDINGS) >= 16:
+            _ENDINGS.clear()
+        found = _ENDINGS[key] = FaultFreeEndings()
+    return found
 
 
 def _write_report(
