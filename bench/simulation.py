@@ -32,6 +32,7 @@ from datetime import timedelta  # noqa: E402
 
 from pyworkflow import ScheduleSpec, sleep, step, workflow  # noqa: E402
 from pyworkflow_testing import Faults, Simulation  # noqa: E402
+from pyworkflow_testing.checking import FaultFreeEndings  # noqa: E402
 
 
 @step(name="bench_sim_work")
@@ -79,8 +80,15 @@ async def month_of_schedules(faults: Faults) -> dict[str, Any]:
         sim.close()
 
 
-def one_run(seed: int, faults: Faults, check: bool, same_seed: bool = True) -> tuple[float, str]:
+def one_run(
+    seed: int,
+    faults: Faults,
+    check: bool,
+    same_seed: bool = True,
+    endings: FaultFreeEndings | None = None,
+) -> tuple[float, str]:
     sim = Simulation(seed=seed, faults=faults, workers=2)
+    sim.fault_free_endings = endings
     try:
         run = sim.run_sync(sim._start(day, (), {}))
         sim.run_sync(sim._run_until_idle())
@@ -94,11 +102,13 @@ def one_run(seed: int, faults: Faults, check: bool, same_seed: bool = True) -> t
 
 def sweep(seeds: int, determinism_every: int) -> dict[str, Any]:
     """A sweep as ``pyworkflow simulate`` runs one: a simulation per seed of the one-day
-    workflow, every fault, every oracle, the same-seed rerun for every Nth seed."""
+    workflow, every fault, every oracle, the same-seed rerun for every Nth seed (and, as sweeps
+    do, fault-free endings reused by the others: ``FaultFreeEndings``)."""
     started = time.perf_counter()
+    endings = FaultFreeEndings()
     for seed in range(seeds):
         rerun = determinism_every > 0 and seed % determinism_every == 0
-        one_run(seed, Faults.all(), True, same_seed=rerun)
+        one_run(seed, Faults.all(), True, same_seed=rerun, endings=endings)
     wall = time.perf_counter() - started
     return {
         "seeds": seeds,
@@ -129,13 +139,19 @@ def onboarding_sweep(seeds: int) -> dict[str, Any]:
 
 
 def throughput(
-    runs: int, faults: Faults, check: bool, seed: int = 0, same_seed: bool = True
+    runs: int,
+    faults: Faults,
+    check: bool,
+    seed: int = 0,
+    same_seed: bool = True,
+    endings: FaultFreeEndings | None = None,
 ) -> dict[str, Any]:
     """``runs`` runs of the one-day workflow in one simulation, then every oracle (``check``;
     the same-seed rerun only with ``same_seed``). Driven from this thread, as sweeps drive
     their simulations (``run_sync``: no trip to the simulation's thread per call)."""
     started = time.perf_counter()
     sim = Simulation(seed=seed, faults=faults, workers=2, dispatch_steps=False)
+    sim.fault_free_endings = endings
     try:
         handles = [sim.run_sync(sim._start(day, (), {})) for _ in range(runs)]
         sim.run_sync(sim._run_until_idle())
@@ -174,10 +190,12 @@ def throughput(
 def sampled_throughput(runs: int, faults: Faults, every: int = 10) -> dict[str, Any]:
     """The same ``runs`` as a sweep does them: ``every`` simulations (seeds 0..every-1) of
     ``runs // every`` runs each, every oracle on each, the same-seed rerun on the first only
-    (the sweeps' default sample: the first seed and every 10th)."""
+    (the sweeps' default sample: the first seed and every 10th; the others reuse fault-free
+    endings, as sweeps do)."""
     started = time.perf_counter()
+    endings = FaultFreeEndings()
     parts = [
-        throughput(runs // every, faults, True, seed=seed, same_seed=seed % every == 0)
+        throughput(runs // every, faults, True, seed, seed % every == 0, endings)
         for seed in range(every)
     ]
     wall = time.perf_counter() - started
