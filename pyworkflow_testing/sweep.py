@@ -178,7 +178,7 @@ def run_seed(
         trace=report is not None,
     )
     if report is None:  # (a traced seed, one to look at, reruns everything itself)
-        sim.fault_free_endings = fault_free_endings(spec)
+        sim.fault_free_endings = fault_free_endings(spec, workflow)
     statuses: list[str] = []
     try:
         try:
@@ -205,9 +205,10 @@ def run_seed(
         random.setstate(saved)
 
 
-def fault_free_endings(spec: SweepSpec) -> FaultFreeEndings:
-    """The fault-free endings the seeds of ``spec``'s sweep share in this process."""
-    key = repr(replace(spec, determinism_every=0, first_seed=0))
+def fault_free_endings(spec: SweepSpec, workflow: Any) -> FaultFreeEndings:
+    """The fault-free endings the seeds of ``spec``'s sweep share in this process (``workflow``:
+    the function its target names; a module imported again gives a new one, and new endings)."""
+    key = repr((replace(spec, determinism_every=0, first_seed=0), id(workflow)))
     found = _ENDINGS.get(key)
     if found is None:
         if len(_ENDINGS) >= 16:

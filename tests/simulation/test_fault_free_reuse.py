@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyworkflow_testing.sweep import SweepSpec, fault_free_endings, run_sweep
+from pyworkflow_testing.checking import FaultFreeEndings
+from pyworkflow_testing.sweep import SweepSpec, fault_free_endings, load_workflow, run_sweep
 
 pytest_plugins = ["pytester"]
 
@@ -69,12 +70,17 @@ def verdicts(target: str, directory: Path, seeds: range, every: int) -> dict[int
     return {outcome.seed: outcome.violations for outcome in run_sweep(spec, seeds)}
 
 
+def endings_of(target: str, directory: Path) -> FaultFreeEndings:
+    spec = SweepSpec(target, search_path=str(directory))
+    return fault_free_endings(spec, load_workflow(target, str(directory)))
+
+
 def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: Path) -> None:
     seeds = range(0, 120)
     state = random.getstate()
     try:
         sampled = verdicts("reuse_racy:racy", module_dir, seeds, 10)
-        memo = fault_free_endings(SweepSpec("reuse_racy:racy", search_path=str(module_dir)))
+        memo = endings_of("reuse_racy:racy", module_dir)
         every = verdicts("reuse_racy:racy", module_dir, seeds, 1)
     finally:
         random.setstate(state)
@@ -99,7 +105,7 @@ def test_endings_that_depend_on_the_seed_stop_the_reuse_and_fail_no_seed(
     state = random.getstate()
     try:
         found = verdicts("reuse_drawn:drawn", module_dir, range(0, 40), 10)
-        memo = fault_free_endings(SweepSpec("reuse_drawn:drawn", search_path=str(module_dir)))
+        memo = endings_of("reuse_drawn:drawn", module_dir)
     finally:
         random.setstate(state)
         sys.modules.pop("reuse_drawn", None)
