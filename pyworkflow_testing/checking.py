@@ -22,6 +22,7 @@ from pyworkflow.core.registry import get_workflow
 from pyworkflow.engine.outcome import chain_end
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
+from pyworkflow.primitives.deterministic import seeded_draws
 from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.collector import fewer_collections
@@ -50,20 +51,24 @@ class FaultFreeEndings:
     """What a sweep learned of its script's endings without faults, to spare most seeds the
     fault-free rerun (``Checks._compare_with_fault_free``).
 
-    Without faults, what a script's runs end with is a property of the code, the script and the
-    few settings a seed draws (where steps run, children, joint commits: the key), not of the
-    seed: faults are what a seed adds. So a seed of a sweep compares its runs' endings with the
-    fault-free endings another seed of the same key reached, and reruns without faults only when
-    they differ (or when it is sampled, or nothing is known yet); a difference is only ever
-    reported from a fault-free rerun of the seed itself. Code whose fault-free endings depend on
-    the seed after all (a result holding a run id, ``random`` in a step) is found as soon as a
-    rerun's endings differ from what was learned, and every seed reruns from then on.
+    Without faults, a seed decides little: where steps run, whether children run in their
+    parent's activation, joint commits (the key, with the script), and values it hands to the
+    code: the run ids and hook tokens it draws, ``random`` (seeded with the seed), and what
+    ``pyworkflow.random()`` and ``uuid4()`` draw from a stream seeded by the run id. A fault-free
+    rerun whose code drew nothing from ``random`` or a run's stream took no decision on such a
+    value, so every seed of its key ends alike without faults (a run id or token that reaches an
+    ending is unique to its seed: that ending matches no other seed's, and the seed reruns).
+    A seed outside the sweep's sample then compares its endings with those, and reruns itself
+    without faults only when they differ; a difference is only ever reported from the seed's
+    own rerun. A key whose rerun drew such values is never reused; a rerun that contradicts
+    what was learned stops all reuse (every seed reruns from then on).
     """
 
     MAX_KEYS = 256  # (a script per key: a sweep has a handful)
 
     def __init__(self) -> None:
         self.endings: dict[str, list[tuple[str, str | None]]] = {}
+        self.from_seed: set[str] = set()  # keys whose reruns drew values from the seed
         self.trusted = True
         self.reused = 0  # seeds that were spared the rerun
         self.reruns = 0
@@ -71,12 +76,17 @@ class FaultFreeEndings:
     def known(self, key: str) -> list[tuple[str, str | None]] | None:
         return self.endings.get(key) if self.trusted else None
 
-    def learn(self, key: str, endings: list[tuple[str, str | None]]) -> None:
+    def learn(self, key: str, endings: list[tuple[str, str | None]], from_seed: bool) -> None:
+        """What a fault-free rerun of a seed of ``key`` ended with; ``from_seed``: its code drew
+        from ``random`` or a run's seeded stream."""
         self.reruns += 1
         known = self.endings.get(key)
         if known is not None and known != endings:
             self.trusted = False  # the seed matters to them: no more reuse
             self.endings.clear()
+        elif from_seed or key in self.from_seed:
+            self.from_seed.add(key)
+            self.endings.pop(key, None)
         elif self.trusted and len(self.endings) < self.MAX_KEYS:
             self.endings[key] = endings
 
@@ -103,6 +113,8 @@ class Checks:
     _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
     # A sweep's endings without faults (``FaultFreeEndings``); None: this seed reruns itself.
     fault_free_endings: FaultFreeEndings | None
+    # Set on a rerun: whether its code drew from ``random`` or a run's seeded stream.
+    drew_from_seed: bool = False
     _executor: ThreadPoolExecutor
 
     if TYPE_CHECKING:
@@ -347,8 +359,11 @@ class Checks:
         # it: seeded with the seed. The caller's random state is put back afterwards.
         saved = random.getstate()
         random.seed(self.seed)
+        seeded, draws = random.getstate(), seeded_draws()
         try:
             twin.replay_script(self.script)
+            # Whether its code drew a value that depends on the seed (``FaultFreeEndings``).
+            twin.drew_from_seed = seeded_draws() != draws or random.getstate() != seeded
         finally:
             random.setstate(saved)
         return twin
@@ -360,8 +375,8 @@ class Checks:
         actual = self._outcomes()
         excused = self.run_sync(self._budget_spent_on_faults())
         memo = self.fault_free_endings
-        key = self._fault_free_key() if memo is not None else ""
-        if memo is not None and reuse:
+        key = self._fault_free_key() if memo is not None and not self.mocks else None
+        if memo is not None and key is not None and reuse:
             known = memo.known(key)
             if known is not None and not _endings_differ(known, actual, excused):
                 memo.reused += 1
@@ -371,15 +386,16 @@ class Checks:
             expected = twin._outcomes()
         finally:
             twin.close()
-        if memo is not None:
-            memo.learn(key, expected)
+        if memo is not None and key is not None:
+            memo.learn(key, expected, from_seed=twin.drew_from_seed)
         return [
             f"run {i}: with faults it ended {a}, without faults {e}"
             for i, (e, a) in _endings_differ(expected, actual, excused)
         ]
 
-    def _fault_free_key(self) -> str:
-        """What, besides the code, a fault-free rerun of this simulation depends on."""
+    def _fault_free_key(self) -> str | None:
+        """What, besides the code and values drawn from the seed, a fault-free rerun of this
+        simulation depends on (None: no key, no reuse)."""
         world = self.world
         settings = (
             self.workers,
@@ -388,9 +404,11 @@ class Checks:
             world.storage.joint_commits,
             self.epoch.isoformat(),
             self.liveness.total_seconds(),
-            sorted(self.mocks),
         )
-        return repr((settings, self.script))
+        try:
+            return repr((settings, self.script))
+        except Exception:  # noqa: BLE001 - a payload whose repr fails: this seed reruns
+            return None
 
     async def _budget_spent_on_faults(self) -> set[int]:
         """Runs the engine failed for losing their worker more than ``max_recovery_attempts``

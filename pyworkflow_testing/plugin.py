@@ -46,8 +46,6 @@ _SIMULATION = pytest.StashKey["Simulation"]()
 _SWEEP = pytest.StashKey[range]()
 _VIOLATIONS = pytest.StashKey[list[str]]()  # what the oracles found, for the report
 _REPORTS = pytest.StashKey[list[str]]()  # the reports written in this session
-# Per marked test (its id without the seed): the fault-free endings its seeds share.
-_ENDINGS = pytest.StashKey[dict[str, Any]]()
 MAX_REPORTS = 20
 
 
@@ -255,8 +253,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
         from pyworkflow_testing.simulation import SimulationFailure
 
         message = None
-        if pyfuncitem.get_closest_marker(MARKER) is not None:
-            simulation.fault_free_endings = _fault_free_endings(pyfuncitem)
         try:
             simulation.check(same_seed=_reruns(pyfuncitem, simulation.seed))
         except SimulationFailure as failure:
@@ -266,19 +262,6 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
             # The oracles' own words are the whole story; a traceback into check() adds nothing.
             pytest.fail(message, pytrace=False)
     return result
-
-
-def _fault_free_endings(item: pytest.Function) -> Any:
-    """What the seeds of a marked test learned of its fault-free endings (``FaultFreeEndings``:
-    a seed the sweep does not sample reruns without faults only when its endings differ)."""
-    from pyworkflow_testing.checking import FaultFreeEndings
-
-    shared = item.config.stash.setdefault(_ENDINGS, {})
-    key = re.sub(r"seed=\d+", "", item.nodeid)  # (other parameters keep their own)
-    found = shared.get(key)
-    if found is None:
-        found = shared[key] = FaultFreeEndings()
-    return found
 
 
 @pytest.hookimpl(wrapper=True)
