@@ -55,9 +55,11 @@ class FaultFreeEndings:
     parent's activation, joint commits (the key, with the script), and values it hands to the
     code: the run ids and hook tokens it draws, ``random`` (seeded with the seed), and what
     ``pyworkflow.random()`` and ``uuid4()`` draw from a stream seeded by the run id. A fault-free
-    rerun whose code drew nothing from ``random`` or a run's stream took no decision on such a
-    value, so every seed of its key ends alike without faults (a run id or token that reaches an
-    ending is unique to its seed: that ending matches no other seed's, and the seed reruns).
+    rerun whose code drew nothing from ``random`` or a run's stream, read no run id in a step
+    (``World.watch_identity``) and started no other run (children, chains: their ids come from
+    the seed) took no decision on such a value, so every seed of its key ends alike without
+    faults (a hook token that reaches an ending is unique to its seed: that ending matches no
+    other seed's, and the seed reruns).
     A seed outside the sweep's sample then compares its endings with those, and reruns itself
     without faults only when they differ; a difference is only ever reported from the seed's
     own rerun. A key whose rerun drew such values is never reused; a rerun that contradicts
@@ -360,10 +362,15 @@ class Checks:
         saved = random.getstate()
         random.seed(self.seed)
         seeded, draws = random.getstate(), seeded_draws()
+        twin.world.watch_identity = not faults.enabled
         try:
             twin.replay_script(self.script)
             # Whether its code drew a value that depends on the seed (``FaultFreeEndings``).
-            twin.drew_from_seed = seeded_draws() != draws or random.getstate() != seeded
+            twin.drew_from_seed = (
+                seeded_draws() != draws
+                or random.getstate() != seeded
+                or twin.world.identity_reads[0] > 0
+            )
         finally:
             random.setstate(saved)
         return twin
@@ -384,10 +391,12 @@ class Checks:
         twin = self._rerun(Faults.none())
         try:
             expected = twin._outcomes()
+            if memo is not None and key is not None:
+                # (Runs the script did not start, children or chains: ids drawn from the seed.)
+                others = len(twin.run_sync(twin._every_run())) > len(twin.runs)
+                memo.learn(key, expected, from_seed=twin.drew_from_seed or others)
         finally:
             twin.close()
-        if memo is not None and key is not None:
-            memo.learn(key, expected, from_seed=twin.drew_from_seed)
         return [
             f"run {i}: with faults it ended {a}, without faults {e}"
             for i, (e, a) in _endings_differ(expected, actual, excused)

@@ -20,11 +20,11 @@ import heapq
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyworkflow.context import StepInfo
+from pyworkflow.context import StepInfo, step_scope
 from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
@@ -203,6 +203,30 @@ def _ring_out(waiter: asyncio.Future[None]) -> None:
 StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
 
 
+class _WatchedStepInfo(StepInfo):
+    """A step's ``StepInfo`` that counts what reads its run id (``World.watch_identity``)."""
+
+    __slots__ = ("_reads",)
+    _reads: list[int]
+
+    @property
+    def run_id(self) -> str:
+        self._reads[0] += 1
+        return _RUN_ID.__get__(self)  # type: ignore[no-any-return]
+
+
+_RUN_ID: Any = StepInfo.__dict__["run_id"]  # the slot's own descriptor
+_STEP_INFO_FIELDS = [(f.name, StepInfo.__dict__[f.name]) for f in fields(StepInfo)]
+
+
+def _watched(info: StepInfo, reads: list[int]) -> StepInfo:
+    watched = object.__new__(_WatchedStepInfo)
+    for name, slot in _STEP_INFO_FIELDS:
+        slot.__set__(watched, getattr(info, name))
+    object.__setattr__(watched, "_reads", reads)
+    return watched
+
+
 class World:
     """Storage, broker, workers, timers and sweeper of one simulation; see the module docstring."""
 
@@ -261,6 +285,10 @@ class World:
         self.serving_schedules = False  # in a ``run_for`` phase: schedules fire
         self._schedule_spins: list[float] = [-1.0, 0]  # (loop time, servings at that time)
         self.schedules_served_until: datetime | None = None  # the end of the last such phase
+        # With ``watch_identity``, step bodies see a ``StepInfo`` that counts the reads of its
+        # run id into ``identity_reads`` (a fault-free rerun: ``FaultFreeEndings``).
+        self.watch_identity = False
+        self.identity_reads = [0]
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -314,7 +342,12 @@ class World:
             delivery = _delivery.get()
             worker = -1 if delivery is None else delivery.worker
             self.trace.step_body(worker, info.run_id, info.step_id, info.attempt)
-        result = await self.run_body(definition, args, kwargs, info)
+        if self.watch_identity:
+            info = _watched(info, self.identity_reads)
+            with step_scope(info):
+                result = await self.run_body(definition, args, kwargs, info)
+        else:
+            result = await self.run_body(definition, args, kwargs, info)
         crash_point("after_step")
         return result
 

@@ -92,11 +92,47 @@ async def step_draws() -> str:
 """
 
 
+# The same with the run id: the step buckets runs by their id (the seed draws it), and the run
+# races its deadline in one bucket in four.
+BUCKETED = """
+import asyncio
+
+from pyworkflow import get_step_info, step, workflow
+
+
+@step(name="reuse_bucket")
+async def bucket() -> bool:
+    return int(get_step_info().run_id[-1], 16) % 4 == 0
+
+
+@step(name="reuse_tick")
+async def tick(i: int) -> int:
+    return i
+
+
+async def ticks() -> str:
+    for i in range(8):
+        await tick(i)
+    return "in time"
+
+
+@workflow(name="reuse_bucketed")
+async def bucketed() -> str:
+    if not await bucket():
+        return "too late"
+    try:
+        return await asyncio.wait_for(ticks(), 0.5)
+    except TimeoutError:
+        return "too late"
+"""
+
+
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "reuse_racy.py").write_text(RACY)
     (tmp_path / "reuse_chain.py").write_text(CHAIN)
     (tmp_path / "reuse_step_draws.py").write_text(STEP_DRAWS)
+    (tmp_path / "reuse_bucketed.py").write_text(BUCKETED)
     return tmp_path
 
 
@@ -136,7 +172,11 @@ def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: P
 
 @pytest.mark.parametrize(
     ("target", "seeds"),
-    [("reuse_chain:chain", range(4, 110)), ("reuse_step_draws:step_draws", range(0, 100))],
+    [
+        ("reuse_chain:chain", range(4, 110)),
+        ("reuse_step_draws:step_draws", range(0, 100)),
+        ("reuse_bucketed:bucketed", range(0, 100)),
+    ],
 )
 def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
     module_dir: Path, target: str, seeds: range
