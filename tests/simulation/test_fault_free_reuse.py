@@ -127,12 +127,50 @@ async def bucketed() -> str:
 """
 
 
+# The same with a child's run id (drawn from its parent's): runs are sampled by it. Found by a
+# second review.
+SAMPLED_BY_CHILD = """
+import asyncio
+import zlib
+
+from pyworkflow import start_child_workflow, step, workflow
+
+
+@step(name="reuse_child_tick")
+async def tick(i: int) -> int:
+    return i
+
+
+@workflow(name="reuse_audit")
+async def audit() -> str:
+    return "ok"
+
+
+async def ticks() -> str:
+    for i in range(8):
+        await tick(i)
+    return "in time"
+
+
+@workflow(name="reuse_sampled")
+async def sampled() -> str:
+    handle = await start_child_workflow(audit, wait_for_completion=False)
+    if zlib.crc32(handle.child_run_id.encode()) % 10:
+        return "too late"
+    try:
+        return await asyncio.wait_for(ticks(), 0.5)
+    except TimeoutError:
+        return "too late"
+"""
+
+
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "reuse_racy.py").write_text(RACY)
     (tmp_path / "reuse_chain.py").write_text(CHAIN)
     (tmp_path / "reuse_step_draws.py").write_text(STEP_DRAWS)
     (tmp_path / "reuse_bucketed.py").write_text(BUCKETED)
+    (tmp_path / "reuse_sampled.py").write_text(SAMPLED_BY_CHILD)
     return tmp_path
 
 
@@ -176,6 +214,7 @@ def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: P
         ("reuse_chain:chain", range(4, 110)),
         ("reuse_step_draws:step_draws", range(0, 100)),
         ("reuse_bucketed:bucketed", range(0, 100)),
+        ("reuse_sampled:sampled", range(0, 50)),
     ],
 )
 def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
