@@ -79,8 +79,8 @@ class FaultFreeEndings:
         return self.endings.get(key) if self.trusted else None
 
     def learn(self, key: str, endings: list[tuple[str, str | None]], from_seed: bool) -> None:
-        """What a fault-free rerun of a seed of ``key`` ended with; ``from_seed``: its code drew
-        from ``random`` or a run's seeded stream."""
+        """What a fault-free rerun of a seed of ``key`` ended with; ``from_seed``: its code took
+        values from the seed (``random``, a run's seeded stream, a run id, other runs)."""
         self.reruns += 1
         known = self.endings.get(key)
         if known is not None and known != endings:
@@ -115,7 +115,8 @@ class Checks:
     _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
     # A sweep's endings without faults (``FaultFreeEndings``); None: this seed reruns itself.
     fault_free_endings: FaultFreeEndings | None
-    # Set on a rerun: whether its code drew from ``random`` or a run's seeded stream.
+    # Set on a rerun: whether its code drew from ``random`` or a run's seeded stream, or (without
+    # faults) read a run id in a step.
     drew_from_seed: bool = False
     _executor: ThreadPoolExecutor
 
