@@ -363,6 +363,12 @@ class World:
         mock = self.mocks.get(definition.name)
         if mock is not None:
             return await mock(definition, args, kwargs)
+        if not definition.is_async:
+            # A plain ``def`` body runs here, at once: in a thread of its own, as the runtimes
+            # run it (``asyncio.to_thread``), it would end at a wall-clock moment, which virtual
+            # time cannot wait for (the loop jumps on meanwhile: no two runs of a seed alike).
+            args, kwargs = definition.validate(args, kwargs)
+            return definition.func(*args, **kwargs)
         return await invoke_body(definition, args, kwargs, info)
 
     def _fate(self, index: int, run_id: str) -> Delivery:

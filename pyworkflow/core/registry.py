@@ -64,6 +64,11 @@ class StepDefinition:
             self._validator = _argument_validator(self.func, signature)
             self._exact = _exact_types(self.func, signature)
 
+    @property
+    def is_async(self) -> bool:
+        """Whether the body is an ``async def`` (a plain ``def`` runs in a thread: ``invoke``)."""
+        return self._is_async
+
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Check (and coerce) arguments against the type hints; ``StepValidationError`` if off."""
         if self._validator is None:
