@@ -28,7 +28,7 @@ from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.reference import ReferenceCall, drive_references
-from pyworkflow_testing.world import World
+from pyworkflow_testing.world import World, identity_reads
 
 if TYPE_CHECKING:
     from pyworkflow_testing.simulation import SimRun, _Action
@@ -362,15 +362,13 @@ class Checks:
         # it: seeded with the seed. The caller's random state is put back afterwards.
         saved = random.getstate()
         random.seed(self.seed)
-        seeded, draws = random.getstate(), seeded_draws()
+        seeded, draws, reads = random.getstate(), seeded_draws(), identity_reads()
         twin.world.watch_identity = not faults.enabled
         try:
             twin.replay_script(self.script)
             # Whether its code drew a value that depends on the seed (``FaultFreeEndings``).
             twin.drew_from_seed = (
-                seeded_draws() != draws
-                or random.getstate() != seeded
-                or twin.world.identity_reads[0] > 0
+                seeded_draws() != draws or random.getstate() != seeded or identity_reads() != reads
             )
         finally:
             random.setstate(saved)

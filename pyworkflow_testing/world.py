@@ -20,11 +20,11 @@ import heapq
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyworkflow.context import StepInfo, step_scope
+from pyworkflow.context import StepInfo
 from pyworkflow.core.registry import StepDefinition
 from pyworkflow.engine.activation import Engine
 from pyworkflow.engine.attempts import invoke_body
@@ -204,27 +204,27 @@ StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable
 
 
 class _WatchedStepInfo(StepInfo):
-    """A step's ``StepInfo`` that counts what reads its run id (``World.watch_identity``)."""
+    """A ``StepInfo`` that counts the reads of its run id (``World.watch_identity``). The
+    engine's own instance takes this class while a body runs, and back after: the engine keys
+    what an attempt does by the instance (the children a step starts, ``id(info)``)."""
 
-    __slots__ = ("_reads",)
-    _reads: list[int]
+    __slots__ = ()
 
     @property
     def run_id(self) -> str:
-        self._reads[0] += 1
+        global _identity_reads
+        _identity_reads += 1
         return _RUN_ID.__get__(self)  # type: ignore[no-any-return]
 
 
 _RUN_ID: Any = StepInfo.__dict__["run_id"]  # the slot's own descriptor
-_STEP_INFO_FIELDS = [(f.name, StepInfo.__dict__[f.name]) for f in fields(StepInfo)]
+_identity_reads = 0
 
 
-def _watched(info: StepInfo, reads: list[int]) -> StepInfo:
-    watched = object.__new__(_WatchedStepInfo)
-    for name, slot in _STEP_INFO_FIELDS:
-        slot.__set__(watched, getattr(info, name))
-    object.__setattr__(watched, "_reads", reads)
-    return watched
+def identity_reads() -> int:
+    """How many times a watched step body (or what it called) read its run id, in this
+    process."""
+    return _identity_reads
 
 
 class World:
@@ -286,9 +286,8 @@ class World:
         self._schedule_spins: list[float] = [-1.0, 0]  # (loop time, servings at that time)
         self.schedules_served_until: datetime | None = None  # the end of the last such phase
         # With ``watch_identity``, step bodies see a ``StepInfo`` that counts the reads of its
-        # run id into ``identity_reads`` (a fault-free rerun: ``FaultFreeEndings``).
+        # run id (``identity_reads``; a fault-free rerun: ``FaultFreeEndings``).
         self.watch_identity = False
-        self.identity_reads = [0]
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -342,10 +341,12 @@ class World:
             delivery = _delivery.get()
             worker = -1 if delivery is None else delivery.worker
             self.trace.step_body(worker, info.run_id, info.step_id, info.attempt)
-        if self.watch_identity:
-            info = _watched(info, self.identity_reads)
-            with step_scope(info):
+        if self.watch_identity and type(info) is StepInfo:
+            object.__setattr__(info, "__class__", _WatchedStepInfo)
+            try:
                 result = await self.run_body(definition, args, kwargs, info)
+            finally:
+                object.__setattr__(info, "__class__", StepInfo)
         else:
             result = await self.run_body(definition, args, kwargs, info)
         crash_point("after_step")
