@@ -115,8 +115,8 @@ class Checks:
     _checked_at: tuple[int, bool] | None  # (len(script), with the same-seed rerun) last passed
     # A sweep's endings without faults (``FaultFreeEndings``); None: this seed reruns itself.
     fault_free_endings: FaultFreeEndings | None
-    # Set on a rerun: whether its code drew from ``random`` or a run's seeded stream, or (without
-    # faults) read a run id in a step.
+    # Set on a watched rerun: whether its code drew from ``random`` or a run's seeded stream, or
+    # read a run id in a step.
     drew_from_seed: bool = False
     _executor: ThreadPoolExecutor
 
@@ -346,7 +346,9 @@ class Checks:
 
         return self.run_sync(collect())
 
-    def _rerun(self, faults: Faults) -> Self:
+    def _rerun(self, faults: Faults, watch: bool = False) -> Self:
+        """The script again on a new simulation of this seed with ``faults``. ``watch``: note
+        whether its code took values from the seed (``drew_from_seed``: ``FaultFreeEndings``)."""
         twin = type(self)(
             self.seed,
             faults,
@@ -363,13 +365,15 @@ class Checks:
         saved = random.getstate()
         random.seed(self.seed)
         seeded, draws, reads = random.getstate(), seeded_draws(), identity_reads()
-        twin.world.watch_identity = not faults.enabled
+        twin.world.watch_identity = watch
         try:
             twin.replay_script(self.script)
-            # Whether its code drew a value that depends on the seed (``FaultFreeEndings``).
-            twin.drew_from_seed = (
-                seeded_draws() != draws or random.getstate() != seeded or identity_reads() != reads
-            )
+            if watch:
+                twin.drew_from_seed = (
+                    seeded_draws() != draws
+                    or random.getstate() != seeded
+                    or identity_reads() != reads
+                )
         finally:
             random.setstate(saved)
         return twin
@@ -387,7 +391,7 @@ class Checks:
             if known is not None and not _endings_differ(known, actual, excused):
                 memo.reused += 1
                 return []
-        twin = self._rerun(Faults.none())
+        twin = self._rerun(Faults.none(), watch=memo is not None and key is not None)
         try:
             expected = twin._outcomes()
             if memo is not None and key is not None:
