@@ -36,43 +36,72 @@ async def racy() -> str:
         return "too late"
 """
 
-# Fault-free endings that depend on the seed: ``pyworkflow.random()`` is deterministic for a run
-# (replays draw the same) and seeded by its run id, so it differs from seed to seed. Most seeds
-# end "too late" whatever the faults; the others race a deadline that faults can make them miss,
-# so a faulty seed may end as most others do without faults, yet not as it does itself. (A chain:
-# the reference model, no yardstick for one, does not catch it either.) Found by a review.
-CHAIN = """
+# Eight inline steps against a deadline of half a second: a fault (a lost worker, a message held
+# back) makes a run miss it. Each module below races it only for some runs, chosen by a value the
+# seed hands the code, so most seeds end "too late" whatever the faults, and a faulty seed may
+# end as most others do without faults, yet not as it does itself. Modules prepend it, with
+# ``asyncio`` and ``step`` imported and their own prefix for the step's name.
+DEADLINE = """
+
+@step(name="{prefix}_tick")
+async def tick(i: int) -> int:
+    return i
+
+
+async def ticks() -> str:
+    for i in range(8):
+        await tick(i)
+    return "in time"
+
+
+async def race() -> str:
+    try:
+        return await asyncio.wait_for(ticks(), 0.5)
+    except TimeoutError:
+        return "too late"
+"""
+
+# Chosen by ``pyworkflow.random()``: deterministic for a run (replays draw the same) and seeded
+# by its run id, so it differs from seed to seed. (A chain: the reference model, no yardstick
+# for one, does not catch it either.) Found by a review.
+CHAIN = (
+    """
 import asyncio
 
 import pyworkflow
 from pyworkflow import continue_as_new, step, workflow
-
-
-@step(name="reuse_quick")
-async def quick(i: int) -> int:
-    return i
-
-
-async def steps() -> str:
-    for i in range(8):
-        await quick(i)
-    return "in time"
-
+"""
+    + DEADLINE.format(prefix="reuse_chain")
+    + """
 
 @workflow(name="reuse_chain")
 async def chain(generation: int = 0) -> str:
     if generation == 0:
         await continue_as_new(1)
-    if pyworkflow.random() > 0.1:
-        return "too late"
-    try:
-        return await asyncio.wait_for(steps(), 0.5)
-    except TimeoutError:
-        return "too late"
+    return "too late" if pyworkflow.random() > 0.1 else await race()
 """
+)
 
-# The same with ``random`` (seeded with the seed for the sweep's code) in a step, whose result
-# the run records: the step decides, and the faults may make it decide again.
+# The same in a plain run: the reference model catches what the fault-free rerun would, in other
+# words (a verdict that must not change either).
+DRAWN = (
+    """
+import asyncio
+
+import pyworkflow
+from pyworkflow import step, workflow
+"""
+    + DEADLINE.format(prefix="reuse_drawn")
+    + """
+
+@workflow(name="reuse_drawn")
+async def drawn() -> str:
+    return "too late" if pyworkflow.random() > 0.2 else await race()
+"""
+)
+
+# ``random`` (seeded with the seed for the sweep's code) in a step, whose result the run records:
+# the step decides, and the faults may make it decide again.
 STEP_DRAWS = """
 import random
 
@@ -91,83 +120,57 @@ async def step_draws() -> str:
     return "heads" if heads else "tails"
 """
 
-
-# The same with the run id: the step buckets runs by their id (the seed draws it), and the run
-# races its deadline in one bucket in four.
-BUCKETED = """
+# Chosen by the run id: a step buckets runs by it (the seed draws it), one bucket in four races.
+BUCKETED = (
+    """
 import asyncio
 
 from pyworkflow import get_step_info, step, workflow
-
+"""
+    + DEADLINE.format(prefix="reuse_bucketed")
+    + """
 
 @step(name="reuse_bucket")
 async def bucket() -> bool:
     return int(get_step_info().run_id[-1], 16) % 4 == 0
 
 
-@step(name="reuse_tick")
-async def tick(i: int) -> int:
-    return i
-
-
-async def ticks() -> str:
-    for i in range(8):
-        await tick(i)
-    return "in time"
-
-
 @workflow(name="reuse_bucketed")
 async def bucketed() -> str:
-    if not await bucket():
-        return "too late"
-    try:
-        return await asyncio.wait_for(ticks(), 0.5)
-    except TimeoutError:
-        return "too late"
+    return await race() if await bucket() else "too late"
 """
+)
 
-
-# The same with a child's run id (drawn from its parent's): runs are sampled by it. Found by a
-# second review.
-SAMPLED_BY_CHILD = """
+# Chosen by a child's run id (drawn from its parent's): one run in ten races. Found by a second
+# review.
+SAMPLED_BY_CHILD = (
+    """
 import asyncio
 import zlib
 
 from pyworkflow import start_child_workflow, step, workflow
-
-
-@step(name="reuse_child_tick")
-async def tick(i: int) -> int:
-    return i
-
+"""
+    + DEADLINE.format(prefix="reuse_sampled")
+    + """
 
 @workflow(name="reuse_audit")
 async def audit() -> str:
     return "ok"
 
 
-async def ticks() -> str:
-    for i in range(8):
-        await tick(i)
-    return "in time"
-
-
 @workflow(name="reuse_sampled")
 async def sampled() -> str:
     handle = await start_child_workflow(audit, wait_for_completion=False)
-    if zlib.crc32(handle.child_run_id.encode()) % 10:
-        return "too late"
-    try:
-        return await asyncio.wait_for(ticks(), 0.5)
-    except TimeoutError:
-        return "too late"
+    return "too late" if zlib.crc32(handle.child_run_id.encode()) % 10 else await race()
 """
+)
 
 
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "reuse_racy.py").write_text(RACY)
     (tmp_path / "reuse_chain.py").write_text(CHAIN)
+    (tmp_path / "reuse_drawn.py").write_text(DRAWN)
     (tmp_path / "reuse_step_draws.py").write_text(STEP_DRAWS)
     (tmp_path / "reuse_bucketed.py").write_text(BUCKETED)
     (tmp_path / "reuse_sampled.py").write_text(SAMPLED_BY_CHILD)
@@ -212,6 +215,7 @@ def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: P
     ("target", "seeds"),
     [
         ("reuse_chain:chain", range(4, 110)),
+        ("reuse_drawn:drawn", range(0, 100)),
         ("reuse_step_draws:step_draws", range(0, 100)),
         ("reuse_bucketed:bucketed", range(0, 100)),
         ("reuse_sampled:sampled", range(0, 50)),
