@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -23,11 +23,12 @@ from pyworkflow.engine.outcome import chain_end
 from pyworkflow.model.events import Event, EventType
 from pyworkflow.model.schemas import HookStatus, RunStatus, WorkflowRun
 from pyworkflow.primitives.deterministic import seeded_draws
+from pyworkflow.primitives.hooks import kept_tokens
 from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
-from pyworkflow_testing.reference import ReferenceCall, drive_references
+from pyworkflow_testing.reference import ReferenceCall, ReferenceOutcome, drive_references
 from pyworkflow_testing.world import World, identity_reads
 
 if TYPE_CHECKING:
@@ -56,10 +57,10 @@ class FaultFreeEndings:
     code: the run ids and hook tokens it draws, ``random`` (seeded with the seed), and what
     ``pyworkflow.random()`` and ``uuid4()`` draw from a stream seeded by the run id. A fault-free
     rerun whose code drew nothing from ``random`` or a run's stream, read no run id in a step
-    (``World.watch_identity``) and started no other run (children, chains: their ids come from
-    the seed) took no decision on such a value, so every seed of its key ends alike without
-    faults (a hook token that reaches an ending is unique to its seed: that ending matches no
-    other seed's, and the seed reruns).
+    (``World.watch_identity``), kept no hook token (``primitives.hooks.kept_tokens``) and
+    started no other run (children, chains: their ids come from the seed) took no decision on
+    such a value, so every seed of its key ends alike without faults (a hook token that reaches
+    an ending is unique to its seed: that ending matches no other seed's, and the seed reruns).
     A seed outside the sweep's sample then compares its endings with those, and reruns itself
     without faults only when they differ; a difference is only ever reported from the seed's
     own rerun. A key whose rerun drew such values is never reused; a rerun that contradicts
@@ -74,6 +75,8 @@ class FaultFreeEndings:
         self.trusted = True
         self.reused = 0  # seeds that were spared the rerun
         self.reruns = 0
+        # The reference models the sweep's seeds ran, shared by the same rule.
+        self.references = ReferenceModels()
 
     def known(self, key: str) -> list[tuple[str, str | None]] | None:
         return self.endings.get(key) if self.trusted else None
@@ -91,6 +94,54 @@ class FaultFreeEndings:
             self.endings.pop(key, None)
         elif self.trusted and len(self.endings) < self.MAX_KEYS:
             self.endings[key] = endings
+
+
+class ReferenceModels:
+    """Reference models a sweep's seeds ran, to spare most seeds running them again
+    (``Checks._compare_with_reference``).
+
+    A model (``reference.run_reference``) runs the workflow function alone: what it does follows
+    from the function, its arguments, when the run started and when its hooks were answered with
+    what (the key), and from values taken from the seed: ``random`` (seeded with the seed), the
+    run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read in a step), a
+    hook token (kept by ``on_created``) and other runs' ids (children). A model that took none of
+    these (watched as the fault-free rerun is: ``FaultFreeEndings``) is the model of every run of
+    its key, of any seed: a seed outside the sweep's sample takes it instead of running its own.
+    Seeds in the sample run every model afresh, and one that differs from what was learned stops
+    all reuse. Simulations with mocked steps (mocks may count their calls) neither learn nor
+    reuse.
+    """
+
+    MAX_KEYS = 1024
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[Any, ...], ReferenceOutcome] = {}
+        self.from_seed: set[tuple[Any, ...]] = set()  # keys whose models took seed values
+        self.trusted = True
+        self.reused = 0  # models taken instead of run
+        self.ran = 0
+
+    def known(self, key: tuple[Any, ...]) -> ReferenceOutcome | None:
+        return self.models.get(key) if self.trusted else None
+
+    def learn(self, key: tuple[Any, ...], model: ReferenceOutcome, from_seed: bool) -> None:
+        """The model a run of ``key`` just got; ``from_seed``: it took values from the seed."""
+        self.ran += 1
+        known = self.models.get(key)
+        if known is not None and known != model:
+            self.trusted = False  # the seed matters to them: no more reuse
+            self.models.clear()
+        elif from_seed or key in self.from_seed:
+            self.from_seed.add(key)
+            self.models.pop(key, None)
+        elif self.trusted and len(self.models) < self.MAX_KEYS:
+            self.models[key] = model
+
+
+def _seed_values_taken() -> tuple[int, int, int]:
+    """Counters of values code took from the seed in this process: draws from runs' seeded
+    streams, run ids read in steps (while watched), hook tokens kept by ``on_created``."""
+    return seeded_draws(), identity_reads(), kept_tokens()
 
 
 class Checks:
@@ -230,17 +281,25 @@ class Checks:
             named.append((f"{kind} {record.run_id}", record))
         return named
 
-    def _compare_with_reference(self) -> list[str]:
+    def _compare_with_reference(self, reuse: bool = False) -> list[str]:
         """Each run against its workflow function run with no engine (``run_reference``): hooks
         get the payloads the run received, when it received them. The models run from this
-        thread, outside the simulation's loop (``drive_references``)."""
+        thread, outside the simulation's loop (``drive_references``). With ``reuse`` (a seed the
+        sweep does not sample), a model of the sweep's ``ReferenceModels`` stands in for one of
+        the same key."""
         checked = self.run_sync(self._reference_inputs())
+        memo = self.fault_free_endings.references if self.fault_free_endings else None
+        each = None
+        if memo is not None and not self.mocks:
+            keys = [_reference_key(call, events) for _, _, events, call in checked]
+            each = self._models_of(memo, keys, reuse)
         saved = random.getstate()
         random.seed(self.seed)  # as the reruns do: user code drawing from ``random`` starts alike
         try:
-            models = drive_references([call for *_, call in checked])
+            models = drive_references([call for *_, call in checked], each)
         finally:
             random.setstate(saved)
+            self.world.watch_identity = False
         faulted = bool(self.world.chooser.fired)
         found = []
         for (run, record, events, _), model in zip(checked, models, strict=True):
@@ -250,6 +309,31 @@ class Checks:
                 for problem in problems
             ]
         return found
+
+    def _models_of(
+        self, memo: ReferenceModels, keys: list[tuple[Any, ...] | None], reuse: bool
+    ) -> Callable[[int, Callable[[], ReferenceOutcome]], ReferenceOutcome]:
+        """How ``drive_references`` gets each model: the learned one (``reuse``), else run and
+        watched for values taken from the seed, then learned."""
+
+        def each(index: int, run: Callable[[], ReferenceOutcome]) -> ReferenceOutcome:
+            key = keys[index]
+            if key is None:
+                return run()
+            known = memo.known(key) if reuse else None
+            if known is not None:
+                memo.reused += 1
+                return known
+            self.world.watch_identity = True
+            seeded, taken = random.getstate(), _seed_values_taken()
+            model = run()
+            from_seed = (
+                model.other_runs or _seed_values_taken() != taken or random.getstate() != seeded
+            )
+            memo.learn(key, model, from_seed)
+            return model
+
+        return each
 
     async def _reference_inputs(
         self,
@@ -270,18 +354,9 @@ class Checks:
         # A payload arrives in the model as long after its hook was made as it did in the run:
         # a run whose clock a late timer moved on (faults) made the hook later than the model
         # does, and its sender answered that hook, not the model's.
-        made = {
-            e.data["command_id"]: e.timestamp
-            for e in events
-            if e.type is EventType.HOOK_CREATED and e.timestamp is not None
-        }
         received = {
-            int(str(e.data["command_id"]).rpartition(":")[2]): (
-                e.timestamp - made.get(e.data["command_id"], e.timestamp),
-                loads(e.data["payload"]),
-            )
-            for e in events
-            if e.type is EventType.HOOK_RECEIVED and e.timestamp is not None
+            int(command_id.rpartition(":")[2]): (delay, loads(payload))
+            for command_id, delay, payload in _hook_answers(events)
         }
         assert started.timestamp is not None
         return ReferenceCall(
@@ -324,7 +399,7 @@ class Checks:
             timings["same_seed_rerun"] = time.perf_counter() - started
         if not found:  # last: a more specific oracle names most of what it would find
             started = time.perf_counter()
-            found += self._compare_with_reference()
+            found += self._compare_with_reference(reuse=not same_seed)
             timings["reference"] = time.perf_counter() - started
         self.last_violations = list(found)
         if found:
@@ -364,16 +439,12 @@ class Checks:
         # it: seeded with the seed. The caller's random state is put back afterwards.
         saved = random.getstate()
         random.seed(self.seed)
-        seeded, draws, reads = random.getstate(), seeded_draws(), identity_reads()
+        seeded, taken = random.getstate(), _seed_values_taken()
         twin.world.watch_identity = watch
         try:
             twin.replay_script(self.script)
             if watch:
-                twin.drew_from_seed = (
-                    seeded_draws() != draws
-                    or random.getstate() != seeded
-                    or identity_reads() != reads
-                )
+                twin.drew_from_seed = _seed_values_taken() != taken or random.getstate() != seeded
         finally:
             random.setstate(saved)
         return twin
@@ -504,4 +575,45 @@ def _endings_differ(
     ]
 
 
-__all__ = ["Checks", "FaultFreeEndings", "SimulationFailure"]
+def _reference_key(call: ReferenceCall, events: list[Event]) -> tuple[Any, ...] | None:
+    """What a run's reference model follows from besides values taken from the seed: the
+    workflow function, its arguments as recorded, when it started and its hooks' answers (how
+    long after the hook each came, and the payload as recorded). None: it cannot be a key."""
+    started = events[0]
+    answers = tuple(sorted(_hook_answers(events), key=repr))
+    key = (
+        call.workflow_func,
+        started.data["args"],
+        started.data["kwargs"],
+        call.started_at,
+        call.max_time,
+        call.max_iterations,
+        answers,
+    )
+    try:
+        hash(key)
+    except TypeError:  # (data a newer engine records in another shape)
+        return None
+    return key
+
+
+def _hook_answers(events: list[Event]) -> list[tuple[str, timedelta, str]]:
+    """Each payload a run's hooks received: (command id, how long after the hook was made it
+    came, the payload as recorded)."""
+    made = {
+        e.data["command_id"]: e.timestamp
+        for e in events
+        if e.type is EventType.HOOK_CREATED and e.timestamp is not None
+    }
+    return [
+        (
+            str(e.data["command_id"]),
+            e.timestamp - made.get(e.data["command_id"], e.timestamp),
+            e.data["payload"],
+        )
+        for e in events
+        if e.type is EventType.HOOK_RECEIVED and e.timestamp is not None
+    ]
+
+
+__all__ = ["Checks", "FaultFreeEndings", "ReferenceModels", "SimulationFailure"]

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import contextvars
 import importlib
-import inspect
 import math
 import os
 import random
@@ -57,6 +56,7 @@ from pyworkflow.model.exceptions import (
     WorkflowError,
     WorkflowTimeoutError,
 )
+from pyworkflow.primitives.hooks import call_on_created
 from pyworkflow.serialization import (
     RemoteError,
     deserialize_args,
@@ -508,9 +508,7 @@ def _text_of(exc: BaseException) -> str:
 
 async def _announce(on_created: Callable[[str], Any], token: str) -> None:
     with contextlib.suppress(Exception):  # a callback must not break the run
-        maybe = on_created(token)
-        if inspect.isawaitable(maybe):
-            await maybe
+        await call_on_created(on_created, token)  # (counts a kept token, as the engine does)
 
 
 async def _main(func: Callable[..., Coroutine[Any, Any, Any]], args: Any, kwargs: Any) -> Any:
@@ -656,19 +654,32 @@ def _prepare(call: ReferenceCall) -> tuple[_ReferenceWorkflow, Coroutine[Any, An
     return wf, _main(definition.func, args, kwargs)
 
 
-def drive_references(calls: list[ReferenceCall]) -> list[ReferenceOutcome]:
+# How ``drive_references`` gets the model of the call at an index: it is handed the index and a
+# function that runs the model (the caller may know the outcome already, or watch the run).
+EachModel = Callable[[int, Callable[[], ReferenceOutcome]], ReferenceOutcome]
+
+
+def drive_references(
+    calls: list[ReferenceCall], each: EachModel | None = None
+) -> list[ReferenceOutcome]:
     """``run_reference`` for each of ``calls`` from synchronous code: on this thread when no
-    event loop runs on it (no trip to the reference thread), else on the reference thread."""
+    event loop runs on it (no trip to the reference thread), else on the reference thread.
+    ``each``: called in order for every call instead of running its model (``EachModel``)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _drive_all(calls)
-    return _reference_thread().submit(_drive_all, calls).result()
+        return _drive_all(calls, each)
+    return _reference_thread().submit(_drive_all, calls, each).result()
 
 
-def _drive_all(calls: list[ReferenceCall]) -> list[ReferenceOutcome]:
+def _drive_all(calls: list[ReferenceCall], each: EachModel | None = None) -> list[ReferenceOutcome]:
     """Each model in turn (one event loop open at a time)."""
-    return [_drive(*_prepare(call)) for call in calls]
+    if each is None:
+        return [_drive(*_prepare(call)) for call in calls]
+    return [
+        each(index, lambda call=call: _drive(*_prepare(call)))  # type: ignore[misc]
+        for index, call in enumerate(calls)
+    ]
 
 
 _thread_lock = threading.Lock()

@@ -341,14 +341,7 @@ class World:
             delivery = _delivery.get()
             worker = -1 if delivery is None else delivery.worker
             self.trace.step_body(worker, info.run_id, info.step_id, info.attempt)
-        if self.watch_identity and type(info) is StepInfo:
-            object.__setattr__(info, "__class__", _WatchedStepInfo)
-            try:
-                result = await self.run_body(definition, args, kwargs, info)
-            finally:
-                object.__setattr__(info, "__class__", StepInfo)
-        else:
-            result = await self.run_body(definition, args, kwargs, info)
+        result = await self.run_body(definition, args, kwargs, info)
         crash_point("after_step")
         return result
 
@@ -361,6 +354,22 @@ class World:
     ) -> Any:
         """A step's body as this simulation runs it (its mock, if it has one), with no fault
         around it and not counted: what the reference model runs too."""
+        if self.watch_identity and type(info) is StepInfo:
+            # Watched: the body's reads of its run id are counted (``identity_reads``).
+            object.__setattr__(info, "__class__", _WatchedStepInfo)
+            try:
+                return await self._run_body(definition, args, kwargs, info)
+            finally:
+                object.__setattr__(info, "__class__", StepInfo)
+        return await self._run_body(definition, args, kwargs, info)
+
+    async def _run_body(
+        self,
+        definition: StepDefinition,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+    ) -> Any:
         mock = self.mocks.get(definition.name)
         if mock is not None:
             return await mock(definition, args, kwargs)

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import hmac
 import importlib
-import inspect
 import os
 import secrets
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from pyworkflow.model.schemas import (
     _Unset,
 )
 from pyworkflow.observability.logging import lifecycle
+from pyworkflow.primitives.hooks import call_on_created
 from pyworkflow.serialization import dumps
 from pyworkflow.storage.base import SECRETS_RUN, StorageBackend
 
@@ -283,9 +283,7 @@ class HookDelivery:
             if self.hook_listener is not None:
                 self.hook_listener(inst.run_id, cmd.hook_id, token)
             try:
-                maybe = cmd.on_created(token)
-                if inspect.isawaitable(maybe):
-                    await maybe
+                await call_on_created(cmd.on_created, token)
             except Exception:  # noqa: BLE001 - a callback must not break the run
                 logger.bind(run_id=inst.run_id).exception("on_created of hook {} failed", cmd.name)
             self._emit(

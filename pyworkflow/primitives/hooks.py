@@ -10,6 +10,7 @@ after a crash before the call was recorded), always with the same token, so make
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +20,40 @@ from pyworkflow.context import current_workflow
 from pyworkflow.model.names import checked_name
 
 M = TypeVar("M", bound=BaseModel)
+
+# Tokens ``on_created`` callbacks held on to in this process (``call_on_created``). A token is
+# made from the run id and a secret, so it differs from run to run: the simulator's sweeps ask
+# whether a run's code kept one (``kept_tokens``) before taking one run's ending for another's.
+_kept_tokens = 0
+
+
+def kept_tokens() -> int:
+    """How many hook tokens ``on_created`` callbacks have kept (still referenced once the call
+    returned) in this process."""
+    return _kept_tokens
+
+
+async def call_on_created(on_created: Callable[[str], Any], token: str) -> None:
+    """Call ``on_created(token)`` (awaiting what it returns); raises what it raises.
+
+    Counts the call in ``kept_tokens`` when the token is referenced more afterwards than before
+    (the callback stored it: in a list, a dict, an attribute, a closure), or when the callback
+    raised (its traceback refers to the token: counted, to be safe). A callback that only uses
+    the token (sends, logs or prints it) is not counted; one that keeps a value made from it (a
+    slice, an upper-cased copy) is not seen.
+    """
+    global _kept_tokens
+    before = sys.getrefcount(token)
+    kept = True
+    try:
+        maybe = on_created(token)
+        if inspect.isawaitable(maybe):
+            await maybe
+        maybe = None
+        kept = sys.getrefcount(token) > before
+    finally:
+        if kept:
+            _kept_tokens += 1
 
 
 async def hook(
@@ -84,4 +119,4 @@ def define_hook(name: str, schema: type[M]) -> TypedHook[M]:
     return TypedHook(name, schema)
 
 
-__all__ = ["TypedHook", "define_hook", "hook"]
+__all__ = ["TypedHook", "call_on_created", "define_hook", "hook", "kept_tokens"]

@@ -174,6 +174,7 @@ def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "reuse_step_draws.py").write_text(STEP_DRAWS)
     (tmp_path / "reuse_bucketed.py").write_text(BUCKETED)
     (tmp_path / "reuse_sampled.py").write_text(SAMPLED_BY_CHILD)
+    (tmp_path / "reuse_kept.py").write_text(KEPT_TOKEN)
     return tmp_path
 
 
@@ -185,6 +186,35 @@ def verdicts(target: str, directory: Path, seeds: range, every: int) -> dict[int
 def endings_of(target: str, directory: Path) -> FaultFreeEndings:
     spec = SweepSpec(target, search_path=str(directory))
     return fault_free_endings(spec, load_workflow(target, str(directory)))
+
+
+# Chosen by a hook token (made from the run id), which ``on_created`` keeps and a step reads.
+KEPT_TOKEN = (
+    """
+import asyncio
+import zlib
+
+from pyworkflow import HookExpiredError, hook, step, workflow
+"""
+    + DEADLINE.format(prefix="reuse_kept")
+    + """
+TOKENS: list[str] = []
+
+
+@step(name="reuse_kept_lucky")
+async def lucky() -> bool:
+    return zlib.crc32(TOKENS[-1].encode()) % 4 == 0
+
+
+@workflow(name="reuse_kept_token")
+async def kept_token() -> str:
+    try:
+        await hook("approval", timeout="1s", on_created=TOKENS.append)
+    except HookExpiredError:
+        pass
+    return await race() if await lucky() else "too late"
+"""
+)
 
 
 def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: Path) -> None:
@@ -211,18 +241,21 @@ def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: P
     assert memo.reused > len(seeds) // 2, (memo.reused, memo.reruns)
 
 
+# ``models_draw``: the reference model takes the value from the seed as well (a model that stops
+# at a child or a continuation takes none: it is the same for every seed, and may be reused).
 @pytest.mark.parametrize(
-    ("target", "seeds"),
+    ("target", "seeds", "models_draw"),
     [
-        ("reuse_chain:chain", range(4, 110)),
-        ("reuse_drawn:drawn", range(0, 100)),
-        ("reuse_step_draws:step_draws", range(0, 100)),
-        ("reuse_bucketed:bucketed", range(0, 100)),
-        ("reuse_sampled:sampled", range(0, 50)),
+        ("reuse_chain:chain", range(4, 110), False),
+        ("reuse_drawn:drawn", range(0, 100), True),
+        ("reuse_step_draws:step_draws", range(0, 100), True),
+        ("reuse_bucketed:bucketed", range(0, 100), True),
+        ("reuse_sampled:sampled", range(0, 50), False),
+        ("reuse_kept:kept_token", range(0, 100), True),
     ],
 )
 def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
-    module_dir: Path, target: str, seeds: range
+    module_dir: Path, target: str, seeds: range, models_draw: bool
 ) -> None:
     module = target.partition(":")[0]
     state = random.getstate()
@@ -236,3 +269,7 @@ def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
     assert sampled == every
     assert any(found for found in every.values())  # (the faults do change some endings)
     assert memo.reused == 0 and not memo.endings and memo.from_seed
+    models = memo.references
+    assert models.trusted
+    if models_draw:  # nor its reference models (``ReferenceModels``)
+        assert models.reused == 0 and not models.models and models.from_seed
