@@ -28,8 +28,9 @@ from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
+from pyworkflow_testing.identity import identity_reads
 from pyworkflow_testing.reference import ReferenceCall, ReferenceOutcome, drive_references
-from pyworkflow_testing.world import World, identity_reads
+from pyworkflow_testing.world import World
 
 if TYPE_CHECKING:
     from pyworkflow_testing.simulation import SimRun, _Action
@@ -103,10 +104,11 @@ class ReferenceModels:
     A model (``reference.run_reference``) runs the workflow function alone: what it does follows
     from the function, its arguments, when the run started and when its hooks were answered with
     what (the key), and from values taken from the seed: ``random`` (seeded with the seed), the
-    run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read in a step), a
-    hook token (kept by ``on_created``) and other runs' ids (children). A model that took none of
-    these (watched as the fault-free rerun is: ``FaultFreeEndings``) is the model of every run of
-    its key, of any seed: a seed outside the sweep's sample takes it instead of running its own.
+    run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read by user code:
+    ``identity``) and other runs' ids (children). (The hook tokens a model hands ``on_created``
+    are its own, made of nothing the seed drew.) A model that took none of these is the model of
+    every run of its key, of any seed: a seed outside the sweep's sample takes it instead of
+    running its own.
     Seeds in the sample run every model afresh, and one that differs from what was learned stops
     all reuse. Simulations with mocked steps (mocks may count their calls) neither learn nor
     reuse.
@@ -128,7 +130,8 @@ class ReferenceModels:
         """The model a run of ``key`` just got; ``from_seed``: it took values from the seed."""
         self.ran += 1
         known = self.models.get(key)
-        if known is not None and known != model:
+        if known is not None and (known != model or repr(known) != repr(model)):
+            # (``repr`` too: ``==`` takes 1 for 1.0 and True, whose messages differ.)
             self.trusted = False  # the seed matters to them: no more reuse
             self.models.clear()
         elif from_seed or key in self.from_seed:
@@ -138,10 +141,10 @@ class ReferenceModels:
             self.models[key] = model
 
 
-def _seed_values_taken() -> tuple[int, int, int]:
-    """Counters of values code took from the seed in this process: draws from runs' seeded
-    streams, run ids read in steps (while watched), hook tokens kept by ``on_created``."""
-    return seeded_draws(), identity_reads(), kept_tokens()
+def _ids_taken() -> tuple[int, int]:
+    """Counters of values made from run ids that code took, in this process: draws from runs'
+    seeded streams, and reads of a run id by user code where watched (``identity``)."""
+    return seeded_draws(), identity_reads()
 
 
 class Checks:
@@ -324,12 +327,11 @@ class Checks:
             if known is not None:
                 memo.reused += 1
                 return known
+            # (A hook token the model hands ``on_created`` is its own, the same for every seed.)
             self.world.watch_identity = True
-            seeded, taken = random.getstate(), _seed_values_taken()
+            seeded, taken = random.getstate(), _ids_taken()
             model = run()
-            from_seed = (
-                model.other_runs or _seed_values_taken() != taken or random.getstate() != seeded
-            )
+            from_seed = model.other_runs or _ids_taken() != taken or random.getstate() != seeded
             memo.learn(key, model, from_seed)
             return model
 
@@ -439,12 +441,15 @@ class Checks:
         # it: seeded with the seed. The caller's random state is put back afterwards.
         saved = random.getstate()
         random.seed(self.seed)
-        seeded, taken = random.getstate(), _seed_values_taken()
+        seeded, taken = random.getstate(), (_ids_taken(), kept_tokens())
         twin.world.watch_identity = watch
         try:
             twin.replay_script(self.script)
             if watch:
-                twin.drew_from_seed = _seed_values_taken() != taken or random.getstate() != seeded
+                twin.drew_from_seed = (
+                    _ids_taken(),
+                    kept_tokens(),
+                ) != taken or random.getstate() != seeded
         finally:
             random.setstate(saved)
         return twin

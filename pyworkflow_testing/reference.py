@@ -67,6 +67,7 @@ from pyworkflow.serialization import (
 )
 from pyworkflow.utils.duration import parse_duration, resolve_wake_time
 from pyworkflow_testing.fate import WorkerCrash
+from pyworkflow_testing.identity import count_read, count_use
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 
 MAX_LOST_WORKERS = 100  # a body that always takes its worker down (``world.lose_worker``)
@@ -233,7 +234,7 @@ class _ReferenceWorkflow:
     """The ``WorkflowContext`` of a reference run; records what the run does."""
 
     loop: _ReferenceLoop
-    run_id: str
+    rid: str  # the run id (``run_id``: user code's reads of it are counted)
     workflow_name: str
     started_at: datetime
     invoke_step: StepInvoker
@@ -249,8 +250,15 @@ class _ReferenceWorkflow:
     runs: _ReferenceRuns = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(f"pyworkflow:{self.run_id}")
+        self.rng = random.Random(f"pyworkflow:{self.rid}")
         self.runs = _ReferenceRuns()
+
+    @property
+    def run_id(self) -> str:
+        """The run id: a value the seed drew, so user code's reads are counted (sweeps share
+        models only where none were: ``identity``)."""
+        count_read()
+        return self.rid
 
     # -- virtual time ------------------------------------------------------------------------
 
@@ -311,7 +319,7 @@ class _ReferenceWorkflow:
             self.step_starts.append(StepStart(position, definition.name, attempt, self.now()))
             step_id = f"step:{definition.name}:{position}"
             info = StepInfo(
-                self.run_id, step_id, definition.name, attempt, self.step_context, None, self.runs
+                self.rid, step_id, definition.name, attempt, self.step_context, None, self.runs
             )
             try:
                 with step_scope(info):
@@ -386,7 +394,9 @@ class _ReferenceWorkflow:
             self.asked[(f"hook:{name}:{position}", 0)] = (expires_at - now, expires_at)
         future: asyncio.Future[Any] = self.loop.create_future()
         if on_created is not None:
-            self._spawn(_announce(on_created, f"{self.run_id}:hook-{position}:reference"))
+            # A token of the model's own, made of nothing the seed drew (a real one is made of
+            # the run id and a secret): what code makes of it is the same for every seed.
+            self._spawn(_announce(on_created, f"reference:hook-{position}:reference"))
         answer = self.hook_answer(position, name)
         arrives = None
         if answer is not None:
@@ -410,9 +420,11 @@ class _ReferenceWorkflow:
     # -- the rest of the WorkflowContext protocol ----------------------------------------------
 
     def random(self) -> float:
+        count_use()  # (a stream seeded by the run id; ``pyworkflow.random()`` counts it too)
         return self.rng.random()
 
     def uuid4(self) -> uuid.UUID:
+        count_use()
         return uuid.UUID(int=self.rng.getrandbits(128), version=4)
 
     def set_step_context(self, ctx: StepContext | None) -> None:
@@ -508,7 +520,7 @@ def _text_of(exc: BaseException) -> str:
 
 async def _announce(on_created: Callable[[str], Any], token: str) -> None:
     with contextlib.suppress(Exception):  # a callback must not break the run
-        await call_on_created(on_created, token)  # (counts a kept token, as the engine does)
+        await call_on_created(on_created, token)
 
 
 async def _main(func: Callable[..., Coroutine[Any, Any, Any]], args: Any, kwargs: Any) -> Any:

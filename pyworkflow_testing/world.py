@@ -43,6 +43,7 @@ from pyworkflow_testing.fate import (
 )
 from pyworkflow_testing.faults import CRASH_POINTS, SCHEDULE_CRASH_POINTS, Faults
 from pyworkflow_testing.faulty_storage import FaultyStorage
+from pyworkflow_testing.identity import count_read, count_use
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 from pyworkflow_testing.trace import SCHEDULER, Trace
@@ -204,27 +205,30 @@ StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable
 
 
 class _WatchedStepInfo(StepInfo):
-    """A ``StepInfo`` that counts the reads of its run id (``World.watch_identity``). The
-    engine's own instance takes this class while a body runs, and back after: the engine keys
-    what an attempt does by the instance (the children a step starts, ``id(info)``)."""
+    """A ``StepInfo`` that counts user code's reads of its run id (``identity.identity_reads``:
+    ``World.watch_identity``). A step's own instance takes this class when its body starts, and
+    keeps it: a body that keeps its ``StepInfo`` and reads it later is counted then. It goes by
+    the name ``StepInfo`` and copies, compares and prints as one."""
 
     __slots__ = ()
 
     @property
     def run_id(self) -> str:
-        global _identity_reads
-        _identity_reads += 1
+        count_read()
         return _RUN_ID.__get__(self)  # type: ignore[no-any-return]
 
+    @run_id.setter
+    def run_id(self, value: str) -> None:  # (as ``__init__`` and ``copy`` set it)
+        _RUN_ID.__set__(self, value)
 
+    @property
+    def idempotency_key(self) -> str:  # (made of the run id)
+        count_use()
+        return f"{_RUN_ID.__get__(self)}:{self.step_id}"
+
+
+_WatchedStepInfo.__name__ = _WatchedStepInfo.__qualname__ = "StepInfo"
 _RUN_ID: Any = StepInfo.__dict__["run_id"]  # the slot's own descriptor
-_identity_reads = 0
-
-
-def identity_reads() -> int:
-    """How many times a watched step body (or what it called) read its run id, in this
-    process."""
-    return _identity_reads
 
 
 class World:
@@ -355,21 +359,11 @@ class World:
         """A step's body as this simulation runs it (its mock, if it has one), with no fault
         around it and not counted: what the reference model runs too."""
         if self.watch_identity and type(info) is StepInfo:
-            # Watched: the body's reads of its run id are counted (``identity_reads``).
+            # Watched: user code's reads of its run id are counted (``identity_reads``), in the
+            # body and after (a body may keep its ``StepInfo``). The instance is the engine's
+            # own, which keys what the attempt does (the children a step starts): a copy would
+            # rename them.
             object.__setattr__(info, "__class__", _WatchedStepInfo)
-            try:
-                return await self._run_body(definition, args, kwargs, info)
-            finally:
-                object.__setattr__(info, "__class__", StepInfo)
-        return await self._run_body(definition, args, kwargs, info)
-
-    async def _run_body(
-        self,
-        definition: StepDefinition,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        info: StepInfo,
-    ) -> Any:
         mock = self.mocks.get(definition.name)
         if mock is not None:
             return await mock(definition, args, kwargs)

@@ -42,8 +42,10 @@ class WorkflowContext(Protocol):
     """What a running workflow can do. The engine's workflow instance implements it (and the
     simulator's reference model, with no engine at all)."""
 
-    run_id: str
     workflow_name: str
+
+    @property
+    def run_id(self) -> str: ...
 
     def call_step(
         self, step: StepDefinition, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -40,7 +40,7 @@ async def call_on_created(on_created: Callable[[str], Any], token: str) -> None:
     (the callback stored it: in a list, a dict, an attribute, a closure), or when the callback
     raised (its traceback refers to the token: counted, to be safe). A callback that only uses
     the token (sends, logs or prints it) is not counted; one that keeps a value made from it (a
-    slice, an upper-cased copy) is not seen.
+    link with the token in it, an upper-cased copy) is not seen.
     """
     global _kept_tokens
     before = sys.getrefcount(token)

@@ -5,12 +5,15 @@ exactly those of a sweep that reruns every seed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import sys
 from pathlib import Path
 
 import pytest
 
+from pyworkflow.primitives.hooks import call_on_created, kept_tokens
 from pyworkflow_testing.checking import FaultFreeEndings
 from pyworkflow_testing.sweep import SweepSpec, fault_free_endings, load_workflow, run_sweep
 
@@ -175,16 +178,24 @@ def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "reuse_bucketed.py").write_text(BUCKETED)
     (tmp_path / "reuse_sampled.py").write_text(SAMPLED_BY_CHILD)
     (tmp_path / "reuse_kept.py").write_text(KEPT_TOKEN)
+    (tmp_path / "reuse_ctx.py").write_text(REF_CONTEXT_ID)
+    (tmp_path / "reuse_info.py").write_text(REF_KEPT_INFO)
+    (tmp_path / "reuse_link.py").write_text(REF_TOKEN_LINK)
+    (tmp_path / "reuse_alike.py").write_text(LOOKS_ALIKE)
     return tmp_path
 
 
-def verdicts(target: str, directory: Path, seeds: range, every: int) -> dict[int, list[str]]:
-    spec = SweepSpec(target=target, search_path=str(directory), determinism_every=every)
+def verdicts(
+    target: str, directory: Path, seeds: range, every: int, faults: str = "all"
+) -> dict[int, list[str]]:
+    spec = SweepSpec(
+        target=target, search_path=str(directory), determinism_every=every, faults=faults
+    )
     return {outcome.seed: outcome.violations for outcome in run_sweep(spec, seeds)}
 
 
-def endings_of(target: str, directory: Path) -> FaultFreeEndings:
-    spec = SweepSpec(target, search_path=str(directory))
+def endings_of(target: str, directory: Path, faults: str = "all") -> FaultFreeEndings:
+    spec = SweepSpec(target, search_path=str(directory), faults=faults)
     return fault_free_endings(spec, load_workflow(target, str(directory)))
 
 
@@ -215,6 +226,104 @@ async def kept_token() -> str:
     return await race() if await lucky() else "too late"
 """
 )
+
+
+# Reference models (checked with no faults: only the reference model can tell). Each buckets runs
+# by a value made from its run id, reached another way than the modules above; found by a review.
+# Workflow code reads its own id through the context.
+REF_CONTEXT_ID = """
+from pyworkflow import step, workflow
+from pyworkflow.context import current_workflow
+
+
+@step(name="reuse_ctx_work")
+async def work() -> int:
+    return 1
+
+
+@workflow(name="reuse_ctx_id")
+async def ctx_id() -> str:
+    await work()
+    return "a" if int(current_workflow().run_id[-1], 16) % 2 else "b"
+"""
+
+# A step keeps its ``StepInfo``; a later step reads the kept one's run id.
+REF_KEPT_INFO = """
+from pyworkflow import get_step_info, step, workflow
+
+SAVED: list = []
+
+
+@step(name="reuse_info_keep")
+async def keep() -> None:
+    SAVED.append(get_step_info())
+
+
+@step(name="reuse_info_bucket")
+async def bucket() -> bool:
+    return int(SAVED[-1].run_id[-1], 16) % 2 == 0
+
+
+@workflow(name="reuse_kept_info")
+async def kept_info() -> str:
+    await keep()
+    return "a" if await bucket() else "b"
+"""
+
+# ``on_created`` keeps a link made from the token (not the token: not counted), a step decides on
+# it. The model's own token is the same for every seed, so its models are shared, and the
+# verdicts (the run and the model disagree for some seeds, the model's token not being the
+# run's) must not change.
+REF_TOKEN_LINK = """
+import zlib
+
+from pyworkflow import HookExpiredError, hook, step, workflow
+
+OUTBOX: list[str] = []
+
+
+def notify(token: str) -> None:
+    OUTBOX.append(f"https://example.com/approve?token={token}")
+
+
+@step(name="reuse_link_lucky")
+async def lucky() -> bool:
+    return zlib.crc32(OUTBOX[-1].encode()) % 2 == 0
+
+
+@workflow(name="reuse_token_link")
+async def token_link() -> str:
+    try:
+        await hook("approval", timeout="1s", on_created=notify)
+    except HookExpiredError:
+        pass
+    return "a" if await lucky() else "b"
+"""
+
+# What a step body sees of its ``StepInfo`` where it is watched: one like any other.
+LOOKS_ALIKE = """
+import copy
+import dataclasses
+
+from pyworkflow import get_step_info, step, workflow
+
+
+@step(name="reuse_alike_look")
+async def look() -> list:
+    info = get_step_info()
+    return [
+        type(info).__name__,
+        repr(info).partition("(")[0],
+        copy.copy(info).attempt,
+        dataclasses.replace(info, attempt=7).attempt,
+        info == copy.copy(info),
+    ]
+
+
+@workflow(name="reuse_looks_alike")
+async def looks_alike() -> list:
+    return await look()
+"""
 
 
 def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: Path) -> None:
@@ -251,7 +360,7 @@ def test_reused_endings_give_the_verdicts_of_a_rerun_of_every_seed(module_dir: P
         ("reuse_step_draws:step_draws", range(0, 100), True),
         ("reuse_bucketed:bucketed", range(0, 100), True),
         ("reuse_sampled:sampled", range(0, 50), False),
-        ("reuse_kept:kept_token", range(0, 100), True),
+        ("reuse_kept:kept_token", range(0, 100), False),  # (the model's token is its own)
     ],
 )
 def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
@@ -273,3 +382,72 @@ def test_endings_of_code_that_draws_from_the_seed_are_never_reused(
     assert models.trusted
     if models_draw:  # nor its reference models (``ReferenceModels``)
         assert models.reused == 0 and not models.models and models.from_seed
+
+
+@pytest.mark.parametrize(
+    ("target", "models_draw"),
+    [
+        ("reuse_ctx:ctx_id", True),
+        ("reuse_info:kept_info", True),
+        ("reuse_link:token_link", False),
+    ],
+)
+def test_reference_models_of_code_that_reads_the_seed_are_never_reused(
+    module_dir: Path, target: str, models_draw: bool
+) -> None:
+    module, seeds = target.partition(":")[0], range(0, 40)
+    state = random.getstate()
+    try:
+        sampled = verdicts(target, module_dir, seeds, 10, "none")
+        models = endings_of(target, module_dir, "none").references
+        every = verdicts(target, module_dir, seeds, 1, "none")
+    finally:
+        random.setstate(state)
+        sys.modules.pop(module, None)
+    assert sampled == every
+    if models_draw:
+        assert models.reused == 0 and not models.models and models.from_seed
+        assert not any(every.values())  # (the engine agrees with each run's own model)
+    else:
+        assert models.reused > len(seeds) // 2 and models.trusted
+        assert any(every.values())  # (the model's token is not the run's: some disagree)
+
+
+def test_a_watched_step_info_looks_like_any_other(module_dir: Path) -> None:
+    """Where sweeps watch a step's reads of its run id (a learning rerun, a reference model),
+    the body's ``StepInfo`` has another class: it must look, copy and compare like the engine's."""
+    state = random.getstate()
+    try:
+        found = verdicts("reuse_alike:looks_alike", module_dir, range(0, 30), 10)
+        memo = endings_of("reuse_alike:looks_alike", module_dir)
+    finally:
+        random.setstate(state)
+        sys.modules.pop("reuse_alike", None)
+    assert not any(found.values()), found
+    assert memo.references.ran > 0  # (the models ran watched)
+
+
+def test_on_created_callbacks_that_keep_their_token_are_counted() -> None:
+    kept: list[str] = []
+    links: list[str] = []
+
+    async def keeps_later(token: str) -> None:
+        await asyncio.sleep(0)
+        kept.append(token)
+
+    def fails(token: str) -> None:
+        raise ValueError(token)
+
+    callbacks = [
+        (kept.append, 1),
+        (keeps_later, 1),
+        (lambda token: links.append(f"https://example.com/?t={token}"), 0),  # (not seen)
+        (lambda token: print(len(token)), 0),
+        (fails, 1),  # (its traceback held the token: counted, to be safe)
+    ]
+    for callback, counted in callbacks:
+        token = "".join(["run_1:", "hook-1:", "secret"])  # (a fresh object, as a token is)
+        before = kept_tokens()
+        with contextlib.suppress(ValueError):
+            asyncio.run(call_on_created(callback, token))
+        assert kept_tokens() - before == counted, callback
