@@ -8,6 +8,7 @@ script; it never injects a fault itself and never changes the simulation it chec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -28,7 +29,7 @@ from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
-from pyworkflow_testing.identity import identity_reads
+from pyworkflow_testing.identity import identity_reads, watched
 from pyworkflow_testing.reference import ReferenceCall, ReferenceOutcome, drive_references
 from pyworkflow_testing.world import World
 
@@ -58,7 +59,7 @@ class FaultFreeEndings:
     code: the run ids and hook tokens it draws, ``random`` (seeded with the seed), and what
     ``pyworkflow.random()`` and ``uuid4()`` draw from a stream seeded by the run id. A fault-free
     rerun whose code drew nothing from ``random`` or a run's stream, read no run id in a step
-    (``World.watch_identity``), kept no hook token (``primitives.hooks.kept_tokens``) and
+    (``identity.watched``), kept no hook token (``primitives.hooks.kept_tokens``) and
     started no other run (children, chains: their ids come from the seed) took no decision on
     such a value, so every seed of its key ends alike without faults (a hook token that reaches
     an ending is unique to its seed: that ending matches no other seed's, and the seed reruns).
@@ -105,10 +106,10 @@ class ReferenceModels:
     from the function, its arguments, when the run started and when its hooks were answered with
     what (the key), and from values taken from the seed: ``random`` (seeded with the seed), the
     run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read by user code:
-    ``identity``) and other runs' ids (children). (The hook tokens a model hands ``on_created``
-    are its own, made of nothing the seed drew.) A model that took none of these is the model of
-    every run of its key, of any seed: a seed outside the sweep's sample takes it instead of
-    running its own.
+    ``identity``), a hook token (made of the run id: a model that hands one to ``on_created``
+    is never shared) and other runs' ids (children). A model that took none of these is the
+    model of every run of its key, of any seed: a seed outside the sweep's sample takes it
+    instead of running its own.
     Seeds in the sample run every model afresh, and one that differs from what was learned stops
     all reuse. Simulations with mocked steps (mocks may count their calls) neither learn nor
     reuse.
@@ -302,7 +303,6 @@ class Checks:
             models = drive_references([call for *_, call in checked], each)
         finally:
             random.setstate(saved)
-            self.world.watch_identity = False
         faulted = bool(self.world.chooser.fired)
         found = []
         for (run, record, events, _), model in zip(checked, models, strict=True):
@@ -327,10 +327,9 @@ class Checks:
             if known is not None:
                 memo.reused += 1
                 return known
-            # (A hook token the model hands ``on_created`` is its own, the same for every seed.)
-            self.world.watch_identity = True
             seeded, taken = random.getstate(), _ids_taken()
-            model = run()
+            with watched():
+                model = run()
             from_seed = model.other_runs or _ids_taken() != taken or random.getstate() != seeded
             memo.learn(key, model, from_seed)
             return model
@@ -442,9 +441,9 @@ class Checks:
         saved = random.getstate()
         random.seed(self.seed)
         seeded, taken = random.getstate(), (_ids_taken(), kept_tokens())
-        twin.world.watch_identity = watch
         try:
-            twin.replay_script(self.script)
+            with watched() if watch else contextlib.nullcontext():
+                twin.replay_script(self.script)
             if watch:
                 twin.drew_from_seed = (
                     _ids_taken(),

@@ -3,17 +3,29 @@
 A seed draws the run ids of a simulation, so a value made from a run id differs from seed to
 seed. Sweeps take one seed's fault-free endings or reference models for another's only where
 the code that reached them read no run id (``checking.FaultFreeEndings``,
-``checking.ReferenceModels``): the watched objects count each read here (``identity_reads``).
+``checking.ReferenceModels``): reads are counted here (``identity_reads``).
+
 Only reads by user code count: a read whose caller is a module of ``pyworkflow`` or
 ``pyworkflow_testing`` is the library's own bookkeeping (a ledger, a child's key, a checkpoint's
-row), which hands no value made from the id to user code; the public accessors that do (the
-run id itself, ``StepInfo.idempotency_key``, the run's seeded stream) count wherever they are
-called.
+row), which hands no value made from the id to user code. What hands one over wherever it is
+called counts always (``count_use``: the run's seeded stream, the model's hook tokens).
+
+``watched()`` makes every ``StepInfo`` count, for the length of a ``with`` block (a sweep's
+learning rerun, a reference model): its ``run_id``, and what shows it (``idempotency_key``, its
+``repr``, ``hash`` and ``==``, whose generated code a ``pyworkflow`` module owns). It patches the
+class itself rather than handing bodies an instance of another class, which they could tell
+apart (``type``, ``==`` with a plain one, ``__slots__``, pickling).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pyworkflow.context import StepInfo
 
 _OWN = ("pyworkflow.", "pyworkflow_testing.")
 _reads = 0
@@ -39,4 +51,70 @@ def count_use() -> None:
     _reads += 1
 
 
-__all__ = ["count_read", "count_use", "identity_reads"]
+_PLAIN: dict[str, Any] = {
+    name: StepInfo.__dict__[name]
+    for name in ("run_id", "idempotency_key", "__repr__", "__hash__", "__eq__")
+}
+_RUN_ID: Any = _PLAIN["run_id"]  # the slot's own descriptor
+
+
+def _run_id(info: StepInfo) -> str:
+    count_read()
+    return _RUN_ID.__get__(info)  # type: ignore[no-any-return]
+
+
+def _set_run_id(info: StepInfo, value: str) -> None:  # (as ``__init__`` and ``copy`` set it)
+    _RUN_ID.__set__(info, value)
+
+
+def _idempotency_key(info: StepInfo) -> str:
+    count_read()
+    return f"{_RUN_ID.__get__(info)}:{info.step_id}"
+
+
+def _repr(info: StepInfo) -> str:
+    count_read()
+    return _PLAIN["__repr__"](info)  # type: ignore[no-any-return]
+
+
+def _hash(info: StepInfo) -> int:
+    count_read()
+    return _PLAIN["__hash__"](info)  # type: ignore[no-any-return]
+
+
+def _eq(info: StepInfo, other: object) -> Any:
+    count_read()
+    return _PLAIN["__eq__"](info, other)
+
+
+_WATCHED: dict[str, Any] = {
+    "run_id": property(_run_id, _set_run_id),
+    "idempotency_key": property(_idempotency_key),
+    "__repr__": _repr,
+    "__hash__": _hash,
+    "__eq__": _eq,
+}
+_lock = threading.Lock()
+_depth = 0
+
+
+@contextlib.contextmanager
+def watched() -> Iterator[None]:
+    """Count user code's reads of any ``StepInfo``'s run id while inside (nests)."""
+    global _depth
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            for name, value in _WATCHED.items():
+                setattr(StepInfo, name, value)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                for name, value in _PLAIN.items():
+                    setattr(StepInfo, name, value)
+
+
+__all__ = ["count_read", "count_use", "identity_reads", "watched"]

@@ -394,9 +394,10 @@ class _ReferenceWorkflow:
             self.asked[(f"hook:{name}:{position}", 0)] = (expires_at - now, expires_at)
         future: asyncio.Future[Any] = self.loop.create_future()
         if on_created is not None:
-            # A token of the model's own, made of nothing the seed drew (a real one is made of
-            # the run id and a secret): what code makes of it is the same for every seed.
-            self._spawn(_announce(on_created, f"reference:hook-{position}:reference"))
+            # Shaped as a real one (the run id, the hook, a secret): a value made of the run id,
+            # whatever the code makes of it (sweeps share no model that handed one out).
+            count_use()
+            self._spawn(_announce(on_created, f"{self.rid}:hook-{position}:reference"))
         answer = self.hook_answer(position, name)
         arrives = None
         if answer is not None:

