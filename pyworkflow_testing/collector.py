@@ -14,31 +14,32 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import threading
-from collections.abc import Iterator
+
+from pyworkflow_testing.window import SharedWindow
 
 THRESHOLD = 10_000
 
-_lock = threading.Lock()
-_depth = 0
 _saved: tuple[int, int, int] = (700, 10, 10)
 
 
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
+def _raise_threshold() -> None:
+    global _saved
+    _saved = gc.get_threshold()
+    if 0 < _saved[0] < THRESHOLD:  # (0: the caller turned collection off)
+        gc.set_threshold(THRESHOLD, _saved[1], _saved[2])
+
+
+def _put_threshold_back() -> None:
+    gc.set_threshold(*_saved)
+
+
+_window = SharedWindow(_raise_threshold, _put_threshold_back)
+
+
+def fewer_collections() -> contextlib.AbstractContextManager[None]:
     """Raise the collector's first threshold to ``THRESHOLD`` for the ``with`` block (nested and
     concurrent blocks share one window: the last to leave puts the caller's threshold back)."""
-    global _depth, _saved
-    with _lock:
-        if _depth == 0:
-            _saved = gc.get_threshold()
-            if 0 < _saved[0] < THRESHOLD:  # (0: the caller turned collection off)
-                gc.set_threshold(THRESHOLD, _saved[1], _saved[2])
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                gc.set_threshold(*_saved)
+    return _window()
+
+
+__all__ = ["THRESHOLD", "fewer_collections"]

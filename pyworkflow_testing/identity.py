@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from pyworkflow.context import StepInfo
+from pyworkflow_testing.window import SharedWindow
 
 _OWN = ("pyworkflow.", "pyworkflow_testing.")
 _reads = 0
@@ -94,27 +93,25 @@ _WATCHED: dict[str, Any] = {
     "__hash__": _hash,
     "__eq__": _eq,
 }
-_lock = threading.Lock()
-_depth = 0
 
 
-@contextlib.contextmanager
-def watched() -> Iterator[None]:
-    """Count user code's reads of any ``StepInfo``'s run id while inside (nests)."""
-    global _depth
-    with _lock:
-        _depth += 1
-        if _depth == 1:
-            for name, value in _WATCHED.items():
-                setattr(StepInfo, name, value)
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for name, value in _PLAIN.items():
-                    setattr(StepInfo, name, value)
+def _patch() -> None:
+    for name, value in _WATCHED.items():
+        setattr(StepInfo, name, value)
+
+
+def _unpatch() -> None:
+    for name, value in _PLAIN.items():
+        setattr(StepInfo, name, value)
+
+
+_window = SharedWindow(_patch, _unpatch)
+
+
+def watched() -> contextlib.AbstractContextManager[None]:
+    """Count user code's reads of any ``StepInfo``'s run id while inside (nested and concurrent
+    blocks share one window)."""
+    return _window()
 
 
 __all__ = ["count_read", "count_use", "identity_reads", "watched"]
