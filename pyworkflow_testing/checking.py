@@ -12,10 +12,10 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import orjson
 
@@ -50,7 +50,78 @@ class SimulationFailure(AssertionError):
         super().__init__(f"simulation seed {seed} failed:\n{diff}\nreproduce with:\n  {reproduce}")
 
 
-class FaultFreeEndings:
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Learned(Generic[K, V]):
+    """What a sweep learned, per key, from the seeds that computed a value afresh, for the seeds
+    outside its sample to reuse (``FaultFreeEndings``, ``ReferenceModels``).
+
+    A key whose value took something from the seed (``from_seed``) is never reused; a fresh
+    value that differs from the learned one stops all reuse (``trusted``: every seed computes
+    afresh from then on).
+    """
+
+    MAX_KEYS = 256
+
+    def __init__(self) -> None:
+        self.learned: dict[K, V] = {}
+        self.from_seed: set[K] = set()  # keys whose values took something from the seed
+        self.trusted = True
+        self.reused = 0  # values taken instead of computed
+        self.fresh = 0  # values computed and learned from
+
+    def known(self, key: K) -> V | None:
+        return self.learned.get(key) if self.trusted else None
+
+    def learn(self, key: K, value: V, from_seed: bool) -> None:
+        """What a seed of ``key`` computed afresh; ``from_seed``: it took values from the seed
+        (``random``, a run's seeded stream, a run id, a hook token, other runs)."""
+        self.fresh += 1
+        known = self.learned.get(key)
+        if known is not None and self._differ(known, value):
+            self.trusted = False  # the seed matters to them: no more reuse
+            self.learned.clear()
+        elif from_seed or key in self.from_seed:
+            self.from_seed.add(key)
+            self.learned.pop(key, None)
+        elif self.trusted and len(self.learned) < self.MAX_KEYS:
+            self.learned[key] = value
+
+    def _differ(self, known: V, fresh: V) -> bool:
+        return known != fresh
+
+
+class ReferenceModels(Learned[tuple[Any, ...], ReferenceOutcome]):
+    """Reference models a sweep's seeds ran, to spare most seeds running them again
+    (``Checks._compare_with_reference``).
+
+    A model (``reference.run_reference``) runs the workflow function alone: what it does follows
+    from the function, its arguments, when the run started and when its hooks were answered with
+    what (the key), and from values taken from the seed: ``random`` (seeded with the seed), the
+    run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read by user code:
+    ``identity``), a hook token (made of the run id: a model that hands one to ``on_created``
+    is never shared) and other runs' ids (children). A model that took none of these is the
+    model of every run of its key, of any seed: a seed outside the sweep's sample takes it
+    instead of running its own.
+    Seeds in the sample run every model afresh, and one that differs from what was learned stops
+    all reuse. Simulations with mocked steps (mocks may count their calls) neither learn nor
+    reuse.
+    """
+
+    MAX_KEYS = 1024
+
+    @property
+    def models(self) -> dict[tuple[Any, ...], ReferenceOutcome]:
+        return self.learned
+
+    def _differ(self, known: ReferenceOutcome, fresh: ReferenceOutcome) -> bool:
+        # (``repr`` too: ``==`` takes 1 for 1.0 and True, whose messages differ.)
+        return known != fresh or repr(known) != repr(fresh)
+
+
+class FaultFreeEndings(Learned[str, list[tuple[str, str | None]]]):
     """What a sweep learned of its script's endings without faults, to spare most seeds the
     fault-free rerun (``Checks._compare_with_fault_free``).
 
@@ -72,74 +143,18 @@ class FaultFreeEndings:
     MAX_KEYS = 256  # (a script per key: a sweep has a handful)
 
     def __init__(self) -> None:
-        self.endings: dict[str, list[tuple[str, str | None]]] = {}
-        self.from_seed: set[str] = set()  # keys whose reruns drew values from the seed
-        self.trusted = True
-        self.reused = 0  # seeds that were spared the rerun
-        self.reruns = 0
+        super().__init__()
         # The reference models the sweep's seeds ran, shared by the same rule.
         self.references = ReferenceModels()
 
-    def known(self, key: str) -> list[tuple[str, str | None]] | None:
-        return self.endings.get(key) if self.trusted else None
+    @property
+    def endings(self) -> dict[str, list[tuple[str, str | None]]]:
+        return self.learned
 
-    def learn(self, key: str, endings: list[tuple[str, str | None]], from_seed: bool) -> None:
-        """What a fault-free rerun of a seed of ``key`` ended with; ``from_seed``: its code took
-        values from the seed (``random``, a run's seeded stream, a run id, other runs)."""
-        self.reruns += 1
-        known = self.endings.get(key)
-        if known is not None and known != endings:
-            self.trusted = False  # the seed matters to them: no more reuse
-            self.endings.clear()
-        elif from_seed or key in self.from_seed:
-            self.from_seed.add(key)
-            self.endings.pop(key, None)
-        elif self.trusted and len(self.endings) < self.MAX_KEYS:
-            self.endings[key] = endings
-
-
-class ReferenceModels:
-    """Reference models a sweep's seeds ran, to spare most seeds running them again
-    (``Checks._compare_with_reference``).
-
-    A model (``reference.run_reference``) runs the workflow function alone: what it does follows
-    from the function, its arguments, when the run started and when its hooks were answered with
-    what (the key), and from values taken from the seed: ``random`` (seeded with the seed), the
-    run's seeded stream (``pyworkflow.random()``, ``uuid4()``), its run id (read by user code:
-    ``identity``), a hook token (made of the run id: a model that hands one to ``on_created``
-    is never shared) and other runs' ids (children). A model that took none of these is the
-    model of every run of its key, of any seed: a seed outside the sweep's sample takes it
-    instead of running its own.
-    Seeds in the sample run every model afresh, and one that differs from what was learned stops
-    all reuse. Simulations with mocked steps (mocks may count their calls) neither learn nor
-    reuse.
-    """
-
-    MAX_KEYS = 1024
-
-    def __init__(self) -> None:
-        self.models: dict[tuple[Any, ...], ReferenceOutcome] = {}
-        self.from_seed: set[tuple[Any, ...]] = set()  # keys whose models took seed values
-        self.trusted = True
-        self.reused = 0  # models taken instead of run
-        self.ran = 0
-
-    def known(self, key: tuple[Any, ...]) -> ReferenceOutcome | None:
-        return self.models.get(key) if self.trusted else None
-
-    def learn(self, key: tuple[Any, ...], model: ReferenceOutcome, from_seed: bool) -> None:
-        """The model a run of ``key`` just got; ``from_seed``: it took values from the seed."""
-        self.ran += 1
-        known = self.models.get(key)
-        if known is not None and (known != model or repr(known) != repr(model)):
-            # (``repr`` too: ``==`` takes 1 for 1.0 and True, whose messages differ.)
-            self.trusted = False  # the seed matters to them: no more reuse
-            self.models.clear()
-        elif from_seed or key in self.from_seed:
-            self.from_seed.add(key)
-            self.models.pop(key, None)
-        elif self.trusted and len(self.models) < self.MAX_KEYS:
-            self.models[key] = model
+    @property
+    def reruns(self) -> int:
+        """Fault-free reruns learned from."""
+        return self.fresh
 
 
 def _ids_taken() -> tuple[int, int]:
@@ -620,4 +635,4 @@ def _hook_answers(events: list[Event]) -> list[tuple[str, timedelta, str]]:
     ]
 
 
-__all__ = ["Checks", "FaultFreeEndings", "ReferenceModels", "SimulationFailure"]
+__all__ = ["Checks", "FaultFreeEndings", "Learned", "ReferenceModels", "SimulationFailure"]

@@ -473,7 +473,7 @@ def test_a_watched_step_info_looks_like_any_other(module_dir: Path) -> None:
         random.setstate(state)
         sys.modules.pop("reuse_alike", None)
     assert not any(found.values()), found
-    assert memo.references.ran > 0  # (the models ran watched)
+    assert memo.references.fresh > 0  # (the models ran watched)
 
 
 def test_on_created_callbacks_that_keep_their_token_are_counted() -> None:
