@@ -50,40 +50,38 @@ def count_use() -> None:
     _reads += 1
 
 
-_PLAIN: dict[str, Any] = {
-    name: StepInfo.__dict__[name]
-    for name in ("run_id", "idempotency_key", "__repr__", "__hash__", "__eq__")
-}
-_RUN_ID: Any = _PLAIN["run_id"]  # the slot's own descriptor
+_NAMES = ("run_id", "idempotency_key", "__repr__", "__hash__", "__eq__")
+# What the class held when the window opened (a test may have patched it), put back on closing.
+_saved: dict[str, Any] = {}
 
 
 def _run_id(info: StepInfo) -> str:
     count_read()
-    return _RUN_ID.__get__(info)  # type: ignore[no-any-return]
+    return _saved["run_id"].__get__(info, StepInfo)  # type: ignore[no-any-return]
 
 
 def _set_run_id(info: StepInfo, value: str) -> None:  # (as ``__init__`` and ``copy`` set it)
-    _RUN_ID.__set__(info, value)
+    _saved["run_id"].__set__(info, value)
 
 
 def _idempotency_key(info: StepInfo) -> str:
     count_read()
-    return f"{_RUN_ID.__get__(info)}:{info.step_id}"
+    return _saved["idempotency_key"].__get__(info, StepInfo)  # type: ignore[no-any-return]
 
 
 def _repr(info: StepInfo) -> str:
     count_read()
-    return _PLAIN["__repr__"](info)  # type: ignore[no-any-return]
+    return _saved["__repr__"](info)  # type: ignore[no-any-return]
 
 
 def _hash(info: StepInfo) -> int:
     count_read()
-    return _PLAIN["__hash__"](info)  # type: ignore[no-any-return]
+    return _saved["__hash__"](info)  # type: ignore[no-any-return]
 
 
 def _eq(info: StepInfo, other: object) -> Any:
     count_read()
-    return _PLAIN["__eq__"](info, other)
+    return _saved["__eq__"](info, other)
 
 
 _WATCHED: dict[str, Any] = {
@@ -96,12 +94,14 @@ _WATCHED: dict[str, Any] = {
 
 
 def _patch() -> None:
+    _saved.clear()
+    _saved.update((name, StepInfo.__dict__[name]) for name in _NAMES)
     for name, value in _WATCHED.items():
         setattr(StepInfo, name, value)
 
 
 def _unpatch() -> None:
-    for name, value in _PLAIN.items():
+    for name, value in _saved.items():
         setattr(StepInfo, name, value)
 
 

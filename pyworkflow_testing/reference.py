@@ -229,7 +229,24 @@ class _NotModelled(BaseException):  # noqa: N818 - a signal that ends a model ru
     there, unseen by workflow code's ``except Exception``."""
 
 
-@dataclass(eq=False)
+class _ReferenceCheckpoints:
+    """The model's step checkpoints (``save_step_checkpoint``), kept for its run as storage keeps
+    a run's: a retry or a lost worker's next attempt loads what an earlier one saved."""
+
+    def __init__(self) -> None:
+        self.saved: dict[tuple[str, str], str] = {}
+
+    async def put_checkpoint(self, run_id: str, step_id: str, data: str) -> None:
+        self.saved[(run_id, step_id)] = data
+
+    async def get_checkpoint(self, run_id: str, step_id: str) -> str | None:
+        return self.saved.get((run_id, step_id))
+
+    async def delete_checkpoint(self, run_id: str, step_id: str) -> None:
+        self.saved.pop((run_id, step_id), None)
+
+
+@dataclass(eq=False, repr=False)  # (its repr would show the run id, uncounted)
 class _ReferenceWorkflow:
     """The ``WorkflowContext`` of a reference run; records what the run does."""
 
@@ -248,10 +265,12 @@ class _ReferenceWorkflow:
     timed_out: bool = False  # the workflow's max_duration passed
     rng: random.Random = field(init=False)
     runs: _ReferenceRuns = field(init=False)
+    checkpoints: _ReferenceCheckpoints = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"pyworkflow:{self.rid}")
         self.runs = _ReferenceRuns()
+        self.checkpoints = _ReferenceCheckpoints()
 
     @property
     def run_id(self) -> str:
@@ -319,7 +338,13 @@ class _ReferenceWorkflow:
             self.step_starts.append(StepStart(position, definition.name, attempt, self.now()))
             step_id = f"step:{definition.name}:{position}"
             info = StepInfo(
-                self.rid, step_id, definition.name, attempt, self.step_context, None, self.runs
+                self.rid,
+                step_id,
+                definition.name,
+                attempt,
+                self.step_context,
+                self.checkpoints,
+                self.runs,
             )
             try:
                 with step_scope(info):

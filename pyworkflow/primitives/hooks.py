@@ -43,14 +43,15 @@ async def call_on_created(on_created: Callable[[str], Any], token: str) -> None:
     link with the token in it, an upper-cased copy) is not seen.
     """
     global _kept_tokens
-    before = sys.getrefcount(token)
+    refs = getattr(sys, "getrefcount", None)  # (CPython's: elsewhere every token counts)
+    before = refs(token) if refs is not None else 0
     kept = True
     try:
         maybe = on_created(token)
         if inspect.isawaitable(maybe):
             await maybe
         maybe = None
-        kept = sys.getrefcount(token) > before
+        kept = refs is None or refs(token) > before
     finally:
         if kept:
             _kept_tokens += 1

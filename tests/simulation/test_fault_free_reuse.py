@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pyworkflow.context import StepInfo
 from pyworkflow.primitives.hooks import call_on_created, kept_tokens
 from pyworkflow_testing.checking import FaultFreeEndings
+from pyworkflow_testing.identity import identity_reads, watched
 from pyworkflow_testing.sweep import SweepSpec, fault_free_endings, load_workflow, run_sweep
 
 # A workflow's own race: a dispatched step delayed by a fault (a message held back for up to
@@ -464,7 +466,7 @@ def test_reference_models_of_code_that_reads_the_seed_are_never_reused(
 
 def test_a_watched_step_info_looks_like_any_other(module_dir: Path) -> None:
     """Where sweeps watch a step's reads of its run id (a learning rerun, a reference model),
-    the body's ``StepInfo`` has another class: it must look, copy and compare like the engine's."""
+    the ``StepInfo`` class counts them: a body must see it look, copy and compare as ever."""
     state = random.getstate()
     try:
         found = verdicts("reuse_alike:looks_alike", module_dir, range(0, 30), 10)
@@ -500,3 +502,19 @@ def test_on_created_callbacks_that_keep_their_token_are_counted() -> None:
         with contextlib.suppress(ValueError):
             asyncio.run(call_on_created(callback, token))
         assert kept_tokens() - before == counted, callback
+
+
+def test_the_watch_keeps_what_a_test_patched_on_step_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watch wraps what the class holds when it begins, and puts exactly that back (a
+    sweep must not undo a test's own patch, nor bypass it while watching)."""
+    patched = property(lambda info: f"fixed:{info.step_id}")
+    monkeypatch.setattr(StepInfo, "idempotency_key", patched)
+    info = StepInfo("run_1", "step:charge:1", "charge", 1, None, None)
+    before = identity_reads()
+    with watched():
+        assert info.idempotency_key == "fixed:step:charge:1"
+        assert info.run_id == "run_1"
+    assert identity_reads() - before == 2  # (read here, by a test: user code)
+    assert StepInfo.__dict__["idempotency_key"] is patched
+    assert info.idempotency_key == "fixed:step:charge:1"
+    assert type(StepInfo.__dict__["run_id"]).__name__ == "member_descriptor"

@@ -537,3 +537,36 @@ def test_the_model_delivers_step_errors_as_the_codec_does(exc: Exception) -> Non
     assert type(model) is type(codec)
     assert isinstance(exc, _Unprintable) or str(model) == str(codec)
     assert model.args == codec.args
+
+
+@step(name="ref_resumable", max_retries=2, retry_delay="1s")
+async def resumable() -> str:
+    done = await pyworkflow.load_step_checkpoint()
+    if done is None:
+        await pyworkflow.save_step_checkpoint({"page": 3})
+        raise RetryableError("the connection dropped")
+    return f"resumed at page {done['page']}"
+
+
+@workflow(name="ref_checkpointed")
+async def checkpointed() -> str:
+    return await resumable()
+
+
+@pytest.mark.parametrize("faults", ["none", "all"])
+async def test_step_checkpoints_are_kept_for_the_models_run_as_storage_keeps_them(
+    faults: str,
+) -> None:
+    """A step's checkpoint outlives its attempt in the model as in storage: a model that gave
+    steps none failed every workflow that saves one (found by a review)."""
+    outcome = await reference(checkpointed)
+    assert (outcome.status, outcome.result) == ("completed", "resumed at page 3")
+    for seed in range(6):
+        sim = Simulation(seed=seed, faults=faults, workers=2)
+        try:
+            run = await sim.start(checkpointed)
+            await sim.run_until_idle()
+            assert await run.result() == "resumed at page 3"
+            sim.check()  # (the reference model among the oracles)
+        finally:
+            sim.close()
