@@ -244,12 +244,21 @@ class SentinelGroup:
 
         wait_until(in_sync, f"{replica.name} to replicate {master.name}", deadline)
 
+        seen: dict[str, str] = {}  # what the last look found short, per sentinel (a timeout says)
+
         def sentinels_know_everyone() -> bool:
             for sentinel in self.sentinels:
                 with sentinel.client() as client:
                     state = client.execute_command("SENTINEL", "MASTER", MASTER_NAME)
                     replicas = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
                 state = _pairs(state)
+                known = [
+                    (r["port"], r["flags"], r["master-link-status"]) for r in map(_pairs, replicas)
+                ]
+                seen[sentinel.name] = (
+                    f"master {state['port']} flags {state['flags']}, other sentinels"
+                    f" {state['num-other-sentinels']}, replicas {known}"
+                )
                 if int(state["port"]) != master.port or int(state["num-other-sentinels"]) < 2:
                     return False
                 if "s_down" in state["flags"] or "failover" in state["flags"]:
@@ -266,7 +275,18 @@ class SentinelGroup:
                     return False
             return True
 
-        wait_until(sentinels_know_everyone, "every sentinel to know the whole group", deadline)
+        try:
+            wait_until(sentinels_know_everyone, "every sentinel to know the whole group", deadline)
+        except AssertionError as exc:
+            tails = {
+                node.name: node.log.read_text(errors="replace").splitlines()[-5:]
+                for node in self.sentinels
+                if node.log.exists()
+            }
+            raise AssertionError(
+                f"{exc}; master {master.name}, replica {replica.name}; last seen: {seen};"
+                f" sentinel logs end: {tails}"
+            ) from None
 
     # -- failovers ----------------------------------------------------------------------------
 
