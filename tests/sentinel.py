@@ -2,7 +2,7 @@
 
 ``sentinel_group()`` starts two ``redis-server`` data nodes (the second ``--replicaof`` the first)
 and three ``redis-server --sentinel`` processes monitoring them as ``mymaster`` (quorum 2,
-``down-after-milliseconds`` 1000, ``failover-timeout`` 3000), each on a free 127.0.0.1 port in a
+``down-after-milliseconds`` 3000, ``failover-timeout`` 6000), each on a free 127.0.0.1 port in a
 temporary folder, and stops them all at the end. Everything waits by polling with a deadline.
 
 A failover is one of:
@@ -41,8 +41,10 @@ from tests.servers import free_port, wait_for_port
 
 MASTER_NAME = "mymaster"
 DEADLINE = 60.0  # (a loaded 2-core machine: sentinels converge more slowly)
-DOWN_AFTER_MS = 1000
-FAILOVER_TIMEOUT_MS = 3000
+# Long enough that a loaded machine does not look like a dead master (it did at 1000 in CI:
+# the sentinels failed over on their own while a test waited for the group to settle).
+DOWN_AFTER_MS = 3000
+FAILOVER_TIMEOUT_MS = 6000
 # Sentinel's own periods (``SENTINEL DEBUG``, Redis 7), shortened so that the group settles in
 # a fraction of a second: INFO to each node every 10 s and hello messages every 2 s by default,
 # and a sentinel whose timer stalls (a loaded machine) waits 30 s in TILT mode before acting.
@@ -232,61 +234,75 @@ class SentinelGroup:
         return wait_until(agreed, what, deadline)
 
     def wait_healthy(self, deadline: float = DEADLINE) -> None:
-        """Wait until the replica is in sync and every sentinel knows the master, the replica and
-        the two other sentinels (what a failover needs)."""
-        master = self.node(self.wait_for_master(deadline=deadline))
-        replica = next(node for node in self.data if node is not master)
+        """Wait until the sentinels agree on a master, the other data node replicates it and every
+        sentinel knows the master, the replica and the two other sentinels (what a failover needs).
 
-        def in_sync() -> bool:
+        Each look reads the whole group again: if the sentinels fail over on their own while we
+        wait (a loaded machine can miss pings for ``down-after-milliseconds``), the wait follows
+        the group to its new master instead of waiting for the old one to come back.
+        """
+        seen: dict[str, str] = {}  # what the last look found short (a timeout says)
+
+        def healthy() -> bool:
+            seen.clear()
+            ports = self.reported_masters()
+            port = ports.pop() if len(ports) == 1 else None
+            if port is None:
+                seen["sentinels"] = f"report masters {sorted(map(str, ports))}"
+                return False
+            master = self.node(port)
+            replica = next(node for node in self.data if node is not master)
+            with master.client() as client:
+                role = client.execute_command("ROLE")
             with replica.client() as client:
                 info = client.info("replication")
-            return bool(info.get("role") == "slave" and info.get("master_link_status") == "up")
-
-        wait_until(in_sync, f"{replica.name} to replicate {master.name}", deadline)
-
-        seen: dict[str, str] = {}  # what the last look found short, per sentinel (a timeout says)
-
-        def sentinels_know_everyone() -> bool:
-            for sentinel in self.sentinels:
-                with sentinel.client() as client:
-                    state = client.execute_command("SENTINEL", "MASTER", MASTER_NAME)
-                    replicas = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
-                state = _pairs(state)
-                known = [
-                    (r["port"], r["flags"], r["master-link-status"]) for r in map(_pairs, replicas)
-                ]
-                seen[sentinel.name] = (
-                    f"master {state['port']} flags {state['flags']}, other sentinels"
-                    f" {state['num-other-sentinels']}, replicas {known}"
-                )
-                if int(state["port"]) != master.port or int(state["num-other-sentinels"]) < 2:
-                    return False
-                if "s_down" in state["flags"] or "failover" in state["flags"]:
-                    return False
-                # Sentinel promotes only a replica it is connected to, that it recently heard
-                # from and that replicates the master.
-                if not any(
-                    int(r["port"]) == replica.port
-                    and r["flags"] == "slave"
-                    and r["master-link-status"] == "ok"
-                    and int(r["master-port"]) == master.port
-                    for r in map(_pairs, replicas)
-                ):
-                    return False
-            return True
+            seen["data"] = (
+                f"{master.name} role {role[0]}; {replica.name} role {info.get('role')}, link"
+                f" {info.get('master_link_status')} to port {info.get('master_port')}"
+            )
+            if role[0] != "master" or info.get("role") != "slave":
+                return False
+            if info.get("master_link_status") != "up" or int(info["master_port"]) != master.port:
+                return False
+            return all(
+                self._knows_everyone(sentinel, master, replica, seen) for sentinel in self.sentinels
+            )
 
         try:
-            wait_until(sentinels_know_everyone, "every sentinel to know the whole group", deadline)
+            wait_until(healthy, "the group to be healthy", deadline)
         except AssertionError as exc:
             tails = {
-                node.name: node.log.read_text(errors="replace").splitlines()[-5:]
+                node.name: node.log.read_text(errors="replace").splitlines()[-8:]
                 for node in self.sentinels
                 if node.log.exists()
             }
-            raise AssertionError(
-                f"{exc}; master {master.name}, replica {replica.name}; last seen: {seen};"
-                f" sentinel logs end: {tails}"
-            ) from None
+            raise AssertionError(f"{exc}; last seen: {seen}; sentinel logs end: {tails}") from None
+
+    @staticmethod
+    def _knows_everyone(sentinel: Node, master: Node, replica: Node, seen: dict[str, str]) -> bool:
+        with sentinel.client() as client:
+            state = _pairs(client.execute_command("SENTINEL", "MASTER", MASTER_NAME))
+            replicas = list(
+                map(_pairs, client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME))
+            )
+        known = [(r["port"], r["flags"], r["master-link-status"]) for r in replicas]
+        seen[sentinel.name] = (
+            f"master {state['port']} flags {state['flags']}, other sentinels"
+            f" {state['num-other-sentinels']}, replicas {known}"
+        )
+        if int(state["port"]) != master.port or int(state["num-other-sentinels"]) < 2:
+            return False
+        if "s_down" in state["flags"] or "failover" in state["flags"]:
+            return False
+        # Sentinel promotes only a replica it is connected to, that it recently heard from and
+        # that replicates the master.
+        return any(
+            int(r["port"]) == replica.port
+            and r["flags"] == "slave"
+            and r["master-link-status"] == "ok"
+            and int(r["master-port"]) == master.port
+            for r in replicas
+        )
 
     # -- failovers ----------------------------------------------------------------------------
 

@@ -13,6 +13,16 @@ messages are still in Redis's set of unacknowledged messages (if Redis kept them
 consumer requeues them after the visibility timeout, and PyWorkflow's timers and leases recover
 their runs regardless.
 
+The same guard covers a task that finishes *after* the worker reconnected: its late
+acknowledgement (or rejection) goes to the channel it was delivered on, which is closed by then
+and has no connection to build a Redis client from. kombu raises ``AttributeError("'NoneType'
+object has no attribute 'client'")``, which Celery does not count as a connection error, and the
+worker's main process exits with ``Unrecoverable error`` (seen when a Sentinel failover lands
+while tasks run: ``tests/celery/test_sentinel_broker.py``). The acknowledgement is dropped
+instead: the message stays in the unacknowledged set of the Redis it was delivered from (if that
+Redis kept it), and comes back after the visibility timeout to a run that has moved on, which the
+engine's leases and its idempotent activations make a no-op.
+
 It also reuses one Redis client per connection pool instead of building one per command (see
 ``Channel._create_client``), which cuts the CPU a message costs. ``app.py`` selects ``Transport``
 for ``redis://`` broker URLs and ``SentinelTransport`` (kombu's Sentinel transport with the same
@@ -24,14 +34,33 @@ from __future__ import annotations
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 
 class QoS(kombu_redis.QoS):
+    def _connection_gone(self) -> bool:
+        """The channel is closed or its connection detached: no Redis client can be built."""
+        connection = self.channel.connection
+        return connection is None or connection.client is None
+
     def restore_unacked(self, client: Any = None) -> Any:
-        if client is None and self.channel.connection.client is None:
+        if client is None and self._connection_gone():
             self._delivered.clear()  # the connection is gone: the visibility timeout requeues
             return None
         return super().restore_unacked(client)
+
+    def ack(self, delivery_tag: Any) -> None:
+        if self._connection_gone():
+            # Delivered on a channel closed since (a reconnect): the visibility timeout requeues.
+            virtual.QoS.ack(self, delivery_tag)  # (forgotten here, left in Redis)
+            return
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._connection_gone():
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().reject(delivery_tag, requeue=requeue)
 
 
 class Channel(kombu_redis.Channel):

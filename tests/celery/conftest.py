@@ -201,7 +201,7 @@ class Cluster:
         parts = []
         for worker in self.workers.values():
             text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
-            tail = "\n".join(text.splitlines()[-40:])
+            tail = "\n".join(text.splitlines()[-400:])
             parts.append(f"===== {worker.name} ({worker.pool}) =====\n{tail}")
         return "\n".join(parts)
 
