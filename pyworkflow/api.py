@@ -75,6 +75,7 @@ def get_runtime(runtime: str | Runtime | None = None) -> Runtime:
             event_limit=config.event_limit,
             max_nesting_depth=config.max_nesting_depth,
             logical_order=config.logical_order,
+            inline_children=config.inline_children,
         )
     else:
         made = runtime_factory(name)()  # registered by its package (runtime/registry.py)

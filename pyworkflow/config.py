@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from pyworkflow.engine.hooks import checked_hook_key, env_hook_key
 from pyworkflow.model.exceptions import ConfigurationError
@@ -43,6 +46,10 @@ class Config:
     # workflow.started). False while workers of a release without that rule still run: they
     # replay every log in log order.
     logical_order: bool = True
+    # A child awaited alone (nothing else pending in its parent) runs in its parent's
+    # activation, its first write joined to the parent's. False: every child takes the queue
+    # (its own message and activation, as before the inline child).
+    inline_children: bool = True
     # The key hook tokens derive from (``pyworkflow.engine.hooks``), shared by every process of
     # a deployment; else ``PYWORKFLOW_HOOK_KEY``; else a key the storage keeps.
     hook_key: str | None = field(default=None, repr=False)
@@ -60,6 +67,41 @@ _PASSTHROUGH = {
     "event_soft_limit",
     "module",  # the module(s) defining workflows, imported by the ``pyworkflow`` command
 }
+
+
+# The plain keys' types, checked (and converted: ``"30"`` is 30.0, ``"false"`` is False, as a
+# YAML file or an environment variable gives them) by pydantic when they are configured.
+_Positive = Annotated[float, Field(gt=0)]
+_TYPES: dict[str, Any] = {
+    "default_durable": bool,
+    "allow_pickle": bool,
+    "dispatch_steps": bool,
+    "logical_order": bool,
+    "inline_children": bool,
+    "lease_ttl": _Positive,
+    "timer_poll_interval": _Positive,
+    "event_limit": Annotated[int, Field(ge=1)],
+    "max_nesting_depth": Annotated[int, Field(ge=0)],
+    "warn_value_size": int | None,
+    "max_value_size": int | None,
+}
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter[Any]:
+    return TypeAdapter(_TYPES[key])  # (built when first needed: a few ms at import otherwise)
+
+
+def _checked(key: str, value: Any) -> Any:
+    if key not in _TYPES:
+        return value
+    try:
+        return _adapter(key).validate_python(value)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise ConfigurationError(
+            f"configuration key {key!r}: {reason[0].lower()}{reason[1:]} (given: {value!r})"
+        ) from None
 
 
 def _coerce_storage(value: Any) -> StorageBackend | None:
@@ -90,6 +132,7 @@ def configure(**kwargs: Any) -> None:
         if name not in known:
             valid = ", ".join(sorted(known | set(_ALIASES) | _PASSTHROUGH))
             raise ConfigurationError(f"unknown configuration key {key!r} (valid keys: {valid})")
+        value = _checked(name, value)
         if name == "storage":
             value = _coerce_storage(value)
         elif name == "default_runtime" and value not in ("local", "celery"):

@@ -20,8 +20,8 @@ visibility timeout (s)      ``celery_visibility_timeout`` /     ``PYWORKFLOW_CEL
                             ``visibility_timeout``              ``VISIBILITY_TIMEOUT``
 ==========================  ==================================  ===========================
 
-``lease_ttl``, ``timer_poll_interval``, ``event_limit``, ``max_nesting_depth`` and
-``logical_order`` are the general configuration keys.
+``lease_ttl``, ``timer_poll_interval``, ``event_limit``, ``max_nesting_depth``,
+``logical_order`` and ``inline_children`` are the general configuration keys.
 
 The broker is Redis: ``redis://host:6379/0``, or the master a group of Redis Sentinels names,
 ``sentinel://[:password@]host1:26379,host2:26379/<master_name>[/<db>]`` (the form is in
@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pyworkflow.config import get_config
+from pyworkflow.model.exceptions import ConfigurationError
 from pyworkflow.utils.sentinel import is_sentinel_url, parse_sentinel_url
 
 DEFAULT_BROKER = "redis://localhost:6379/0"
@@ -78,6 +79,7 @@ class CelerySettings:
     event_limit: int = 50_000
     max_nesting_depth: int = 3
     logical_order: bool = True
+    inline_children: bool = True
     result_backend: str | None = None
 
     @classmethod
@@ -95,14 +97,25 @@ class CelerySettings:
             or os.environ.get("PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT")
             or DEFAULT_VISIBILITY_TIMEOUT
         )
+        try:
+            timeout = float(visibility)
+        except (TypeError, ValueError):
+            timeout = float("nan")
+        if not timeout > 0:  # (also NaN)
+            raise ConfigurationError(
+                "the Celery visibility timeout (celery_visibility_timeout /"
+                f" PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT) must be a number of seconds above 0,"
+                f" got {visibility!r}"
+            )
         return cls(
             broker_url=str(broker),
-            visibility_timeout=float(visibility),
+            visibility_timeout=timeout,
             lease_ttl=float(config.lease_ttl),
             timer_poll_interval=float(config.timer_poll_interval),
             event_limit=int(config.event_limit),
             max_nesting_depth=int(config.max_nesting_depth),
             logical_order=bool(config.logical_order),
+            inline_children=bool(config.inline_children),
             result_backend=extra.get("celery_result_backend"),
         )
 

@@ -80,6 +80,7 @@ class CeleryRuntime(Runtime):
             event_limit=self.settings.event_limit,
             max_nesting_depth=self.settings.max_nesting_depth,
             logical_order=self.settings.logical_order,
+            inline_children=self.settings.inline_children,
             hook_key=configured_hook_key(),
         )
         engine = Engine(storage, self.clock, self.queue, options=options)

@@ -129,6 +129,7 @@ class LocalRuntime(Runtime):
         owner: str | None = None,
         max_nesting_depth: int = 3,
         logical_order: bool = True,
+        inline_children: bool = True,
     ) -> None:
         self.dispatch_steps = dispatch_steps
         self.clock = clock or SystemClock()
@@ -137,6 +138,7 @@ class LocalRuntime(Runtime):
         self.event_limit = event_limit
         self.max_nesting_depth = max_nesting_depth
         self.logical_order = logical_order
+        self.inline_children = inline_children
         self.owner = owner or f"local:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Per storage object, most recently used last; at most MAX_STORAGES of them (past it,
         # an idle one's engine and service are let go: each polls its storage).
@@ -167,6 +169,7 @@ class LocalRuntime(Runtime):
             event_limit=self.event_limit,
             max_nesting_depth=self.max_nesting_depth,
             logical_order=self.logical_order,
+            inline_children=self.inline_children,
             block_unregistered=False,
             hook_key=configured_hook_key(),
         )

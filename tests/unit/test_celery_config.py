@@ -61,6 +61,15 @@ def test_settings_come_from_configuration_then_the_environment_then_defaults(
     assert CelerySettings.from_config().broker_url == "redis://explicit:6379/3"
 
 
+@pytest.mark.parametrize("value", ["an hour", "0", "-5", "nan"])
+def test_a_visibility_timeout_that_is_not_a_positive_number_is_named(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("PYWORKFLOW_CELERY_VISIBILITY_TIMEOUT", value)
+    with pytest.raises(ConfigurationError, match=f"visibility timeout .* above 0, got '{value}'"):
+        CelerySettings.from_config()
+
+
 def test_the_celery_config_acks_late_requeues_lost_work_and_reserves_one_message() -> None:
     conf = celery_config(CelerySettings(broker_url="redis://h:1/0", visibility_timeout=9))
     assert conf["task_acks_late"] is True

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyworkflow import (
     cancel_workflow,
+    configure_from_yaml,
     get_workflow_result,
     sleep,
+    start,
     start_child_workflow,
     step,
     workflow,
@@ -79,9 +82,9 @@ def _clear() -> None:
 class Enqueued:
     """Counts the activations an engine sends to its queue."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env | Any) -> None:
         self.run_ids: list[str] = []
-        queue = env.engine.queue
+        queue = (env.engine if isinstance(env, Env) else env).queue
         original = queue.enqueue_activation
 
         async def counted(run_id: str) -> None:
@@ -147,6 +150,37 @@ async def test_without_inline_children_a_child_takes_the_queue(env: Env) -> None
     run = await settle_all(env, run_id)
     assert run.status is RunStatus.COMPLETED and f"{run_id}.c1" in sent.run_ids
     assert await get_workflow_result(run_id, storage=env.storage) == 1
+
+
+async def test_the_inline_children_key_reaches_both_runtimes_and_their_engines(
+    tmp_path: Path,
+) -> None:
+    """``configure(inline_children=False)`` (or ``inline_children: false`` in YAML) turns the
+    inline child off for the configured local runtime, and for the Celery runtime's engines."""
+    from pyworkflow.api import get_runtime
+    from pyworkflow.celery import CeleryRuntime, CelerySettings
+    from pyworkflow.storage import InMemoryStorageBackend
+
+    storage = InMemoryStorageBackend()
+    config = tmp_path / "pyworkflow.config.yaml"
+    config.write_text("inline_children: false\n")
+    configure_from_yaml(config)
+    runtime = get_runtime("local")
+    try:
+        engine = runtime.engine_for(storage)
+        assert engine.options.inline_children is False
+        sent = Enqueued(engine)
+        run_id = await start(sum_of_squares, 2, runtime=runtime, storage=storage)
+        await runtime.drain(storage)  # type: ignore[attr-defined]
+        assert f"{run_id}.c1" in sent.run_ids  # the child took the queue
+        assert await get_workflow_result(run_id, storage=storage) == 1
+    finally:
+        await runtime.shutdown()
+    settings = CelerySettings.from_config()
+    assert settings.inline_children is False
+    celery = CeleryRuntime(settings=settings, serve=False)
+    assert celery.engine_for(storage).options.inline_children is False
+    assert CelerySettings().inline_children is True  # (the default)
 
 
 async def test_a_joined_write_that_fails_leaves_nothing_and_the_run_goes_on(env: Env) -> None:

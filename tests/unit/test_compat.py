@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -283,6 +284,43 @@ async def test_configure_from_yaml_with_sqlite_storage(tmp_path: Path) -> None:
 def test_configure_rejects_unknown_keys_by_name() -> None:
     with pytest.raises(ConfigurationError, match="unknown_key"):
         configure(unknown_key=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("lease_ttl", "half a minute", "valid number"),
+        ("lease_ttl", 0, "greater than 0"),
+        ("timer_poll_interval", -1.0, "greater than 0"),
+        ("event_limit", 2.5, "valid integer"),
+        ("event_limit", 0, "greater than or equal to 1"),
+        ("max_nesting_depth", -1, "greater than or equal to 0"),
+        ("logical_order", "sometimes", "valid boolean"),
+        ("default_durable", [True], "valid boolean"),
+        ("max_value_size", "big", "valid integer"),
+    ],
+)
+def test_configure_refuses_a_bad_value_naming_the_key_and_keeps_the_old_one(
+    key: str, value: Any, says: str
+) -> None:
+    before = getattr(get_config(), key)
+    with pytest.raises(ConfigurationError, match=f"configuration key '{key}': .*{says}") as bad:
+        configure(**{key: value})
+    assert repr(value) in str(bad.value)
+    assert getattr(get_config(), key) == before
+
+
+def test_configuration_values_from_yaml_text_are_converted(tmp_path: Path) -> None:
+    """What a file or an environment variable gives as text means what it says (``"false"``
+    is False, not a true non-empty string)."""
+    settings = tmp_path / "pyworkflow.config.yaml"
+    settings.write_text(
+        "logical_order: 'false'\ninline_children: 'no'\nlease_ttl: '12.5'\nevent_limit: '900'\n"
+    )
+    configure_from_yaml(settings)
+    config = get_config()
+    assert config.logical_order is False and config.inline_children is False
+    assert config.lease_ttl == 12.5 and config.event_limit == 900
 
 
 def test_configure_from_yaml_rejects_a_missing_file(tmp_path: Path) -> None:
