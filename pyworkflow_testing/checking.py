@@ -27,6 +27,7 @@ from pyworkflow.primitives.deterministic import seeded_draws
 from pyworkflow.primitives.hooks import kept_tokens
 from pyworkflow.serialization import deserialize_args, loads
 from pyworkflow_testing import oracles, schedule_oracles
+from pyworkflow_testing.behind import moved_cancel, progress_at_request, resolutions, window
 from pyworkflow_testing.collector import fewer_collections
 from pyworkflow_testing.faults import Faults
 from pyworkflow_testing.identity import identity_reads, watched
@@ -437,9 +438,12 @@ class Checks:
 
         return self.run_sync(collect())
 
-    def _rerun(self, faults: Faults, watch: bool = False) -> Self:
-        """The script again on a new simulation of this seed with ``faults``. ``watch``: note
-        whether its code took values from the seed (``drew_from_seed``: ``FaultFreeEndings``)."""
+    def _rerun(
+        self, faults: Faults, watch: bool = False, script: list[_Action] | None = None
+    ) -> Self:
+        """The script (or ``script``) again on a new simulation of this seed with ``faults``.
+        ``watch``: note whether its code took values from the seed (``drew_from_seed``:
+        ``FaultFreeEndings``)."""
         twin = type(self)(
             self.seed,
             faults,
@@ -458,7 +462,7 @@ class Checks:
         seeded, taken = random.getstate(), (_ids_taken(), kept_tokens())
         try:
             with watched() if watch else contextlib.nullcontext():
-                twin.replay_script(self.script)
+                twin.replay_script(self.script if script is None else script)
             if watch:
                 twin.drew_from_seed = (
                     _ids_taken(),
@@ -488,12 +492,56 @@ class Checks:
                 # (Runs the script did not start, children or chains: ids drawn from the seed.)
                 others = len(twin.run_sync(twin._every_run())) > len(twin.runs)
                 memo.learn(key, expected, from_seed=twin.drew_from_seed or others)
+            differ = [
+                (i, (e, a))
+                for i, (e, a) in _endings_differ(expected, actual, excused)
+                if not self._cancelled_behind(twin, i, a)
+            ]
         finally:
             twin.close()
-        return [
-            f"run {i}: with faults it ended {a}, without faults {e}"
-            for i, (e, a) in _endings_differ(expected, actual, excused)
-        ]
+        return [f"run {i}: with faults it ended {a}, without faults {e}" for i, (e, a) in differ]
+
+    def _cancelled_behind(self, twin: Self, index: int, ending: tuple[str, str | None]) -> bool:
+        """Whether run ``index`` ends differently from ``twin``'s (run without faults) only
+        because the script's cancellation caught it behind, where the fault-free run was
+        earlier (``pyworkflow_testing.behind``): it ends as the fault-free run cancelled there
+        does, or that point lasted no virtual time in the fault-free run."""
+        if not any(a.kind == "cancel" and a.args[0] == index for a in self.script):
+            return False
+        ours = self.run_sync(self.world.storage.inner.get_events(self.runs[index].run_id))
+        theirs = twin.run_sync(twin.world.storage.inner.get_events(twin.runs[index].run_id))
+        mine = progress_at_request(ours)
+        if mine is None:
+            return False
+        # (Without faults the run may have ended before the request: it had done everything.)
+        done, requested = progress_at_request(theirs) or (
+            frozenset(command_id for command_id, _ in resolutions(theirs)),
+            mine[1],
+        )
+        if not mine[0] < done:
+            return False  # (not behind: the difference is the faults')
+        span = window(theirs, mine[0], theirs[0].timestamp or self.epoch)
+        if span is None:
+            return False
+        begin, end = span
+        if begin >= end:
+            # The fault-free run was there for no time: no moment to cancel it at. The request
+            # must still have done something (a request lost on the way ends the run as if
+            # nobody had asked).
+            uncancelled = [
+                a for a in self.script if not (a.kind == "cancel" and a.args[0] == index)
+            ]
+            return self._ending_with(uncancelled, index) != ending
+        moved = moved_cancel(self.script, index, requested, begin + (end - begin) / 2)
+        return moved is not None and self._ending_with(moved, index) == ending
+
+    def _ending_with(self, script: list[_Action], index: int) -> tuple[str, str | None]:
+        """How run ``index`` ends when ``script`` is run without faults."""
+        rerun = self._rerun(Faults.none(), script=script)
+        try:
+            return rerun._outcomes()[index]
+        finally:
+            rerun.close()
 
     def _fault_free_key(self) -> str | None:
         """What, besides the code and values drawn from the seed, a fault-free rerun of this
