@@ -36,23 +36,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pyworkflow.model.events import Event, EventType
+from pyworkflow.model.events import Event, EventType, completion_key
 
 if TYPE_CHECKING:
     from pyworkflow_testing.simulation import _Action
-
-_RESOLUTIONS = frozenset(
-    {
-        EventType.STEP_COMPLETED,
-        EventType.STEP_FAILED,
-        EventType.SLEEP_COMPLETED,
-        EventType.HOOK_RECEIVED,
-        EventType.HOOK_EXPIRED,
-        EventType.CHILD_WORKFLOW_COMPLETED,
-        EventType.CHILD_WORKFLOW_FAILED,
-        EventType.CHILD_WORKFLOW_CANCELLED,
-    }
-)
 
 
 def resolutions(events: Sequence[Event]) -> list[tuple[str, datetime | None]]:
@@ -60,11 +47,10 @@ def resolutions(events: Sequence[Event]) -> list[tuple[str, datetime | None]]:
     found: list[tuple[str, datetime | None]] = []
     seen: set[str] = set()
     for event in events:
-        if event.type not in _RESOLUTIONS:
-            continue
-        if event.type is EventType.STEP_FAILED and event.data.get("retrying"):
-            continue  # (an attempt's failure, a retry follows: nothing resolved)
-        command_id = str(event.data.get("command_id"))
+        key = completion_key(event.type, event.data)
+        if key is None or not key.endswith("#done"):
+            continue  # (not a command's final completion: a retried attempt's, a run's end)
+        command_id = str(event.data["command_id"])
         if command_id not in seen:
             seen.add(command_id)
             found.append((command_id, event.timestamp))

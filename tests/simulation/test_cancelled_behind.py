@@ -159,7 +159,7 @@ LOG = [
     _event(EventType.SLEEP_STARTED, 0, "c:1"),
     _event(EventType.SLEEP_COMPLETED, 60, "c:1"),
     _event(EventType.STEP_STARTED, 60, "c:2"),
-    _event(EventType.STEP_FAILED, 60, "c:2", retrying=True),
+    _event(EventType.STEP_FAILED, 60, "c:2", retrying=True, attempt=1),
     _event(EventType.STEP_COMPLETED, 70, "c:2"),
     _event(EventType.CANCELLATION_REQUESTED, 75),
     _event(EventType.HOOK_EXPIRED, 90, "c:3"),
