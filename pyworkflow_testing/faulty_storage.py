@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,10 @@ class FaultyStorage(StorageBackend):
         self._interleaving = random.Random(f"interleave:{chooser.seed}")
         self.joint_commits = False  # see ``commit_many``
         self.joint_writes = 0  # atomic ``commit_many`` calls
+        # Told of each run created and each commit applied (run id, its new events), before the
+        # writer goes on: what a check's rerun acts on at a point of a run's progress
+        # (``pyworkflow_testing.behind``).
+        self.after_write: Callable[[str, list[Event]], Awaitable[None]] | None = None
 
     async def _interleave(self) -> None:
         """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
@@ -79,6 +84,8 @@ class FaultyStorage(StorageBackend):
         self.events_recorded += len(events)
         if self.trace is not None:
             self.trace.run_created(created[0], events, created[1])
+        if self.after_write is not None and created[1]:
+            await self.after_write(run.run_id, events)
         return created
 
     async def get_run(self, run_id: str) -> WorkflowRun | None:
@@ -131,6 +138,9 @@ class FaultyStorage(StorageBackend):
             if self.trace is not None:
                 worker = None if delivery is None else delivery.worker
                 self.trace.committed(worker, commit, heads[-1])
+        if self.after_write is not None:
+            for commit in commits:
+                await self.after_write(commit.run_id, commit.events)
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
             # The caller sees an error: what it does after a commit (queue the runs it created,
             # among others) does not happen, so those runs are struck too.

@@ -263,6 +263,12 @@ def finished(run: WorkflowRun, waiting_hooks: int) -> list[str]:
     return [f"the run did not finish once faults stopped (status {run.status})"]
 
 
+def unmodelled(events: list[Event]) -> bool:
+    """Whether the log holds what no reference model does (a cancellation request from outside,
+    a child started, a chain continued): then the model is no yardstick, and need not run."""
+    return any(event.type in _UNMODELLED for event in events)
+
+
 def agrees_with_reference(
     run: WorkflowRun, events: list[Event], model: ReferenceOutcome, *, faults: bool
 ) -> list[str]:
@@ -276,7 +282,7 @@ def agrees_with_reference(
     ending = events[-1] if events else None
     if ending is not None and ending.data.get("imposed"):
         return []  # an engine limit (the recovery budget, the event limit) decided this ending
-    if model.other_runs or any(event.type in _UNMODELLED for event in events):
+    if model.other_runs or unmodelled(events):
         # Cancelled from outside, or managing other runs (children, a chain): the model, which
         # nobody cancels and which runs no other run, is no yardstick.
         return []
@@ -372,4 +378,4 @@ def _describe(model: ReferenceOutcome) -> str:
     return f"it is blocked ({model.error_message})"
 
 
-__all__ = ["agrees_with_reference", "finished", "replays_the_same", "well_formed"]
+__all__ = ["agrees_with_reference", "finished", "replays_the_same", "unmodelled", "well_formed"]
