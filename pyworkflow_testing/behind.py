@@ -18,12 +18,15 @@ faulty run was rather than when:
 - the script runs once more without faults, and the request is made the moment that run's log
   holds exactly that progress (``CancelAtProgress``: right after the write that completes it,
   before the writer goes on, so also at a point the run passes in no virtual time, a step run
-  at the very instant the sleep before it ended). The faulty run must end as that run does.
+  at the very instant the sleep before it ended), or, when it never does (parallel steps that
+  finish in another order), just before the write that would take it past that progress. The
+  faulty run must end as that run does.
 
-Anything else is reported as a difference, as before: a run not behind, or a progress the
-fault-free run never holds exactly (it resolved those calls in another order, or together in
-one write). The script's own request is still made in that run, where it was; it is a second
-request there, which changes nothing.
+A fault-free run that ended before the request had done everything: the faulty run is behind
+too when it had resolved as much but not yet ended (a chain's link that had not yet continued).
+Anything else is reported as a difference, as before: a run not behind, or a rerun where the
+request is never made. The script's own request is still made in that run, where it was: a
+second request there, which changes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any
 
-from pyworkflow.model.events import Event, EventType, completion_key
+from pyworkflow.model.events import TERMINAL_EVENT_TYPES, Event, EventType, completion_key
 
 
 def resolutions(events: Sequence[Event]) -> list[tuple[str, datetime | None]]:
@@ -65,8 +68,12 @@ def progress_at_request(events: Sequence[Event]) -> tuple[frozenset[str], dateti
 
 
 class CancelAtProgress:
-    """A simulated storage's ``after_write``: makes ``request`` (a cancellation of ``run_id``)
-    once, the moment that run's log holds exactly the resolutions ``target``."""
+    """A simulated storage's ``after_write`` and ``before_write``: makes ``request`` (a
+    cancellation of ``run_id``) once, the moment that run's log holds exactly the resolutions
+    ``target``; or, if it never does, just before the first write that would take it past them
+    (resolve a call outside ``target``, or end the run) while all it holds is part of them. The
+    latter is where steps run in parallel finish in another order without faults (the faulty
+    run's {1, 2, 4} of a gather is never a set the fault-free run holds, its {1, 2} is)."""
 
     def __init__(
         self,
@@ -80,7 +87,19 @@ class CancelAtProgress:
         self.seen: set[str] = set()
         self.fired = False
 
-    async def __call__(self, run_id: str, events: list[Event]) -> None:
+    async def before(self, run_id: str, events: list[Event]) -> None:
+        if self.fired or run_id != self.run_id or not self.seen <= self.target:
+            return
+        for event in events:
+            command_id = _resolved(event)
+            if (command_id is not None and command_id not in self.target) or (
+                event.type in TERMINAL_EVENT_TYPES
+            ):
+                self.fired = True
+                await self.request()
+                return
+
+    async def after(self, run_id: str, events: list[Event]) -> None:
         if self.fired or run_id != self.run_id:
             return
         for event in events:

@@ -525,33 +525,34 @@ class Checks:
         mine = progress_at_request(ours)
         if mine is None:
             return False
-        # (Without faults the run may have ended before the request: it had done everything.)
         at_theirs = progress_at_request(theirs)
-        done = at_theirs[0] if at_theirs else frozenset(c for c, _ in resolutions(theirs))
-        if not mine[0] < done:
-            return False  # (not behind: the difference is the faults')
+        if at_theirs is not None:
+            behind = mine[0] < at_theirs[0]
+        else:  # (without faults it ended before the request: it had done everything, and ended)
+            behind = mine[0] <= frozenset(c for c, _ in resolutions(theirs))
+        if not behind:
+            return False  # (the difference is the faults')
         reason = action.args[1]
-        rerun: Self | None = None
+        made: list[Self] = []
+
+        async def request() -> None:
+            with scripted_action():
+                await made[0].world.any_engine.request_cancellation(run_id, reason)
+
+        watch = CancelAtProgress(run_id, mine[0], request)
 
         def prepare(sim: Self) -> None:
-            async def request() -> None:
-                with scripted_action():
-                    await sim.world.any_engine.request_cancellation(run_id, reason)
-
-            watch = CancelAtProgress(run_id, mine[0], request)
-            sim.world.storage.after_write = watch
-            nonlocal rerun
-            rerun = sim
+            made.append(sim)
+            sim.world.storage.after_write = watch.after
+            sim.world.storage.before_write = watch.before
 
         try:
             moved = self._rerun(Faults.none(), prepare=prepare)
         except Exception:  # (the script went otherwise there: not comparable)
-            if rerun is not None:
-                rerun.close()
+            for sim in made:
+                sim.close()
             return False
         try:
-            watch = moved.world.storage.after_write
-            assert isinstance(watch, CancelAtProgress)
             return watch.fired and moved._outcomes()[index] == ending
         finally:
             moved.close()

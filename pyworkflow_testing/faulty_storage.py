@@ -53,10 +53,12 @@ class FaultyStorage(StorageBackend):
         self._interleaving = random.Random(f"interleave:{chooser.seed}")
         self.joint_commits = False  # see ``commit_many``
         self.joint_writes = 0  # atomic ``commit_many`` calls
-        # Told of each run created and each commit applied (run id, its new events), before the
-        # writer goes on: what a check's rerun acts on at a point of a run's progress
+        # Told of each run created and each commit applied (run id, its new events; a notice's
+        # event too, in its run), before the writer goes on, and of each commit about to be
+        # applied: what a check's rerun acts on at a point of a run's progress
         # (``pyworkflow_testing.behind``).
         self.after_write: Callable[[str, list[Event]], Awaitable[None]] | None = None
+        self.before_write: Callable[[str, list[Event]], Awaitable[None]] | None = None
 
     async def _interleave(self) -> None:
         """The ``interleave`` fault: let other tasks run before this call (see ``faults``)."""
@@ -120,6 +122,11 @@ class FaultyStorage(StorageBackend):
                 delivery.runs.add(commit.run_id)
         crash_point("before_commit")
         self._maybe_fail("commit")
+        if self.before_write is not None:
+            for commit in commits:
+                await self.before_write(commit.run_id, commit.events)
+                for notice in commit.notices:
+                    await self.before_write(notice.run_id, [notice.event])
         heads: list[int] = []
         for commit in commits:
             try:
@@ -141,6 +148,9 @@ class FaultyStorage(StorageBackend):
         if self.after_write is not None:
             for commit in commits:
                 await self.after_write(commit.run_id, commit.events)
+                for notice in commit.notices:
+                    if notice.placed is not None:  # (a child's ending, in its parent's log)
+                        await self.after_write(notice.placed.run_id, [notice.placed])
         if self.active and delivery is not None and self.chooser.fault("storage", "ack"):
             # The caller sees an error: what it does after a commit (queue the runs it created,
             # among others) does not happen, so those runs are struck too.

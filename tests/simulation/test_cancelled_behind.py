@@ -177,17 +177,45 @@ async def test_the_request_is_made_the_moment_the_log_holds_exactly_that_progres
         made.append(len(made))
 
     watch = CancelAtProgress("r", frozenset({"c:1", "c:2"}), request)
-    await watch("other", LOG[2:3] + LOG[5:6])  # (another run's writes)
-    await watch("r", LOG[:3])  # c:1
-    await watch("r", LOG[3:5])  # (a retried attempt's failure resolves nothing)
+    await watch.after("other", LOG[2:3] + LOG[5:6])  # (another run's writes)
+    await watch.after("r", LOG[:3])  # c:1
+    await watch.before("r", LOG[3:5])  # (a retried attempt's failure resolves nothing)
+    await watch.after("r", LOG[3:5])
     assert made == [] and not watch.fired
-    await watch("r", LOG[5:6])  # c:2: now
+    await watch.before("r", LOG[5:6])  # (c:2 is part of the progress: not past it)
+    assert made == []
+    await watch.after("r", LOG[5:6])  # c:2: now
     assert made == [0] and watch.fired
-    await watch("r", LOG[6:])
+    await watch.after("r", LOG[6:])
     assert made == [0]  # (once)
     at_start = CancelAtProgress("r", frozenset(), request)
-    await at_start("r", LOG[:2])  # (the run's creation: nothing resolved yet)
+    await at_start.after("r", LOG[:2])  # (the run's creation: nothing resolved yet)
     assert made == [0, 1]
-    skipped = CancelAtProgress("r", frozenset({"c:2"}), request)
-    await skipped("r", LOG)  # (c:1 came first: never exactly {c:2})
-    assert not skipped.fired
+
+
+async def test_if_never_exactly_there_the_request_comes_before_the_write_that_goes_past() -> None:
+    made: list[str] = []
+
+    async def request() -> None:
+        made.append("request")
+
+    # Steps run in parallel: with faults 1, 2 and 4 had ended; without, 3 ends before 4.
+    parallel = CancelAtProgress("r", frozenset({"c:1", "c:2", "c:4"}), request)
+    for n in (1, 2):
+        done = [_event(EventType.STEP_COMPLETED, 10 * n, f"c:{n}")]
+        await parallel.before("r", done)
+        await parallel.after("r", done)
+    assert made == []
+    await parallel.before("r", [_event(EventType.STEP_COMPLETED, 30, "c:3")])
+    assert made == ["request"] and parallel.fired
+    # A run that would end (continue as new, say) while holding part of the progress.
+    ending = CancelAtProgress("r", frozenset({"c:1", "c:2"}), request)
+    await ending.after("r", LOG[:3])
+    await ending.before("r", [_event(EventType.WORKFLOW_CONTINUED_AS_NEW, 70)])
+    assert made == ["request", "request"]
+    # Past it without ever being part of it (c:1 is not in {c:2}): never.
+    apart = CancelAtProgress("r", frozenset({"c:2"}), request)
+    await apart.after("r", LOG[:3])
+    await apart.before("r", LOG[5:])
+    await apart.after("r", LOG[5:])
+    assert not apart.fired and len(made) == 2
